@@ -1,0 +1,340 @@
+"""The configuration tree of the method: every hyperparameter lives here, as a dataclass default.
+
+Defaults follow ``SPEC.md`` (Ki et al., ICCV 2021 and the choices the project made where the paper
+is silent). Run/cluster settings (storage paths, workers) live in ``pipelines/config.py``; this
+module has no I/O and no Ray.
+
+Overrides use dotted keys, e.g. ``apply_overrides(cfg, ["loss.theta_bg=1.5", "model.backbone=tiny"])``;
+values are parsed against the type of the field they replace, so a typo or a wrong type is an error
+instead of a silently ignored flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+POOLINGS = ("topk", "mean", "max", "bottomk")
+MAP_SCALINGS = ("raw", "max", "minmax", "sigmoid", "peak")
+PAIRS = ("both", "positive", "negative")
+CAML_ON = ("attention", "features")
+PRETEXT_TASKS = ("rotation", "translation", "scale", "hflip", "vflip", "pst")
+
+
+@dataclass
+class ModelConfig:
+    """Network: backbone, ECA gate and PTAP pooling (SPEC §1-2).
+
+    Attributes:
+        backbone: registered backbone name (``coloc_core.backbones.available_backbones()``).
+        weights: ``"auto"`` (the packaged ImageNet weights where the backbone has them, else an error
+            explaining where to put them), a file path / ``s3://`` URI, or ``None`` for random init.
+        output_stride: backbone output stride; ``None`` keeps the backbone's default (SPEC §1).
+        pooling: PTAP channel pooling, one of ``topk``, ``mean``, ``max``, ``bottomk`` (Table 6).
+        pool_ratio: fraction of channels kept by ``topk``/``bottomk``: K = max(1, floor(ratio * C)).
+        eca: apply the ECA channel gate (Eq. 1) before pooling.
+        eca_kernel: ECA 1-D kernel size; ``None`` uses ECA's adaptive rule.
+        image_size: network input side in pixels.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = "auto"
+    output_stride: int | None = None
+    pooling: str = "topk"
+    pool_ratio: float = 0.7
+    eca: bool = True
+    eca_kernel: int | None = None
+    image_size: int = 224
+
+
+@dataclass
+class PretextConfig:
+    """Pretext tasks (SPEC §3); several may be enabled at once, each with its own head and labels."""
+
+    tasks: tuple[str, ...] = ("rotation",)
+
+
+@dataclass
+class LossConfig:
+    """CAML and the total loss (SPEC §4, Eq. 3-5).
+
+    Attributes:
+        use_cls: include the pretext classification loss L_cls (Table 3 "-L_cls" turns it off).
+        use_caml: include L_caml (off = the rotation baseline of PsyNet).
+        caml_weight: lambda in L_total = L_cls + lambda * L_caml.
+        margin: triplet margin m.
+        theta_bg: background threshold ratio: M_bg = 1[(1 - Â) > theta_bg * min(1 - Â)].
+        map_scaling: how A becomes Â before thresholding (the paper is silent): ``raw``, ``max``,
+            ``minmax``, ``sigmoid`` or ``peak`` (Â = map_peak * A / max(A), so max(Â) < 1).
+        map_peak: the peak value of Â for ``peak`` scaling.
+        pairs: ``both`` (Eq. 4), ``positive`` (L2 between positives only, Table 5) or ``negative``
+            (push negatives beyond the margin only, Table 5).
+        caml_on: ``attention`` (A, the paper) or ``features`` (A ⊙ F_w, Table 4).
+    """
+
+    use_cls: bool = True
+    use_caml: bool = True
+    caml_weight: float = 1.0
+    margin: float = 1.0
+    theta_bg: float = 2.3
+    map_scaling: str = "peak"
+    map_peak: float = 0.8
+    pairs: str = "both"
+    caml_on: str = "attention"
+
+
+@dataclass
+class OptimConfig:
+    """SGD and its schedule (SPEC §5). ``batch_size`` is global: split across workers."""
+
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 80
+    lr_milestones: tuple[int, ...] = (60,)
+    lr_gamma: float = 0.2
+
+
+@dataclass
+class DataConfig:
+    """Image sizes of the train/test transforms (SPEC §5)."""
+
+    resize: int = 256
+    crop: int = 224
+    crop_padding: int = 4
+
+
+@dataclass
+class BoxConfig:
+    """Boxes and metrics (SPEC §6)."""
+
+    threshold: float = 0.2
+    cam_curve_interval: float = 0.001
+    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+    multi_contour: bool = True
+
+
+@dataclass
+class ColocConfig:
+    """The whole method configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretext: PretextConfig = field(default_factory=PretextConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    boxes: BoxConfig = field(default_factory=BoxConfig)
+    seed: int = 0
+
+
+T = TypeVar("T")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def validate(cfg: ColocConfig) -> ColocConfig:
+    """Check every value of ``cfg`` and return it unchanged.
+
+    Raises:
+        ValueError: on an unknown choice or an out-of-range number, naming the key.
+    """
+    _check_choice("model.pooling", cfg.model.pooling, POOLINGS)
+    if not 0.0 < cfg.model.pool_ratio <= 1.0:
+        raise ValueError(f"model.pool_ratio={cfg.model.pool_ratio} must be in (0, 1]")
+    _check_choice("loss.map_scaling", cfg.loss.map_scaling, MAP_SCALINGS)
+    _check_choice("loss.pairs", cfg.loss.pairs, PAIRS)
+    _check_choice("loss.caml_on", cfg.loss.caml_on, CAML_ON)
+    if not cfg.pretext.tasks:
+        raise ValueError("pretext.tasks must name at least one task")
+    for task in cfg.pretext.tasks:
+        _check_choice("pretext.tasks", task, PRETEXT_TASKS)
+    if len(set(cfg.pretext.tasks)) != len(cfg.pretext.tasks):
+        raise ValueError(f"pretext.tasks has duplicates: {cfg.pretext.tasks}")
+    if not (cfg.loss.use_cls or cfg.loss.use_caml):
+        raise ValueError("at least one of loss.use_cls and loss.use_caml must be true")
+    if not 0.0 < cfg.loss.map_peak < 1.0:
+        raise ValueError(f"loss.map_peak={cfg.loss.map_peak} must be in (0, 1)")
+    if cfg.loss.theta_bg <= 0:
+        raise ValueError(f"loss.theta_bg={cfg.loss.theta_bg} must be positive")
+    if cfg.optim.batch_size < 1 or cfg.optim.epochs < 1:
+        raise ValueError("optim.batch_size and optim.epochs must be >= 1")
+    if cfg.optim.lr <= 0:
+        raise ValueError(f"optim.lr={cfg.optim.lr} must be positive")
+    if not 0.0 <= cfg.boxes.threshold < 1.0:
+        raise ValueError(f"boxes.threshold={cfg.boxes.threshold} must be in [0, 1)")
+    if cfg.data.crop > cfg.data.resize:
+        raise ValueError(f"data.crop={cfg.data.crop} exceeds data.resize={cfg.data.resize}")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass tree as plain nested dicts/lists (JSON/YAML-safe)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value
+
+    result = plain(cfg)
+    assert isinstance(result, dict)
+    return result
+
+
+def _parse_scalar(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("none", "null", "~"):
+        return None
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    return text.strip()
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a ``key=value`` string) to the field type ``annotation``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and _parse_scalar(value) is None):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise ValueError(f"{key}: cannot read {value!r} as {annotation}: {'; '.join(errors)}")
+    if origin is tuple:
+        if isinstance(value, str):
+            text = value.strip().strip("()[]")
+            items: list[Any] = [v for v in (p.strip() for p in text.split(",")) if v]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [value]
+        inner = args[0] if args else str
+        return tuple(_coerce(v, inner, key) for v in items)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        parsed = _parse_scalar(str(value))
+        if not isinstance(parsed, bool):
+            raise ValueError(f"{key}: expected true/false, got {value!r}")
+        return parsed
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(float(value)) if isinstance(value, str) and "." in value else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from nested dicts, rejecting unknown keys.
+
+    Raises:
+        KeyError: on a key that is not a field (the message lists the valid ones).
+    """
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise KeyError(f"unknown config key {full!r}; valid keys here: {', '.join(sorted(names))}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ValueError(f"{full}: expected a mapping, got {value!r}")
+            kwargs[key] = from_dict(annotation, value, prefix=f"{full}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, annotation, full)
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: T, overrides: list[str] | dict[str, Any]) -> T:
+    """Return a copy of dataclass tree ``cfg`` with dotted-key overrides applied.
+
+    Args:
+        cfg: any dataclass instance (e.g. ``ColocConfig``).
+        overrides: ``["loss.theta_bg=1.5", ...]`` (strings, leading ``--`` allowed) or
+            ``{"loss.theta_bg": 1.5}``.
+
+    Raises:
+        KeyError: on an unknown key; ValueError on a value of the wrong type.
+    """
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        for text in overrides:
+            body = text[2:] if text.startswith("--") else text
+            if "=" not in body:
+                raise ValueError(f"override {text!r} is not of the form key=value")
+            key, value = body.split("=", 1)
+            items.append((key.strip(), value))
+    result = cfg
+    for key, value in items:
+        result = _replace_path(result, key.split("."), value, key)
+    return result
+
+
+def _replace_path(node: Any, parts: list[str], value: Any, full: str) -> Any:
+    names = {f.name for f in dataclasses.fields(node)}
+    head = parts[0]
+    if head not in names:
+        raise KeyError(f"unknown config key {full!r}; valid keys here: {', '.join(sorted(names))}")
+    current = getattr(node, head)
+    if len(parts) == 1:
+        if dataclasses.is_dataclass(current):
+            raise KeyError(f"{full!r} is a section, not a value")
+        new_value = _coerce(value, _field_types(type(node))[head], full)
+    else:
+        if not dataclasses.is_dataclass(current):
+            raise KeyError(f"{full!r}: {head!r} is a value, not a section")
+        new_value = _replace_path(current, parts[1:], value, full)
+    return dataclasses.replace(node, **{head: new_value})
+
+
+def flat_keys(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a dataclass tree as ``{"loss.theta_bg": 2.3, ...}`` (for CLI help)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flat_keys(value, prefix=f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out

@@ -1,0 +1,173 @@
+"""One training step and one inference step: device-agnostic and free of Ray.
+
+The Ray layer (``pipelines/train.py``, ``pipelines/label.py``) calls these on whatever device a worker
+has; a CPU unit test calls the very same functions.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coloc_core.config import ColocConfig, OptimConfig
+from coloc_core.loss import ContrastiveAttentionMapLoss
+from coloc_core.model import ColocOutput
+from coloc_core.pretext import PretextTransform
+
+
+def build_caml(cfg: ColocConfig) -> ContrastiveAttentionMapLoss:
+    """CAML configured from ``cfg.loss``."""
+    lc = cfg.loss
+    return ContrastiveAttentionMapLoss(
+        margin=lc.margin,
+        theta_bg=lc.theta_bg,
+        map_scaling=lc.map_scaling,
+        map_peak=lc.map_peak,
+        pairs=lc.pairs,
+    )
+
+
+def compute_loss(
+    model: nn.Module,
+    images: Tensor,
+    cfg: ColocConfig,
+    transform: PretextTransform | None = None,
+    generator: torch.Generator | None = None,
+    caml: ContrastiveAttentionMapLoss | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_total = L_cls + λ·L_caml for one batch (Eq. 5), plus what to log.
+
+    The original and the transformed images go through the network as one batch of 2B.
+
+    Args:
+        model: a :class:`coloc_core.model.ColocNet` (possibly DDP-wrapped).
+        images: normalised inputs x.
+        cfg: the method config.
+        transform: the pretext transform; drawn with ``generator`` when omitted.
+        generator: RNG for the pretext labels.
+        caml: a prebuilt CAML module (built from ``cfg`` when omitted).
+
+    Shape:
+        images: (B, 3, H, W) float.
+
+    Returns:
+        The scalar loss and detached metrics: ``loss``, ``loss_cls``, ``loss_caml``, ``bg_fraction``
+        and ``acc_<task>`` (pretext accuracy on T(x)).
+    """
+    batch = images.shape[0]
+    tasks = cfg.pretext.tasks
+    if transform is None:
+        transform = PretextTransform.sample(tasks, batch, generator=generator, device=images.device)
+    transformed = transform.images(images)
+    out: ColocOutput = model(torch.cat([images, transformed], dim=0))
+    attn = out.attention.float()
+    attn_ori, attn_trans = attn[:batch], attn[batch:]
+
+    zero = attn.new_zeros(())
+    loss_cls = zero
+    metrics: dict[str, Tensor] = {}
+    for task in tasks:
+        logits = out.logits[task][batch:].float()
+        labels = transform.labels[task].to(logits.device)
+        loss_cls = loss_cls + F.cross_entropy(logits, labels)
+        metrics[f"acc_{task}"] = (logits.argmax(dim=1) == labels).float().mean().detach()
+
+    caml = caml if caml is not None else build_caml(cfg)
+    if cfg.loss.caml_on == "features":
+        attended = out.attention.unsqueeze(1) * out.weighted
+        caml_out = caml(
+            attn_ori, attn_trans, transform, embed_ori=attended[:batch].float(), embed_trans=attended[batch:].float()
+        )
+    else:
+        caml_out = caml(attn_ori, attn_trans, transform)
+
+    total = zero
+    if cfg.loss.use_cls:
+        total = total + loss_cls
+    else:
+        # Keep the heads in the graph with zero weight so DDP sees a gradient for every parameter.
+        total = total + 0.0 * sum(v.sum() for v in out.logits.values())
+    if cfg.loss.use_caml:
+        total = total + cfg.loss.caml_weight * caml_out.loss
+    else:
+        total = total + 0.0 * attn.sum()
+    metrics.update(
+        loss=total.detach(),
+        loss_cls=loss_cls.detach(),
+        loss_caml=caml_out.loss.detach(),
+        bg_fraction=caml_out.bg_fraction,
+    )
+    return total, metrics
+
+
+def train_step(
+    model: nn.Module,
+    images: Tensor,
+    cfg: ColocConfig,
+    optimizer: torch.optim.Optimizer,
+    transform: PretextTransform | None = None,
+    generator: torch.Generator | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    caml: ContrastiveAttentionMapLoss | None = None,
+) -> dict[str, float]:
+    """One SGD step on one batch.
+
+    Args:
+        autocast_dtype: e.g. ``torch.bfloat16`` on GPU; ``None`` runs in full precision.
+
+    Raises:
+        FloatingPointError: when the loss is not finite (training must stop, SPEC §5).
+
+    Returns:
+        The metrics of :func:`compute_loss` as floats.
+    """
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    ctx = (
+        torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else nullcontext()
+    )
+    with ctx:
+        loss, metrics = compute_loss(model, images, cfg, transform=transform, generator=generator, caml=caml)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        details = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+        raise FloatingPointError(f"non-finite loss {value} ({details}); stopping training")
+    loss.backward()
+    optimizer.step()
+    return {k: float(v) for k, v in metrics.items()}
+
+
+@torch.inference_mode()
+def inference_step(model: nn.Module, images: Tensor) -> Tensor:
+    """Attention maps A_ori of a batch, in eval mode.
+
+    Shape:
+        images: (B, 3, H, W) normalised float. Returns (B, h, w) float32.
+    """
+    model.eval()
+    out: ColocOutput = model(images)
+    return out.attention.float()
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD per SPEC §5 (lr 1e-3, momentum 0.9, no weight decay by default)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_at_epoch(epoch: int, cfg: OptimConfig) -> float:
+    """Step schedule as a pure function of the (0-based) epoch: lr · γ^(milestones passed)."""
+    passed = sum(1 for milestone in cfg.lr_milestones if epoch >= milestone)
+    return cfg.lr * cfg.lr_gamma**passed
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
