@@ -100,8 +100,8 @@ class OptimConfig:
 
 
 @dataclass
-class DataConfig:
-    """Image sizes of the train/test transforms (SPEC §5)."""
+class AugmentConfig:
+    """Image sizes of the train/test transforms (SPEC §5): resize, then a random crop with reflect padding."""
 
     resize: int = 256
     crop: int = 224
@@ -126,7 +126,7 @@ class ColocConfig:
     pretext: PretextConfig = field(default_factory=PretextConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     boxes: BoxConfig = field(default_factory=BoxConfig)
     seed: int = 0
 
@@ -169,8 +169,8 @@ def validate(cfg: ColocConfig) -> ColocConfig:
         raise ValueError(f"optim.lr={cfg.optim.lr} must be positive")
     if not 0.0 <= cfg.boxes.threshold < 1.0:
         raise ValueError(f"boxes.threshold={cfg.boxes.threshold} must be in [0, 1)")
-    if cfg.data.crop > cfg.data.resize:
-        raise ValueError(f"data.crop={cfg.data.crop} exceeds data.resize={cfg.data.resize}")
+    if cfg.augment.crop > cfg.augment.resize:
+        raise ValueError(f"augment.crop={cfg.augment.crop} exceeds augment.resize={cfg.augment.resize}")
     return cfg
 
 

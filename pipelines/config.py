@@ -1,0 +1,205 @@
+"""Job configuration: the method config (``coloc_core.config``) plus dataset and run/cluster fields.
+
+One tree per job, built as: dataclass defaults → optional YAML file (``--config file.yaml``) →
+``--key=value`` overrides. The resolved tree is logged at start and saved with every checkpoint and
+next to every predictions table. Hyperparameters of the method are never repeated here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import yaml
+
+from coloc_core.config import ColocConfig, apply_overrides, flat_keys, from_dict, to_dict, validate
+
+log = logging.getLogger(__name__)
+
+DATASET_FORMATS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
+
+
+@dataclass
+class DatasetConfig:
+    """Where the images are and how to read them.
+
+    Attributes:
+        root: dataset folder, local path or ``s3://bucket/prefix``.
+        format: reader: cub | cars | aircraft | dogs | folder | boxes_csv.
+        train_split: split used for training (no boxes are ever used for training).
+        test_split: split used for evaluation (boxes needed); ``""`` disables evaluation.
+        limit: keep at most this many images per split (smoke runs); 0 = all.
+    """
+
+    root: str = ""
+    format: str = "cub"
+    train_split: str = "train"
+    test_split: str = "test"
+    limit: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Run and cluster settings of training.
+
+    Attributes:
+        name: run name; checkpoints go to ``<storage_path>/<name>/``; rerunning the same name resumes.
+        storage_path: local folder or ``s3://`` prefix for checkpoints and the exported model.
+        num_workers: Ray Train workers (the global batch is split across them).
+        use_gpu: one GPU per worker; bf16 autocast and channels_last on GPU.
+        cpus_per_worker: CPU share of each training worker (fractional is fine).
+        decode_cpus: CPU share of each Ray Data decode/augment task (keep < 1 on small machines so
+            training never starves the readers).
+        eval_every: evaluate CorLoc/MaxBoxAccV2 on the test split every N epochs (0 = only at the end).
+        max_failures: worker-group restarts Ray Train may do after a worker failure.
+        checkpoints_to_keep: how many checkpoints to keep in storage.
+        export: where to write the final model file; ``""`` = ``<storage_path>/<name>/model.pt``.
+        stop_after_epochs: stop (cleanly, with a checkpoint) after this many epochs in this
+            invocation; 0 = run to ``optim.epochs``. Handy to split a long run into jobs.
+    """
+
+    name: str = "coloc"
+    storage_path: str = "runs"
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    decode_cpus: float = 0.5
+    eval_every: int = 5
+    max_failures: int = 1
+    checkpoints_to_keep: int = 2
+    export: str = ""
+    stop_after_epochs: int = 0
+
+
+@dataclass
+class TrainJobConfig(ColocConfig):
+    """The training job: the method (all ColocConfig fields) + dataset + run."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class LabelJobConfig:
+    """The bulk pseudo-labeling job.
+
+    Attributes:
+        model: exported model file (local or ``s3://``), or a run folder with checkpoints.
+        method: ``model`` (a trained file) or a training-free baseline: ``full`` | ``caam`` | ``ddt``.
+        backbone: backbone of the training-free baselines.
+        images: image folder (local or ``s3://``), or a dataset root when ``format`` is not folder.
+        format: how to list images: folder | cub | cars | aircraft | dogs | boxes_csv.
+        split: split of a dataset format to label (``all`` for folders).
+        out: output folder (local or ``s3://``) of the predictions table (Parquet).
+        threshold: τ; negative = the one stored with the model (calibrated or default 0.2).
+        batch_size: images per model call.
+        num_actors: model actors (one GPU each when ``use_gpu``).
+        actor_cpus: CPU share of each model actor.
+        decode_cpus: CPU share of each decode task.
+        use_gpu: one GPU per actor.
+        rows_per_file: maximum rows per Parquet file (bounds file size).
+        limit: label at most this many images (0 = all).
+    """
+
+    model: str = ""
+    method: str = "model"
+    backbone: str = "efficientnet_lite0"
+    images: str = ""
+    format: str = "folder"
+    split: str = "all"
+    out: str = ""
+    threshold: float = -1.0
+    batch_size: int = 32
+    num_actors: int = 1
+    actor_cpus: float = 1.0
+    decode_cpus: float = 0.5
+    use_gpu: bool = False
+    rows_per_file: int = 5000
+    limit: int = 0
+
+
+C = TypeVar("C")
+
+
+def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
+    """Validate a training job config (no I/O, no mutation)."""
+    validate(cfg)
+    if cfg.dataset.format not in DATASET_FORMATS:
+        raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+    if not cfg.dataset.root:
+        raise ValueError("dataset.root is required (a local folder or s3://bucket/prefix)")
+    if cfg.run.num_workers < 1:
+        raise ValueError("run.num_workers must be >= 1")
+    if cfg.optim.batch_size < cfg.run.num_workers:
+        raise ValueError(
+            f"optim.batch_size={cfg.optim.batch_size} is smaller than run.num_workers={cfg.run.num_workers}"
+        )
+    return cfg
+
+
+def build_config(cls: type[C], argv: list[str], aliases: dict[str, str] | None = None) -> C:
+    """Defaults → ``--config file.yaml`` → ``--key=value`` / ``--key value`` overrides.
+
+    Args:
+        cls: the job config dataclass.
+        argv: command-line arguments (without the program name).
+        aliases: short flags mapped to dotted keys, e.g. ``{"data": "dataset.root"}``.
+
+    Raises:
+        SystemExit: on ``--help`` (prints every key with its default).
+        KeyError / ValueError: on an unknown key or a bad value.
+    """
+    aliases = aliases or {}
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(cls, aliases))
+        raise SystemExit(0)
+    config_file = None
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; use --key=value")
+        body = arg[2:]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        else:
+            if i + 1 >= len(argv):
+                raise ValueError(f"--{body} needs a value")
+            key, value = body, argv[i + 1]
+            i += 1
+        key = aliases.get(key, key).replace("-", "_") if key not in aliases else aliases[key]
+        if key == "config":
+            config_file = value
+        else:
+            overrides.append(f"{key}={value}")
+        i += 1
+    data: dict[str, Any] = {}
+    if config_file:
+        with open(config_file) as fh:
+            data = yaml.safe_load(fh) or {}
+    cfg = from_dict(cls, data)
+    return apply_overrides(cfg, overrides)
+
+
+def help_text(cls: type, aliases: dict[str, str]) -> str:
+    """Every configurable key with its default value."""
+    lines = ["Options (--key=value; a YAML file with --config=file.yaml is applied first):"]
+    for key, value in flat_keys(cls()).items():
+        alias = [a for a, k in aliases.items() if k == key]
+        extra = f"  (alias --{alias[0]})" if alias else ""
+        lines.append(f"  --{key}={json.dumps(value)}{extra}")
+    return "\n".join(lines)
+
+
+def dump(cfg: Any) -> str:
+    """The resolved config as YAML (logged at start, saved with checkpoints and predictions)."""
+    return str(yaml.safe_dump(to_dict(cfg), sort_keys=True))
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """Document the ``--key=value`` convention on an argparse parser (for `coloc ... --help`)."""
+    parser.add_argument("overrides", nargs="*", help="--key=value overrides, see --help")
