@@ -58,12 +58,32 @@ def compute_loss(
         The scalar loss and detached metrics: ``loss``, ``loss_cls``, ``loss_caml``, ``bg_fraction``
         and ``acc_<task>`` (pretext accuracy on T(x)).
     """
-    batch = images.shape[0]
-    tasks = cfg.pretext.tasks
     if transform is None:
-        transform = PretextTransform.sample(tasks, batch, generator=generator, device=images.device)
-    transformed = transform.images(images)
-    out: ColocOutput = model(torch.cat([images, transformed], dim=0))
+        transform = PretextTransform.sample(
+            cfg.pretext.tasks, images.shape[0], generator=generator, device=images.device
+        )
+    return loss_from_views(model, images, transform.images(images), transform, cfg, caml=caml)
+
+
+def loss_from_views(
+    model: nn.Module,
+    inputs: Tensor,
+    transformed: Tensor,
+    transform: PretextTransform,
+    cfg: ColocConfig,
+    caml: ContrastiveAttentionMapLoss | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss of :func:`compute_loss` given both views already computed.
+
+    ``transformed`` must be the network input of T(x) (the warped image, or, for a model whose
+    backbone starts later, the cached features of the warped image).
+
+    Shape:
+        inputs, transformed: (B, ...) network inputs of the same shape.
+    """
+    batch = inputs.shape[0]
+    tasks = cfg.pretext.tasks
+    out: ColocOutput = model(torch.cat([inputs, transformed], dim=0))
     attn = out.attention.float()
     attn_ori, attn_trans = attn[:batch], attn[batch:]
 
