@@ -1,0 +1,495 @@
+"""Records (or a bare image folder) → a Ray Dataset of decoded, resized, fixed-size uint8 images.
+
+Stages (all CPU, Ray Data):
+
+1. ``ray.data.from_arrow`` of the record list (path + annotations; no pixels), in blocks of
+   ``rows_per_block`` rows.
+2. :func:`decode_batch` via ``map_batches``: read the bytes through :mod:`pipelines.storage` (``s3fs``
+   inside the task), decode with PIL (:func:`decode_image`), resize to ``size``×``size``. A file that
+   cannot be read or decoded becomes an *error row* instead of failing the job.
+3. Training only, :func:`augment` / :func:`augment_batch`: random 224 crop of the 256 resize with 4-px
+   reflect padding (SPEC §5), with a per-row RNG seeded by ``(seed, epoch, index)``.
+
+Row schema of :func:`images_dataset` (Arrow types):
+
+- ``path`` (string): the image URI as listed (``s3://`` kept).
+- ``index`` (int64): position of the image in the input list; a stable id (seeds the augmentation).
+- ``width``, ``height`` (int32): original size in the *displayed* orientation (EXIF applied); on an
+  error row the annotation's size, or null.
+- ``boxes`` (list<float32>): ground-truth boxes flattened ``x0, y0, x1, y1, x0, ...`` in original
+  pixels (``4k`` values; empty when unknown). ``np.reshape(boxes, (-1, 4))`` gives them back.
+- ``image`` (uint8 tensor (size, size, 3)): RGB, HWC; all zeros on an error row.
+- ``error`` (string): null, or ``"<path>: <ExceptionType>: <reason>"``.
+
+Decoding choices (:func:`decode_image`):
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``); width/height are the displayed ones.
+- Any mode becomes RGB. Transparent pixels (``RGBA``, ``LA``, ``PA``, ``P``/``L`` with a transparency
+  key) are composited on **white**, as image viewers and web pages show them: cut-out product photos
+  and logos are drawn for a white page (dark strokes on a transparent background would vanish on black).
+  16-bit and 32-bit grey (``I;16*``, ``I``) are scaled from their range to 8 bits (``/257`` for
+  values up to 65535, min-max above); float (``F``) from [0, 1] or [0, 255], else min-max.
+- Resize: PIL bilinear on the whole image (PIL widens the kernel when shrinking, i.e. antialiased).
+- Size limit: at most ``max_pixels`` (default :data:`MAX_PIXELS` = 2**25, about 33.5 million, e.g.
+  5792×5792; ~100 MB as RGB, ~0.5 GB peak with the conversions) decoded pixels per image; a larger image
+  becomes an error row *before* its pixels are decoded. JPEGs are decoded at a reduced DCT scale
+  (``Image.draft``: 1/2, 1/4 or 1/8, the strongest reduction that keeps both sides >= ``size``), and the limit
+  applies to that reduced size: a 20000×15000 photo decodes cheaply at 2500×1875, while a file claiming
+  more than 46340×46340 (a crafted or truncated "bomb": even at 1/8 it would take ~0.6 GB and seconds to
+  decode into grey filler) is an error row. PIL's own ``MAX_IMAGE_PIXELS`` check is lifted while the
+  header is read (so the draft can happen) and this limit applies instead.
+
+Error rows are logged once per file and worker process, counted by :func:`split_errors` (which logs
+the totals), and :func:`drop_errors` / :func:`split_errors` / :func:`augment` exclude them from training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image, ImageOps
+
+from coloc_core.config import AugmentConfig
+from coloc_core.datasets import ImageRecord, read_dataset
+from pipelines import storage
+from pipelines.schema import ERROR, HEIGHT, PATH, WIDTH
+
+log = logging.getLogger(__name__)
+
+# Shared with the predictions table (pipelines/schema.py); the other three exist only in ingest rows.
+INDEX = "index"
+BOXES = "boxes"
+IMAGE = "image"
+
+_AUGMENT = AugmentConfig()
+EVAL_SIZE = _AUGMENT.crop  # evaluation / labeling: plain resize to 224 (SPEC §5)
+TRAIN_SIZE = _AUGMENT.resize  # training: resize to 256, then the random crop
+CROP = _AUGMENT.crop
+CROP_PADDING = _AUGMENT.crop_padding
+MAX_PIXELS = 2**25
+DEFAULT_DECODE_CPUS = 0.5
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field(PATH, pa.string(), nullable=False),
+        pa.field(INDEX, pa.int64(), nullable=False),
+        pa.field(WIDTH, pa.int32()),
+        pa.field(HEIGHT, pa.int32()),
+        pa.field(BOXES, pa.list_(pa.float32())),
+    ]
+)
+# The orientations (EXIF tag 0x0112) that swap width and height when applied.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+_ALPHA_BACKGROUND = (255, 255, 255)
+_PIL_LIMIT_LOCK = threading.Lock()
+_LOGGED_ERRORS: set[str] = set()
+_MAX_LOGGED = 10_000
+_READ_THREADS = 8
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose decoded pixel count would exceed the limit (a possible decompression bomb)."""
+
+
+# ---------------------------------------------------------------------------------- record listing
+
+
+def read_records(
+    kind: str, root: str, split: str = "train", endpoint_url: str | None = None
+) -> list[ImageRecord]:
+    """``coloc_core.datasets.read_dataset`` on a local or ``s3://`` root; record paths keep the scheme."""
+    fs = storage.filesystem_for(root, endpoint_url)[0] if storage.is_s3(root) else None
+    return read_dataset(kind, root, split, fs=fs)
+
+
+def records_from_folder(uri: str, endpoint_url: str | None = None) -> list[ImageRecord]:
+    """Every image under a folder URI (recursively, sorted): split ``all``, no sizes, no boxes.
+
+    Raises:
+        FileNotFoundError: when there is no image under ``uri``.
+    """
+    paths = storage.list_images(uri, endpoint_url=endpoint_url)
+    if not paths:
+        raise FileNotFoundError(f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {uri}")
+    return [ImageRecord(path=p, split="all") for p in paths]
+
+
+def records_table(records: Sequence[ImageRecord]) -> pa.Table:
+    """Records → an Arrow table with :data:`RECORD_SCHEMA` (``index`` = position in ``records``)."""
+    return pa.table(
+        {
+            PATH: [r.path for r in records],
+            INDEX: list(range(len(records))),
+            WIDTH: [r.width for r in records],
+            HEIGHT: [r.height for r in records],
+            BOXES: [[float(v) for box in r.boxes for v in box] for r in records],
+        },
+        schema=RECORD_SCHEMA,
+    )
+
+
+def default_rows_per_block(num_rows: int) -> int:
+    """Rows per block: at least 8 blocks (parallel decode on a small set), at most 128 rows per block.
+
+    128 rows of 256×256×3 uint8 are 25 MB, well under Ray Data's target block size.
+    """
+    return max(1, min(128, math.ceil(num_rows / 8)))
+
+
+# ------------------------------------------------------------------------------------------ decode
+
+
+@contextlib.contextmanager
+def _pil_limit_lifted() -> Iterator[None]:
+    """Lift PIL's process-wide MAX_IMAGE_PIXELS while a header is read (we apply our own limit)."""
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # a malformed EXIF block: show the image as stored
+        return 1
+
+
+def _grey_to_uint8(values: np.ndarray, floating: bool) -> np.ndarray:
+    """A high-bit-depth grey array → uint8, scaled from its nominal range (see module docstring)."""
+    values = values.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if floating and lo >= 0.0 and hi <= 1.0:
+        scaled = values * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scaled = values
+    elif not floating and lo >= 0.0 and hi <= 65535.0:
+        scaled = values / 257.0
+    else:
+        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = _ALPHA_BACKGROUND) -> Image.Image:
+    """Any PIL mode → an ``RGB`` image (a new image; ``im`` is not modified).
+
+    Transparency is composited on ``background`` (white by default); 16/32-bit and float grey are
+    scaled to 8 bits (see module docstring).
+    """
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        grey = _grey_to_uint8(np.asarray(im), floating=mode == "F")
+        return Image.fromarray(grey).convert("RGB")
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return im.convert("RGB") if mode != "RGB" else im.copy()
+
+
+def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int, int]:
+    """Encoded image bytes → (RGB uint8 array of shape (size, size, 3), width, height).
+
+    ``width``/``height`` are the original size in the displayed orientation (after EXIF transpose), not
+    the possibly reduced size a JPEG draft decodes at.
+
+    Raises:
+        ImageTooLargeError: when more than ``max_pixels`` pixels would be decoded.
+        OSError / ValueError (PIL): an unreadable, truncated or unsupported file.
+    """
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pil_limit_lifted():
+            im: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = im.size
+        if im.format == "JPEG":
+            # Decode at 1/2, 1/4 or 1/8 scale when the result still covers size×size.
+            im.draft(None, (size, size))
+        decoded_pixels = im.size[0] * im.size[1]
+        if decoded_pixels > max_pixels:
+            raise ImageTooLargeError(
+                f"image of {width}x{height} pixels would decode {decoded_pixels} pixels, over the limit of "
+                f"{max_pixels} (possible decompression bomb)"
+            )
+        im.load()
+        orientation = _orientation(im)
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)
+            if orientation in _TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+        rgb = to_rgb(im)
+        resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    image = np.asarray(resized, dtype=np.uint8)
+    if image.shape != (size, size, 3):  # defensive: PIL returned something unexpected
+        raise ValueError(f"decoded to shape {image.shape}, expected {(size, size, 3)}")
+    return image, int(width), int(height)
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    """Log a warning once per key and worker process (a re-read dataset does not repeat it)."""
+    if key in _LOGGED_ERRORS:
+        return
+    if len(_LOGGED_ERRORS) < _MAX_LOGGED:
+        _LOGGED_ERRORS.add(key)
+    log.warning(message, *args)
+
+
+def _read_one(path: str, endpoint_url: str | None) -> bytes | Exception:
+    try:
+        return storage.read_bytes(path, endpoint_url)
+    except Exception as e:  # noqa: BLE001 - becomes the row's error
+        return e
+
+
+def _read_all(paths: list[str], endpoint_url: str | None) -> list[bytes | Exception]:
+    """The bytes of every path (or the exception reading it raised), in order.
+
+    Object-store GETs are latency-bound, so remote files are fetched by a few threads while the task
+    holds its (fractional) CPU; local files are read in order.
+    """
+    if len(paths) <= 1 or not any("://" in p and not p.startswith("file://") for p in paths):
+        return [_read_one(p, endpoint_url) for p in paths]
+    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+        return list(pool.map(lambda p: _read_one(p, endpoint_url), paths))
+
+
+def _tensor_column(images: np.ndarray) -> pa.Array:
+    from ray.data.extensions import ArrowTensorArray  # noqa: PLC0415 (Ray only in the Ray layer)
+
+    return ArrowTensorArray.from_numpy(images)
+
+
+def decode_batch(
+    batch: pa.Table, *, size: int = EVAL_SIZE, max_pixels: int = MAX_PIXELS, endpoint_url: str | None = None
+) -> pa.Table:
+    """A block of :data:`RECORD_SCHEMA` rows → the same rows plus ``image`` and ``error`` (module schema).
+
+    Never raises on a bad image: reading or decoding errors become error rows (zeros image,
+    ``error = "<path>: <reason>"``), logged once per file.
+    """
+    num_rows = batch.num_rows
+    images = np.zeros((num_rows, size, size, 3), dtype=np.uint8)
+    widths = batch.column(WIDTH).to_pylist()
+    heights = batch.column(HEIGHT).to_pylist()
+    errors: list[str | None] = [None] * num_rows
+    paths = batch.column(PATH).to_pylist()
+    for i, (path, data) in enumerate(zip(paths, _read_all(paths, endpoint_url), strict=True)):
+        try:
+            if isinstance(data, Exception):
+                raise data
+            image, width, height = decode_image(data, size, max_pixels)
+        except Exception as e:  # noqa: BLE001 - every failure is surfaced as an error row and counted
+            reason = str(e) or type(e).__name__
+            errors[i] = f"{path}: {type(e).__name__}: {reason}"
+            _warn_once(f"error:{path}", "ingest: cannot use image %s", errors[i])
+            continue
+        if widths[i] is not None and (widths[i], heights[i]) != (width, height):
+            # The annotation's size disagrees with the file: the file wins (its boxes may not).
+            _warn_once(
+                f"size:{path}",
+                "ingest: %s is %dx%d but its annotation says %sx%s",
+                path,
+                width,
+                height,
+                widths[i],
+                heights[i],
+            )
+        images[i] = image
+        widths[i], heights[i] = width, height
+    columns = {
+        PATH: batch.column(PATH),
+        INDEX: batch.column(INDEX),
+        WIDTH: pa.array(widths, type=pa.int32()),
+        HEIGHT: pa.array(heights, type=pa.int32()),
+        BOXES: batch.column(BOXES),
+        IMAGE: _tensor_column(images),
+        ERROR: pa.array(errors, type=pa.string()),
+    }
+    return pa.table(columns)
+
+
+def images_dataset(
+    source: Sequence[ImageRecord] | str,
+    *,
+    size: int = EVAL_SIZE,
+    decode_cpus: float = DEFAULT_DECODE_CPUS,
+    rows_per_block: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    endpoint_url: str | None = None,
+) -> Any:
+    """Records, or a folder URI (every image under it), → a lazy Ray Dataset with the module's row schema.
+
+    Args:
+        source: records from a dataset reader (:func:`read_records`) or an image folder URI.
+        size: output side: :data:`EVAL_SIZE` (224) for evaluation/labeling, :data:`TRAIN_SIZE` (256)
+            for training (then :func:`augment`).
+        decode_cpus: CPU share of each decode task; keep it < 1 on small machines so training or
+            labeling actors never starve the readers.
+        rows_per_block: rows per block (= per decode task); None = :func:`default_rows_per_block`.
+        max_pixels: decoded-pixel limit per image (see module docstring).
+        endpoint_url: S3 endpoint override, passed to the decode tasks.
+
+    Returns:
+        ``ray.data.Dataset`` (lazy: nothing is read until it is consumed). Error rows included; use
+        :func:`split_errors` or :func:`drop_errors`.
+
+    Raises:
+        ValueError: on an empty record list; FileNotFoundError for a folder without images.
+    """
+    import ray.data  # noqa: PLC0415
+
+    records = records_from_folder(source, endpoint_url) if isinstance(source, str) else list(source)
+    if not records:
+        raise ValueError("images_dataset: no records")
+    table = records_table(records)
+    per_block = rows_per_block or default_rows_per_block(table.num_rows)
+    blocks = [table.slice(start, per_block) for start in range(0, table.num_rows, per_block)]
+    return ray.data.from_arrow(blocks).map_batches(
+        decode_batch,
+        batch_format="pyarrow",
+        batch_size=None,  # one call per block
+        num_cpus=decode_cpus,
+        fn_kwargs={"size": size, "max_pixels": max_pixels, "endpoint_url": endpoint_url},
+        udf_modifying_row_count=False,
+    )
+
+
+def _is_ok(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.is_null(batch.column(ERROR)))
+
+
+def drop_errors(ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS) -> Any:
+    """The rows of ``ds`` without an error (lazy; nothing is counted: see :func:`split_errors`)."""
+    return ds.map_batches(_is_ok, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)
+
+
+def split_errors(ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS) -> tuple[Any, list[dict[str, str]]]:
+    """Materialize ``ds`` and split it into the good rows and the error rows; log both counts.
+
+    Returns:
+        ``(good, errors)``: ``good`` a materialized Dataset without error rows (decoded once, reused
+        every epoch); ``errors`` a list of ``{"path": ..., "error": ...}`` sorted by path. The number
+        of decode errors is ``len(errors)``.
+    """
+    materialized = ds.materialize()
+    errors = [
+        {PATH: row[PATH], ERROR: row[ERROR]}
+        for row in materialized.select_columns([PATH, ERROR])
+        .map_batches(_error_rows, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)
+        .take_all()
+    ]
+    errors.sort(key=lambda row: row[PATH])
+    good = drop_errors(materialized, num_cpus).materialize()
+    total = materialized.count()
+    log.info("ingest: %d images read, %d usable, %d errors", total, total - len(errors), len(errors))
+    return good, errors
+
+
+def _error_rows(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.is_valid(batch.column(ERROR)))
+
+
+# --------------------------------------------------------------------------------------- augmentation
+
+
+def crop_offsets(indices: np.ndarray, *, seed: int, epoch: int, max_offset: int) -> np.ndarray:
+    """Random crop corners, one per image, from a per-row RNG seeded with ``(seed, epoch, index)``.
+
+    Args:
+        indices: int array of shape (B,): the rows' ``index`` (stable image ids, >= 0).
+        seed: the run's seed.
+        epoch: the epoch (a new crop per epoch).
+        max_offset: largest corner coordinate (padded side − crop).
+
+    Returns:
+        int64 array of shape (B, 2): ``(top, left)`` in ``[0, max_offset]``.
+    """
+    offsets = np.empty((len(indices), 2), dtype=np.int64)
+    for row, index in enumerate(np.asarray(indices, dtype=np.int64)):
+        rng = np.random.default_rng([int(seed), int(epoch), int(index)])
+        offsets[row] = rng.integers(0, max_offset + 1, size=2)
+    return offsets
+
+
+def pad_and_crop(images: np.ndarray, offsets: np.ndarray, *, crop: int, padding: int) -> np.ndarray:
+    """Reflect-pad each image by ``padding`` px, then cut a ``crop``×``crop`` window at its offset.
+
+    Shape: images (B, H, W, 3) uint8; offsets (B, 2) ``(top, left)`` in the padded frame → (B, crop,
+    crop, 3) uint8. ``images`` is not modified.
+    """
+    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="reflect")
+    out = np.empty((images.shape[0], crop, crop, images.shape[3]), dtype=images.dtype)
+    for row, (top, left) in enumerate(offsets):
+        out[row] = padded[row, top : top + crop, left : left + crop]
+    return out
+
+
+def augment_batch(
+    batch: dict[str, np.ndarray], *, seed: int, epoch: int, crop: int = CROP, padding: int = CROP_PADDING
+) -> dict[str, np.ndarray]:
+    """SPEC §5 training transform on a batch of ``index`` + ``image`` (the 256×256 resize).
+
+    Returns the batch with ``image`` replaced by a (B, crop, crop, 3) uint8 random crop of the
+    reflect-padded image; the same ``(seed, epoch, index)`` always gives the same crop.
+    """
+    images = batch[IMAGE]
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"augment_batch expects (B, H, W, 3) uint8 images, got {images.dtype} {images.shape}"
+        )
+    side = min(images.shape[1], images.shape[2]) + 2 * padding
+    if crop > side:
+        raise ValueError(f"crop {crop} exceeds the padded image side {side}")
+    max_offset = side - crop
+    offsets = crop_offsets(batch[INDEX], seed=seed, epoch=epoch, max_offset=max_offset)
+    out = dict(batch)
+    out[IMAGE] = pad_and_crop(images, offsets, crop=crop, padding=padding)
+    return out
+
+
+def augment(
+    ds: Any,
+    *,
+    seed: int,
+    epoch: int,
+    crop: int = CROP,
+    padding: int = CROP_PADDING,
+    num_cpus: float = DEFAULT_DECODE_CPUS,
+) -> Any:
+    """The training dataset of one epoch: error rows dropped, ``index`` + augmented ``image`` only.
+
+    ``ds`` is :func:`images_dataset` at :data:`TRAIN_SIZE` (ideally the materialized ``good`` part of
+    :func:`split_errors`, so decoding happens once). Only the numeric columns are kept, so the result
+    goes straight into ``iter_torch_batches``.
+    """
+    return (
+        drop_errors(ds, num_cpus)
+        .select_columns([INDEX, IMAGE])
+        .map_batches(
+            augment_batch,
+            batch_format="numpy",
+            num_cpus=num_cpus,
+            fn_kwargs={"seed": seed, "epoch": epoch, "crop": crop, "padding": padding},
+            udf_modifying_row_count=False,
+        )
+    )

@@ -1,0 +1,404 @@
+"""One way to open any URI: a local path, ``file://`` or ``s3://`` (AWS or any S3-compatible store).
+
+URIs keep their form everywhere: what goes in as ``s3://bucket/key`` comes back as ``s3://bucket/key``
+(fsspec lists S3 objects as ``bucket/key``; :func:`to_uri` puts the scheme back), ``file:///x`` stays a
+``file://`` URI and a plain path stays a plain path.
+
+S3 endpoint: an explicit ``endpoint_url`` argument wins, then ``AWS_ENDPOINT_URL_S3``, then
+``AWS_ENDPOINT_URL`` (the AWS SDKs' own variables), else AWS. Credentials and region come from the usual
+AWS chain (environment, config files, instance profile). Ray tasks that touch S3 read the environment of
+their worker process, so set these variables before ``ray.init`` (or in ``runtime_env``), or pass
+``endpoint_url`` down explicitly.
+
+Atomic writes (:func:`atomic_write`, :func:`write_bytes_atomic`) never leave a half-written file that
+looks complete:
+
+- local: the bytes go to a hidden temporary file in the destination folder, are flushed and fsync'ed,
+  then ``os.replace`` moves it over the destination (atomic on POSIX within one filesystem); on an
+  exception the temporary file is deleted and the destination is untouched.
+- S3: an object becomes visible only when its upload completes (a single PUT, or the completion call of a
+  multipart upload), and is then complete. So the bytes are staged locally (in memory up to
+  ``_SPOOL_BYTES``, then in a temporary file) and uploaded in one go only after the writer's block
+  finished without an exception; a failing writer uploads nothing. We do not write to a temporary key and
+  copy it: S3 has no rename, a copy is not more atomic than the PUT itself, and it doubles the traffic.
+  (s3fs aborts a multipart upload that fails; one that is killed mid-way stays invisible and is cleaned up
+  by the bucket's lifecycle rule for incomplete multipart uploads.)
+
+A folder of several files (a checkpoint) is not atomic as a whole: copy it with :func:`copy_dir_to`, which
+writes each file atomically, and write a completion marker last (``marker=``); readers trust a folder only
+when its marker exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import fsspec
+
+from coloc_core.datasets import IMAGE_EXTENSIONS as _DATASET_IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = tuple(sorted(_DATASET_IMAGE_EXTENSIONS))
+# Staged S3 uploads stay in memory up to this size, then spill to a local temporary file.
+_SPOOL_BYTES = 64 * 1024 * 1024
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def scheme_of(uri: str) -> str:
+    """``"s3"``, ``"file"`` (for ``file://`` URIs *and* plain paths), or another fsspec protocol."""
+    if "://" not in uri:
+        return "file"
+    scheme = uri.split("://", 1)[0].lower()
+    return "s3" if scheme in ("s3", "s3a", "s3n") else scheme
+
+
+def is_s3(uri: str) -> bool:
+    """True for ``s3://`` (and ``s3a://``/``s3n://``) URIs."""
+    return scheme_of(uri) == "s3"
+
+
+def strip_scheme(uri: str) -> str:
+    """The path a filesystem of :func:`filesystem_for` expects: ``bucket/key`` or a local path."""
+    if "://" not in uri:
+        return uri
+    rest = uri.split("://", 1)[1]
+    return rest if is_s3(uri) else rest or "/"
+
+
+def to_uri(listed: str, like: str) -> str:
+    """Give a path as a filesystem lists it the form of ``like`` (keeps ``s3://`` and ``file://``).
+
+    ``to_uri("bucket/a/b.jpg", like="s3://bucket/a")`` is ``"s3://bucket/a/b.jpg"``;
+    ``to_uri("/data/x.jpg", like="file:///data")`` is ``"file:///data/x.jpg"``; a plain ``like`` keeps
+    the plain path. A ``listed`` value that already has a scheme is returned as is.
+    """
+    if "://" in listed:
+        return listed
+    if "://" not in like:
+        return listed
+    scheme = like.split("://", 1)[0]
+    if scheme_of(like) == "file":
+        return f"file://{listed if listed.startswith('/') else '/' + listed}"
+    return f"{scheme}://{listed.lstrip('/')}"
+
+
+def join(uri: str, *parts: str) -> str:
+    """``uri`` and relative parts joined by ``/``; the scheme and the form of ``uri`` are kept.
+
+    ``join("s3://b/runs", "exp", "model.pt") == "s3://b/runs/exp/model.pt"``. Empty parts are skipped.
+    """
+    rels = [p.strip("/") for p in parts if p and p.strip("/")]
+    if not rels:
+        return uri
+    if not uri:
+        return "/".join(rels)
+    return (uri if uri.endswith("/") else uri + "/") + "/".join(rels)
+
+
+def s3_endpoint(endpoint_url: str | None = None) -> str | None:
+    """The S3 endpoint to use: the argument, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``."""
+    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def filesystem_for(uri: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for ``uri`` and the path inside it (scheme removed).
+
+    Args:
+        uri: local path, ``file://`` URI or ``s3://bucket/key``.
+        endpoint_url: S3-compatible endpoint (e.g. ``http://127.0.0.1:9000``); None = from the environment
+            (see :func:`s3_endpoint`), else AWS.
+
+    Returns:
+        ``(fs, path)``; for S3 an ``s3fs.S3FileSystem`` (listing cache off, so objects written by other
+        processes are seen at once) and ``bucket/key``.
+    """
+    scheme = scheme_of(uri)
+    if scheme == "file":
+        return fsspec.filesystem("file"), os.path.abspath(strip_scheme(uri)) if uri else uri
+    if scheme == "s3":
+        import s3fs  # noqa: PLC0415 (only needed for S3)
+
+        endpoint = s3_endpoint(endpoint_url)
+        client_kwargs: dict[str, Any] = {}
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            client_kwargs["region_name"] = region
+        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False)
+        return fs, strip_scheme(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def pyarrow_filesystem_for(uri: str, endpoint_url: str | None = None) -> tuple[Any, str]:
+    """A ``pyarrow.fs.FileSystem`` and the path inside it, honouring the same S3 endpoint rules.
+
+    For ``RunConfig(storage_filesystem=...)`` of Ray Train and ``write_parquet(filesystem=...)``: pyarrow's
+    own S3 client does not read ``AWS_ENDPOINT_URL`` in every version, so pass it explicitly.
+    """
+    import pyarrow.fs as pafs  # noqa: PLC0415
+
+    if is_s3(uri):
+        kwargs: dict[str, Any] = {}
+        endpoint = s3_endpoint(endpoint_url)
+        if endpoint:
+            parsed = urlparse(endpoint)
+            kwargs["endpoint_override"] = parsed.netloc or parsed.path
+            kwargs["scheme"] = parsed.scheme or "https"
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        return pafs.S3FileSystem(**kwargs), strip_scheme(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(strip_scheme(uri))
+
+
+def exists(uri: str, endpoint_url: str | None = None) -> bool:
+    """True when a file or folder (for S3: an object or a non-empty prefix) exists at ``uri``."""
+    fs, path = filesystem_for(uri, endpoint_url)
+    return bool(fs.exists(path))
+
+
+def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
+    """The whole content of one file.
+
+    Raises:
+        FileNotFoundError: when it does not exist; PermissionError when it cannot be read.
+    """
+    fs, path = filesystem_for(uri, endpoint_url)
+    with fs.open(path, "rb") as f:
+        return bytes(f.read())
+
+
+def read_text(uri: str, endpoint_url: str | None = None) -> str:
+    """The content of one UTF-8 text file."""
+    return read_bytes(uri, endpoint_url).decode("utf-8")
+
+
+def makedirs(uri: str, endpoint_url: str | None = None) -> None:
+    """Create a local folder and its parents; nothing to do on S3 (prefixes need no creation)."""
+    if scheme_of(uri) == "file":
+        os.makedirs(strip_scheme(uri), exist_ok=True)
+
+
+def list_files(uri: str, endpoint_url: str | None = None) -> list[str]:
+    """Every file under ``uri`` recursively, sorted, as full URIs in the form of ``uri``.
+
+    A missing folder gives ``[]``.
+    """
+    fs, path = filesystem_for(uri, endpoint_url)
+    try:
+        found = fs.find(path)
+    except FileNotFoundError:
+        return []
+    base = path.rstrip("/")
+    out = []
+    for item in found:
+        rel = item[len(base) :].lstrip("/") if item.startswith(base) else None
+        if rel is None:  # defensive: a filesystem that lists in another form
+            out.append(to_uri(item, uri))
+        else:
+            out.append(join(uri, rel))
+    return sorted(out)
+
+
+def list_images(
+    uri: str, extensions: Iterable[str] = IMAGE_EXTENSIONS, endpoint_url: str | None = None
+) -> list[str]:
+    """Image files under ``uri`` recursively (case-insensitive extension match), sorted, as full URIs.
+
+    Hidden files and folders (a path part starting with ``.``) are skipped, as in
+    ``coloc_core.datasets.read_image_folder``. A missing or image-less folder gives ``[]``.
+    """
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    prefix = uri.rstrip("/")
+    images = []
+    for found in list_files(uri, endpoint_url):
+        rel = found[len(prefix) :].lstrip("/")
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if found.lower().endswith(exts):
+            images.append(found)
+    return images
+
+
+def remove(uri: str, recursive: bool = False, endpoint_url: str | None = None) -> None:
+    """Delete a file (or a folder/prefix with ``recursive``); a missing path is not an error."""
+    fs, path = filesystem_for(uri, endpoint_url)
+    try:
+        fs.rm(path, recursive=recursive)
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_write(uri: str, mode: str = "wb", endpoint_url: str | None = None) -> Iterator[IO[Any]]:
+    """Write a file so that readers see either the old content (or nothing) or the complete new file.
+
+    ``with atomic_write("s3://b/k.json", "w") as f: f.write(text)``. See the module docstring for how
+    each storage makes it atomic. An exception inside the block leaves the destination untouched.
+
+    Args:
+        uri: destination file (local path, ``file://`` or ``s3://``).
+        mode: ``"wb"`` (bytes) or ``"w"`` (UTF-8 text).
+        endpoint_url: S3 endpoint override.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
+    if scheme_of(uri) == "file":
+        with _atomic_write_local(strip_scheme(uri)) as raw:
+            if mode == "w":
+                text = _text(raw)
+                yield text
+                text.flush()
+                text.detach()
+            else:
+                yield raw
+        return
+    fs, path = filesystem_for(uri, endpoint_url)
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as staged:
+        if mode == "w":
+            text = _text(staged)
+            yield text
+            text.flush()
+            text.detach()
+        else:
+            yield staged
+        # Only reached when the block raised nothing: upload the complete bytes in one go.
+        staged.flush()
+        size = staged.tell()
+        staged.seek(0)
+        if size <= _SPOOL_BYTES:
+            fs.pipe_file(path, staged.read())
+        else:
+            with tempfile.NamedTemporaryFile(delete=True) as spill:
+                _copy_stream(staged, spill)
+                spill.flush()
+                fs.put_file(spill.name, path)
+
+
+def _text(raw: IO[bytes]) -> io.TextIOWrapper:
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")  # type: ignore[type-var]
+
+
+def _copy_stream(src: IO[bytes], dst: IO[bytes], chunk: int = 8 * 1024 * 1024) -> None:
+    while block := src.read(chunk):
+        dst.write(block)
+
+
+@contextlib.contextmanager
+def _atomic_write_local(path: str) -> Iterator[IO[bytes]]:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        # mkstemp creates the file 0600; give the final file the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(uri: str, data: bytes, endpoint_url: str | None = None) -> None:
+    """Write ``data`` to ``uri`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(uri, "wb", endpoint_url) as f:
+        f.write(data)
+
+
+def write_text_atomic(uri: str, text: str, endpoint_url: str | None = None) -> None:
+    """Write UTF-8 ``text`` to ``uri`` atomically."""
+    write_bytes_atomic(uri, text.encode("utf-8"), endpoint_url)
+
+
+def copy_dir_to(
+    local_dir: str, uri: str, *, marker: str | None = None, endpoint_url: str | None = None
+) -> list[str]:
+    """Copy a local folder (recursively) to ``uri``: every file atomically, the marker file last.
+
+    Args:
+        local_dir: source folder on the local disk.
+        uri: destination folder (local path, ``file://`` or ``s3://``).
+        marker: name of an empty file written after everything else (e.g. ``"_COMPLETE"``) so readers
+            can tell a complete copy from an interrupted one; None = no marker.
+        endpoint_url: S3 endpoint override.
+
+    Returns:
+        The destination URIs written, in write order (the marker last).
+    """
+    written = []
+    for dirpath, _dirnames, filenames in sorted(os.walk(local_dir)):
+        rel_dir = os.path.relpath(dirpath, local_dir).replace(os.sep, "/")
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if marker is not None and rel == marker:
+                continue
+            dest = join(uri, rel)
+            with (
+                open(os.path.join(dirpath, name), "rb") as src,
+                atomic_write(dest, "wb", endpoint_url) as dst,
+            ):
+                _copy_stream(src, dst)
+            written.append(dest)
+    if marker is not None:
+        dest = join(uri, marker)
+        write_bytes_atomic(dest, b"", endpoint_url)
+        written.append(dest)
+    return written
+
+
+def copy_dir_from(uri: str, local_dir: str, endpoint_url: str | None = None) -> list[str]:
+    """Download every file under ``uri`` into ``local_dir`` (same relative layout); returns local paths.
+
+    Raises:
+        FileNotFoundError: when nothing exists under ``uri``.
+    """
+    files = list_files(uri, endpoint_url)
+    if not files:
+        raise FileNotFoundError(f"no files under {uri}")
+    prefix = uri.rstrip("/")
+    out = []
+    for src in files:
+        rel = src[len(prefix) :].lstrip("/")
+        dest = os.path.join(local_dir, *rel.split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        fs, path = filesystem_for(src, endpoint_url)
+        fs.get_file(path, dest)
+        out.append(dest)
+    return out
+
+
+def relative_path(uri: str, root: str) -> str:
+    """The part of ``uri`` below ``root`` (both in any form; schemes and leading slashes ignored)."""
+
+    def bare(u: str) -> str:
+        return posixpath.normpath(strip_scheme(u)).strip("/")
+
+    b_uri, b_root = bare(uri), bare(root)
+    if b_uri == b_root:
+        return ""
+    if not b_uri.startswith(b_root + "/"):
+        raise ValueError(f"{uri} is not under {root}")
+    return b_uri[len(b_root) + 1 :]

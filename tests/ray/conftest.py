@@ -1,0 +1,176 @@
+"""Fixtures of the Ray integration tests: a real S3 API server on loopback and a local Ray cluster.
+
+- ``s3_server`` (session): ``moto_server`` (moto's standalone S3 API server) on a free loopback port, a
+  fresh bucket, and the AWS variables (fake credentials, region, ``AWS_ENDPOINT_URL``) set in this
+  process's environment, restored at the end. Nothing touches real S3 or the network.
+- ``ray_cluster`` (module): ``ray.init(num_cpus=2)`` started *after* the S3 variables are set, so
+  Ray's worker processes inherit them (read tasks otherwise fail with ACCESS_DENIED), and with the
+  repository on ``PYTHONPATH`` so workers import ``pipelines``/``coloc_core`` by reference.
+
+Every Ray test module also sets a timeout (``pytest.mark.timeout``): on a 2-CPU machine a resource
+deadlock hangs instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+# Variables that would point boto/s3fs elsewhere than the test server.
+_S3_ENV_CLEARED = ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _moto_server_command() -> list[str]:
+    exe = Path(sys.executable).with_name("moto_server")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("moto_server")
+    if found:
+        return [found]
+    pytest.skip("moto_server not installed (pip install 'moto[server]')")
+    raise AssertionError  # unreachable
+
+
+@dataclass
+class S3Server:
+    """A running S3 API server with one bucket, plus helpers to put test data on it."""
+
+    endpoint_url: str
+    bucket: str
+    client: object = field(repr=False)
+
+    def uri(self, *parts: str) -> str:
+        """``s3://<bucket>/<parts joined by />``."""
+        key = "/".join(p.strip("/") for p in parts if p)
+        return f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
+
+    def upload_dir(self, local_dir: str | os.PathLike[str], prefix: str) -> str:
+        """Upload a local folder recursively under ``prefix``; returns its ``s3://`` URI."""
+        local_dir = Path(local_dir)
+        for path in sorted(local_dir.rglob("*")):
+            if path.is_file():
+                key = f"{prefix.strip('/')}/{path.relative_to(local_dir).as_posix()}"
+                self.client.upload_file(str(path), self.bucket, key)  # type: ignore[attr-defined]
+        return self.uri(prefix)
+
+    def put(self, key: str, data: bytes) -> str:
+        """Put one object; returns its ``s3://`` URI."""
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)  # type: ignore[attr-defined]
+        return self.uri(key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """All keys under ``prefix``, sorted."""
+        paginator = self.client.get_paginator("list_objects_v2")  # type: ignore[attr-defined]
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+        return sorted(keys)
+
+    def unique_prefix(self, name: str) -> str:
+        """A fresh prefix (tests share the bucket; no test sees another's objects)."""
+        return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """``moto_server`` on a free loopback port, one bucket, AWS variables set for this session."""
+    import boto3
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    mp = pytest.MonkeyPatch()
+    try:
+        for name in _S3_ENV_CLEARED:
+            mp.delenv(name, raising=False)
+        for name, value in _S3_ENV.items():
+            mp.setenv(name, value)
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        deadline = time.monotonic() + 20.0
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with code {proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not answer on {endpoint} within 20 s") from None
+                time.sleep(0.05)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        bucket = "coloc-test"
+        client.create_bucket(Bucket=bucket)
+        yield S3Server(endpoint_url=endpoint, bucket=bucket, client=client)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_server: S3Server) -> Iterator[object]:
+    """A local 2-CPU Ray cluster (no dashboard) whose workers see the S3 server and the repository."""
+    import ray
+
+    if ray.is_initialized():  # a previous module's cluster that was not shut down
+        ray.shutdown()
+    mp = pytest.MonkeyPatch()
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    mp.setenv("PYTHONPATH", pythonpath)
+    env_vars = {name: os.environ[name] for name in (*_S3_ENV, "AWS_ENDPOINT_URL", "PYTHONPATH")}
+    try:
+        context = ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": env_vars},
+        )
+        yield context
+    finally:
+        ray.shutdown()
+        mp.undo()
+
+
+@pytest.fixture
+def restore_data_context(ray_cluster: object) -> Iterator[object]:
+    """The current Ray Data context, restored after the test (tests may set ``preserve_order``)."""
+    import copy
+
+    import ray.data
+
+    original = copy.deepcopy(ray.data.DataContext.get_current())
+    yield ray.data.DataContext.get_current()
+    ray.data.DataContext._set_current(original)

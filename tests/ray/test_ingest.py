@@ -1,0 +1,369 @@
+"""pipelines.ingest: decoding every kind of input (good and bad), the Ray Dataset on S3/file://, augmentation.
+
+The decode and augmentation kernels are tested in-process first (fast, exact); the Ray tests then run
+the same code through Ray Data against the loopback S3 server and check rows end to end.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from coloc_core.datasets import ImageRecord
+from coloc_core.synthetic import generate_cub_layout
+from pipelines import ingest, storage
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
+
+
+# ------------------------------------------------------------------------------------- test inputs
+
+
+def _encode(im: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _halves(width: int, height: int, left: tuple[int, ...], right: tuple[int, ...], mode: str) -> Image.Image:
+    im = Image.new(mode, (width, height), left)
+    im.paste(Image.new(mode, (width - width // 2, height), right), (width // 2, 0))
+    return im
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A ~100-byte PNG whose IHDR claims width×height RGB pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def bomb_jpeg(width: int = 65_000, height: int = 65_000) -> bytes:
+    """A small valid JPEG whose SOF0 header is patched to claim width×height (JPEG's max side is 65535)."""
+    data = bytearray(_encode(Image.new("RGB", (64, 64), (200, 10, 10)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+def exif_rotated_jpeg() -> bytes:
+    """40×20 as stored, left half red, right half blue, orientation 6 (display = rotate 90° clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encode(_halves(40, 20, (255, 0, 0), (0, 0, 255), "RGB"), "JPEG", quality=95, exif=exif.tobytes())
+
+
+def truncated_jpeg() -> bytes:
+    noise = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(noise), "JPEG", quality=90)
+    return data[: len(data) // 2]
+
+
+def palette_with_transparency() -> bytes:
+    im = Image.new("P", (20, 10), 0)
+    im.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    im.paste(1, (10, 0, 20, 10))
+    return _encode(im, "PNG", transparency=0)
+
+
+# name → (bytes, displayed (width, height)) for files that must decode; None size = must be an error.
+GOOD_FILES: dict[str, tuple[bytes, tuple[int, int]]] = {
+    "rgb.jpg": (_encode(Image.new("RGB", (64, 48), (10, 200, 30)), "JPEG"), (64, 48)),
+    "gray.jpg": (_encode(Image.new("L", (30, 50), 77), "JPEG"), (30, 50)),
+    "alpha.png": (_encode(_halves(33, 17, (0, 0, 0, 0), (255, 0, 0, 255), "RGBA"), "PNG"), (33, 17)),
+    "gray_alpha.png": (_encode(Image.new("LA", (12, 9), (50, 0)), "PNG"), (12, 9)),
+    "palette_transparent.png": (palette_with_transparency(), (20, 10)),
+    "sixteen_bit.png": (_encode(Image.fromarray(np.full((35, 25), 128 * 257, np.uint16)), "PNG"), (25, 35)),
+    "bilevel.png": (_encode(Image.new("1", (16, 8), 1), "PNG"), (16, 8)),
+    "cmyk.jpg": (_encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG", quality=95), (40, 30)),
+    "exif_rotated.jpg": (exif_rotated_jpeg(), (20, 40)),
+    "one_pixel.png": (_encode(Image.new("RGB", (1, 1), (9, 99, 199)), "PNG"), (1, 1)),
+}
+BAD_FILES: dict[str, tuple[bytes, str]] = {
+    "zero_bytes.jpg": (b"", "empty file"),
+    "truncated.jpg": (truncated_jpeg(), "truncated"),
+    "random_bytes.jpg": (np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes(), "cannot"),
+    "bomb.png": (bomb_png(), "decompression bomb"),
+    "bomb.jpg": (bomb_jpeg(), "decompression bomb"),
+}
+
+
+# ------------------------------------------------------------------------------- decode, in-process
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_FILES))
+def test_decode_image_good_inputs(name: str):
+    data, (width, height) = GOOD_FILES[name]
+    image, got_w, got_h = ingest.decode_image(data, size=ingest.EVAL_SIZE)
+    assert image.dtype == np.uint8 and image.shape == (224, 224, 3)
+    assert (got_w, got_h) == (width, height)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_decode_image_bad_inputs_raise(name: str):
+    data, reason = BAD_FILES[name]
+    with pytest.raises(Exception, match=reason):
+        ingest.decode_image(data, size=224)
+
+
+def test_exif_orientation_is_applied():
+    image, width, height = ingest.decode_image(exif_rotated_jpeg(), size=224)
+    assert (width, height) == (20, 40)
+    # Rotating the stored image 90° clockwise puts its left (red) half on top.
+    top, bottom = image[20:90].reshape(-1, 3).mean(0), image[134:204].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 60
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_alpha_is_composited_on_white():
+    image, _, _ = ingest.decode_image(GOOD_FILES["alpha.png"][0], size=224)
+    assert image[112, 10].tolist() == [255, 255, 255]  # fully transparent (black) pixel → white
+    assert image[112, 214].tolist() == [255, 0, 0]  # opaque red stays red
+    la, _, _ = ingest.decode_image(GOOD_FILES["gray_alpha.png"][0], size=224)
+    assert (la == 255).all()
+    pal, _, _ = ingest.decode_image(GOOD_FILES["palette_transparent.png"][0], size=224)
+    assert pal[5, 5].tolist() == [255, 255, 255] and pal[5, 220].tolist() == [0, 255, 0]
+
+
+def test_high_bit_depth_and_cmyk_colours():
+    sixteen, _, _ = ingest.decode_image(GOOD_FILES["sixteen_bit.png"][0], size=224)
+    assert (sixteen == 128).all()  # 128*257 of 65535 → 128 of 255
+    cmyk, _, _ = ingest.decode_image(GOOD_FILES["cmyk.jpg"][0], size=224)
+    r, g, b = cmyk.reshape(-1, 3).mean(0)
+    assert r > 240 and g < 15 and b < 15  # C=0, M=Y=255 is red
+    one, _, _ = ingest.decode_image(GOOD_FILES["one_pixel.png"][0], size=224)
+    assert (one == np.array([9, 99, 199], np.uint8)).all()
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.array([[0, 65535]], np.int32), [0, 255]),  # "I" within 16 bits: /257
+        (np.array([[-10, 90]], np.int32), [0, 255]),  # out of range: min-max
+        (np.array([[0.0, 1.0]], np.float32), [0, 255]),  # "F" in [0, 1]
+        (np.array([[0.0, 200.0]], np.float32), [0, 200]),  # "F" in [0, 255]
+        (np.array([[np.nan, 3.0]], np.float32), [0, 3]),
+    ],
+)
+def test_to_rgb_scales_integer_and_float_grey(array: np.ndarray, expected: list[int]):
+    im = Image.fromarray(array)
+    assert im.mode in ("I", "F")
+    rgb = np.asarray(ingest.to_rgb(im))
+    assert rgb.shape == (1, 2, 3)
+    assert rgb[0, :, 0].tolist() == expected
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_jpeg_draft_decodes_large_jpegs_under_the_limit_but_not_pngs():
+    jpeg = _encode(Image.new("RGB", (2048, 1536), (0, 0, 255)), "JPEG")
+    # Without the 1/4 draft (512×384) the 3.1 M pixels would exceed this limit.
+    image, width, height = ingest.decode_image(jpeg, size=224, max_pixels=1_000_000)
+    assert (width, height) == (2048, 1536)
+    assert image[100, 100, 2] > 240
+    png = _encode(Image.new("RGB", (2048, 1536), (0, 0, 255)), "PNG")
+    with pytest.raises(ingest.ImageTooLargeError, match="2048x1536"):
+        ingest.decode_image(png, size=224, max_pixels=1_000_000)
+    # PIL's process-wide limit is untouched afterwards.
+    assert Image.MAX_IMAGE_PIXELS is not None
+
+
+def test_decode_batch_turns_read_failures_into_error_rows(tmp_path: Path, monkeypatch, caplog):
+    good = tmp_path / "good.jpg"
+    good.write_bytes(GOOD_FILES["rgb.jpg"][0])
+    folder_named_jpg = tmp_path / "folder.jpg"
+    folder_named_jpg.mkdir()
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(GOOD_FILES["rgb.jpg"][0])
+    real_read = storage.read_bytes
+
+    def read_bytes(uri: str, endpoint_url=None) -> bytes:
+        if uri == str(locked):
+            raise PermissionError(13, "Permission denied", uri)
+        return real_read(uri, endpoint_url)
+
+    monkeypatch.setattr(storage, "read_bytes", read_bytes)
+    records = [
+        ImageRecord(path=str(good), split="all"),
+        ImageRecord(
+            path=str(tmp_path / "missing.jpg"), split="all", width=10, height=20, boxes=((1, 2, 3, 4),)
+        ),
+        ImageRecord(path=str(folder_named_jpg), split="all"),
+        ImageRecord(path=str(locked), split="all"),
+    ]
+    table = ingest.records_table(records)
+    with caplog.at_level(logging.WARNING, logger="pipelines.ingest"):
+        out = ingest.decode_batch(table, size=32)
+        ingest.decode_batch(table, size=32)  # the same failures again: not logged again
+    rows = out.drop_columns(["image"]).to_pylist()
+    assert rows[0]["error"] is None and (rows[0]["width"], rows[0]["height"]) == (64, 48)
+    assert rows[1]["error"].startswith(f"{tmp_path / 'missing.jpg'}: FileNotFoundError")
+    assert (rows[1]["width"], rows[1]["height"]) == (10, 20)  # the annotation's size is kept
+    assert rows[1]["boxes"] == [1.0, 2.0, 3.0, 4.0]
+    assert rows[2]["error"].startswith(f"{folder_named_jpg}: ") and rows[2]["width"] is None
+    assert rows[3]["error"].startswith(f"{locked}: PermissionError")
+    images = out.column("image").combine_chunks().to_numpy()
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    assert images[0].any() and not images[1:].any()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and all("cannot use image" in w for w in warnings)
+    assert out.schema.field("width").type == pa.int32() and out.schema.field("error").type == pa.string()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_an_error_row(tmp_path: Path):
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(GOOD_FILES["rgb.jpg"][0])
+    locked.chmod(0)
+    out = ingest.decode_batch(ingest.records_table([ImageRecord(path=str(locked), split="all")]), size=16)
+    assert "PermissionError" in out.column("error")[0].as_py()
+
+
+# ------------------------------------------------------------------------------- augment, in-process
+
+
+def test_augment_batch_shape_determinism_and_epochs():
+    images = np.random.default_rng(0).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+    before = images.copy()
+    batch = {"index": np.array([0, 1, 2]), "image": images}
+    a = ingest.augment_batch(batch, seed=7, epoch=0)
+    b = ingest.augment_batch(batch, seed=7, epoch=0)
+    c = ingest.augment_batch(batch, seed=7, epoch=1)
+    assert a["image"].shape == (3, 224, 224, 3) and a["image"].dtype == np.uint8
+    assert np.array_equal(a["image"], b["image"])
+    assert not np.array_equal(a["image"], c["image"])
+    assert np.array_equal(images, before)  # input untouched
+    offsets = ingest.crop_offsets(np.arange(500), seed=7, epoch=0, max_offset=40)
+    assert offsets.min() == 0 and offsets.max() == 40  # the whole range [0, 256 + 2*4 - 224] is used
+    # The crop of one image depends on its own index only, not on its batch.
+    alone = ingest.augment_batch({"index": np.array([2]), "image": images[2:]}, seed=7, epoch=0)
+    assert np.array_equal(alone["image"][0], a["image"][2])
+
+
+def test_pad_and_crop_uses_reflect_padding():
+    images = np.random.default_rng(1).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    centre = ingest.pad_and_crop(images, np.array([[4, 4], [4, 4]]), crop=224, padding=4)
+    assert np.array_equal(centre, images[:, :224, :224])
+    corner = ingest.pad_and_crop(images, np.array([[0, 0], [0, 0]]), crop=224, padding=4)
+    assert np.array_equal(corner[:, 4:, 4:], images[:, :220, :220])
+    assert np.array_equal(corner[:, 0, 0], images[:, 4, 4])  # reflect: padded[0] = image[4]
+    assert np.array_equal(corner[:, 3, 4:], images[:, 1, :220])
+
+
+# -------------------------------------------------------------------------------------- through Ray
+
+
+def _rows_by_index(ds) -> list[dict]:
+    return sorted(ds.take_all(), key=lambda row: row["index"])
+
+
+def test_cub_layout_on_s3(ray_cluster, s3_server, tmp_path: Path):
+    generated = generate_cub_layout(str(tmp_path / "cub"), num_images=12, seed=3, size_range=(48, 96))
+    root = s3_server.upload_dir(tmp_path / "cub", s3_server.unique_prefix("cub"))
+    records = ingest.read_records("cub", root, "test")
+    assert records and all(r.path.startswith(f"{root}/images/") for r in records)
+    # CUB's files give no sizes: the generator's records know them.
+    sizes = {storage.relative_path(r.path, str(tmp_path / "cub")): (r.width, r.height) for r in generated}
+    ds = ingest.images_dataset(records, size=ingest.EVAL_SIZE)
+    schema = ds.schema()
+    types = dict(zip(schema.names, schema.types, strict=True))
+    assert types["width"] == pa.int32() and types["height"] == pa.int32()
+    assert types["boxes"] == pa.list_(pa.float32()) and types["error"] == pa.string()
+    assert tuple(types["image"].shape) == (224, 224, 3)
+    rows = _rows_by_index(ds)
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records, strict=True):
+        assert row["path"] == record.path and row["error"] is None
+        assert (row["width"], row["height"]) == sizes[storage.relative_path(record.path, root)]
+        assert np.allclose(row["boxes"], np.asarray(record.boxes, np.float32).ravel())
+        assert row["image"].dtype == np.uint8 and row["image"].shape == (224, 224, 3)
+    local = tmp_path / "cub" / storage.relative_path(records[0].path, root)
+    expected, _, _ = ingest.decode_image(local.read_bytes(), size=224)
+    assert np.array_equal(rows[0]["image"], expected)
+
+
+def test_bad_inputs_on_s3_become_error_rows_and_the_read_finishes(ray_cluster, s3_server, caplog):
+    prefix = s3_server.unique_prefix("bad")
+    for name, (data, _) in {**GOOD_FILES, **BAD_FILES}.items():
+        s3_server.put(f"{prefix}/{name}", data)
+    listed = storage.list_images(s3_server.uri(prefix))
+    assert len(listed) == len(GOOD_FILES) + len(BAD_FILES)
+    missing = s3_server.uri(prefix, "missing.jpg")
+    records = [ImageRecord(path=p, split="all") for p in listed] + [ImageRecord(path=missing, split="all")]
+    ds = ingest.images_dataset(records, size=64, rows_per_block=4)
+    with caplog.at_level(logging.INFO, logger="pipelines.ingest"):
+        good, errors = ingest.split_errors(ds)
+    assert good.count() == len(GOOD_FILES)
+    total = len(GOOD_FILES) + len(BAD_FILES) + 1
+    summary = f"ingest: {total} images read, {len(GOOD_FILES)} usable, {len(BAD_FILES) + 1} errors"
+    assert summary in caplog.text
+    by_name = {row["path"].rsplit("/", 1)[1]: row for row in good.take_all()}
+    assert set(by_name) == set(GOOD_FILES)
+    for name, (_, size) in GOOD_FILES.items():
+        assert (by_name[name]["width"], by_name[name]["height"]) == size, name
+        assert by_name[name]["image"].shape == (64, 64, 3)
+    error_names = {row["path"].rsplit("/", 1)[1]: row["error"] for row in errors}
+    assert set(error_names) == set(BAD_FILES) | {"missing.jpg"}
+    for name, message in error_names.items():
+        assert message.startswith(s3_server.uri(prefix, name) + ": ")
+    for name, (_, reason) in BAD_FILES.items():
+        assert reason in error_names[name], error_names[name]
+    assert "FileNotFoundError" in error_names["missing.jpg"]
+
+
+def test_folder_uri_source_keeps_file_uris(ray_cluster, restore_data_context, tmp_path: Path):
+    restore_data_context.execution_options.preserve_order = True
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for rel in ("a.png", "sub/b.jpg", "notes.txt"):
+        data = GOOD_FILES["rgb.jpg"][0] if rel.endswith(".jpg") else GOOD_FILES["one_pixel.png"][0]
+        (folder / rel).write_bytes(data if rel != "notes.txt" else b"not an image")
+    uri = f"file://{folder}"
+    rows = ingest.images_dataset(uri, size=32).take_all()  # in listing order (preserve_order)
+    assert [row["index"] for row in rows] == [0, 1]
+    assert [row["path"] for row in rows] == [f"{uri}/a.png", f"{uri}/sub/b.jpg"]
+    assert [(row["width"], row["height"]) for row in rows] == [(1, 1), (64, 48)]
+    assert all(row["error"] is None for row in rows)
+    with pytest.raises(FileNotFoundError):
+        ingest.images_dataset(f"file://{tmp_path}/empty-folder")
+
+
+def test_training_stage_is_reproducible_and_varies_by_epoch(ray_cluster, tmp_path: Path):
+    records = generate_cub_layout(str(tmp_path / "cub"), num_images=8, seed=5, size_range=(40, 64))
+    records.append(ImageRecord(path=str(tmp_path / "gone.jpg"), split="all"))  # excluded from training
+    good, errors = ingest.split_errors(ingest.images_dataset(records, size=ingest.TRAIN_SIZE))
+    assert len(errors) == 1 and good.count() == 8
+
+    def crops(epoch: int) -> dict[int, np.ndarray]:
+        rows = ingest.augment(good, seed=11, epoch=epoch).take_all()
+        return {int(row["index"]): row["image"] for row in rows}
+
+    first, again, other = crops(0), crops(0), crops(1)
+    assert sorted(first) == list(range(8))
+    assert all(img.shape == (224, 224, 3) and img.dtype == np.uint8 for img in first.values())
+    assert all(np.array_equal(first[i], again[i]) for i in first)
+    assert any(not np.array_equal(first[i], other[i]) for i in first)
+    # Only numeric columns remain, so the stage feeds iter_torch_batches directly.
+    import torch
+
+    batch = next(iter(ingest.augment(good, seed=11, epoch=0).iter_torch_batches(batch_size=4)))
+    assert set(batch) == {"index", "image"}
+    assert batch["image"].dtype == torch.uint8 and tuple(batch["image"].shape) == (4, 224, 224, 3)

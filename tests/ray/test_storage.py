@@ -1,0 +1,164 @@
+"""pipelines.storage on a local folder, ``file://`` URIs and a real S3 API server (moto) on loopback."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import storage
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
+
+BACKENDS = ("local", "file", "s3")
+
+
+@pytest.fixture(params=BACKENDS)
+def base(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh, empty folder URI of each backend."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    if request.param == "file":
+        return f"file://{tmp_path}/store"
+    s3 = request.getfixturevalue("s3_server")
+    return s3.uri(s3.unique_prefix("storage"))
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_uri_helpers():
+    assert storage.join("s3://b/runs", "exp/", "/model.pt") == "s3://b/runs/exp/model.pt"
+    assert storage.join("s3://b/", "k") == "s3://b/k"
+    assert storage.join("/data", "") == "/data"
+    assert storage.join("file:///data", "a", "b.jpg") == "file:///data/a/b.jpg"
+    assert storage.strip_scheme("s3://b/k/x.jpg") == "b/k/x.jpg"
+    assert storage.strip_scheme("file:///tmp/x") == "/tmp/x"
+    assert storage.strip_scheme("rel/x") == "rel/x"
+    assert storage.to_uri("b/k/x.jpg", like="s3://b/k") == "s3://b/k/x.jpg"
+    assert storage.to_uri("/tmp/x.jpg", like="file:///tmp") == "file:///tmp/x.jpg"
+    assert storage.to_uri("/tmp/x.jpg", like="/tmp") == "/tmp/x.jpg"
+    assert storage.to_uri("s3://b/x", like="/tmp") == "s3://b/x"
+    assert storage.scheme_of("/x") == "file" and storage.scheme_of("S3://b") == "s3"
+    assert storage.relative_path("s3://b/root/a/b.jpg", "s3://b/root/") == "a/b.jpg"
+    with pytest.raises(ValueError, match="not under"):
+        storage.relative_path("s3://b/other/x", "s3://b/root")
+
+
+def test_s3_endpoint_precedence(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic:1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3-specific:2")
+    assert storage.s3_endpoint() == "http://s3-specific:2"
+    assert storage.s3_endpoint("http://explicit:3") == "http://explicit:3"
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    assert storage.s3_endpoint() == "http://generic:1"
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert storage.s3_endpoint() is None
+
+
+def test_write_read_exists_roundtrip(base: str):
+    uri = storage.join(base, "sub", "blob.bin")
+    assert not storage.exists(uri)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(uri)
+    storage.write_bytes_atomic(uri, b"\x00\x01payload")
+    assert storage.exists(uri)
+    assert storage.read_bytes(uri) == b"\x00\x01payload"
+    storage.write_text_atomic(uri, "héllo\n")  # overwrite
+    assert storage.read_text(uri) == "héllo\n"
+    with storage.atomic_write(storage.join(base, "t.txt"), "w") as f:
+        f.write("line 1\n")
+        f.write("line 2\n")
+    assert storage.read_text(storage.join(base, "t.txt")) == "line 1\nline 2\n"
+    storage.remove(uri)
+    assert not storage.exists(uri)
+    storage.remove(uri)  # missing is fine
+
+
+def test_list_images_keeps_form_and_filters(base: str):
+    for rel in ("b.jpg", "sub/a.PNG", "sub/deeper/c.jpeg", "notes.txt", ".hidden/d.jpg", "sub/.e.jpg"):
+        storage.write_bytes_atomic(storage.join(base, rel), b"x")
+    images = storage.list_images(base)
+    assert images == [storage.join(base, rel) for rel in ("b.jpg", "sub/a.PNG", "sub/deeper/c.jpeg")]
+    if base.startswith("s3://"):
+        assert all(p.startswith("s3://") for p in images)
+    assert storage.list_images(base, extensions=("png",)) == [storage.join(base, "sub/a.PNG")]
+    assert len(storage.list_files(base)) == 6
+    assert storage.list_images(storage.join(base, "missing")) == []
+
+
+def test_atomic_write_leaves_nothing_when_writer_raises(base: str):
+    new = storage.join(base, "new.bin")
+    old = storage.join(base, "old.bin")
+    storage.write_bytes_atomic(old, b"old content")
+    for uri in (new, old):
+        with pytest.raises(Boom), storage.atomic_write(uri) as f:
+            f.write(b"half of the")
+            raise Boom("writer died mid-way")
+    assert not storage.exists(new)
+    assert storage.read_bytes(old) == b"old content"
+    with pytest.raises(Boom), storage.atomic_write(new, "w") as f:
+        f.write("partial text")
+        raise Boom
+    assert not storage.exists(new)
+    # Locally no temporary file is left behind either.
+    assert [os.path.basename(p) for p in storage.list_files(base)] == ["old.bin"]
+
+
+def test_atomic_write_local_keeps_normal_permissions(tmp_path):
+    path = tmp_path / "f.bin"
+    storage.write_bytes_atomic(str(path), b"x")
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_large_s3_write_goes_through_a_spilled_upload(s3_server, monkeypatch):
+    monkeypatch.setattr(storage, "_SPOOL_BYTES", 1024)
+    uri = s3_server.uri(s3_server.unique_prefix("big"), "blob.bin")
+    data = os.urandom(10_000)
+    with storage.atomic_write(uri) as f:
+        for start in range(0, len(data), 3000):
+            f.write(data[start : start + 3000])
+    assert storage.read_bytes(uri) == data
+
+
+def test_copy_dir_roundtrip_with_marker_last(base: str, tmp_path):
+    src = tmp_path / "ckpt"
+    (src / "nested").mkdir(parents=True)
+    (src / "model.pt").write_bytes(b"weights")
+    (src / "nested" / "state.json").write_text('{"epoch": 3}')
+    written = storage.copy_dir_to(str(src), storage.join(base, "ckpt"), marker="_COMPLETE")
+    assert written[-1] == storage.join(base, "ckpt", "_COMPLETE")
+    assert sorted(written[:-1]) == [storage.join(base, "ckpt", r) for r in ("model.pt", "nested/state.json")]
+    dest = tmp_path / "back"
+    local = storage.copy_dir_from(storage.join(base, "ckpt"), str(dest))
+    assert len(local) == 3
+    assert (dest / "model.pt").read_bytes() == b"weights"
+    assert (dest / "nested" / "state.json").read_text() == '{"epoch": 3}'
+    assert (dest / "_COMPLETE").read_bytes() == b""
+    with pytest.raises(FileNotFoundError):
+        storage.copy_dir_from(storage.join(base, "nothing-here"), str(tmp_path / "none"))
+
+
+def test_explicit_endpoint_without_environment(s3_server, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert storage.s3_endpoint() is None
+    uri = s3_server.uri(s3_server.unique_prefix("explicit"), "x.bin")
+    storage.write_bytes_atomic(uri, b"via explicit endpoint", endpoint_url=s3_server.endpoint_url)
+    assert storage.read_bytes(uri, endpoint_url=s3_server.endpoint_url) == b"via explicit endpoint"
+    key = storage.strip_scheme(uri).split("/", 1)[1]
+    assert s3_server.keys(key) == [key]
+
+
+def test_pyarrow_filesystem_writes_parquet_to_s3(s3_server):
+    prefix = s3_server.unique_prefix("parquet")
+    fs, path = storage.pyarrow_filesystem_for(s3_server.uri(prefix, "t.parquet"))
+    table = pa.table({"path": ["a", "b"], "width": pa.array([3, 4], pa.int32())})
+    pq.write_table(table, path, filesystem=fs)
+    assert s3_server.keys(prefix) == [f"{prefix}/t.parquet"]
+    got = pq.read_table(pa.BufferReader(storage.read_bytes(s3_server.uri(prefix, "t.parquet"))))
+    assert got.equals(table)
