@@ -1,0 +1,149 @@
+"""Labeling throughput and memory: ``pipelines.label`` (Ray) vs a plain-PyTorch loop, same images.
+
+    .venv/bin/python bench/bench_label.py --images ../shared/data/cub100-unboxed/images --n 500 \
+        --out /tmp/bench-label-500 --num_actors 2 --actor_cpus 0.75 --decode_cpus 0.25
+
+Ray run: ``run_labeling`` with the training-free CAAM localizer (EfficientNet-Lite0, packaged ImageNet
+weights) on the first ``n`` images (sorted) of the folder, on a local Ray cluster of ``--cpus`` CPUs.
+Reported: wall time of the whole call (Ray start excluded, actor start included), the steady rate
+between the first and the last part file, the driver's peak RSS (``ru_maxrss``) and the peak summed
+RSS of the driver's whole process tree (raylet, workers, actors; shared object-store pages are counted
+once per process, so it is an upper bound), sampled every 0.25 s from ``/proc``.
+Baseline: the same decode (``pipelines.ingest.decode_image``) and the same localizer in one process
+with ``--cpus`` torch threads, on ``--baseline_n`` images. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import threading
+import time
+
+import numpy as np
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ppid = int(fields[1])
+            with open(f"/proc/{entry}/statm") as fh:
+                rss[int(entry)] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+class PeakSampler(threading.Thread):
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.peak, self.stop_flag = interval, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            time.sleep(self.interval)
+
+
+def plain_baseline(paths: list[str], threads: int, batch: int) -> float:
+    import torch
+
+    from coloc_core.localizer import baseline_payload, localizer_from_payload
+    from coloc_core.model import normalize_images
+    from pipelines import ingest, storage
+
+    torch.set_num_threads(threads)
+    loc = localizer_from_payload(baseline_payload("caam", backbone="efficientnet_lite0", weights="auto"))
+    start = time.monotonic()
+    with torch.inference_mode():
+        for i in range(0, len(paths), batch):
+            imgs = [
+                ingest.decode_image(storage.read_bytes(p), ingest.EVAL_SIZE)[0] for p in paths[i : i + batch]
+            ]
+            x = normalize_images(torch.from_numpy(np.stack(imgs)), loc.mean, loc.std)
+            loc(x)
+    return len(paths) / (time.monotonic() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", required=True)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--num_actors", type=int, default=2)
+    ap.add_argument("--actor_cpus", type=float, default=0.75)
+    ap.add_argument("--decode_cpus", type=float, default=0.25)
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--rows_per_file", type=int, default=100)
+    ap.add_argument("--baseline_n", type=int, default=200)
+    args = ap.parse_args()
+
+    import ray
+
+    from pipelines import storage
+    from pipelines.config import LabelJobConfig
+    from pipelines.label import run_labeling
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    cfg = LabelJobConfig(
+        method="caam",
+        backbone="efficientnet_lite0",
+        images=args.images,
+        out=args.out,
+        limit=args.n,
+        batch_size=args.batch_size,
+        num_actors=args.num_actors,
+        actor_cpus=args.actor_cpus,
+        decode_cpus=args.decode_cpus,
+        rows_per_file=args.rows_per_file,
+    )
+    marks: list[tuple[float, int]] = []
+    sampler = PeakSampler()
+    sampler.start()
+    start = time.monotonic()
+    summary = run_labeling(cfg, on_shard_written=lambda s: marks.append((time.monotonic(), s)))
+    wall = time.monotonic() - start
+    sampler.stop_flag.set()
+    sampler.join()
+    ray.shutdown()
+    steady = None
+    if len(marks) >= 2:
+        rows = (len(marks) - 1) * args.rows_per_file  # shards after the first one
+        steady = rows / (marks[-1][0] - marks[0][0])
+    paths = storage.list_images(args.images)[: args.baseline_n]
+    result = {
+        "images": summary.images,
+        "errors": summary.errors,
+        "wall_s": round(wall, 1),
+        "images_per_s_whole_run": round(summary.images / wall, 2),
+        "images_per_s_steady": None if steady is None else round(steady, 2),
+        "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "process_tree_peak_rss_mb": round(sampler.peak / 2**20, 1),
+        "plain_pytorch_images_per_s": round(plain_baseline(paths, args.cpus, args.batch_size), 2)
+        if paths
+        else None,
+        "load_avg_after": os.getloadavg(),
+        "config": vars(args),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

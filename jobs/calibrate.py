@@ -1,0 +1,83 @@
+"""Calibrate τ on a labelled subset and write a new model file with it.
+
+    python jobs/calibrate.py --predictions s3://bucket/labels/cub-val --gt s3://bucket/CUB_200_2011 \
+        --format cub --split test --model s3://bucket/runs/cub-caml/model.pt \
+        --out s3://bucket/runs/cub-caml/model.calibrated.pt
+
+τ maximises CorLoc@``delta`` (single box) over the stored heatmaps of ``--predictions`` joined with the
+GT. ``--model`` defaults to the baseline model file stored in the predictions folder (``_model.pt``);
+``--out`` defaults to ``<model without .pt>.calibrated.pt``. The weights (and model id) are unchanged:
+label into a new output folder with the new file. Exit code 0 on success, 1 on failure, 2 on a bad
+command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+
+from pipelines import storage
+from pipelines.config import build_config
+from pipelines.evaluate import calibrate_threshold, write_calibrated_model
+from pipelines.label import MANIFEST
+
+log = logging.getLogger("jobs.calibrate")
+
+
+@dataclass
+class CalibrateJobConfig:
+    """Calibration job.
+
+    Attributes:
+        predictions: predictions folder of the labelled subset.
+        gt: data set root with boxes.
+        format: GT reader.
+        split: GT split.
+        model: model file to copy with the new τ ("" = the one the predictions were made with).
+        out: new model file ("" = ``<model>.calibrated.pt``).
+        delta: IoU threshold of the CorLoc that is maximised.
+        cam_curve_interval: τ grid spacing.
+        limit: use at most this many GT images (0 = all).
+    """
+
+    predictions: str = ""
+    gt: str = ""
+    format: str = "boxes_csv"
+    split: str = "test"
+    model: str = ""
+    out: str = ""
+    delta: float = 0.5
+    cam_curve_interval: float = 0.01
+    limit: int = 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = build_config(CalibrateJobConfig, sys.argv[1:] if argv is None else argv)
+        if not cfg.predictions or not cfg.gt:
+            raise ValueError("--predictions and --gt are required")
+    except (KeyError, ValueError) as err:
+        log.error("bad arguments: %s", err)
+        return 2
+    try:
+        model = (
+            cfg.model or json.loads(storage.read_text(storage.join(cfg.predictions, MANIFEST)))["model_uri"]
+        )
+        out = cfg.out or (model[: -len(".pt")] if model.endswith(".pt") else model) + ".calibrated.pt"
+        result = calibrate_threshold(
+            cfg.predictions, cfg.gt, cfg.format, cfg.split, cfg.delta, cfg.cam_curve_interval, cfg.limit
+        )
+        write_calibrated_model(model, out, result)
+    except Exception:
+        log.exception("calibration failed")
+        return 1
+    report = {k: v for k, v in asdict(result).items() if k not in ("curve", "thresholds")}
+    print(json.dumps({"model": out, **report}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Evaluate a predictions table: ``python jobs/evaluate.py --predictions=... --gt=... --format=cub``.
+
+    ray job submit --working-dir . -- python jobs/evaluate.py \
+        --predictions s3://bucket/labels/cub-test --gt s3://bucket/CUB_200_2011 --format cub --split test
+
+Writes ``metrics.json``, ``metrics.md`` and ``sheet.png`` to ``--out`` (default
+``<predictions>/_eval``); without ``--gt`` only score statistics and a sheet ranked by score. Exit code
+0 on success, 1 on failure, 2 on a bad command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+
+import ray
+
+from pipelines.config import build_config
+from pipelines.evaluate import run_evaluation
+
+log = logging.getLogger("jobs.evaluate")
+
+
+@dataclass
+class EvaluateJobConfig:
+    """Evaluation job.
+
+    Attributes:
+        predictions: predictions folder (local or ``s3://``).
+        gt: data set root with boxes ("" = none).
+        format: GT reader: cub | cars | aircraft | dogs | boxes_csv.
+        split: GT split.
+        out: output folder ("" = ``<predictions>/_eval``).
+        threshold: τ for CorLoc; negative = the table's own.
+        iou_thresholds: δ values.
+        cam_curve_interval: τ grid spacing of MaxBoxAcc.
+        sheet_images: images per sheet row (0 = no sheet).
+    """
+
+    predictions: str = ""
+    gt: str = ""
+    format: str = "boxes_csv"
+    split: str = "test"
+    out: str = ""
+    threshold: float = -1.0
+    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+    cam_curve_interval: float = 0.001
+    sheet_images: int = 8
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = build_config(EvaluateJobConfig, sys.argv[1:] if argv is None else argv)
+        if not cfg.predictions:
+            raise ValueError("--predictions is required")
+    except (KeyError, ValueError) as err:
+        log.error("bad arguments: %s", err)
+        return 2
+    if not ray.is_initialized():
+        ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
+    try:
+        result = run_evaluation(
+            cfg.predictions,
+            gt_root=cfg.gt,
+            gt_format=cfg.format,
+            split=cfg.split,
+            out=cfg.out,
+            iou_thresholds=cfg.iou_thresholds,
+            cam_curve_interval=cfg.cam_curve_interval,
+            threshold=None if cfg.threshold < 0 else cfg.threshold,
+            sheet_images=cfg.sheet_images,
+        )
+    except Exception:
+        log.exception("evaluation failed")
+        return 1
+    print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

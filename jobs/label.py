@@ -1,0 +1,52 @@
+"""Pseudo-label a collection: ``ray job submit -- python jobs/label.py --model=... --images=... --out=...``.
+
+    ray job submit --working-dir . -- python jobs/label.py \
+        --model s3://bucket/runs/cub-caml/model.pt --images s3://bucket/photos --out s3://bucket/labels/photos
+
+    # training-free baselines: --method=caam | ddt | full (--backbone=efficientnet_lite0)
+    python jobs/label.py --method=caam --images=/data/birds --out=/data/labels/birds-caam
+
+Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value`` (``--help`` lists them,
+``--config file.yaml`` applies a file first). Starting the same command again resumes: only images
+without a written part file are labelled (see ``pipelines.label``). Exit code 0 on success, 1 when
+labeling fails, 2 on a bad command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import ray
+
+from pipelines.config import LabelJobConfig, build_config, dump
+from pipelines.label import run_labeling
+
+log = logging.getLogger("jobs.label")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = build_config(LabelJobConfig, sys.argv[1:] if argv is None else argv)
+    except (KeyError, ValueError) as err:
+        log.error("bad arguments: %s", err)
+        return 2
+    log.info("config:\n%s", dump(cfg))
+    if not ray.is_initialized():
+        ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
+    try:
+        summary = run_labeling(cfg)
+    except ValueError as err:
+        log.error("labeling refused: %s", err)
+        return 2
+    except Exception:
+        log.exception("labeling failed")
+        return 1
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

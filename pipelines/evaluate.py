@@ -1,0 +1,565 @@
+"""Evaluate a predictions table against ground truth: CorLoc, MaxBoxAccV2, score ranking, picture sheet.
+
+Inputs: a predictions folder written by :mod:`pipelines.label` (local or ``s3://``) and the ground truth
+of any dataset reader (``cub``, ``cars``, ``aircraft``, ``dogs``, ``boxes_csv``; ``coloc_core.datasets``).
+Rows are joined by image path (scheme and ``./`` ignored), so label and evaluate the same root.
+
+How each number is computed (SPEC §6, the wsolevaluation protocol):
+
+- Everything is measured at 224×224 from the **stored heatmaps**: score map = bicubic upsampling +
+  min-max (``coloc_core.boxes.scoremap_from_attention``), GT boxes scaled to 224 with truncation
+  (``resize_boxes``, from the image's decoded size). The stored original-pixel boxes are these same
+  boxes mapped back, so they are not re-scaled (that would lose a pixel to truncation).
+- CorLoc@δ (δ ∈ {0.3, 0.5, 0.7}) and their mean: the single largest-contour box at the table's τ,
+  over ALL ground-truth images: an image without a usable prediction (error row, or not in the table)
+  counts as a miss.
+- MaxBoxAccV2: best τ per δ of multi-contour boxes (``coloc_core.metrics.MaxBoxAccAccumulator``); the
+  same misses count.
+- Score ranking: Spearman ρ between the stored ``score`` and the image's IoU (best over its GT boxes),
+  and CorLoc@0.5 of the top-scored half vs the bottom half (images with a prediction only).
+
+Part files are evaluated in parallel Ray tasks (one per file, partial counts merged on the driver, as
+``coloc_core.metrics`` is designed for); without an initialised Ray it runs in-process.
+
+Outputs in ``out`` (default ``<predictions>/_eval``; the ``_`` keeps Parquet readers of the table away):
+``metrics.json``, ``metrics.md`` (a Markdown table) and ``sheet.png`` (heatmap overlay, predicted box
+green, GT red; best and worst images by IoU, or by score without GT).
+
+Calibration (:func:`calibrate_threshold`): τ maximising CorLoc@0.5 on a labelled subset, from the
+heatmaps (so it does not depend on the τ the table was labelled with); :func:`write_calibrated_model`
+writes a new model file with that ``threshold``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import posixpath
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from coloc_core.boxes import resize_boxes, scoremap_from_attention
+from coloc_core.checkpoint import read_model_payload
+from coloc_core.localizer import dequantize_heatmap
+from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
+from pipelines import ingest, schema, storage
+from pipelines.label import part_files
+
+log = logging.getLogger(__name__)
+
+SCOREMAP_SIZE = (224, 224)
+EVAL_DIR = "_eval"
+_COLUMNS = [
+    schema.PATH,
+    schema.WIDTH,
+    schema.HEIGHT,
+    schema.SCORE,
+    schema.THRESHOLD,
+    schema.HEATMAP,
+    schema.HEATMAP_H,
+    schema.HEATMAP_W,
+    schema.ERROR,
+]
+
+
+def path_key(path: str) -> str:
+    """Join key of an image path: scheme and ``./`` segments removed."""
+    return posixpath.normpath(storage.strip_scheme(path))
+
+
+@dataclass
+class GroundTruth:
+    """GT boxes per image (original pixel coordinates), keyed by :func:`path_key`."""
+
+    boxes: dict[str, list[tuple[float, float, float, float]]]
+    paths: dict[str, str]  # key -> path as listed by the reader
+
+    @property
+    def num_images(self) -> int:
+        """Images with at least one box."""
+        return len(self.boxes)
+
+
+def read_ground_truth(root: str, fmt: str = "boxes_csv", split: str = "test", limit: int = 0) -> GroundTruth:
+    """GT boxes of a data set (any ``coloc_core.datasets`` reader, local or ``s3://``).
+
+    Images without a box are dropped.
+    """
+    records = ingest.read_records(fmt, root, split)
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
+    paths: dict[str, str] = {}
+    for rec in sorted(records, key=lambda r: r.path):
+        if not rec.boxes:
+            continue
+        key = path_key(rec.path)
+        boxes.setdefault(key, []).extend(tuple(float(v) for v in b) for b in rec.boxes)  # type: ignore[misc]
+        paths[key] = rec.path
+        if limit and len(boxes) >= limit:
+            break
+    if not boxes:
+        raise ValueError(f"no ground-truth boxes in {root} (format={fmt}, split={split})")
+    return GroundTruth(boxes, paths)
+
+
+@dataclass
+class PartResult:
+    """What one part file contributes: partial metric counts and per-image IoU/score."""
+
+    corloc: dict[str, Any] | None = None
+    maxboxacc: dict[str, Any] | None = None
+    keys: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)  # nan without GT
+    scores: list[float] = field(default_factory=list)
+    thresholds: set[float] = field(default_factory=set)
+    errors: int = 0
+    gt_errors: int = 0  # error rows that have GT (misses)
+    rows: int = 0
+
+
+def _table_scoremap(row: dict[str, Any]) -> np.ndarray | None:
+    heat = schema.decode_heatmap_row(row)
+    if heat is None:
+        return None
+    return scoremap_from_attention(dequantize_heatmap(heat), SCOREMAP_SIZE)
+
+
+def evaluate_part(
+    uri: str,
+    gt_boxes: dict[str, list[tuple[float, float, float, float]]] | None,
+    iou_thresholds: Sequence[float],
+    cam_curve_interval: float,
+    threshold: float | None,
+) -> PartResult:
+    """Metrics of one part file (runs inside a Ray task, or in-process)."""
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
+    result = PartResult(rows=table.num_rows)
+    corloc: CorLocAccumulator | None = None
+    maxbox = MaxBoxAccAccumulator(iou_thresholds, cam_curve_interval, multi_contour=True)
+    for row in table.to_pylist():
+        key = path_key(row[schema.PATH])
+        gt = None if gt_boxes is None else gt_boxes.get(key)
+        if row[schema.ERROR] is not None:
+            result.errors += 1
+            result.gt_errors += gt is not None
+            continue
+        stored_tau = round(float(row[schema.THRESHOLD]), 6)  # float32 in the table
+        tau = stored_tau if threshold is None else float(threshold)
+        result.thresholds.add(stored_tau)
+        iou = math.nan
+        if gt is not None:
+            if corloc is None:
+                corloc = CorLocAccumulator(iou_thresholds, threshold=tau)
+            scoremap = _table_scoremap(row)
+            assert scoremap is not None
+            gt224 = resize_boxes(np.asarray(gt), (row[schema.WIDTH], row[schema.HEIGHT]), SCOREMAP_SIZE[::-1])
+            iou = corloc.update(scoremap, gt224)
+            maxbox.update(scoremap, gt224)
+        result.keys.append(key)
+        result.paths.append(row[schema.PATH])
+        result.ious.append(iou)
+        result.scores.append(float(row[schema.SCORE]))
+    result.corloc = corloc.state_dict() if corloc is not None else None
+    result.maxboxacc = maxbox.state_dict() if maxbox.count else None
+    return result
+
+
+def _run_parts(
+    uris: list[str], gt: GroundTruth | None, deltas: Sequence[float], interval: float, threshold: float | None
+) -> list[PartResult]:
+    gt_boxes = None if gt is None else gt.boxes
+    try:
+        import ray  # noqa: PLC0415
+
+        use_ray = ray.is_initialized() and len(uris) > 1
+    except ImportError:  # pragma: no cover - ray is a dependency
+        use_ray = False
+    if not use_ray:
+        return [evaluate_part(u, gt_boxes, deltas, interval, threshold) for u in uris]
+    task = ray.remote(num_cpus=0.5)(evaluate_part)
+    gt_ref = ray.put(gt_boxes)
+    return ray.get([task.remote(u, gt_ref, tuple(deltas), interval, threshold) for u in uris])
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    from scipy.stats import spearmanr  # noqa: PLC0415
+
+    return float(spearmanr(x, y).statistic)
+
+
+def score_ranking(scores: np.ndarray, ious: np.ndarray, delta: float = 0.5) -> dict[str, float]:
+    """Does the score rank boxes by quality? Spearman ρ(score, IoU) and CorLoc@δ per score half.
+
+    Args:
+        scores: the stored score of each image with a prediction and GT. Shape: (N,).
+        ious: its IoU (best over its GT boxes). Shape: (N,).
+        delta: IoU threshold of the half-split CorLoc.
+    """
+    n = len(scores)
+    if n == 0:
+        return {}
+    order = np.argsort(-scores, kind="stable")
+    top, bottom = order[: (n + 1) // 2], order[(n + 1) // 2 :]
+    hit = ious >= delta
+    out = {
+        "spearman_score_iou": _spearman(scores, ious),
+        f"corloc@{delta:g}_top_half_by_score": float(hit[top].mean() * 100.0) if len(top) else math.nan,
+        f"corloc@{delta:g}_bottom_half_by_score": float(hit[bottom].mean() * 100.0)
+        if len(bottom)
+        else math.nan,
+    }
+    return out
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics and where they were written."""
+
+    metrics: dict[str, float]
+    out: str
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return asdict(self)
+
+
+def _miss_state(acc_state: dict[str, Any], misses: int) -> dict[str, Any]:
+    state = dict(acc_state)
+    state["num_correct"] = (np.zeros_like(np.asarray(state["num_correct"], dtype=np.int64))).tolist()
+    state["count"] = int(misses)
+    return state
+
+
+def run_evaluation(
+    predictions: str,
+    gt_root: str = "",
+    gt_format: str = "boxes_csv",
+    split: str = "test",
+    out: str = "",
+    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+    cam_curve_interval: float = 0.001,
+    threshold: float | None = None,
+    sheet_images: int = 8,
+) -> EvaluationResult:
+    """Evaluate ``predictions`` (and draw the picture sheet); see the module docstring.
+
+    Args:
+        predictions: predictions folder (local or ``s3://``).
+        gt_root: data set root with boxes; ``""`` = no ground truth (sheet ranked by score only).
+        gt_format: reader of the ground truth (``coloc_core.datasets.DATASET_KINDS``).
+        split: its split.
+        out: output folder; ``""`` = ``<predictions>/_eval``.
+        iou_thresholds: the δ values of CorLoc and MaxBoxAcc.
+        cam_curve_interval: τ grid spacing of MaxBoxAcc.
+        threshold: τ for CorLoc; None = the τ stored in the table.
+        sheet_images: images per row of the picture sheet (best row + worst row); 0 = no sheet.
+
+    Raises:
+        FileNotFoundError: no part files; ValueError: a table mixing several τ (and no ``threshold``).
+    """
+    uris = part_files(predictions)
+    if not uris:
+        raise FileNotFoundError(f"no predictions (part-*.parquet) under {predictions}")
+    gt = read_ground_truth(gt_root, gt_format, split) if gt_root else None
+    deltas = tuple(float(d) for d in iou_thresholds)
+    results = _run_parts(uris, gt, deltas, cam_curve_interval, threshold)
+
+    taus = set().union(*(r.thresholds for r in results))
+    if threshold is None and len(taus) > 1:
+        raise ValueError(f"{predictions} mixes thresholds {sorted(taus)}; pass threshold= to evaluate one τ")
+    tau = float(threshold if threshold is not None else (next(iter(taus)) if taus else 0.2))
+    keys = [k for r in results for k in r.keys]
+    paths = [p for r in results for p in r.paths]
+    ious = np.array([v for r in results for v in r.ious], dtype=np.float64)
+    scores = np.array([v for r in results for v in r.scores], dtype=np.float64)
+    metrics: dict[str, float] = {
+        "rows": float(sum(r.rows for r in results)),
+        "error_rows": float(sum(r.errors for r in results)),
+        "threshold": tau,
+    }
+    if gt is not None:
+        seen = set(keys)
+        erred = sum(r.gt_errors for r in results)
+        missing = sum(1 for k in gt.boxes if k not in seen) - erred
+        corloc = CorLocAccumulator(deltas, threshold=tau)
+        maxbox = MaxBoxAccAccumulator(deltas, cam_curve_interval, multi_contour=True)
+        for r in results:
+            if r.corloc is not None:
+                corloc.merge(CorLocAccumulator.from_state_dict(r.corloc))
+            if r.maxboxacc is not None:
+                maxbox.merge(MaxBoxAccAccumulator.from_state_dict(r.maxboxacc))
+        misses = erred + max(missing, 0)
+        if misses:  # GT images without a usable prediction count as wrong at every δ and τ
+            corloc.merge(CorLocAccumulator.from_state_dict(_miss_state(corloc.state_dict(), misses)))
+            maxbox.merge(MaxBoxAccAccumulator.from_state_dict(_miss_state(maxbox.state_dict(), misses)))
+        metrics.update(
+            gt_images=float(gt.num_images),
+            gt_images_with_error_row=float(erred),
+            gt_images_not_in_table=float(max(missing, 0)),
+            predictions_without_gt=float(sum(1 for k in keys if k not in gt.boxes)),
+        )
+        if corloc.count:
+            metrics.update(
+                {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
+            )
+            metrics.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
+        has = ~np.isnan(ious)
+        metrics.update(score_ranking(scores[has], ious[has]))
+        metrics["mean_iou"] = float(ious[has].mean()) if has.any() else math.nan
+    else:
+        metrics["mean_score"] = float(scores.mean()) if len(scores) else math.nan
+
+    out = out or storage.join(predictions, EVAL_DIR)
+    storage.makedirs(out)
+    files = []
+    metrics_json = storage.join(out, "metrics.json")
+    payload = {
+        "predictions": predictions,
+        "ground_truth": gt_root or None,
+        "format": gt_format,
+        "split": split,
+        "metrics": metrics,
+    }
+    storage.write_text_atomic(metrics_json, json.dumps(_json_safe(payload), indent=2))
+    files.append(metrics_json)
+    metrics_md = storage.join(out, "metrics.md")
+    storage.write_text_atomic(metrics_md, metrics_markdown(metrics, predictions, gt_root))
+    files.append(metrics_md)
+    if sheet_images > 0 and keys:
+        rank = ious if gt is not None else scores
+        valid = np.flatnonzero(~np.isnan(rank))
+        if len(valid):
+            order = valid[np.argsort(-rank[valid], kind="stable")]
+            best = order[:sheet_images]
+            worst = order[::-1][:sheet_images]
+            chosen = [paths[i] for i in best], [paths[i] for i in worst]
+            by = "IoU" if gt is not None else "score"
+            png = picture_sheet(uris, chosen, gt, titles=(f"best by {by}", f"worst by {by}"))
+            sheet = storage.join(out, "sheet.png")
+            storage.write_bytes_atomic(sheet, png)
+            files.append(sheet)
+    log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return EvaluationResult(metrics=metrics, out=out, files=files)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN → null (strict JSON), recursively."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def metrics_markdown(metrics: dict[str, float], predictions: str, gt_root: str) -> str:
+    """The metrics as a Markdown table."""
+    lines = [
+        f"# Evaluation of `{predictions}`",
+        "",
+        f"Ground truth: `{gt_root}`" if gt_root else "No ground truth: score statistics only.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key, value in metrics.items():
+        text = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+        lines.append(f"| {key} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- sheet
+
+
+def _rows_by_path(uris: list[str], wanted: set[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for uri in uris:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        for row in table.to_pylist():
+            if row[schema.PATH] in wanted:
+                found[row[schema.PATH]] = row
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _tile(row: dict[str, Any], gt: GroundTruth | None, side: int) -> Any:
+    import cv2  # noqa: PLC0415
+    from PIL import Image, ImageDraw, ImageOps  # noqa: PLC0415
+
+    try:
+        opened = Image.open(io.BytesIO(storage.read_bytes(row[schema.PATH])))
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    except Exception as err:  # noqa: BLE001 - a tile that cannot be drawn says why
+        tile = Image.new("RGB", (side, side), (60, 60, 60))
+        ImageDraw.Draw(tile).text((4, 4), f"cannot open:\n{type(err).__name__}", fill=(255, 255, 255))
+        return tile
+    width, height = image.size
+    scale = side / max(width, height)
+    tw, th = max(1, round(width * scale)), max(1, round(height * scale))
+    thumb = np.asarray(image.resize((tw, th), Image.Resampling.BILINEAR), dtype=np.uint8)
+    heat = schema.decode_heatmap_row(row)
+    if heat is not None:
+        smap = scoremap_from_attention(dequantize_heatmap(heat), (th, tw))
+        colour = cv2.applyColorMap((smap * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+        thumb = (0.55 * thumb + 0.45 * colour).astype(np.uint8)
+    tile = Image.new("RGB", (side, side), (255, 255, 255))
+    tile.paste(Image.fromarray(thumb), (0, 0))
+    draw = ImageDraw.Draw(tile)
+    if gt is not None:
+        for box in gt.boxes.get(path_key(row[schema.PATH]), []):
+            draw.rectangle([v * scale for v in box], outline=(230, 20, 20), width=2)
+    if row[schema.X0] is not None:
+        draw.rectangle([row[c] * scale for c in schema.BOX_COLUMNS], outline=(20, 220, 20), width=2)
+    return tile
+
+
+def picture_sheet(
+    uris: list[str],
+    rows_of_paths: tuple[list[str], list[str]],
+    gt: GroundTruth | None,
+    titles: tuple[str, str] = ("best", "worst"),
+    side: int = 160,
+) -> bytes:
+    """A PNG grid: one row of tiles per path list (heatmap overlay, predicted box green, GT red)."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+
+    wanted = {p for paths in rows_of_paths for p in paths}
+    rows = _rows_by_path(uris, wanted)
+    columns = max(1, max(len(p) for p in rows_of_paths))
+    caption, label_w = 14, 90
+    sheet = Image.new(
+        "RGB", (label_w + columns * (side + 4), len(rows_of_paths) * (side + caption + 6)), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    for r, paths in enumerate(rows_of_paths):
+        y = r * (side + caption + 6)
+        draw.text((4, y + side // 2), titles[r] if r < len(titles) else "", fill=(0, 0, 0))
+        for c, path in enumerate(paths):
+            row = rows.get(path)
+            if row is None:
+                continue
+            x = label_w + c * (side + 4)
+            sheet.paste(_tile(row, gt, side), (x, y))
+            score = row[schema.SCORE]
+            draw.text(
+                (x, y + side + 1), f"score {score:.2f}" if score is not None else "error", fill=(0, 0, 0)
+            )
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------- calibration
+
+
+@dataclass
+class CalibrationResult:
+    """τ maximising CorLoc@δ on a labelled subset.
+
+    Attributes:
+        threshold: the chosen τ (the smallest τ reaching the maximum).
+        corloc: CorLoc@δ at that τ, in percent (images with a prediction and GT).
+        delta: δ.
+        num_images: images used.
+        curve: CorLoc@δ at every τ of the grid (percent).
+        thresholds: the τ grid.
+    """
+
+    threshold: float
+    corloc: float
+    delta: float
+    num_images: int
+    curve: list[float]
+    thresholds: list[float]
+
+
+def calibrate_threshold(
+    predictions: str,
+    gt_root: str,
+    gt_format: str = "boxes_csv",
+    split: str = "test",
+    delta: float = 0.5,
+    cam_curve_interval: float = 0.01,
+    limit: int = 0,
+) -> CalibrationResult:
+    """τ maximising CorLoc@``delta`` (single largest-contour box) from the stored heatmaps and GT.
+
+    Args:
+        predictions: predictions folder (any τ: the heatmaps do not depend on it).
+        gt_root: root of the labelled subset (images without a prediction are ignored).
+        gt_format: its reader.
+        split: its split.
+        delta: IoU threshold.
+        cam_curve_interval: τ grid spacing.
+        limit: use at most this many GT images (0 = all).
+    """
+    gt = read_ground_truth(gt_root, gt_format, split, limit=limit)
+    acc = MaxBoxAccAccumulator((delta,), cam_curve_interval, multi_contour=False)
+    for uri in part_files(predictions):
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
+        for row in table.to_pylist():
+            boxes = gt.boxes.get(path_key(row[schema.PATH]))
+            scoremap = _table_scoremap(row) if boxes is not None else None
+            if scoremap is None or boxes is None:
+                continue
+            gt224 = resize_boxes(
+                np.asarray(boxes), (row[schema.WIDTH], row[schema.HEIGHT]), SCOREMAP_SIZE[::-1]
+            )
+            acc.update(scoremap, gt224)
+    if acc.count == 0:
+        raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
+    curve = acc.accuracies()[0]
+    best = int(np.argmax(curve))
+    result = CalibrationResult(
+        threshold=float(acc.thresholds[best]),
+        corloc=float(curve[best]),
+        delta=float(delta),
+        num_images=int(acc.count),
+        curve=[float(v) for v in curve],
+        thresholds=[float(t) for t in acc.thresholds],
+    )
+    log.info(
+        "calibrate: τ=%.3f gives CorLoc@%g=%.2f on %d images",
+        result.threshold,
+        delta,
+        result.corloc,
+        acc.count,
+    )
+    return result
+
+
+def write_calibrated_model(model_uri: str, out_uri: str, calibration: CalibrationResult) -> dict[str, Any]:
+    """Write a copy of a model file with ``threshold`` set to the calibrated τ (atomic write).
+
+    The weights, and so ``model_id``, are unchanged; ``meta["calibration"]`` records how τ was chosen.
+    Labeling with the new file into an output labelled with the old τ is refused (a new folder is needed).
+
+    Returns:
+        The new payload.
+    """
+    import torch  # noqa: PLC0415
+
+    payload = read_model_payload(storage.read_bytes(model_uri))
+    payload["threshold"] = float(calibration.threshold)
+    meta = dict(payload.get("meta") or {})
+    meta["calibration"] = {
+        "threshold": calibration.threshold,
+        "corloc": calibration.corloc,
+        "delta": calibration.delta,
+        "num_images": calibration.num_images,
+        "source_model": model_uri,
+    }
+    payload["meta"] = meta
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    storage.write_bytes_atomic(out_uri, buffer.getvalue())
+    return payload

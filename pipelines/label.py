@@ -1,0 +1,839 @@
+"""Bulk pseudo-labeling: every image of a collection → one row of the predictions table (Parquet).
+
+Stages (Ray Data, streaming; nothing is collected on the driver but the rows of unfinished shards)::
+
+    frozen input list (sorted paths)                                  driver, once per output folder
+      → ingest.decode_batch            CPU tasks (decode_cpus each): read, EXIF, RGB, resize 224, uint8
+      → LocalizeBatch                  actor pool (num_actors × actor_cpus, a GPU each when use_gpu):
+                                       model file loaded once; normalise → attention map → uint8 heatmap
+      → heatmaps_to_box_rows           CPU tasks: score map (SPEC §6) → box at τ → original pixels, score
+      → driver: rows grouped by shard; a complete shard is written as ONE Parquet file, atomically
+
+Exactly-once and resumable
+--------------------------
+The first run freezes the plan in the output folder: ``_inputs.parquet`` (the sorted, de-duplicated
+input paths), the baseline model file ``_model.pt`` (training-free methods only) and ``_manifest.json``
+(model id, τ, rows_per_file, input count, the resolved config) — written in that order, the manifest
+last. Shard k is images ``[k·R, (k+1)·R)`` of the frozen list (R = rows_per_file) and is written as
+``part-%05d.parquet`` with one atomic write (local: temp file + fsync + rename; S3: one upload that
+becomes visible only when complete), so a part file either holds its whole shard or does not exist.
+A run (first or resumed) labels only the shards without a valid part file (footer readable, row count
+and schema right; anything else is deleted and redone) and writes ``_SUCCESS`` (the summary as JSON)
+when every shard is present. Since every image belongs to exactly one shard and each shard has one
+file name, an interrupted run — at any point — started again with the same output ends with exactly
+one row per input image, and finished shards are never rewritten. A resumed run uses the frozen input
+list (it does not list the images again); a different model, τ or rows_per_file on the same output is
+an error. One run at a time per output folder.
+
+Boxes and score: see :mod:`pipelines.schema` (the box is computed from the stored, quantised heatmap,
+so evaluation from the table reproduces it exactly).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from coloc_core.checkpoint import read_model_payload
+from coloc_core.localizer import (
+    baseline_payload,
+    box_score,
+    dequantize_heatmap,
+    localizer_from_payload,
+    payload_kind,
+    quantize_heatmap,
+)
+from pipelines import ingest, schema, storage
+from pipelines.config import DATASET_FORMATS, LabelJobConfig, dump
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+INPUTS = "_inputs.parquet"
+MODEL_FILE = "_model.pt"
+BACKBONE_FILE = "_ddt_backbone.pt"
+SUCCESS = "_SUCCESS"
+PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+MANIFEST_VERSION = 1
+METHODS = ("model", "full", "caam", "ddt")
+# DDT is fitted on at most this many images, spread evenly over the sorted collection.
+DDT_FIT_IMAGES = 2000
+DDT_FIT_BATCH = 64
+SHARD = "_shard"  # internal column: the row's shard (dropped before writing)
+_INPUT_SCHEMA = pa.schema(
+    [pa.field("path", pa.string(), nullable=False), ("width", pa.int32()), ("height", pa.int32())]
+)
+
+
+def part_name(shard: int) -> str:
+    """File name of shard ``shard``: ``part-00042.parquet``."""
+    return f"part-{shard:05d}.parquet"
+
+
+@dataclass
+class LabelSummary:
+    """What a labeling run did.
+
+    Attributes:
+        out: the output folder.
+        images: rows in the table (= input images) when complete.
+        errors: error rows in the table.
+        shards: part files in the table.
+        shards_written: part files written by this run (the rest were there already).
+        images_labelled: images labelled by this run.
+        seconds: wall time of this run.
+        images_per_s: ``images_labelled / seconds`` (this run).
+        model_id: model id written in every row.
+        threshold: τ used.
+        complete: every shard is written (``_SUCCESS`` exists).
+    """
+
+    out: str
+    images: int
+    errors: int
+    shards: int
+    shards_written: int
+    images_labelled: int
+    seconds: float
+    images_per_s: float
+    model_id: str
+    threshold: float
+    complete: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe dict."""
+        return asdict(self)
+
+
+@dataclass
+class LabelPlan:
+    """The frozen plan of an output folder (see module docstring)."""
+
+    inputs: pa.Table  # _INPUT_SCHEMA, sorted by path
+    model_uri: str
+    model_id: str
+    threshold: float
+    rows_per_file: int
+    manifest: dict[str, Any]
+
+    @property
+    def num_images(self) -> int:
+        """Input images."""
+        return int(self.inputs.num_rows)
+
+    @property
+    def num_shards(self) -> int:
+        """Shards (= part files when complete)."""
+        return math.ceil(self.num_images / self.rows_per_file)
+
+    def shard_size(self, shard: int) -> int:
+        """Rows of shard ``shard``."""
+        return min(self.rows_per_file, self.num_images - shard * self.rows_per_file)
+
+
+# --------------------------------------------------------------------------------------- actors
+
+
+class LocalizeBatch:
+    """Ray Data callable class: decoded uint8 images → uint8 heatmaps at feature resolution.
+
+    The model file is read once per actor (local or ``s3://``). Runs under ``torch.inference_mode``;
+    on GPU with bf16 autocast and channels_last. Error rows pass through (no forward pass).
+
+    Args:
+        model_uri: model file (``coloc_core.checkpoint`` format, optional ``kind``).
+        threshold: τ written in every row.
+        model_id: id written in every row (checked against the file).
+        use_gpu: run on CUDA (an error when no GPU is visible).
+        num_threads: torch intra-op threads on CPU.
+        postprocess: also compute boxes and scores (:func:`heatmaps_to_box_rows`) in the actor. On CPU
+            that costs ~1 ms next to ~100 ms of network per image and saves a stage; on GPU it is left
+            to a separate CPU stage so the accelerator never waits for contour searches.
+        endpoint_url: S3 endpoint override.
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        threshold: float,
+        model_id: str,
+        use_gpu: bool = False,
+        num_threads: int = 1,
+        postprocess: bool = True,
+        endpoint_url: str | None = None,
+    ) -> None:
+        import torch  # noqa: PLC0415
+
+        payload = read_model_payload(storage.read_bytes(model_uri, endpoint_url))
+        if payload.get("model_id") != model_id:
+            raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
+        localizer = localizer_from_payload(payload)
+        if use_gpu:
+            if not torch.cuda.is_available():
+                raise RuntimeError("use_gpu=true but this actor sees no CUDA device")
+            self.device = torch.device("cuda")
+            localizer = localizer.to(self.device).to(memory_format=torch.channels_last)
+        else:
+            self.device = torch.device("cpu")
+            torch.set_num_threads(max(1, int(num_threads)))
+        self.localizer = localizer.eval()
+        self.threshold = float(threshold)
+        self.model_id = model_id
+        self.postprocess = postprocess
+
+    def attention(self, images: np.ndarray) -> np.ndarray:
+        """Attention maps of uint8 images.
+
+        Shape:
+            images: (B, H, W, 3) uint8. Returns (B, h, w) float32 (CPU numpy).
+        """
+        import torch  # noqa: PLC0415
+
+        from coloc_core.model import normalize_images  # noqa: PLC0415
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+            x = normalize_images(x, self.localizer.mean, self.localizer.std)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                    maps = self.localizer(x)
+            else:
+                maps = self.localizer(x)
+            return maps.float().cpu().numpy()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """A numpy batch of ingest rows → heatmap rows (no box yet)."""
+        errors = list(batch[ingest.ERROR])
+        ok = np.array([e is None for e in errors], dtype=bool)
+        n = len(errors)
+        heatmaps: list[bytes | None] = [None] * n
+        hs: list[int | None] = [None] * n
+        ws: list[int | None] = [None] * n
+        if ok.any():
+            maps = self.attention(batch[ingest.IMAGE][ok])
+            for i, attn in zip(np.flatnonzero(ok), maps, strict=True):
+                data, h, w = schema.encode_heatmap(quantize_heatmap(attn))
+                heatmaps[i], hs[i], ws[i] = data, h, w
+        table = pa.table(
+            {
+                schema.PATH: pa.array(list(batch[ingest.PATH]), pa.string()),
+                ingest.INDEX: pa.array(batch[ingest.INDEX], pa.int64()),
+                schema.WIDTH: pa.array(_nullable_ints(batch[ingest.WIDTH]), pa.int32()),
+                schema.HEIGHT: pa.array(_nullable_ints(batch[ingest.HEIGHT]), pa.int32()),
+                schema.HEATMAP: pa.array(heatmaps, pa.binary()),
+                schema.HEATMAP_H: pa.array(hs, pa.int16()),
+                schema.HEATMAP_W: pa.array(ws, pa.int16()),
+                schema.THRESHOLD: pa.array([self.threshold] * n, pa.float32()),
+                schema.MODEL: pa.array([self.model_id] * n, pa.string()),
+                schema.ERROR: pa.array([None if e is None else str(e) for e in errors], pa.string()),
+            }
+        )
+        return heatmaps_to_box_rows(table) if self.postprocess else table
+
+
+def _nullable_ints(values: Iterable[Any]) -> list[int | None]:
+    out: list[int | None] = []
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+        else:
+            out.append(int(v))
+    return out
+
+
+def heatmap_box(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Score map, single largest-contour box at 224 and its score, from a stored uint8 heatmap.
+
+    Returns:
+        ``(scoremap (224, 224) float, box (4,) [x0, y0, x1, y1] inclusive at 224, score)``.
+    """
+    from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention  # noqa: PLC0415
+
+    scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
+    boxes = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
+    box = boxes.reshape(-1, 4)[0]
+    return scoremap, box, box_score(scoremap, box)
+
+
+def heatmaps_to_box_rows(batch: pa.Table) -> pa.Table:
+    """Heatmap rows (from :class:`LocalizeBatch`) → full prediction rows + the internal index column.
+
+    Per image: the stored heatmap → SPEC §6 score map at 224 → the single largest-contour box at τ →
+    original pixel coordinates (``coloc_core.boxes.boxes_to_original``) and :func:`box_score`.
+    """
+    from coloc_core.boxes import boxes_to_original  # noqa: PLC0415
+
+    rows = batch.to_pydict()
+    n = batch.num_rows
+    coords: list[list[float | None]] = [[None] * n for _ in range(4)]
+    scores: list[float | None] = [None] * n
+    errors = list(rows[schema.ERROR])
+    for i in range(n):
+        heat = schema.decode_heatmap(
+            rows[schema.HEATMAP][i], rows[schema.HEATMAP_H][i], rows[schema.HEATMAP_W][i]
+        )
+        if heat is None or errors[i] is not None:
+            continue
+        width, height = rows[schema.WIDTH][i], rows[schema.HEIGHT][i]
+        if not width or not height:
+            errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
+            continue
+        _, box, score = heatmap_box(heat, float(rows[schema.THRESHOLD][i]))
+        original = np.asarray(boxes_to_original(box[None, :], (int(width), int(height))), dtype=np.float64)
+        for c in range(4):
+            coords[c][i] = float(original.reshape(-1, 4)[0, c])
+        scores[i] = float(score)
+    columns = {name: rows[name] for name in schema.COLUMNS if name in rows}
+    for name, values in zip(schema.BOX_COLUMNS, coords, strict=True):
+        columns[name] = values
+    columns[schema.SCORE] = scores
+    columns[schema.ERROR] = errors
+    table = schema.to_table(columns)
+    return table.append_column(ingest.INDEX, batch.column(ingest.INDEX))
+
+
+class DescriptorMoments:
+    """Ray Data callable class: per-batch moments of the backbone's pixel descriptors (for DDT)."""
+
+    def __init__(self, model_uri: str, num_threads: int = 1, endpoint_url: str | None = None) -> None:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(max(1, int(num_threads)))
+        payload = read_model_payload(storage.read_bytes(model_uri, endpoint_url))
+        self.localizer = localizer_from_payload(payload)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Good rows → one row: ``sum_x`` (1, C), ``sum_xxT`` (1, C*C) float64, ``count`` (1,)."""
+        import torch  # noqa: PLC0415
+
+        from coloc_core.localizer import feature_moments  # noqa: PLC0415
+        from coloc_core.model import normalize_images  # noqa: PLC0415
+
+        ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
+        channels = int(self.localizer.backbone.out_channels)  # type: ignore[union-attr,arg-type]
+        if not ok.any():
+            return {
+                "sum_x": np.zeros((1, channels)),
+                "sum_xxT": np.zeros((1, channels * channels)),
+                "count": np.zeros(1, np.int64),
+            }
+        with torch.inference_mode():
+            x = normalize_images(
+                torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok])),
+                self.localizer.mean,
+                self.localizer.std,
+            )
+            feats = self.localizer.features(x)  # type: ignore[operator]
+            sx, sxx, count = feature_moments(feats)
+        return {"sum_x": sx.numpy()[None], "sum_xxT": sxx.numpy().reshape(1, -1), "count": np.array([count])}
+
+
+# ---------------------------------------------------------------------------------------- planning
+
+
+def _validate(cfg: LabelJobConfig) -> None:
+    if cfg.method not in METHODS:
+        raise ValueError(f"method={cfg.method!r} is not one of {', '.join(METHODS)}")
+    if cfg.method == "model" and not cfg.model:
+        raise ValueError("method=model needs --model=<model file, local or s3://>")
+    if not cfg.images:
+        raise ValueError("images is required (an image folder or a dataset root, local or s3://)")
+    if not cfg.out:
+        raise ValueError("out is required (the predictions folder, local or s3://)")
+    if cfg.format not in DATASET_FORMATS:
+        raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+    if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
+        raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
+    if cfg.threshold >= 1.0:
+        raise ValueError(f"threshold={cfg.threshold} must be < 1 (negative = the model's own τ)")
+
+
+def list_inputs(cfg: LabelJobConfig) -> pa.Table:
+    """The images to label: sorted, de-duplicated paths (+ sizes where the dataset gives them)."""
+    if cfg.format == "folder":
+        paths = storage.list_images(cfg.images)
+        if not paths:
+            raise FileNotFoundError(
+                f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {cfg.images}"
+            )
+        sizes: dict[str, tuple[int | None, int | None]] = {p: (None, None) for p in paths}
+    else:
+        records = ingest.read_records(cfg.format, cfg.images, cfg.split)
+        sizes = {}
+        for r in records:
+            sizes.setdefault(r.path, (r.width, r.height))
+    ordered = sorted(sizes)
+    if cfg.limit > 0:
+        ordered = ordered[: cfg.limit]
+    if not ordered:
+        raise FileNotFoundError(
+            f"no images to label under {cfg.images} (format={cfg.format}, split={cfg.split})"
+        )
+    return pa.table(
+        {
+            "path": ordered,
+            "width": [sizes[p][0] for p in ordered],
+            "height": [sizes[p][1] for p in ordered],
+        },
+        schema=_INPUT_SCHEMA,
+    )
+
+
+def _write_parquet(uri: str, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    storage.write_bytes_atomic(uri, buffer.getvalue())
+
+
+def _read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
+
+
+def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
+    return {"method": cfg.method, "backbone": None if cfg.method == "full" else cfg.backbone}
+
+
+def _mismatch(out: str, what: str, old: Any, new: Any) -> ValueError:
+    return ValueError(
+        f"{out} already holds predictions with {what}={old!r}, this run has {what}={new!r}: "
+        "use a new output folder (or delete the old one) instead of mixing them"
+    )
+
+
+def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
+    out = cfg.out
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{storage.join(out, MANIFEST)}: unknown manifest version {manifest.get('version')}")
+    if manifest["rows_per_file"] != cfg.rows_per_file:
+        raise _mismatch(out, "rows_per_file", manifest["rows_per_file"], cfg.rows_per_file)
+    if cfg.method == "model":
+        payload = read_model_payload(storage.read_bytes(cfg.model))
+        model_uri, model_id = cfg.model, str(payload["model_id"])
+        stored_tau = float(payload["threshold"])
+    else:
+        if manifest.get("baseline") != _baseline_spec(cfg):
+            raise _mismatch(out, "method", manifest.get("baseline") or "model", _baseline_spec(cfg))
+        model_uri = storage.join(out, MODEL_FILE)
+        payload = read_model_payload(storage.read_bytes(model_uri))
+        model_id, stored_tau = str(payload["model_id"]), float(payload["threshold"])
+    if model_id != manifest["model_id"]:
+        raise _mismatch(out, "model id", manifest["model_id"], model_id)
+    threshold = cfg.threshold if cfg.threshold >= 0 else stored_tau
+    if not math.isclose(threshold, manifest["threshold"], abs_tol=1e-9):
+        raise _mismatch(out, "threshold", manifest["threshold"], threshold)
+    inputs = _read_parquet(storage.join(out, INPUTS))
+    if inputs.num_rows != manifest["num_images"]:
+        raise ValueError(
+            f"{storage.join(out, INPUTS)} has {inputs.num_rows} rows, "
+            f"the manifest says {manifest['num_images']}"
+        )
+    log.info(
+        "label: resuming %s (%d images listed at the first run, model %s, τ=%.3f)",
+        out,
+        inputs.num_rows,
+        model_id,
+        threshold,
+    )
+    return LabelPlan(inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest)
+
+
+def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
+    out = cfg.out
+    inputs = list_inputs(cfg)
+    log.info("label: %d images under %s", inputs.num_rows, cfg.images)
+    _write_parquet(storage.join(out, INPUTS), inputs)
+    if cfg.method == "model":
+        payload = read_model_payload(storage.read_bytes(cfg.model))
+        model_uri = cfg.model
+    else:
+        payload = _baseline_model(cfg, inputs)
+        model_uri = storage.join(out, MODEL_FILE)
+        buffer = io.BytesIO()
+        import torch  # noqa: PLC0415
+
+        torch.save(payload, buffer)
+        storage.write_bytes_atomic(model_uri, buffer.getvalue())
+    model_id = str(payload["model_id"])
+    threshold = cfg.threshold if cfg.threshold >= 0 else float(payload["threshold"])
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "model_id": model_id,
+        "model_kind": payload_kind(payload),
+        "model_uri": model_uri,
+        "baseline": None if cfg.method == "model" else _baseline_spec(cfg),
+        "threshold": threshold,
+        "rows_per_file": cfg.rows_per_file,
+        "num_images": inputs.num_rows,
+        "num_shards": math.ceil(inputs.num_rows / cfg.rows_per_file),
+        "images": cfg.images,
+        "format": cfg.format,
+        "split": cfg.split,
+        "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
+        "config": dump(cfg),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps(manifest, indent=2))
+    return LabelPlan(inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest)
+
+
+def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
+    """The plan of ``cfg.out``: the frozen one when a manifest exists (checked against ``cfg``), else new."""
+    manifest_uri = storage.join(cfg.out, MANIFEST)
+    if storage.exists(manifest_uri):
+        return _load_plan(cfg, json.loads(storage.read_text(manifest_uri)))
+    return _new_plan(cfg)
+
+
+# ----------------------------------------------------------------------------------------- DDT fit
+
+
+def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table) -> dict[str, Any]:
+    meta: dict[str, Any] = {"created_by": "pipelines.label", "images": cfg.images}
+    if cfg.method in ("full", "caam"):
+        return baseline_payload(cfg.method, backbone=cfg.backbone, weights="auto", meta=meta)
+    # DDT: the backbone is frozen in a file first so every moments actor uses the very same weights.
+    caam = baseline_payload("caam", backbone=cfg.backbone, weights="auto")
+    backbone_uri = storage.join(cfg.out, BACKBONE_FILE)
+    buffer = io.BytesIO()
+    import torch  # noqa: PLC0415
+
+    torch.save(caam, buffer)
+    storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
+    sample = _ddt_sample(inputs)
+    mean, vector, count = fit_ddt(backbone_uri, sample, cfg)
+    meta.update(ddt_images=int(sample.num_rows), ddt_descriptors=int(count))
+    backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
+    return baseline_payload(
+        "ddt",
+        backbone=cfg.backbone,
+        backbone_state=backbone_state,
+        ddt_mean=mean,
+        ddt_vector=vector,
+        meta=meta,
+    )
+
+
+def _ddt_sample(inputs: pa.Table) -> pa.Table:
+    n = inputs.num_rows
+    if n <= DDT_FIT_IMAGES:
+        return inputs
+    picks = np.unique(np.linspace(0, n - 1, DDT_FIT_IMAGES).round().astype(np.int64))
+    return inputs.take(pa.array(picks))
+
+
+def fit_ddt(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> tuple[Any, Any, int]:
+    """DDT mean and direction from the streamed descriptor moments of ``inputs`` (Ray Data)."""
+    import ray.data  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from coloc_core.localizer import ddt_from_moments  # noqa: PLC0415
+
+    ds = _decoded(inputs, np.arange(inputs.num_rows), cfg)
+    moments = ds.map_batches(
+        DescriptorMoments,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        num_cpus=cfg.actor_cpus,
+        num_gpus=1 if cfg.use_gpu else None,
+        batch_size=DDT_FIT_BATCH,
+        batch_format="numpy",
+        fn_constructor_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus))},
+    )
+    sum_x: np.ndarray | None = None
+    sum_xx: np.ndarray | None = None
+    count = 0
+    for batch in moments.iter_batches(batch_format="numpy", batch_size=None):
+        bx, bxx = batch["sum_x"].sum(axis=0), batch["sum_xxT"].sum(axis=0)
+        sum_x = bx if sum_x is None else sum_x + bx
+        sum_xx = bxx if sum_xx is None else sum_xx + bxx
+        count += int(batch["count"].sum())
+    if sum_x is None or sum_xx is None or count < 2:
+        raise ValueError("DDT: no decodable image to fit the descriptor statistics on")
+    channels = sum_x.shape[0]
+    mean, vector = ddt_from_moments(
+        torch.from_numpy(sum_x), torch.from_numpy(sum_xx.reshape(channels, channels)), count
+    )
+    log.info("label: DDT fitted on %d images (%d descriptors, %d channels)", inputs.num_rows, count, channels)
+    return mean, vector, count
+
+
+# ------------------------------------------------------------------------------------------ shards
+
+
+def _valid_part(uri: str, expected_rows: int) -> bool:
+    try:
+        fs, path = storage.filesystem_for(uri)
+        with fs.open(path, "rb") as f:
+            meta = pq.read_metadata(f)
+        schema.check_schema(meta.schema.to_arrow_schema())
+    except Exception as err:  # noqa: BLE001 - any unreadable part is redone, and said so
+        log.warning("label: %s is not a readable predictions file (%s); it will be redone", uri, err)
+        return False
+    if meta.num_rows != expected_rows:
+        log.warning(
+            "label: %s has %d rows, expected %d; it will be redone", uri, meta.num_rows, expected_rows
+        )
+        return False
+    return True
+
+
+def finished_shards(plan: LabelPlan, out: str) -> set[int]:
+    """Shards whose part file exists and is valid; invalid or stray part files are deleted."""
+    done: set[int] = set()
+    prefix = out.rstrip("/")
+    for uri in storage.list_files(out):
+        rel = uri[len(prefix) :].lstrip("/")
+        if "/" in rel:
+            continue
+        if rel.startswith(".part-") and rel.endswith(".tmp"):  # a temp file of a killed local write
+            storage.remove(uri)
+            continue
+        match = PART_RE.match(rel)
+        if not match:
+            continue
+        shard = int(match.group(1))
+        if shard < plan.num_shards and _valid_part(uri, plan.shard_size(shard)):
+            done.add(shard)
+        else:
+            storage.remove(uri)
+    return done
+
+
+def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig) -> Any:
+    """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``)."""
+    import ray.data  # noqa: PLC0415
+
+    sub = inputs.take(pa.array(indices, pa.int64()))
+    records = pa.table(
+        {
+            ingest.PATH: sub.column("path"),
+            ingest.INDEX: pa.array(indices, pa.int64()),
+            ingest.WIDTH: sub.column("width"),
+            ingest.HEIGHT: sub.column("height"),
+            ingest.BOXES: pa.array([[] for _ in range(sub.num_rows)], pa.list_(pa.float32())),
+        },
+        schema=ingest.RECORD_SCHEMA,
+    )
+    per_block = min(ingest.default_rows_per_block(records.num_rows), max(cfg.batch_size, 1) * 4)
+    blocks = [records.slice(start, per_block) for start in range(0, records.num_rows, per_block)]
+    return ray.data.from_arrow(blocks).map_batches(
+        ingest.decode_batch,
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=cfg.decode_cpus,
+        fn_kwargs={"size": ingest.EVAL_SIZE},
+        udf_modifying_row_count=False,
+    )
+
+
+class _ShardWriter:
+    """Driver side: collects streamed rows per shard and writes each complete shard once, atomically."""
+
+    def __init__(self, plan: LabelPlan, out: str, pending: list[int]) -> None:
+        self.plan, self.out = plan, out
+        self.open: dict[int, list[pa.Table]] = {}
+        self.counts: dict[int, int] = {}
+        self.pending = set(pending)
+        self.total_pending = len(pending)
+        self.written = 0
+        self.rows_written = 0
+        self.errors = 0
+        self.start = time.monotonic()
+
+    def add(self, batch: pa.Table) -> list[int]:
+        shards = batch.column(ingest.INDEX).to_numpy() // self.plan.rows_per_file
+        done = []
+        for shard in np.unique(shards):
+            shard = int(shard)
+            if shard not in self.pending:
+                raise RuntimeError(f"label: got rows of shard {shard}, which is not pending")
+            part = batch.filter(pa.array(shards == shard))
+            self.open.setdefault(shard, []).append(part)
+            self.counts[shard] = self.counts.get(shard, 0) + part.num_rows
+            if self.counts[shard] > self.plan.shard_size(shard):
+                raise RuntimeError(f"label: shard {shard} got {self.counts[shard]} rows, more than its size")
+            if self.counts[shard] == self.plan.shard_size(shard):
+                self._write(shard)
+                done.append(shard)
+        return done
+
+    def _write(self, shard: int) -> None:
+        table = pa.concat_tables(self.open.pop(shard))
+        table = table.sort_by(ingest.INDEX).drop_columns([ingest.INDEX])
+        table = table.select(list(schema.COLUMNS)).cast(schema.PREDICTIONS_SCHEMA)
+        _write_parquet(storage.join(self.out, part_name(shard)), table)
+        self.pending.discard(shard)
+        errors = table.num_rows - table.column(schema.ERROR).null_count
+        self.written += 1
+        self.rows_written += table.num_rows
+        self.errors += errors
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        log.info(
+            "label: wrote %s (%d rows, %d errors) | shards %d/%d this run | images %d/%d this run "
+            "| %.1f images/s",
+            part_name(shard),
+            table.num_rows,
+            errors,
+            self.written,
+            self.total_pending,
+            self.rows_written,
+            sum(self.plan.shard_size(s) for s in self.pending) + self.rows_written,
+            self.rows_written / elapsed,
+        )
+
+    def check_complete(self) -> None:
+        if self.pending:
+            missing = sorted(self.pending)
+            got = {s: self.counts.get(s, 0) for s in missing[:5]}
+            raise RuntimeError(
+                f"label: {len(missing)} shards incomplete after the stream ended (rows got: {got})"
+            )
+
+
+def _table_totals(out: str, plan: LabelPlan) -> tuple[int, int]:
+    """(rows, error rows) over all part files, reading only the ``error`` column of each."""
+    rows = errors = 0
+    for shard in range(plan.num_shards):
+        table = _read_parquet(storage.join(out, part_name(shard)), columns=[schema.ERROR])
+        rows += table.num_rows
+        errors += table.num_rows - table.column(schema.ERROR).null_count
+    return rows, errors
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSummary:
+    """Label every image of ``cfg.images`` into the predictions table at ``cfg.out`` (resumable).
+
+    Args:
+        cfg: the job config (see :class:`pipelines.config.LabelJobConfig`).
+        on_shard_written: optional ``callable(shard_index)`` called after each part file is written
+            (progress hooks; tests use it to interrupt a run).
+
+    Returns:
+        The summary (also written to ``<out>/_SUCCESS`` as JSON).
+
+    Raises:
+        ValueError: on a bad config, or an output folder labelled with another model / τ / rows_per_file.
+    """
+    import ray.data  # noqa: PLC0415
+
+    _validate(cfg)
+    start = time.monotonic()
+    storage.makedirs(cfg.out)
+    plan = plan_labeling(cfg)
+    done = finished_shards(plan, cfg.out)
+    pending = [s for s in range(plan.num_shards) if s not in done]
+    log.info(
+        "label: %d images in %d shards of %d; %d shards already written, %d to do; model %s, τ=%.3f",
+        plan.num_images,
+        plan.num_shards,
+        plan.rows_per_file,
+        len(done),
+        len(pending),
+        plan.model_id,
+        plan.threshold,
+    )
+    writer = _ShardWriter(plan, cfg.out, pending)
+    if pending:
+        storage.remove(storage.join(cfg.out, SUCCESS))
+        indices = np.concatenate(
+            [np.arange(s * plan.rows_per_file, s * plan.rows_per_file + plan.shard_size(s)) for s in pending]
+        )
+        ds = _decoded(plan.inputs, indices, cfg).map_batches(
+            LocalizeBatch,
+            compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+            num_cpus=cfg.actor_cpus,
+            num_gpus=1 if cfg.use_gpu else None,
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+            fn_constructor_kwargs={
+                "model_uri": plan.model_uri,
+                "threshold": plan.threshold,
+                "model_id": plan.model_id,
+                "use_gpu": cfg.use_gpu,
+                "num_threads": max(1, math.ceil(cfg.actor_cpus)),
+                "postprocess": not cfg.use_gpu,
+            },
+            udf_modifying_row_count=False,
+        )
+        if cfg.use_gpu:  # boxes on CPU tasks, so the GPU actors only run the network
+            ds = ds.map_batches(
+                heatmaps_to_box_rows,
+                batch_format="pyarrow",
+                batch_size=None,
+                num_cpus=cfg.decode_cpus,
+                udf_modifying_row_count=False,
+            )
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for shard in writer.add(batch):
+                if on_shard_written is not None:
+                    on_shard_written(shard)
+        writer.check_complete()
+    elapsed = time.monotonic() - start
+    rows, errors = _table_totals(cfg.out, plan)
+    if rows != plan.num_images:
+        raise RuntimeError(f"label: the table has {rows} rows for {plan.num_images} images")
+    summary = LabelSummary(
+        out=cfg.out,
+        images=rows,
+        errors=errors,
+        shards=plan.num_shards,
+        shards_written=writer.written,
+        images_labelled=writer.rows_written,
+        seconds=round(elapsed, 3),
+        images_per_s=round(writer.rows_written / elapsed, 3) if elapsed > 0 else 0.0,
+        model_id=plan.model_id,
+        threshold=plan.threshold,
+    )
+    storage.write_text_atomic(storage.join(cfg.out, SUCCESS), json.dumps(summary.to_dict(), indent=2))
+    log.info(
+        "label: done: %d images (%d errors) in %d part files; "
+        "this run labelled %d images in %.1f s (%.1f images/s)",
+        summary.images,
+        summary.errors,
+        summary.shards,
+        summary.images_labelled,
+        summary.seconds,
+        summary.images_per_s,
+    )
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def part_files(out: str) -> list[str]:
+    """The part files of a predictions folder (local or ``s3://``), sorted."""
+    prefix = out.rstrip("/")
+    found = []
+    for uri in storage.list_files(out):
+        rel = uri[len(prefix) :].lstrip("/")
+        if "/" not in rel and PART_RE.match(rel):
+            found.append(uri)
+    return sorted(found)
+
+
+def iter_predictions(out: str, columns: list[str] | None = None) -> Iterable[pa.Table]:
+    """The predictions table, one part file at a time (memory bounded by one part file)."""
+    parts = part_files(out)
+    if not parts:
+        raise FileNotFoundError(f"no predictions (part-*.parquet) under {out}")
+    for uri in parts:
+        table = _read_parquet(uri, columns=columns)
+        if columns is None:
+            schema.check_schema(table.schema)
+        yield table

@@ -1,0 +1,124 @@
+"""The predictions table (Parquet), in one place: column names, Arrow types, and how to read a heatmap.
+
+One row per input image (ARCHITECTURE.md):
+
+| column | type | meaning |
+|---|---|---|
+| ``path`` | string | the image URI as listed |
+| ``width``, ``height`` | int32 | original size, displayed (EXIF-applied) orientation; null if unknown |
+| ``x0``, ``y0``, ``x1``, ``y1`` | float32 | the box in original pixel coordinates (null on error) |
+| ``score`` | float32 | box confidence, see below (null on error) |
+| ``threshold`` | float32 | τ used |
+| ``heatmap`` | binary | attention map at feature resolution, min-max → uint8, row-major h*w bytes |
+| ``heatmap_h``, ``heatmap_w`` | int16 | its shape (null on error) |
+| ``model`` | string | model id (content hash of the model file's weights) |
+| ``error`` | string | null, or why this image could not be labelled |
+
+**score** (``coloc_core.localizer.box_score``): the excess activation mass the box captures,
+``Σ_inside S / Σ S − area_inside / area_image``, with S the 224×224 score map (the stored heatmap
+upsampled bicubically and min-max scaled, SPEC §6) and the box at 224 (pixel-inclusive). In [−1, 1];
+0 for the whole-image box or a flat map; near 1 when a small box holds nearly all of the map's mass.
+
+**Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
+(quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(decode_heatmap(row)), τ)``
+reproduces the stored box at 224 exactly; it is scaled to the original size with
+``coloc_core.boxes.boxes_to_original``.
+
+The heatmap is plain bytes plus its shape, so any Parquet reader can use it
+(numpy: ``np.frombuffer(heatmap, np.uint8).reshape(heatmap_h, heatmap_w)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+PATH = "path"
+WIDTH = "width"
+HEIGHT = "height"
+X0, Y0, X1, Y1 = "x0", "y0", "x1", "y1"
+BOX_COLUMNS = (X0, Y0, X1, Y1)
+SCORE = "score"
+THRESHOLD = "threshold"
+HEATMAP = "heatmap"
+HEATMAP_H = "heatmap_h"
+HEATMAP_W = "heatmap_w"
+MODEL = "model"
+ERROR = "error"
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        pa.field(PATH, pa.string(), nullable=False),
+        pa.field(WIDTH, pa.int32()),
+        pa.field(HEIGHT, pa.int32()),
+        pa.field(X0, pa.float32()),
+        pa.field(Y0, pa.float32()),
+        pa.field(X1, pa.float32()),
+        pa.field(Y1, pa.float32()),
+        pa.field(SCORE, pa.float32()),
+        pa.field(THRESHOLD, pa.float32()),
+        pa.field(HEATMAP, pa.binary()),
+        pa.field(HEATMAP_H, pa.int16()),
+        pa.field(HEATMAP_W, pa.int16()),
+        pa.field(MODEL, pa.string()),
+        pa.field(ERROR, pa.string()),
+    ]
+)
+COLUMNS = tuple(PREDICTIONS_SCHEMA.names)
+
+
+def empty_columns() -> dict[str, list[Any]]:
+    """One empty list per column, in schema order (to fill row by row)."""
+    return {name: [] for name in COLUMNS}
+
+
+def to_table(columns: dict[str, list[Any]]) -> pa.Table:
+    """Python lists per column (``None`` = null) → an Arrow table with exactly the schema.
+
+    Raises:
+        KeyError: when a column is missing; pyarrow errors on values of the wrong type.
+    """
+    missing = [name for name in COLUMNS if name not in columns]
+    if missing:
+        raise KeyError(f"missing prediction columns: {missing}")
+    arrays = [pa.array(columns[f.name], type=f.type) for f in PREDICTIONS_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=PREDICTIONS_SCHEMA)
+
+
+def check_schema(schema: pa.Schema) -> None:
+    """Raise ``ValueError`` unless ``schema`` has exactly the prediction columns and types."""
+    got = [(f.name, f.type) for f in schema]
+    want = [(f.name, f.type) for f in PREDICTIONS_SCHEMA]
+    if got != want:
+        raise ValueError(f"not a predictions table: columns {got}, expected {want}")
+
+
+def encode_heatmap(heatmap: np.ndarray) -> tuple[bytes, int, int]:
+    """A (h, w) uint8 heatmap → (row-major bytes, h, w)."""
+    array = np.ascontiguousarray(heatmap)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise ValueError(f"heatmap must be a (h, w) uint8 array, got {array.dtype} {array.shape}")
+    return array.tobytes(), int(array.shape[0]), int(array.shape[1])
+
+
+def decode_heatmap(data: bytes | None, height: int | None, width: int | None) -> np.ndarray | None:
+    """One row's ``heatmap`` / ``heatmap_h`` / ``heatmap_w`` → a (h, w) uint8 array (``None`` on error rows).
+
+    Works on plain Python values from any Parquet reader (no Ray needed).
+
+    Raises:
+        ValueError: when the byte count does not match the shape.
+    """
+    if data is None or height is None or width is None:
+        return None
+    h, w = int(height), int(width)
+    if len(data) != h * w:
+        raise ValueError(f"heatmap has {len(data)} bytes, expected {h}x{w}={h * w}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(h, w)
+
+
+def decode_heatmap_row(row: dict[str, Any]) -> np.ndarray | None:
+    """:func:`decode_heatmap` on a row dict (e.g. from ``table.to_pylist()``)."""
+    return decode_heatmap(row.get(HEATMAP), row.get(HEATMAP_H), row.get(HEATMAP_W))

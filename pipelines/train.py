@@ -1,0 +1,681 @@
+"""Training on Ray Train: TorchTrainer wiring, per-epoch checkpoints, resume, evaluation and export.
+
+Driver (:func:`run_training`):
+
+1. Validate and log the resolved config (``pipelines.config.dump``).
+2. List the records of the train split (and of the test split, for evaluation, when it has boxes)
+   with ``coloc_core.datasets`` through :func:`pipelines.ingest.read_records` (local or ``s3://``).
+3. Decode once with Ray Data (:func:`pipelines.ingest.images_dataset` at ``augment.resize`` for
+   training, ``augment.crop`` for the test split), split off the error rows
+   (:func:`pipelines.ingest.split_errors`: counted, logged, excluded) and keep the good rows
+   materialized in the object store. Nothing is decoded while the trainer runs, so the training
+   workers can hold every CPU of a small machine without starving a Ray Data task.
+4. ``TorchTrainer(...).fit()``; the ``train`` dataset is split across the workers
+   (``streaming_split``), the ``test`` dataset is not (rank 0 evaluates the whole test split).
+5. Export the last epoch's model as one file (``coloc_core.checkpoint`` format), written atomically
+   through :mod:`pipelines.storage` to ``run.export`` or ``<storage_path>/<name>/model.pt``.
+
+Worker (:func:`train_loop_per_worker`), each epoch:
+
+- the shard's 256×256 uint8 rows go through the SPEC §5 random crop (reflect padding) of
+  :func:`pipelines.ingest.augment_batch`, seeded by ``(seed, epoch, index)``, inside the
+  ``iter_torch_batches`` collate function: it runs in Ray Data's prefetch threads, so it overlaps the
+  training step, and a new epoch gets new crops while a resumed run repeats exactly the crops an
+  uninterrupted run would have seen;
+- :func:`train_batch` normalises on the worker's device and calls ``coloc_core.step.train_step``
+  (pretext warps + network + L_cls + L_caml; bf16 autocast and channels_last on GPU only);
+- metrics are averaged over all workers' images (``all_reduce``), rank 0 evaluates on the test split
+  every ``run.eval_every`` epochs and at the last epoch (CorLoc, MaxBoxAccV2: reported, never used to
+  pick a checkpoint), and every worker calls ``ray.train.report`` with rank 0's checkpoint.
+
+Checkpoint folder (one per epoch, ``epoch_0001`` …, the last ``run.checkpoints_to_keep`` kept)::
+
+    state.pt       {"model": state_dict, "optimizer": state_dict, "epoch": completed epochs,
+                    "invocation": id, "stop_at": epoch}   (torch.load(weights_only=True) safe)
+    config.yaml    the resolved TrainJobConfig
+    metrics.json   that epoch's metrics
+
+Resume: starting :func:`run_training` again with the same ``run.storage_path`` and ``run.name`` makes
+Ray Train V2 restore its checkpoint list from storage; ``ray.train.get_checkpoint()`` then returns the
+latest one and the loop continues at the next epoch (the lr schedule is a pure function of the epoch).
+The same path serves Ray Train's failure handling: after a worker failure the worker group is
+restarted (``FailureConfig(max_failures)``) and resumes from the latest checkpoint.
+``run.stop_after_epochs`` ends an invocation cleanly after N epochs; a restart after a failure keeps
+the invocation's original stopping point (stored in the checkpoint as ``stop_at``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from coloc_core.checkpoint import model_payload, save_model_file, unwrap
+from coloc_core.config import ColocConfig, from_dict, to_dict
+from coloc_core.datasets import ImageRecord
+from coloc_core.model import ColocNet, build_model, normalize_images
+from coloc_core.pretext import PretextTransform
+from coloc_core.step import inference_step, lr_at_epoch, make_optimizer, set_lr, train_step
+from pipelines import ingest, storage
+from pipelines.config import TrainJobConfig, dump, resolve_train_config
+
+log = logging.getLogger(__name__)
+
+TRAIN_DATASET = "train"
+TEST_DATASET = "test"
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.pt"
+EVAL_BATCH_SIZE = 64
+# Metrics of coloc_core.step.train_step averaged over the epoch's images (plus acc_<task> per task).
+_STEP_METRICS = ("loss", "loss_cls", "loss_caml", "bg_fraction")
+
+
+@dataclass
+class TrainResult:
+    """What a training invocation produced.
+
+    Attributes:
+        metrics: the last reported epoch's metrics (``epoch`` is 1-based: the number of completed
+            epochs); read from the latest checkpoint when this invocation had nothing left to train.
+        checkpoint_path: URI of the latest checkpoint folder (``s3://`` kept), None if there is none.
+        model_path: URI of the exported model file; None when the run stopped (``run.stop_after_epochs``)
+            before ``optim.epochs``.
+        history: the metrics of every epoch reported by this invocation (after a worker-failure
+            restart: those of the final attempt).
+        run_path: URI of the run folder, ``<storage_path>/<name>``.
+    """
+
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    model_path: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_path: str = ""
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def run_training(cfg: TrainJobConfig) -> TrainResult:
+    """Train (or resume) the run ``cfg.run.name`` on Ray Train and export the final model.
+
+    Needs a running Ray (``ray.init()`` from the job); AWS variables for an ``s3://`` dataset or
+    storage must be in the Ray workers' environment (set before ``ray.init`` or in ``runtime_env``).
+
+    Raises:
+        ValueError: on an invalid config or an empty training split.
+        ray.train.TrainingFailedError: when the workers fail more than ``run.max_failures`` times, or
+            on a non-finite loss (a ``FloatingPointError`` inside).
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = resolve_train_config(cfg)
+    log.info("training config (resolved):\n%s", dump(cfg))
+    run = cfg.run
+    _warn_if_relative(run.storage_path)
+
+    train_ds, num_train, num_errors = _train_dataset(cfg)
+    datasets: dict[str, Any] = {TRAIN_DATASET: train_ds}
+    test_ds, num_test, num_test_errors = _test_dataset(cfg)
+    if test_ds is not None:
+        datasets[TEST_DATASET] = test_ds
+
+    run_uri = storage.join(_storage_uri(run.storage_path), run.name)
+    storage_fs, storage_path = _ray_storage(run.storage_path)
+    resources = {"CPU": run.cpus_per_worker}
+    if run.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            # Lets a restart after a worker failure tell its own checkpoints from earlier invocations'.
+            "invocation": uuid.uuid4().hex,
+            "num_decode_errors": num_errors,
+            "num_test_images": num_test,
+            "num_test_decode_errors": num_test_errors,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=run.num_workers, use_gpu=run.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=run.checkpoints_to_keep),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=[TRAIN_DATASET]),
+    )
+    log.info(
+        "training %s: %d images (%d decode errors), %d test images, %d worker(s), run folder %s",
+        run.name,
+        num_train,
+        num_errors,
+        num_test,
+        run.num_workers,
+        run_uri,
+    )
+    result = trainer.fit()
+
+    history = list(result.return_value or [])
+    checkpoint = result.checkpoint
+    metrics: dict[str, Any] = dict(history[-1]) if history else {}
+    state: dict[str, Any] | None = None
+    if checkpoint is not None:
+        state = read_checkpoint_state(checkpoint)
+        if not metrics:
+            metrics = _read_checkpoint_metrics(checkpoint)
+    completed = int(state["epoch"]) if state else 0
+    checkpoint_uri = _checkpoint_uri(checkpoint, run.storage_path) if checkpoint is not None else None
+    if metrics:
+        log.info("run %s, epoch %d/%d: %s", run.name, completed, cfg.optim.epochs, format_metrics(metrics))
+
+    model_uri = None
+    if state is not None and completed >= cfg.optim.epochs:
+        model_uri = run.export or storage.join(run_uri, MODEL_FILE)
+        export_model(
+            state["model"],
+            cfg,
+            model_uri,
+            meta={
+                "epoch": completed,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "run": run.name,
+                "checkpoint": checkpoint_uri or "",
+                "dataset": {"root": cfg.dataset.root, "format": cfg.dataset.format},
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        log.info("exported the model of epoch %d to %s", completed, model_uri)
+    else:
+        log.info(
+            "run %s stopped after epoch %d of %d; start it again to continue (no model exported yet)",
+            run.name,
+            completed,
+            cfg.optim.epochs,
+        )
+    return TrainResult(
+        metrics=metrics,
+        checkpoint_path=checkpoint_uri,
+        model_path=model_uri,
+        history=history,
+        run_path=run_uri,
+    )
+
+
+def _read_records(cfg: TrainJobConfig, split: str) -> list[ImageRecord]:
+    records = ingest.read_records(cfg.dataset.format, cfg.dataset.root, split)
+    return records[: cfg.dataset.limit] if cfg.dataset.limit > 0 else records
+
+
+def _train_dataset(cfg: TrainJobConfig) -> tuple[Any, int, int]:
+    """The materialized good rows (``index``, ``image`` at augment.resize), their count, the error count."""
+    records = _read_records(cfg, cfg.dataset.train_split)
+    if not records:
+        raise ValueError(f"no images in split {cfg.dataset.train_split!r} of {cfg.dataset.root}")
+    decoded = ingest.images_dataset(records, size=cfg.augment.resize, decode_cpus=cfg.run.decode_cpus)
+    good, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
+    # Keep only the numeric columns the workers use, materialized, so no Ray Data task runs during training.
+    train = good.select_columns([ingest.INDEX, ingest.IMAGE]).materialize()
+    num_good = train.count()
+    if num_good < cfg.run.num_workers:
+        raise ValueError(
+            f"only {num_good} decodable training images for {cfg.run.num_workers} workers "
+            f"({len(errors)} decode errors, e.g. {errors[:1]})"
+        )
+    return train, num_good, len(errors)
+
+
+def _test_dataset(cfg: TrainJobConfig) -> tuple[Any | None, int, int]:
+    """The materialized test split at the eval size (only images with boxes), or None without one."""
+    if not cfg.dataset.test_split:
+        return None, 0, 0
+    records = [r for r in _read_records(cfg, cfg.dataset.test_split) if r.boxes]
+    if not records:
+        log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
+        return None, 0, 0
+    decoded = ingest.images_dataset(records, size=cfg.augment.crop, decode_cpus=cfg.run.decode_cpus)
+    good, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
+    test = good.select_columns([ingest.WIDTH, ingest.HEIGHT, ingest.BOXES, ingest.IMAGE]).materialize()
+    return test, len(records), len(errors)
+
+
+def _storage_uri(storage_path: str) -> str:
+    """Local storage as an absolute plain path (Ray Train needs one), ``s3://`` unchanged."""
+    if storage.is_s3(storage_path):
+        return storage_path.rstrip("/")
+    return os.path.abspath(storage.strip_scheme(storage_path))
+
+
+def _warn_if_relative(storage_path: str) -> None:
+    local = storage.strip_scheme(storage_path)
+    if not storage.is_s3(storage_path) and not os.path.isabs(local):
+        # A submitted job runs in a temporary copy of its working dir: a relative path would vanish.
+        log.warning(
+            "run.storage_path=%r is relative: checkpoints go to %s", storage_path, os.path.abspath(local)
+        )
+
+
+def _ray_storage(storage_path: str) -> tuple[Any | None, str]:
+    """``(storage_filesystem, storage_path)`` for ``ray.train.RunConfig``.
+
+    S3 goes through an explicit pyarrow filesystem so a custom endpoint (``AWS_ENDPOINT_URL``) is
+    honoured by the controller and the workers alike.
+    """
+    if storage.is_s3(storage_path):
+        fs, path = storage.pyarrow_filesystem_for(storage_path)
+        return fs, path.rstrip("/")
+    return None, _storage_uri(storage_path)
+
+
+def _checkpoint_uri(checkpoint: Any, storage_path: str) -> str:
+    path = str(checkpoint.path)
+    return f"s3://{path.lstrip('/')}" if storage.is_s3(storage_path) else path
+
+
+def open_checkpoint(uri: str) -> Any:
+    """A ``ray.train.Checkpoint`` for a checkpoint folder URI (local, ``file://`` or ``s3://``)."""
+    from ray.train import Checkpoint
+
+    if storage.is_s3(uri):
+        fs, path = storage.pyarrow_filesystem_for(uri)
+        return Checkpoint(path=path.rstrip("/"), filesystem=fs)
+    return Checkpoint(path=os.path.abspath(storage.strip_scheme(uri)))
+
+
+def read_checkpoint_state(checkpoint: Any) -> dict[str, Any]:
+    """The ``state.pt`` dict of a ``ray.train.Checkpoint`` (local or remote), on CPU."""
+    with checkpoint.as_directory() as folder:
+        return load_state_file(os.path.join(folder, STATE_FILE))
+
+
+def load_state_file(path: str) -> dict[str, Any]:
+    """Read a checkpoint's ``state.pt`` (CPU tensors; ``weights_only`` safe)."""
+    with open(path, "rb") as fh:
+        state = torch.load(fh, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise ValueError(f"{path} is not a coloc training checkpoint (expected model/optimizer/epoch)")
+    return state
+
+
+def _read_checkpoint_metrics(checkpoint: Any) -> dict[str, Any]:
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, METRICS_FILE)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as fh:
+            return dict(json.load(fh))
+
+
+def model_from_checkpoint(checkpoint: Any) -> tuple[ColocNet, TrainJobConfig]:
+    """Rebuild the trained ColocNet (eval mode, CPU) and its config from a training checkpoint."""
+    with checkpoint.as_directory() as folder:
+        state = load_state_file(os.path.join(folder, STATE_FILE))
+        with open(os.path.join(folder, CONFIG_FILE)) as fh:
+            import yaml
+
+            cfg = from_dict(TrainJobConfig, yaml.safe_load(fh))
+    model = build_model(cfg, weights=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg
+
+
+def export_model(state_dict: dict[str, Tensor], cfg: ColocConfig, uri: str, meta: dict[str, Any]) -> None:
+    """Write the one-file model (``coloc_core.checkpoint`` payload) atomically to ``uri``."""
+    model = build_model(cfg, weights=False)
+    model.load_state_dict(state_dict)
+    payload = model_payload(model, cfg, meta=meta)
+    with storage.atomic_write(uri, "wb") as fh:
+        save_model_file(fh, payload)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """``key=value`` pairs, floats to 4 significant digits (for logs)."""
+    parts = []
+    for key in sorted(metrics):
+        value = metrics[key]
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+def train_batch(
+    model: nn.Module,
+    images: Tensor,
+    cfg: ColocConfig,
+    optimizer: torch.optim.Optimizer,
+    *,
+    transform: PretextTransform | None = None,
+    generator: torch.Generator | None = None,
+    use_gpu: bool = False,
+) -> dict[str, float]:
+    """One training step on a batch of uint8 images as Ray Data delivers them.
+
+    Normalises on the images' device (the worker's), then ``coloc_core.step.train_step`` (pretext warp,
+    network, L_cls + L_caml, SGD step). On GPU: channels_last input and bf16 autocast.
+
+    Shape:
+        images: (B, H, W, 3) uint8 on the worker's device.
+
+    Raises:
+        FloatingPointError: on a non-finite loss.
+    """
+    x = normalize_images(images, unwrap(model).mean, unwrap(model).std)
+    if use_gpu:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return train_step(
+        model,
+        x,
+        cfg,
+        optimizer,
+        transform=transform,
+        generator=generator,
+        autocast_dtype=torch.bfloat16 if use_gpu else None,
+    )
+
+
+def _augment_collate_cls() -> type:
+    """The collate class (defined lazily: ``ray.data`` is imported inside workers only)."""
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class AugmentCollate(NumpyBatchCollateFn):
+        """``index`` + 256×256 ``image`` rows → the epoch's random crops as one uint8 tensor."""
+
+        def __init__(self, seed: int, epoch: int, crop: int, padding: int) -> None:
+            super().__init__()
+            self.seed, self.epoch, self.crop, self.padding = seed, epoch, crop, padding
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> Tensor:
+            out = ingest.augment_batch(
+                {ingest.INDEX: batch[ingest.INDEX], ingest.IMAGE: batch[ingest.IMAGE]},
+                seed=self.seed,
+                epoch=self.epoch,
+                crop=self.crop,
+                padding=self.padding,
+            )
+            return torch.from_numpy(np.ascontiguousarray(out[ingest.IMAGE]))
+
+    return AugmentCollate
+
+
+def _setup_worker_logging(rank: int) -> None:
+    """Rank 0 logs at INFO to stderr (forwarded to the driver / job log); other ranks only warnings."""
+    for name in ("pipelines", "coloc_core"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+        logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _all_reduce_sum(values: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Ray Train worker loop (see the module docstring). Returns the reported metrics (rank 0)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_dict(TrainJobConfig, config["cfg"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    _setup_worker_logging(rank)
+    device = ray.train.torch.get_device()
+    use_gpu = device.type == "cuda"
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP broadcasts rank 0's anyway)
+    state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        state = read_checkpoint_state(checkpoint)
+    # Pretrained weights only matter for a fresh start; a checkpoint overwrites every tensor.
+    model = build_model(cfg, weights=state is None)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    if use_gpu:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(model, cfg.optim)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+
+    start = int(state["epoch"]) if state is not None else 0
+    if state is not None and state.get("invocation") == config["invocation"]:
+        stop_at = int(state["stop_at"])  # a restart after a worker failure: same stopping point
+    elif cfg.run.stop_after_epochs > 0:
+        stop_at = min(cfg.optim.epochs, start + cfg.run.stop_after_epochs)
+    else:
+        stop_at = cfg.optim.epochs
+    if rank == 0:
+        if state is not None:
+            log.info("resuming after epoch %d from checkpoint %s", start, checkpoint.path)
+        log.info(
+            "training epochs %d..%d of %d on %d worker(s), device %s",
+            start + 1,
+            stop_at,
+            cfg.optim.epochs,
+            world,
+            device,
+        )
+
+    local_batch = max(1, cfg.optim.batch_size // world)
+    shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+    test_shard = ray.train.get_dataset_shard(TEST_DATASET) if config["num_test_images"] else None
+    collate_cls = _augment_collate_cls()
+    history: list[dict[str, Any]] = []
+
+    for epoch in range(start, stop_at):
+        lr = lr_at_epoch(epoch, cfg.optim)
+        set_lr(optimizer, lr)
+        generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, rank))
+        task_keys = [f"acc_{t}" for t in cfg.pretext.tasks]
+        keys = [*_STEP_METRICS, *task_keys]
+        sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
+        started = time.perf_counter()
+        batches = shard.iter_torch_batches(
+            batch_size=local_batch,
+            collate_fn=collate_cls(cfg.seed, epoch, cfg.augment.crop, cfg.augment.crop_padding),
+            drop_last=False,
+        )
+        for images in batches:
+            step = train_batch(model, images, cfg, optimizer, generator=generator, use_gpu=use_gpu)
+            n = images.shape[0]
+            sums[:-1] += torch.tensor([step[k] for k in keys], dtype=torch.float64) * n
+            sums[-1] += n
+        seconds = time.perf_counter() - started
+        totals = _all_reduce_sum(sums.to(device)).cpu()
+        count = float(totals[-1])
+        means = {k: float(totals[i]) / max(count, 1.0) for i, k in enumerate(keys)}
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            **means,
+            "pretext_acc": sum(means[k] for k in task_keys) / len(task_keys),
+            "lr": lr,
+            "images": int(count),
+            "images_per_s": count / seconds if seconds > 0 else 0.0,
+            "epoch_s": seconds,
+            "num_decode_errors": int(config["num_decode_errors"]),
+        }
+        last = epoch + 1 == cfg.optim.epochs
+        every = cfg.run.eval_every
+        if test_shard is not None and (last or (every > 0 and (epoch + 1) % every == 0)):
+            if rank == 0:
+                started = time.perf_counter()
+                metrics.update(
+                    evaluate(
+                        unwrap(model),
+                        test_shard.iter_batches(batch_size=EVAL_BATCH_SIZE, batch_format="numpy"),
+                        cfg,
+                        device=device,
+                        num_errors=int(config["num_test_decode_errors"]),
+                    )
+                )
+                metrics["eval_s"] = time.perf_counter() - started
+        if rank == 0:
+            log.info("epoch %d/%d: %s", epoch + 1, cfg.optim.epochs, format_metrics(metrics))
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                save_checkpoint(
+                    folder,
+                    model,
+                    optimizer,
+                    cfg,
+                    epoch=epoch + 1,
+                    metrics=metrics,
+                    extra={"invocation": config["invocation"], "stop_at": stop_at},
+                )
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"epoch_{epoch + 1:04d}")
+        history.append(metrics)
+    return history
+
+
+def save_checkpoint(
+    folder: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainJobConfig,
+    *,
+    epoch: int,
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``state.pt``, ``config.yaml`` and ``metrics.json`` into a local folder.
+
+    Args:
+        folder: an existing local folder (it becomes the checkpoint).
+        model: the (possibly DDP-wrapped) model; its bare state_dict is saved, on CPU.
+        optimizer: its state (momentum buffers) is saved too.
+        cfg: the resolved job config, saved as YAML.
+        epoch: the number of completed epochs (the next run starts at this 0-based epoch).
+        metrics: that epoch's metrics, saved as JSON.
+        extra: more entries of ``state.pt`` (the invocation id and its stopping epoch).
+    """
+    state = {
+        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "epoch": int(epoch),
+        **(extra or {}),
+    }
+    torch.save(state, os.path.join(folder, STATE_FILE))
+    with open(os.path.join(folder, CONFIG_FILE), "w") as fh:
+        fh.write(dump(cfg))
+    with open(os.path.join(folder, METRICS_FILE), "w") as fh:
+        json.dump(metrics, fh, indent=1, sort_keys=True, default=float)
+
+
+# -------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[dict[str, np.ndarray]],
+    cfg: ColocConfig,
+    *,
+    device: torch.device | str = "cpu",
+    num_errors: int = 0,
+) -> dict[str, float]:
+    """CorLoc@δ, their mean and MaxBoxAcc(V2) of ``model`` on test batches (SPEC §6), in percent.
+
+    Attention maps become 224×224 score maps (``coloc_core.boxes``), ground-truth boxes are scaled
+    from the original image size to 224 with truncation, and the ``coloc_core.metrics`` accumulators
+    count the hits.
+
+    Args:
+        model: the bare ColocNet (not DDP-wrapped).
+        batches: numpy batches with ``image`` (B, S, S, 3) uint8 (the plain resize), ``width`` and
+            ``height`` (original size) and ``boxes`` (flattened ground-truth boxes in original pixels).
+        cfg: the method config (``cfg.boxes``: τ, the τ grid, the IoU thresholds δ, multi-contour).
+        device: where the network runs (bf16 autocast on CUDA).
+        num_errors: test images that could not be decoded. They count as misses: CorLoc and MaxBoxAcc
+            are over *all* test images.
+
+    Returns:
+        ``corloc@δ``, ``corloc_mean``, ``maxboxacc@δ``, ``maxboxaccv2``, ``best_threshold@δ``,
+        ``corloc_threshold`` (τ) and ``num_test_images`` (decoded + errors).
+    """
+    from coloc_core.boxes import SCOREMAP_SIZE, resize_boxes, scoremaps_from_attention
+    from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
+
+    device = torch.device(device)
+    box_cfg = cfg.boxes
+    corloc = CorLocAccumulator(box_cfg.iou_thresholds, threshold=box_cfg.threshold)
+    maxbox = MaxBoxAccAccumulator(
+        box_cfg.iou_thresholds,
+        cam_curve_interval=box_cfg.cam_curve_interval,
+        multi_contour=box_cfg.multi_contour,
+    )
+    size_wh = (SCOREMAP_SIZE[1], SCOREMAP_SIZE[0])
+    for batch in batches:
+        images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE])).to(device)
+        x = normalize_images(images, model.mean, model.std)  # type: ignore[arg-type]
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            attention = inference_step(model, x)
+        scoremaps = scoremaps_from_attention(attention.float().cpu(), SCOREMAP_SIZE)
+        widths, heights = batch[ingest.WIDTH], batch[ingest.HEIGHT]
+        for i, gt in enumerate(_gt_boxes(batch[ingest.BOXES])):
+            gt_224 = resize_boxes(gt, (float(widths[i]), float(heights[i])), size_wh)
+            corloc.update(scoremaps[i], gt_224)
+            maxbox.update(scoremaps[i], gt_224)
+    if num_errors:
+        # Undecodable images: counted, never hit (merged as an accumulator of misses).
+        misses = corloc.state_dict() | {"num_correct": [0] * len(box_cfg.iou_thresholds), "count": num_errors}
+        corloc.merge(CorLocAccumulator.from_state_dict(misses))
+        state = maxbox.state_dict()
+        zeros = [[0] * len(row) for row in state["num_correct"]]
+        maxbox.merge(
+            MaxBoxAccAccumulator.from_state_dict(state | {"num_correct": zeros, "count": num_errors})
+        )
+    if corloc.count == 0:
+        return {}
+    out = {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
+    out["corloc_threshold"] = corloc.threshold
+    out.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
+    out["num_test_images"] = float(corloc.count)
+    return out
+
+
+def _gt_boxes(column: Any) -> Iterator[np.ndarray]:
+    """Flattened ``x0, y0, x1, y1, ...`` lists → (G, 4) float arrays."""
+    for value in column:
+        yield np.asarray(value, dtype=np.float64).reshape(-1, 4)
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()

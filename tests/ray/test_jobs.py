@@ -1,0 +1,235 @@
+"""The training jobs, submitted with the Ray Jobs CLI to a head node started by this module.
+
+The head runs as ``ray start --head --block`` in its own session, with its own temp dir, free ports and
+token authentication (``RAY_AUTH_MODE=token``, a fresh token in ``RAY_AUTH_TOKEN`` for the head and the
+CLI, so nothing is read from or written to ``~/.ray/auth_token``). Teardown stops exactly that head: a
+SIGTERM to the ``ray start --block`` process (which shuts down every process it started), then SIGKILL
+to whatever is left in its session. Not ``ray stop``: that kills every Ray process on the machine,
+including other test sessions' clusters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from coloc_core.synthetic import generate_cub_layout
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+@dataclass
+class RayHead:
+    address: str  # the dashboard / Jobs API address
+    env: dict[str, str]  # what the CLI needs: RAY_AUTH_MODE, RAY_AUTH_TOKEN, PATH
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "ray"), *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _wait_for_dashboard(url: str, token: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the Ray dashboard did not answer on {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayHead]:
+    temp_dir = tempfile.mkdtemp(prefix="coloc-rayhead-", dir="/tmp")  # short: Ray's socket paths are limited
+    token = uuid.uuid4().hex
+    dashboard_port = _free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        # On SIGTERM the node drains its leases for up to 30 s by default; this head has nothing to save.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
+        # The job's `python` is the one of this virtual environment.
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        f"--port={_free_port()}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    log_path = Path(temp_dir) / "ray-start.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        address = f"http://127.0.0.1:{dashboard_port}"
+        _wait_for_dashboard(address, token, proc)
+        yield RayHead(address=address, env=env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid in _session_pids(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cub_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("jobs-cub") / "CUB_200_2011"
+    generate_cub_layout(str(root), num_images=24, seed=3, size_range=(64, 96))
+    return str(root)
+
+
+SMALL = [
+    "--model.backbone=tiny",
+    "--model.weights=none",
+    "--optim.epochs=1",
+    "--optim.batch_size=8",
+    "--augment.resize=72",
+    "--augment.crop=64",
+    "--run.cpus_per_worker=0.5",
+]
+
+
+def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    done = ray_head.cli(
+        "job",
+        "submit",
+        "--address",
+        ray_head.address,
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "jobs/train_cub.py",
+        "--data",
+        cub_root,
+        *SMALL,
+        f"--run.storage_path={runs}",
+        "--run.name=job",
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "succeeded" in output
+    # The job log shows the resolved config and the metrics of the epoch, evaluation included.
+    assert "training config (resolved)" in output
+    assert "final metrics:" in output
+    for key in ("loss=", "loss_caml=", "acc_rotation=", "images_per_s=", "corloc_mean=", "maxboxaccv2="):
+        assert key in output, key
+    assert (runs / "job" / "epoch_0001" / "state.pt").is_file()
+    assert (runs / "job" / "model.pt").is_file()
+
+
+def test_failing_job_exits_non_zero(ray_head: RayHead, tmp_path: Path) -> None:
+    done = ray_head.cli(
+        "job",
+        "submit",
+        "--address",
+        ray_head.address,
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "jobs/train.py",
+        "--format=cars",
+        f"--data={tmp_path / 'missing'}",
+        *SMALL,
+        f"--run.storage_path={tmp_path / 'runs'}",
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-4000:]
+    assert "training failed" in output
+    assert "FileNotFoundError" in output
+
+
+def _load_job(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"coloc_job_{name}", REPO_ROOT / "jobs" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("job", "argv"),
+    [
+        ("train_cub", ["--data=/x", "--dataset.format=cars"]),  # train_cub is CUB only
+        ("train_cub", ["--data=/x", "--no.such_key=1"]),
+        ("train", ["--format=unknown", "--data=/x"]),
+        ("train", ["--format=folder"]),  # no --data
+    ],
+)
+def test_bad_command_lines_exit_2_before_starting_ray(job: str, argv: list[str]) -> None:
+    import ray
+
+    assert _load_job(job).main(argv) == 2
+    assert not ray.is_initialized()

@@ -1,0 +1,209 @@
+"""Labeling to Parquet (local and loopback S3): schema, values, exactly-once resume, bad inputs, DDT."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from coloc_core.boxes import iou_matrix
+from coloc_core.synthetic import generate_cub_layout
+from pipelines import schema, storage
+from pipelines.config import LabelJobConfig
+from pipelines.label import MANIFEST, SUCCESS, part_files, run_labeling
+from tests.ray import labeling_data as data
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
+
+FAST = dict(batch_size=8, num_actors=1, actor_cpus=0.5, decode_cpus=0.25)
+
+
+def _read_parts(out: str) -> pa.Table:
+    tables = [data.read_table_bytes(storage.read_bytes(uri)) for uri in part_files(out)]
+    for table in tables:
+        assert table.schema.equals(schema.PREDICTIONS_SCHEMA), table.schema
+    return pa.concat_tables(tables)
+
+
+def _etags(s3_server, prefix: str) -> dict[str, str]:
+    return {
+        key: s3_server.client.head_object(Bucket=s3_server.bucket, Key=key)["ETag"]
+        for key in s3_server.keys(prefix)
+        if key.rsplit("/", 1)[-1].startswith("part-")
+    }
+
+
+@pytest.fixture(scope="module")
+def cub_on_s3(tmp_path_factory, s3_server):
+    root = tmp_path_factory.mktemp("cub")
+    local = generate_cub_layout(str(root), num_images=20, seed=3, size_range=(64, 160))
+    prefix = s3_server.unique_prefix("cub")
+    images = s3_server.upload_dir(root, prefix)
+    model = s3_server.put(f"{prefix}-models/tiny.pt", data.save_payload(data.tiny_colocnet_payload(seed=0)))
+    # The same records as listed on S3.
+    records = [
+        dataclasses.replace(r, path=storage.join(images, storage.relative_path(r.path, str(root))))
+        for r in local
+    ]
+    return images, model, records
+
+
+def test_label_collection_on_s3_to_parquet_on_s3(ray_cluster, s3_server, cub_on_s3):
+    images, model, records = cub_on_s3
+    out = s3_server.uri(s3_server.unique_prefix("pred"))
+    cfg = LabelJobConfig(
+        model=model, images=images, format="cub", split="all", out=out, rows_per_file=8, **FAST
+    )
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.errors, summary.shards, summary.shards_written) == (20, 0, 3, 3)
+    assert summary.images_per_s > 0
+
+    # Bounded files: ceil(20 / 8) part files, never one per image.
+    assert [uri.rsplit("/", 1)[-1] for uri in part_files(out)] == [f"part-0000{i}.parquet" for i in range(3)]
+    table = _read_parts(out)
+    rows = table.to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(r.path for r in records)
+    assert len({r["path"] for r in rows}) == 20
+    sizes = {r.path: (r.width, r.height) for r in records}
+    payload_id = data.tiny_colocnet_payload(seed=0)["model_id"]
+    for row in rows:
+        assert row["error"] is None
+        assert (row["width"], row["height"]) == sizes[row["path"]]
+        assert 0 <= row["x0"] <= row["x1"] <= row["width"] - 1
+        assert 0 <= row["y0"] <= row["y1"] <= row["height"] - 1
+        assert -1.0 <= row["score"] <= 1.0
+        assert row["threshold"] == pytest.approx(0.2)
+        assert row["model"] == payload_id
+        heat = schema.decode_heatmap_row(row)
+        assert heat.dtype == np.uint8 and heat.shape == (56, 56)  # tiny backbone: stride 4 at 224
+        assert heat.min() == 0 and heat.max() == 255  # min-max normalised before quantising
+    manifest = json.loads(storage.read_text(storage.join(out, MANIFEST)))
+    assert manifest["num_images"] == 20 and manifest["model_id"] == payload_id
+    assert json.loads(storage.read_text(storage.join(out, SUCCESS)))["images"] == 20
+
+    # A second run finds everything done: nothing is rewritten (same ETags).
+    before = _etags(s3_server, out.split("/", 3)[3])
+    again = run_labeling(cfg)
+    assert (again.images, again.shards_written, again.images_labelled) == (20, 0, 0)
+    assert _etags(s3_server, out.split("/", 3)[3]) == before
+
+    # Another model, τ or file size on the same output is a clear error, before any labeling.
+    other = s3_server.put(
+        f"{out.split('/', 3)[3]}-other.pt", data.save_payload(data.tiny_colocnet_payload(seed=1))
+    )
+    with pytest.raises(ValueError, match="model id.*new output folder"):
+        run_labeling(dataclasses.replace(cfg, model=other))
+    with pytest.raises(ValueError, match="threshold"):
+        run_labeling(dataclasses.replace(cfg, threshold=0.5))
+    with pytest.raises(ValueError, match="rows_per_file"):
+        run_labeling(dataclasses.replace(cfg, rows_per_file=5))
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):
+    images, model, records = cub_on_s3
+    out = str(tmp_path / "pred")
+    cfg = LabelJobConfig(
+        model=model, images=images, format="cub", split="all", out=out, rows_per_file=6, **FAST
+    )
+
+    def crash_after_first(shard: int) -> None:
+        raise _Crash(f"simulated crash after shard {shard}")
+
+    with pytest.raises(_Crash):
+        run_labeling(cfg, on_shard_written=crash_after_first)
+    parts = sorted(p for p in os.listdir(out) if p.startswith("part-"))
+    assert len(parts) == 1 and not os.path.exists(os.path.join(out, SUCCESS))
+    first = os.path.join(out, parts[0])
+    first_stat = os.stat(first)
+    first_bytes = open(first, "rb").read()
+    # Damage left by a harder crash: a temp file of an unfinished atomic write and a torn part file.
+    missing = sorted({f"part-{i:05d}.parquet" for i in range(4)} - set(parts))
+    with open(os.path.join(out, f".{missing[0]}.k2j3h4.tmp"), "wb") as fh:
+        fh.write(first_bytes[:100])
+    with open(os.path.join(out, missing[1]), "wb") as fh:
+        fh.write(first_bytes[: len(first_bytes) // 2])
+
+    summary = run_labeling(cfg)
+    assert summary.images == 20 and summary.shards == 4 and summary.shards_written == 3
+    assert summary.images_labelled == 20 - 6
+    assert sorted(os.listdir(out)) == sorted(
+        ["_SUCCESS", "_inputs.parquet", "_manifest.json"] + [f"part-{i:05d}.parquet" for i in range(4)]
+    )
+    # The finished shard was not rewritten.
+    assert os.stat(first).st_mtime_ns == first_stat.st_mtime_ns and open(first, "rb").read() == first_bytes
+    # Exactly one row per input image; any Parquet reader sees the folder as one table.
+    table = pq.read_table(out)
+    paths = table.column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == 20
+    assert set(paths) == {r.path for r in records}
+
+
+def test_every_bad_input_gets_a_row_and_the_job_finishes(ray_cluster, tmp_path):
+    root = str(tmp_path / "bad")
+    expected = data.bad_collection(root)
+    model = str(tmp_path / "bright.pt")
+    with open(model, "wb") as fh:
+        fh.write(data.save_payload(data.brightness_payload()))
+    out = str(tmp_path / "pred")
+    cfg = LabelJobConfig(model=model, images=root, format="boxes_csv", out=out, rows_per_file=5, **FAST)
+    summary = run_labeling(cfg)
+    assert summary.images == len(expected)
+    rows = {os.path.relpath(r["path"], root): r for r in _read_parts(out).to_pylist()}
+    assert set(rows) == {e.rel for e in expected}
+    assert summary.errors == sum(e.error for e in expected)
+    for exp in expected:
+        row = rows[exp.rel]
+        if exp.error:
+            assert row["error"] and exp.rel in row["error"], (exp.rel, row["error"])
+            assert all(row[c] is None for c in (*schema.BOX_COLUMNS, "score", "heatmap", "heatmap_h"))
+            assert row["model"] and row["threshold"] == pytest.approx(0.2)
+            continue
+        assert row["error"] is None, (exp.rel, row["error"])
+        assert (row["width"], row["height"]) == exp.size, exp.rel
+        box = [row[c] for c in schema.BOX_COLUMNS]
+        assert 0 <= box[0] <= box[2] <= exp.size[0] - 1 and 0 <= box[1] <= box[3] <= exp.size[1] - 1
+        if exp.box is not None:  # the brightness localizer finds the square, in displayed orientation
+            iou = iou_matrix(np.array(box), np.array(exp.box, dtype=np.float64))[0, 0]
+            assert iou > 0.6, (exp.rel, box, exp.box, iou)
+    reasons = {e.rel: rows[e.rel]["error"] for e in expected if e.error}
+    assert "empty" in reasons["img/zero_bytes.jpg"]
+    assert "FileNotFoundError" in reasons["img/missing.jpg"]
+    assert "decompression bomb" in reasons["img/bomb.png"]
+
+
+def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
+    images, _, _ = cub_on_s3
+    out = str(tmp_path / "ddt")
+    cfg = LabelJobConfig(
+        method="ddt",
+        backbone="tiny",
+        images=images,
+        format="cub",
+        split="all",
+        out=out,
+        rows_per_file=10,
+        **FAST,
+    )
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.errors, summary.shards) == (20, 0, 2)
+    # The fitted model is frozen in the output: every row names it, and a resumed run reuses it.
+    model = storage.read_bytes(os.path.join(out, "_model.pt"))
+    from coloc_core.checkpoint import read_model_payload
+
+    payload = read_model_payload(model)
+    assert payload["kind"] == "ddt" and payload["meta"]["ddt_images"] == 20
+    assert float(payload["state_dict"]["ddt_vector"].sum()) > 0
+    table = pq.read_table(out)
+    assert set(table.column("model").to_pylist()) == {payload["model_id"]}
+    assert run_labeling(cfg).shards_written == 0
+    with pytest.raises(ValueError, match="method"):
+        run_labeling(dataclasses.replace(cfg, method="caam"))

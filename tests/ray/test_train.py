@@ -1,0 +1,308 @@
+"""pipelines/train.py on a local 2-CPU Ray cluster: 2-worker training with S3 checkpoints, resume, DDP.
+
+Small on purpose (the whole file runs in a few minutes on 2 cores): the "tiny" backbone without
+pretrained weights, 16 training images of 64-96 px resized to 72 and cropped to 64, batch 8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coloc_core.checkpoint import model_from_payload, read_model_payload
+from coloc_core.config import apply_overrides, to_dict
+from coloc_core.model import build_model
+from coloc_core.pretext import PretextTransform, sample_labels
+from coloc_core.step import lr_at_epoch, make_optimizer
+from coloc_core.synthetic import generate_cub_layout
+from pipelines import storage
+from pipelines.config import TrainJobConfig, build_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
+
+NUM_IMAGES = 32  # half train, half test
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cub_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("cub") / "CUB_200_2011"
+    generate_cub_layout(str(root), num_images=NUM_IMAGES, seed=0, size_range=(64, 96))
+    return str(root)
+
+
+def small_config(root: str, storage_path: str, name: str, *extra: str) -> TrainJobConfig:
+    """A config that trains in seconds on 2 CPUs."""
+    args = [
+        f"--dataset.root={root}",
+        "--dataset.format=cub",
+        "--model.backbone=tiny",
+        "--model.weights=none",
+        "--augment.resize=72",
+        "--augment.crop=64",
+        "--optim.batch_size=8",
+        "--optim.epochs=2",
+        "--run.eval_every=0",
+        "--run.cpus_per_worker=0.5",
+        "--run.decode_cpus=0.5",
+        f"--run.storage_path={storage_path}",
+        f"--run.name={name}",
+        *extra,
+    ]
+    return build_config(TrainJobConfig, args)
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key].cpu(), b[key].cpu()), key
+
+
+def test_two_workers_checkpoint_to_s3_and_export(ray_cluster, s3_server, cub_root):  # noqa: ANN001
+    from pipelines.train import model_from_checkpoint, open_checkpoint, read_checkpoint_state, run_training
+
+    prefix = s3_server.unique_prefix("train")
+    data_uri = s3_server.upload_dir(cub_root, f"{prefix}/data")
+    cfg = small_config(data_uri, s3_server.uri(prefix, "runs"), "two-workers", "--run.num_workers=2")
+
+    result = run_training(cfg)
+
+    assert [m["epoch"] for m in result.history] == [1, 2]
+    for metrics in result.history:
+        for key in ("loss", "loss_cls", "loss_caml", "bg_fraction", "acc_rotation", "pretext_acc"):
+            assert math.isfinite(metrics[key]), (key, metrics)
+        assert metrics["num_decode_errors"] == 0
+        assert metrics["images"] == NUM_IMAGES // 2  # both workers' images are counted
+        assert metrics["images_per_s"] > 0
+    # The last epoch is evaluated on the test split (its boxes); metrics are percentages.
+    last = result.metrics
+    assert last["epoch"] == 2
+    for key in ("corloc@0.3", "corloc@0.5", "corloc@0.7", "corloc_mean", "maxboxaccv2"):
+        assert 0.0 <= last[key] <= 100.0, (key, last)
+    assert "corloc_mean" not in result.history[0]  # eval_every=0: only the last epoch
+
+    # Checkpoints and the exported model are on the S3 server.
+    keys = s3_server.keys(f"{prefix}/runs/two-workers/")
+    for name in ("epoch_0002/state.pt", "epoch_0002/config.yaml", "epoch_0002/metrics.json", "model.pt"):
+        assert f"{prefix}/runs/two-workers/{name}" in keys, keys
+    assert result.checkpoint_path == s3_server.uri(prefix, "runs", "two-workers", "epoch_0002")
+    assert result.model_path == s3_server.uri(prefix, "runs", "two-workers", "model.pt")
+
+    # The checkpoint reloads into a fresh model with an equal state_dict, and so does the export.
+    checkpoint = open_checkpoint(result.checkpoint_path)
+    state = read_checkpoint_state(checkpoint)
+    assert state["epoch"] == 2
+    restored, restored_cfg = model_from_checkpoint(checkpoint)
+    assert restored_cfg == cfg
+    fresh = build_model(cfg, weights=False)
+    fresh.load_state_dict(state["model"])
+    assert_same_state(fresh.state_dict(), state["model"])
+    assert_same_state(restored.state_dict(), state["model"])
+
+    payload = read_model_payload(storage.read_bytes(result.model_path))
+    exported, exported_cfg = model_from_payload(payload)
+    assert_same_state(exported.state_dict(), state["model"])
+    assert exported_cfg.model == cfg.model
+    assert payload["meta"]["epoch"] == 2
+
+
+def test_resume_continues_at_the_next_epoch(ray_cluster, cub_root, tmp_path: Path):  # noqa: ANN001
+    from pipelines.train import run_training
+
+    # lr x0.1 from the second epoch on: the resumed epoch must pick the schedule up from its epoch.
+    cfg = small_config(
+        cub_root,
+        str(tmp_path / "runs"),
+        "resume",
+        "--run.num_workers=1",
+        "--run.stop_after_epochs=1",
+        "--optim.lr_milestones=1",
+        "--optim.lr_gamma=0.1",
+        "--dataset.test_split=",
+    )
+    first = run_training(cfg)
+    assert [m["epoch"] for m in first.history] == [1]
+    assert first.model_path is None  # not finished: nothing exported
+    assert first.checkpoint_path == str(tmp_path / "runs" / "resume" / "epoch_0001")
+    assert not (tmp_path / "runs" / "resume" / "model.pt").exists()
+
+    second = run_training(cfg)
+    assert [m["epoch"] for m in second.history] == [2]
+    assert second.metrics["lr"] == pytest.approx(lr_at_epoch(1, cfg.optim)) == pytest.approx(1e-4)
+    assert first.history[0]["lr"] == pytest.approx(1e-3)
+    assert math.isfinite(second.metrics["loss"])
+    assert second.checkpoint_path == str(tmp_path / "runs" / "resume" / "epoch_0002")
+    assert second.model_path == str(tmp_path / "runs" / "resume" / "model.pt")
+    assert Path(second.model_path).is_file()
+
+
+def _ddp_one_step(config: dict) -> dict[str, np.ndarray]:
+    """Ray Train worker: one train_batch on this rank's half of the batch with fixed pretext labels."""
+    import ray.train
+    import ray.train.torch
+
+    from coloc_core.checkpoint import unwrap
+    from coloc_core.config import from_dict
+    from pipelines.train import train_batch
+
+    rank = ray.train.get_context().get_world_rank()
+    cfg = from_dict(TrainJobConfig, config["cfg"])
+    model = build_model(cfg, weights=False)
+    model.load_state_dict(config["state"])
+    model = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(model, cfg.optim)
+    labels = {task: values[rank] for task, values in config["labels"].items()}
+    train_batch(
+        model, config["images"][rank], cfg, optimizer, transform=PretextTransform(cfg.pretext.tasks, labels)
+    )
+    # Ray Train returns no tensors from a worker: numpy it is.
+    return {k: v.detach().cpu().numpy().copy() for k, v in unwrap(model).state_dict().items()}
+
+
+def test_ddp_step_on_split_batch_equals_single_process_step(ray_cluster, tmp_path: Path):  # noqa: ANN001
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.train import train_batch
+
+    cfg = apply_overrides(
+        TrainJobConfig(),
+        {
+            "model.backbone": "tiny",
+            "model.weights": None,
+            "pretext.tasks": ("rotation", "translation"),
+            "optim.lr": 0.5,  # a visible update, so "equal parameters" is not trivially true
+        },
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, weights=False)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8))
+    labels = sample_labels(cfg.pretext.tasks, 8, generator=torch.Generator().manual_seed(1))
+
+    optimizer = make_optimizer(model, cfg.optim)
+    train_batch(model, images, cfg, optimizer, transform=PretextTransform(cfg.pretext.tasks, labels))
+    single = model.state_dict()
+
+    trainer = TorchTrainer(
+        _ddp_one_step,
+        train_loop_config={
+            "cfg": to_dict(cfg),
+            "state": initial,
+            "images": [images[:4], images[4:]],
+            "labels": {task: [v[:4], v[4:]] for task, v in labels.items()},
+        },
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(storage_path=str(tmp_path), name="ddp"),
+    )
+    distributed = trainer.fit().return_value
+
+    moved = max(float((single[k] - initial[k]).abs().max()) for k in initial)
+    assert moved > 1e-3
+    assert distributed.keys() == single.keys()
+    for key in single:
+        torch.testing.assert_close(torch.tensor(distributed[key]), single[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# A driver with its own local Ray cluster, so the test can kill one of *its* training workers.
+_FAILURE_DRIVER = """
+import json, sys
+import ray
+from pipelines.config import TrainJobConfig, build_config
+from pipelines.train import run_training
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+result = run_training(build_config(TrainJobConfig, sys.argv[2:]))
+with open(sys.argv[1], "w") as fh:
+    json.dump({"epochs": [m["epoch"] for m in result.history], "model": result.model_path}, fh)
+"""
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def test_worker_killed_mid_run_resumes_from_the_latest_checkpoint(cub_root, tmp_path: Path):  # noqa: ANN001
+    cfg_args = [
+        f"--dataset.root={cub_root}",
+        "--dataset.test_split=",
+        "--model.backbone=tiny",
+        "--model.weights=none",
+        "--augment.resize=72",
+        "--augment.crop=64",
+        "--optim.batch_size=8",
+        "--optim.epochs=10",
+        "--run.num_workers=2",
+        "--run.cpus_per_worker=0.5",
+        "--run.max_failures=1",
+        f"--run.storage_path={tmp_path / 'runs'}",
+        "--run.name=fail",
+    ]
+    out, log_path = tmp_path / "result.json", tmp_path / "driver.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    # The controller polls the workers (and registers their checkpoints) every 2 s by default, and a
+    # report waits for it: poll faster so ten tiny epochs take seconds.
+    env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
+    with open(log_path, "wb") as log_file:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", _FAILURE_DRIVER, str(out), *cfg_args],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # Ray Train resumes from checkpoints its controller has registered (it polls the workers every
+        # 2 s and then writes this snapshot), not from every folder already uploaded.
+        registered = tmp_path / "runs" / "fail" / "checkpoint_manager_snapshot.json"
+        deadline = time.monotonic() + 150
+        while not registered.exists():
+            assert driver.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 150 s"
+            time.sleep(0.05)
+        workers = [pid for pid in _session_pids(driver.pid) if b"RayTrainWorker" in _cmdline(pid)]
+        assert len(workers) == 2, workers
+        os.kill(workers[-1], signal.SIGKILL)
+        assert driver.wait(timeout=180) == 0, log_path.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for pid in _session_pids(driver.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    result = json.loads(out.read_text())
+    # The final worker group started from a checkpoint (not from scratch) and finished the run.
+    assert result["epochs"][-1] == 10
+    assert 1 < result["epochs"][0] <= 10
+    assert result["model"] == str(tmp_path / "runs" / "fail" / "model.pt")
+    log_text = log_path.read_text()
+    assert "resuming after epoch" in log_text

@@ -1,0 +1,208 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from coloc_core.checkpoint import model_payload, read_model_payload, save_model_file
+from coloc_core.config import ColocConfig, apply_overrides
+from coloc_core.localizer import (
+    CAAMLocalizer,
+    ColocNetLocalizer,
+    DDTLocalizer,
+    FullImageLocalizer,
+    baseline_payload,
+    box_score,
+    ddt_from_moments,
+    dequantize_heatmap,
+    feature_moments,
+    localizer_from_payload,
+    payload_kind,
+    quantize_heatmap,
+)
+
+
+def _round_trip(payload):
+    buffer = io.BytesIO()
+    save_model_file(buffer, payload)
+    return read_model_payload(buffer.getvalue())
+
+
+def _descriptors(seed=0, n=4000, channels=6):
+    """Descriptors with variance 25 along a known direction and 1 elsewhere, plus an offset."""
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.tensor([1.0, 2.0, 0.5, 0.0, -0.5, 1.0])
+    direction = direction / direction.norm()
+    noise = torch.randn(n, channels, generator=gen, dtype=torch.float64)
+    coeff = 5.0 * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    offset = torch.arange(channels, dtype=torch.float64)
+    return offset + noise + coeff * direction.double(), direction, offset
+
+
+def test_ddt_from_moments_finds_the_principal_direction_and_mean():
+    x, direction, offset = _descriptors()
+    mean, vector = ddt_from_moments(x.sum(0), x.T @ x, x.shape[0])
+    assert mean.shape == (6,) and vector.shape == (6,)
+    assert torch.allclose(mean.double(), x.mean(0), atol=1e-5)
+    assert float(vector.norm()) == pytest.approx(1.0, abs=1e-5)
+    # Sign convention: the projection correlates positively with the overall activation.
+    assert float(vector.sum()) > 0
+    assert float(torch.dot(vector, direction)) == pytest.approx(1.0, abs=0.01)
+    # Same direction as a plain eigen-decomposition of the sample covariance.
+    cov = torch.cov(x.T, correction=0)
+    ref = torch.linalg.eigh(cov).eigenvectors[:, -1]
+    assert abs(float(torch.dot(vector.double(), ref))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ddt_sign_flips_to_positive_sum():
+    x, direction, _ = _descriptors(seed=1)
+    # Mirror the data so that the raw eigenvector may come out either way: the sum stays positive.
+    _, v1 = ddt_from_moments(x.sum(0), x.T @ x, x.shape[0])
+    y = -x
+    _, v2 = ddt_from_moments(y.sum(0), y.T @ y, y.shape[0])
+    assert float(v1.sum()) > 0 and float(v2.sum()) > 0
+    assert torch.allclose(v1, v2, atol=1e-5)
+
+
+def test_feature_moments_streamed_equal_whole():
+    feats = torch.rand(5, 4, 3, 2)
+    s1, ss1, n1 = feature_moments(feats[:2])
+    s2, ss2, n2 = feature_moments(feats[2:])
+    s, ss, n = feature_moments(feats)
+    assert n1 + n2 == n == 5 * 3 * 2
+    assert torch.allclose(s1 + s2, s) and torch.allclose(ss1 + ss2, ss)
+    x = feats.permute(0, 2, 3, 1).reshape(-1, 4).double()
+    assert torch.allclose(ss, x.T @ x)
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_ddt_needs_two_descriptors(count):
+    with pytest.raises(ValueError, match="at least 2"):
+        ddt_from_moments(torch.zeros(3), torch.zeros(3, 3), count)
+
+
+def test_ddt_rejects_non_finite_moments():
+    with pytest.raises(ValueError, match="not finite"):
+        ddt_from_moments(torch.tensor([float("nan"), 0.0]), torch.zeros(2, 2), 10)
+
+
+def test_caam_equals_channel_mean_of_backbone_features():
+    from coloc_core.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny", weights=None)
+    loc = CAAMLocalizer(backbone).eval()
+    x = torch.randn(2, 3, 32, 24)
+    with torch.no_grad():
+        expected = backbone(x).mean(dim=1)
+        got = loc(x)
+    assert got.shape == (2, 8, 6)
+    torch.testing.assert_close(got, expected)
+    assert loc.mean == tuple(backbone.mean) and loc.std == tuple(backbone.std)
+
+
+def test_ddt_map_is_relu_projection():
+    from coloc_core.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny", weights=None)
+    mean, vector = torch.rand(32), torch.nn.functional.normalize(torch.rand(32), dim=0)
+    loc = DDTLocalizer(backbone, mean, vector).eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        feats = backbone(x)
+        got = loc(x)
+    ref = torch.clamp(((feats[0] - mean[:, None, None]) * vector[:, None, None]).sum(0), min=0)
+    torch.testing.assert_close(got[0], ref, atol=1e-5, rtol=1e-5)
+    assert float(got.min()) >= 0.0
+
+
+def test_full_image_localizer_gives_the_whole_image_box():
+    from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention
+
+    loc = FullImageLocalizer((7, 7))
+    maps = loc(torch.zeros(3, 3, 224, 224))
+    assert maps.shape == (3, 7, 7)
+    for tau in (0.0, 0.2, 0.5):
+        heat = dequantize_heatmap(quantize_heatmap(maps[0].numpy()))
+        scoremap = scoremap_from_attention(heat)
+        boxes = np.asarray(boxes_from_scoremap(scoremap, tau, multi_contour=False)).reshape(-1, 4)
+        assert boxes[0].tolist() == [0, 0, 223, 223]
+        assert box_score(scoremap, boxes[0]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_quantize_heatmap_range_and_constant_map():
+    a = np.array([[0.5, 1.0], [2.0, 3.0]], dtype=np.float32)
+    q = quantize_heatmap(a)
+    assert q.dtype == np.uint8 and q.shape == (2, 2)
+    assert q.min() == 0 and q.max() == 255
+    assert q[0, 1] == round(0.5 / 2.5 * 255)
+    assert (quantize_heatmap(np.ones((3, 3))) == 0).all()
+    assert (quantize_heatmap(np.array([[np.nan, 1.0]])) == 0).all()
+    assert a[0, 0] == 0.5  # input untouched
+    np.testing.assert_allclose(dequantize_heatmap(q).max(), 1.0)
+
+
+def test_box_score_hand_values():
+    s = np.zeros((10, 10))
+    s[2:4, 2:4] = 1.0  # all mass in a 2x2 square
+    assert box_score(s, [2, 2, 3, 3]) == pytest.approx(1.0 - 4 / 100)
+    assert box_score(s, [0, 0, 9, 9]) == pytest.approx(0.0)
+    assert box_score(s, [2, 2, 2, 2]) == pytest.approx(0.25 - 1 / 100)
+    assert box_score(np.zeros((4, 4)), [0, 0, 1, 1]) == 0.0
+    # A box over the mass ranks above one that misses half of it.
+    assert box_score(s, [2, 2, 3, 3]) > box_score(s, [3, 3, 6, 6])
+    with pytest.raises(ValueError):
+        box_score(s, [5, 5, 4, 4])
+
+
+def test_colocnet_payload_loads_without_kind():
+    from coloc_core.model import build_model
+
+    torch.manual_seed(0)
+    cfg = apply_overrides(ColocConfig(), ["model.backbone=tiny", "model.weights=none"])
+    net = build_model(cfg).eval()
+    payload = _round_trip(model_payload(net, cfg, threshold=0.3))
+    assert "kind" not in payload and payload_kind(payload) == "colocnet"
+    loc = localizer_from_payload(payload)
+    assert isinstance(loc, ColocNetLocalizer)
+    assert loc.model_id == payload["model_id"] and loc.threshold == pytest.approx(0.3)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loc(x), net(x).attention.float())
+
+
+@pytest.mark.parametrize("kind", ["caam", "ddt", "full"])
+def test_baseline_payload_round_trip(kind):
+    torch.manual_seed(0)
+    extra = {}
+    if kind == "ddt":
+        extra = dict(ddt_mean=torch.rand(32), ddt_vector=torch.nn.functional.normalize(torch.rand(32), dim=0))
+    payload = baseline_payload(kind, backbone="tiny", weights=None, threshold=0.25, **extra)
+    loaded = _round_trip(payload)
+    assert loaded["kind"] == kind and len(loaded["model_id"]) == 16
+    loc = localizer_from_payload(loaded)
+    assert loc.kind == kind and loc.threshold == pytest.approx(0.25)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        again = localizer_from_payload(loaded)
+        torch.testing.assert_close(loc(x), again(x))  # weights are embedded: same maps every load
+
+
+def test_baseline_ids_differ_by_kind():
+    torch.manual_seed(0)
+    caam = baseline_payload("caam", backbone="tiny", weights=None)
+    ddt = baseline_payload(
+        "ddt", backbone="tiny", weights=None, ddt_mean=torch.zeros(32), ddt_vector=torch.ones(32) / 32**0.5
+    )
+    full = baseline_payload("full")
+    assert len({caam["model_id"], ddt["model_id"], full["model_id"]}) == 3
+
+
+def test_unknown_kind_and_missing_ddt_vectors():
+    with pytest.raises(ValueError, match="unknown model kind"):
+        payload_kind({"kind": "nope"})
+    with pytest.raises(ValueError, match="ddt_mean"):
+        baseline_payload("ddt", backbone="tiny", weights=None)
+    with pytest.raises(ValueError, match="baseline kind"):
+        baseline_payload("colocnet")
