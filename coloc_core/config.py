@@ -52,7 +52,11 @@ class ModelConfig:
 
 @dataclass
 class PretextConfig:
-    """Pretext tasks (SPEC §3); several may be enabled at once, each with its own head and labels."""
+    """Pretext tasks (SPEC §3); several may be enabled at once, each with its own head and labels.
+
+    Attributes:
+        tasks: comma-separated subset of rotation, translation, scale, hflip, vflip, pst.
+    """
 
     tasks: tuple[str, ...] = ("rotation",)
 
@@ -88,7 +92,17 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD and its schedule (SPEC §5). ``batch_size`` is global: split across workers."""
+    """SGD and its schedule (SPEC §5).
+
+    Attributes:
+        lr: initial learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        batch_size: global batch (split across workers).
+        epochs: training epochs.
+        lr_milestones: epochs (0-based) at which the learning rate is multiplied by lr_gamma.
+        lr_gamma: the multiplier.
+    """
 
     lr: float = 1e-3
     momentum: float = 0.9
@@ -101,7 +115,13 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Image sizes of the train/test transforms (SPEC §5): resize, then a random crop with reflect padding."""
+    """Image sizes of the train/test transforms (SPEC §5): resize, then a random crop with reflect padding.
+
+    Attributes:
+        resize: training images are resized to resize x resize.
+        crop: random crop side (also the evaluation/labeling resize).
+        crop_padding: reflect padding in pixels before the random crop.
+    """
 
     resize: int = 256
     crop: int = 224
@@ -110,7 +130,14 @@ class AugmentConfig:
 
 @dataclass
 class BoxConfig:
-    """Boxes and metrics (SPEC §6)."""
+    """Boxes and metrics (SPEC §6).
+
+    Attributes:
+        threshold: τ for CorLoc and pseudo-label boxes (a calibrated τ stored with a model replaces it).
+        cam_curve_interval: spacing of the τ grid of MaxBoxAccV2.
+        iou_thresholds: IoU criteria δ of CorLoc and MaxBoxAcc.
+        multi_contour: MaxBoxAccV2 takes the best of all contours' boxes.
+    """
 
     threshold: float = 0.2
     cam_curve_interval: float = 0.001
@@ -120,7 +147,11 @@ class BoxConfig:
 
 @dataclass
 class ColocConfig:
-    """The whole method configuration."""
+    """The whole method configuration.
+
+    Attributes:
+        seed: seed of pretext labels, augmentation and initialisation.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)

@@ -8,8 +8,12 @@ next to every predictions table. Hyperparameters of the method are never repeate
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -185,13 +189,44 @@ def build_config(cls: type[C], argv: list[str], aliases: dict[str, str] | None =
     return apply_overrides(cfg, overrides)
 
 
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``name: description`` pairs from the ``Attributes:`` section of a dataclass docstring."""
+    docs: dict[str, str] = {}
+    text = inspect.getdoc(cls) or ""
+    if "Attributes:" not in text:
+        return docs
+    current = ""
+    for line in text.split("Attributes:", 1)[1].splitlines():
+        match = re.match(r"^\s{4}(\w+)(?: \(.*?\))?:\s*(.*)$", line)
+        if match:
+            current = match.group(1)
+            docs[current] = match.group(2).strip()
+        elif current and line.startswith(" " * 8):
+            docs[current] += " " + line.strip()
+        elif line.strip():
+            current = ""
+    return docs
+
+
+def _all_docs(cls: type, prefix: str = "") -> dict[str, str]:
+    out = {f"{prefix}{k}": v for k, v in _attribute_docs(cls).items()}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint = typing.get_type_hints(cls).get(f.name)
+        if dataclasses.is_dataclass(hint):
+            out.update(_all_docs(hint, prefix=f"{prefix}{f.name}."))  # type: ignore[arg-type]
+    return out
+
+
 def help_text(cls: type, aliases: dict[str, str]) -> str:
-    """Every configurable key with its default value."""
-    lines = ["Options (--key=value; a YAML file with --config=file.yaml is applied first):"]
+    """Every configurable key with its default value and its description."""
+    docs = _all_docs(cls)
+    lines = ["Options (--key=value or --key value; a YAML file given with --config=file.yaml is applied first):"]
     for key, value in flat_keys(cls()).items():
         alias = [a for a, k in aliases.items() if k == key]
         extra = f"  (alias --{alias[0]})" if alias else ""
         lines.append(f"  --{key}={json.dumps(value)}{extra}")
+        if key in docs:
+            lines.append(f"        {docs[key]}")
     return "\n".join(lines)
 
 

@@ -305,40 +305,43 @@ def heatmaps_to_box_rows(batch: pa.Table) -> pa.Table:
     return table.append_column(ingest.INDEX, batch.column(ingest.INDEX))
 
 
-class DescriptorMoments:
-    """Ray Data callable class: per-batch moments of the backbone's pixel descriptors (for DDT)."""
+# The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
+# process reads the backbone file once and keeps it here for the later batches it gets.
+_FIT_LOCALIZERS: dict[str, Any] = {}
 
-    def __init__(self, model_uri: str, num_threads: int = 1, endpoint_url: str | None = None) -> None:
-        import torch  # noqa: PLC0415
 
+def descriptor_moments_batch(
+    batch: dict[str, np.ndarray], model_uri: str, num_threads: int = 1
+) -> dict[str, np.ndarray]:
+    """Ingest rows → one row of pixel-descriptor moments of the good images (for DDT).
+
+    Returns:
+        ``sum_x`` (1, C) and ``sum_xxT`` (1, C*C) float64, ``count`` (1,) int64
+        (``coloc_core.localizer.feature_moments``, summed on the driver).
+    """
+    import torch  # noqa: PLC0415
+
+    from coloc_core.localizer import feature_moments  # noqa: PLC0415
+    from coloc_core.model import normalize_images  # noqa: PLC0415
+
+    localizer: Any = _FIT_LOCALIZERS.get(model_uri)
+    if localizer is None:
         torch.set_num_threads(max(1, int(num_threads)))
-        payload = read_model_payload(storage.read_bytes(model_uri, endpoint_url))
-        self.localizer = localizer_from_payload(payload)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Good rows → one row: ``sum_x`` (1, C), ``sum_xxT`` (1, C*C) float64, ``count`` (1,)."""
-        import torch  # noqa: PLC0415
-
-        from coloc_core.localizer import feature_moments  # noqa: PLC0415
-        from coloc_core.model import normalize_images  # noqa: PLC0415
-
-        ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
-        channels = int(self.localizer.backbone.out_channels)  # type: ignore[union-attr,arg-type]
-        if not ok.any():
-            return {
-                "sum_x": np.zeros((1, channels)),
-                "sum_xxT": np.zeros((1, channels * channels)),
-                "count": np.zeros(1, np.int64),
-            }
-        with torch.inference_mode():
-            x = normalize_images(
-                torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok])),
-                self.localizer.mean,
-                self.localizer.std,
-            )
-            feats = self.localizer.features(x)  # type: ignore[operator]
-            sx, sxx, count = feature_moments(feats)
-        return {"sum_x": sx.numpy()[None], "sum_xxT": sxx.numpy().reshape(1, -1), "count": np.array([count])}
+        localizer = localizer_from_payload(read_model_payload(storage.read_bytes(model_uri)))
+        _FIT_LOCALIZERS[model_uri] = localizer
+    ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
+    channels = int(localizer.backbone.out_channels)
+    if not ok.any():
+        return {
+            "sum_x": np.zeros((1, channels)),
+            "sum_xxT": np.zeros((1, channels * channels)),
+            "count": np.zeros(1, np.int64),
+        }
+    with torch.inference_mode():
+        images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok]))
+        feats = localizer.features(normalize_images(images, localizer.mean, localizer.std))
+        sx, sxx, count = feature_moments(feats)
+    return {"sum_x": sx.numpy()[None], "sum_xxT": sxx.numpy().reshape(1, -1), "count": np.array([count])}
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -417,8 +420,9 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     out = cfg.out
     if manifest.get("version") != MANIFEST_VERSION:
         raise ValueError(f"{storage.join(out, MANIFEST)}: unknown manifest version {manifest.get('version')}")
-    if manifest["rows_per_file"] != cfg.rows_per_file:
-        raise _mismatch(out, "rows_per_file", manifest["rows_per_file"], cfg.rows_per_file)
+    for key in ("rows_per_file", "images", "format", "split", "limit"):
+        if key in manifest and manifest[key] != getattr(cfg, key):
+            raise _mismatch(out, key, manifest[key], getattr(cfg, key))
     if cfg.method == "model":
         payload = read_model_payload(storage.read_bytes(cfg.model))
         model_uri, model_id = cfg.model, str(payload["model_id"])
@@ -481,6 +485,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "images": cfg.images,
         "format": cfg.format,
         "split": cfg.split,
+        "limit": cfg.limit,
         "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
         "config": dump(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -494,6 +499,11 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
     manifest_uri = storage.join(cfg.out, MANIFEST)
     if storage.exists(manifest_uri):
         return _load_plan(cfg, json.loads(storage.read_text(manifest_uri)))
+    if part_files(cfg.out):
+        raise ValueError(
+            f"{cfg.out} holds part files but no {MANIFEST}: it was not written by this labeling stage "
+            "(or its manifest was deleted); use a new output folder"
+        )
     return _new_plan(cfg)
 
 
@@ -535,21 +545,18 @@ def _ddt_sample(inputs: pa.Table) -> pa.Table:
 
 
 def fit_ddt(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> tuple[Any, Any, int]:
-    """DDT mean and direction from the streamed descriptor moments of ``inputs`` (Ray Data)."""
-    import ray.data  # noqa: PLC0415
+    """DDT mean and direction from the streamed descriptor moments of ``inputs`` (Ray Data, CPU tasks)."""
     import torch  # noqa: PLC0415
 
     from coloc_core.localizer import ddt_from_moments  # noqa: PLC0415
 
     ds = _decoded(inputs, np.arange(inputs.num_rows), cfg)
     moments = ds.map_batches(
-        DescriptorMoments,
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        descriptor_moments_batch,
         num_cpus=cfg.actor_cpus,
-        num_gpus=1 if cfg.use_gpu else None,
         batch_size=DDT_FIT_BATCH,
         batch_format="numpy",
-        fn_constructor_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus))},
+        fn_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus))},
     )
     sum_x: np.ndarray | None = None
     sum_xx: np.ndarray | None = None

@@ -60,7 +60,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
+import yaml
+from ray.data.collate_fn import NumpyBatchCollateFn
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 from torch import Tensor, nn
 
 from coloc_core.checkpoint import model_payload, save_model_file, unwrap
@@ -121,9 +127,6 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
         ray.train.TrainingFailedError: when the workers fail more than ``run.max_failures`` times, or
             on a non-finite loss (a ``FloatingPointError`` inside).
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     cfg = resolve_train_config(cfg)
     log.info("training config (resolved):\n%s", dump(cfg))
     run = cfg.run
@@ -226,14 +229,15 @@ def _read_records(cfg: TrainJobConfig, split: str) -> list[ImageRecord]:
 
 
 def _train_dataset(cfg: TrainJobConfig) -> tuple[Any, int, int]:
-    """The materialized good rows (``index``, ``image`` at augment.resize), their count, the error count."""
+    """The materialized good rows (images at ``augment.resize``), their count, the decode error count."""
     records = _read_records(cfg, cfg.dataset.train_split)
     if not records:
         raise ValueError(f"no images in split {cfg.dataset.train_split!r} of {cfg.dataset.root}")
     decoded = ingest.images_dataset(records, size=cfg.augment.resize, decode_cpus=cfg.run.decode_cpus)
-    good, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
-    # Keep only the numeric columns the workers use, materialized, so no Ray Data task runs during training.
-    train = good.select_columns([ingest.INDEX, ingest.IMAGE]).materialize()
+    # Materialized good rows: decoded once, reused every epoch, and no Ray Data task runs while the
+    # trainer holds the CPUs. The string columns stay (dropping them would copy every image once more);
+    # AugmentCollate reads only ``index`` and ``image``.
+    train, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
     num_good = train.count()
     if num_good < cfg.run.num_workers:
         raise ValueError(
@@ -252,8 +256,7 @@ def _test_dataset(cfg: TrainJobConfig) -> tuple[Any | None, int, int]:
         log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
         return None, 0, 0
     decoded = ingest.images_dataset(records, size=cfg.augment.crop, decode_cpus=cfg.run.decode_cpus)
-    good, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
-    test = good.select_columns([ingest.WIDTH, ingest.HEIGHT, ingest.BOXES, ingest.IMAGE]).materialize()
+    test, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
     return test, len(records), len(errors)
 
 
@@ -292,12 +295,10 @@ def _checkpoint_uri(checkpoint: Any, storage_path: str) -> str:
 
 def open_checkpoint(uri: str) -> Any:
     """A ``ray.train.Checkpoint`` for a checkpoint folder URI (local, ``file://`` or ``s3://``)."""
-    from ray.train import Checkpoint
-
     if storage.is_s3(uri):
         fs, path = storage.pyarrow_filesystem_for(uri)
-        return Checkpoint(path=path.rstrip("/"), filesystem=fs)
-    return Checkpoint(path=os.path.abspath(storage.strip_scheme(uri)))
+        return ray.train.Checkpoint(path=path.rstrip("/"), filesystem=fs)
+    return ray.train.Checkpoint(path=os.path.abspath(storage.strip_scheme(uri)))
 
 
 def read_checkpoint_state(checkpoint: Any) -> dict[str, Any]:
@@ -329,8 +330,6 @@ def model_from_checkpoint(checkpoint: Any) -> tuple[ColocNet, TrainJobConfig]:
     with checkpoint.as_directory() as folder:
         state = load_state_file(os.path.join(folder, STATE_FILE))
         with open(os.path.join(folder, CONFIG_FILE)) as fh:
-            import yaml
-
             cfg = from_dict(TrainJobConfig, yaml.safe_load(fh))
     model = build_model(cfg, weights=False)
     model.load_state_dict(state["model"])
@@ -394,28 +393,28 @@ def train_batch(
     )
 
 
-def _augment_collate_cls() -> type:
-    """The collate class (defined lazily: ``ray.data`` is imported inside workers only)."""
-    from ray.data.collate_fn import NumpyBatchCollateFn
+class AugmentCollate(NumpyBatchCollateFn):
+    """``index`` + ``augment.resize``² ``image`` rows → the epoch's random crops, one uint8 tensor.
 
-    class AugmentCollate(NumpyBatchCollateFn):
-        """``index`` + 256×256 ``image`` rows → the epoch's random crops as one uint8 tensor."""
+    Runs :func:`pipelines.ingest.augment_batch` (reflect padding + random crop, seeded by
+    ``(seed, epoch, index)``) in Ray Data's prefetch threads of ``iter_torch_batches``; Ray then moves
+    the (B, crop, crop, 3) uint8 tensor to the worker's device.
+    """
 
-        def __init__(self, seed: int, epoch: int, crop: int, padding: int) -> None:
-            super().__init__()
-            self.seed, self.epoch, self.crop, self.padding = seed, epoch, crop, padding
+    def __init__(self, seed: int, epoch: int, crop: int, padding: int) -> None:
+        super().__init__()
+        self.seed, self.epoch, self.crop, self.padding = seed, epoch, crop, padding
 
-        def __call__(self, batch: dict[str, np.ndarray]) -> Tensor:
-            out = ingest.augment_batch(
-                {ingest.INDEX: batch[ingest.INDEX], ingest.IMAGE: batch[ingest.IMAGE]},
-                seed=self.seed,
-                epoch=self.epoch,
-                crop=self.crop,
-                padding=self.padding,
-            )
-            return torch.from_numpy(np.ascontiguousarray(out[ingest.IMAGE]))
-
-    return AugmentCollate
+    def __call__(self, batch: dict[str, np.ndarray]) -> Tensor:
+        """Numpy batch (``index``, ``image``) → (B, crop, crop, 3) uint8 tensor."""
+        out = ingest.augment_batch(
+            {ingest.INDEX: batch[ingest.INDEX], ingest.IMAGE: batch[ingest.IMAGE]},
+            seed=self.seed,
+            epoch=self.epoch,
+            crop=self.crop,
+            padding=self.padding,
+        )
+        return torch.from_numpy(np.ascontiguousarray(out[ingest.IMAGE]))
 
 
 def _setup_worker_logging(rank: int) -> None:
@@ -444,9 +443,6 @@ def _all_reduce_sum(values: Tensor) -> Tensor:
 
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     """The Ray Train worker loop (see the module docstring). Returns the reported metrics (rank 0)."""
-    import ray.train
-    import ray.train.torch
-
     cfg = from_dict(TrainJobConfig, config["cfg"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -492,7 +488,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     local_batch = max(1, cfg.optim.batch_size // world)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     test_shard = ray.train.get_dataset_shard(TEST_DATASET) if config["num_test_images"] else None
-    collate_cls = _augment_collate_cls()
     history: list[dict[str, Any]] = []
 
     for epoch in range(start, stop_at):
@@ -505,7 +500,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         started = time.perf_counter()
         batches = shard.iter_torch_batches(
             batch_size=local_batch,
-            collate_fn=collate_cls(cfg.seed, epoch, cfg.augment.crop, cfg.augment.crop_padding),
+            collate_fn=AugmentCollate(cfg.seed, epoch, cfg.augment.crop, cfg.augment.crop_padding),
             drop_last=False,
         )
         for images in batches:
