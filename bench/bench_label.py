@@ -5,10 +5,11 @@
 
 Ray run: ``run_labeling`` with the training-free CAAM localizer (EfficientNet-Lite0, packaged ImageNet
 weights) on the first ``n`` images (sorted) of the folder, on a local Ray cluster of ``--cpus`` CPUs.
-Reported: wall time of the whole call (Ray start excluded, actor start included), the steady rate
-between the first and the last part file, the driver's peak RSS (``ru_maxrss``) and the peak summed
-RSS of the driver's whole process tree (raylet, workers, actors; shared object-store pages are counted
-once per process, so it is an upper bound), sampled every 0.25 s from ``/proc``.
+Reported: wall time of the whole call (Ray start excluded, actor start included) and the time each
+part file was written, the driver's peak RSS (``ru_maxrss``) and the peak summed PSS and RSS of the
+driver's whole process tree (raylet, workers, actors), sampled every 0.25 s from ``/proc``. PSS shares
+each shared page (torch libraries, the object store) among the processes mapping it; RSS counts it once
+per process (an upper bound). Two sizes give the marginal rate (n2 - n1) / (t2 - t1), free of start-up.
 Baseline: the same decode (``pipelines.ingest.decode_image``) and the same localizer in one process
 with ``--cpus`` torch threads, on ``--baseline_n`` images. Prints one JSON object.
 """
@@ -26,37 +27,45 @@ import time
 import numpy as np
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
+def _tree_memory_bytes(root_pid: int) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of ``root_pid`` and all its descendants."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            ppid = int(fields[1])
-            with open(f"/proc/{entry}/statm") as fh:
-                rss[int(entry)] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root_pid]
+    rss = pss = 0
+    stack = [root_pid]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return rss, pss
 
 
 class PeakSampler(threading.Thread):
     def __init__(self, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.interval, self.peak, self.stop_flag = interval, 0, threading.Event()
+        self.interval, self.peak_rss, self.peak_pss = interval, 0, 0
+        self.stop_flag = threading.Event()
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            rss, pss = _tree_memory_bytes(os.getpid())
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             time.sleep(self.interval)
 
 
@@ -123,19 +132,16 @@ def main() -> None:
     sampler.stop_flag.set()
     sampler.join()
     ray.shutdown()
-    steady = None
-    if len(marks) >= 2:
-        rows = (len(marks) - 1) * args.rows_per_file  # shards after the first one
-        steady = rows / (marks[-1][0] - marks[0][0])
     paths = storage.list_images(args.images)[: args.baseline_n]
     result = {
         "images": summary.images,
         "errors": summary.errors,
         "wall_s": round(wall, 1),
         "images_per_s_whole_run": round(summary.images / wall, 2),
-        "images_per_s_steady": None if steady is None else round(steady, 2),
         "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "process_tree_peak_rss_mb": round(sampler.peak / 2**20, 1),
+        "process_tree_peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
+        "process_tree_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+        "shard_times_s": [round(t - start, 1) for t, _ in marks],
         "plain_pytorch_images_per_s": round(plain_baseline(paths, args.cpus, args.batch_size), 2)
         if paths
         else None,

@@ -6,7 +6,7 @@ Same model, config, batch and images on both sides. The plain loop has every ima
 to 256 and cropped to 224 in memory before it starts (the best case for it), then runs
 ``coloc_core.step.train_step`` batch after batch. The Ray side is ``pipelines.train.run_training``
 with one CPU worker on a local Ray cluster, reading the same generated CUB-layout folder through Ray
-Data (decode, resize, crop in Ray Data tasks). The Ray figure is the steady-state throughput the job
+Data (decode and resize in Ray Data tasks; the random crop in the worker's batch collate). The Ray figure is the steady-state throughput the job
 reports for its last epoch (``images_per_s``: training images / wall time of the epoch, data waiting
 included, evaluation excluded); the plain figure is the same over the plain loop's last epoch.
 """

@@ -38,7 +38,7 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,6 @@ class LabelSummary:
         images_per_s: ``images_labelled / seconds`` (this run).
         model_id: model id written in every row.
         threshold: τ used.
-        complete: every shard is written (``_SUCCESS`` exists).
     """
 
     out: str
@@ -109,8 +108,6 @@ class LabelSummary:
     images_per_s: float
     model_id: str
     threshold: float
-    complete: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict."""
@@ -215,7 +212,10 @@ class LocalizeBatch:
             return maps.float().cpu().numpy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        """A numpy batch of ingest rows → heatmap rows (no box yet)."""
+        """A numpy batch of ingest rows → prediction rows (heatmap rows only when not ``postprocess``).
+
+        A model output that is not finite becomes an error row (never a silent empty box).
+        """
         errors = list(batch[ingest.ERROR])
         ok = np.array([e is None for e in errors], dtype=bool)
         n = len(errors)
@@ -225,6 +225,9 @@ class LocalizeBatch:
         if ok.any():
             maps = self.attention(batch[ingest.IMAGE][ok])
             for i, attn in zip(np.flatnonzero(ok), maps, strict=True):
+                if not np.isfinite(attn).all():
+                    errors[i] = f"{batch[ingest.PATH][i]}: the model's attention map is not finite"
+                    continue
                 data, h, w = schema.encode_heatmap(quantize_heatmap(attn))
                 heatmaps[i], hs[i], ws[i] = data, h, w
         table = pa.table(

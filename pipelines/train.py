@@ -38,10 +38,20 @@ Checkpoint folder (one per epoch, ``epoch_0001`` …, the last ``run.checkpoints
 Resume: starting :func:`run_training` again with the same ``run.storage_path`` and ``run.name`` makes
 Ray Train V2 restore its checkpoint list from storage; ``ray.train.get_checkpoint()`` then returns the
 latest one and the loop continues at the next epoch (the lr schedule is a pure function of the epoch).
+Pretext labels are drawn from a generator seeded by ``(seed, epoch, rank)`` and the crops by
+``(seed, epoch, index)``, so a resumed run reproduces the uninterrupted one on the same worker count.
 The same path serves Ray Train's failure handling: after a worker failure the worker group is
-restarted (``FailureConfig(max_failures)``) and resumes from the latest checkpoint.
-``run.stop_after_epochs`` ends an invocation cleanly after N epochs; a restart after a failure keeps
-the invocation's original stopping point (stored in the checkpoint as ``stop_at``).
+restarted (``FailureConfig(max_failures)``) and resumes from the latest checkpoint the controller has
+*registered*. The controller collects reports when it polls the workers (every
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), so a folder uploaded within the last poll may
+not count yet and its epoch is trained again. A non-finite loss is an error too
+(``FloatingPointError`` from ``train_step``): it fails again after every restart and then ends the
+run with that message. ``run.stop_after_epochs`` ends an invocation cleanly after N epochs; a restart
+after a failure keeps the invocation's original stopping point (stored in the checkpoint as
+``stop_at``). A run stopped before ``optim.epochs`` exports no model.
+
+Evaluation on rank 0 keeps the other workers waiting in ``ray.train.report`` (a Ray barrier without
+a timeout, not a torch collective), so a long evaluation cannot trip the process-group timeout.
 """
 
 from __future__ import annotations

@@ -98,6 +98,8 @@ def ray_head() -> Iterator[RayHead]:
         "RAY_AUTH_TOKEN": token,
         # On SIGTERM the node drains its leases for up to 30 s by default; this head has nothing to save.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
+        # Ray Train's controller polls its workers every 2 s by default (the job's fit() passes it on).
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
         # The job's `python` is the one of this virtual environment.
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }

@@ -1,6 +1,10 @@
-"""pipelines/train.py on a local 2-CPU Ray cluster: 2-worker training with S3 checkpoints, resume, DDP.
+"""pipelines/train.py on a local 2-CPU Ray cluster.
 
-Small on purpose (the whole file runs in a few minutes on 2 cores): the "tiny" backbone without
+2-worker training with checkpoints and the exported model on the loopback S3 server; resume across
+invocations; a worker killed mid-run (Ray Train's failure handling resumes from a checkpoint); a
+non-finite loss; one DDP step on a split batch equal to one single-process step.
+
+Small on purpose (the whole file takes a few minutes on 2 busy cores): the "tiny" backbone without
 pretrained weights, 16 training images of 64-96 px resized to 72 and cropped to 64, batch 8.
 """
 
@@ -29,6 +33,13 @@ from pipelines.config import TrainJobConfig, build_config
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
 
 NUM_IMAGES = 32  # half train, half test
+
+
+@pytest.fixture(autouse=True)
+def fast_controller_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray Train's controller polls the workers every 2 s, and a run's reports and its shutdown wait for
+    # those polls. fit() propagates this variable from the driver to the controller and the workers.
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
 @pytest.fixture(scope="module")
@@ -281,8 +292,8 @@ def test_worker_killed_mid_run_resumes_from_the_latest_checkpoint(ray_cluster, c
         "--optim.epochs=6",
         "--dataset.test_split=",
     )
-    # Ray Train resumes from the checkpoints its controller has registered (it polls the workers every
-    # 2 s, then writes this snapshot), not from every folder already uploaded: kill after that.
+    # Ray Train resumes from the checkpoints its controller has registered (when it polls the workers,
+    # it writes this snapshot), not from every folder already uploaded: kill after that.
     registered = tmp_path / "runs" / "fail" / "checkpoint_manager_snapshot.json"
     killed: list[int] = []
 
