@@ -49,7 +49,9 @@ def ray_ingest(paths: list[str], cpus: int, decode_cpus: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", required=True, help="folder of images (local)")
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
@@ -62,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ray_rate = ray_ingest(paths, args.cpus, args.decode_cpus)
     print(f"images: {len(paths)}")
     print(f"bare PIL decode (1 process):        {pil:8.1f} images/s = {pil:8.1f} images/s/core")
-    print(f"Ray Data ingest ({args.cpus} CPUs, decode+resize): {ray_rate:8.1f} images/s = {ray_rate / args.cpus:8.1f} images/s/core")
+    print(
+        f"Ray Data ingest ({args.cpus} CPUs, decode+resize): {ray_rate:8.1f} images/s = {ray_rate / args.cpus:8.1f} images/s/core"
+    )
     print(f"ratio per core (ingest / bare PIL): {ray_rate / args.cpus / pil:.2f}")
     return 0
 

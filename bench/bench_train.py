@@ -34,13 +34,20 @@ from pipelines.config import DatasetConfig, RunConfig, TrainJobConfig
 def job_config(root: str, out: str, args: argparse.Namespace) -> TrainJobConfig:
     job = TrainJobConfig(
         dataset=DatasetConfig(root=root, format="cub", train_split="train", test_split=""),
-        run=RunConfig(name="bench", storage_path=out, num_workers=1, cpus_per_worker=1.0, decode_cpus=0.5,
-                      eval_every=0),
+        run=RunConfig(
+            name="bench", storage_path=out, num_workers=1, cpus_per_worker=1.0, decode_cpus=0.5, eval_every=0
+        ),
     )
-    return apply_overrides(job, [
-        f"model.backbone={args.backbone}", f"model.weights={'none' if args.backbone == 'tiny' else 'auto'}",
-        f"optim.epochs={args.epochs}", f"optim.batch_size={args.batch}", "seed=0",
-    ])
+    return apply_overrides(
+        job,
+        [
+            f"model.backbone={args.backbone}",
+            f"model.weights={'none' if args.backbone == 'tiny' else 'auto'}",
+            f"optim.epochs={args.epochs}",
+            f"optim.batch_size={args.batch}",
+            "seed=0",
+        ],
+    )
 
 
 def plain_loop(root: str, cfg: TrainJobConfig, epochs: int) -> float:
@@ -85,8 +92,12 @@ def ray_job(cfg: TrainJobConfig) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=64, help="training images (x2 generated: half are test)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", type=int, default=64, help="training images (x2 generated: half are test)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--backbone", default="efficientnet_lite0")
@@ -97,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = job_config(root, str(Path(tmp, "runs")), args)
         plain = plain_loop(root, cfg, args.epochs)
         ray_rate = ray_job(cfg)
-    print(f"backbone {args.backbone}, {args.images} images, batch {args.batch}, {args.epochs} epochs, last epoch:")
+    print(
+        f"backbone {args.backbone}, {args.images} images, batch {args.batch}, {args.epochs} epochs, last epoch:"
+    )
     print(f"plain PyTorch loop (pre-decoded):  {plain:7.2f} images/s")
     print(f"Ray Train job (1 CPU worker):      {ray_rate:7.2f} images/s")
     print(f"ratio Ray / plain: {ray_rate / plain:.2f}")

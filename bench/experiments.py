@@ -60,7 +60,10 @@ BASELINES = ("full_image", "caam", "ddt")
 # name -> (description, overrides on top of the project defaults)
 NO_PTAP = ["model.pooling=mean", "model.eca=false"]
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "rotation_baseline": ("Rotation baseline: L_cls only, channel-mean map (PsyNet)", ["loss.use_caml=false", *NO_PTAP]),
+    "rotation_baseline": (
+        "Rotation baseline: L_cls only, channel-mean map (PsyNet)",
+        ["loss.use_caml=false", *NO_PTAP],
+    ),
     "caml": ("CAML (defaults: L_cls + L_caml, PTAP top-70%)", []),
     "minus_cls": ("CAML − L_cls", ["loss.use_cls=false"]),
     "minus_caml": ("CAML − L_caml (L_cls + PTAP)", ["loss.use_caml=false"]),
@@ -82,15 +85,24 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "theta_2.6": ("θ_bg = 2.6", ["loss.theta_bg=2.6"]),
 }
 for _task in NUM_CLASSES:
-    ROWS[f"task_{_task}_baseline"] = (f"{_task}: L_cls only (baseline)", [f"pretext.tasks={_task}", "loss.use_caml=false", *NO_PTAP])
+    ROWS[f"task_{_task}_baseline"] = (
+        f"{_task}: L_cls only (baseline)",
+        [f"pretext.tasks={_task}", "loss.use_caml=false", *NO_PTAP],
+    )
     ROWS[f"task_{_task}_caml"] = (f"{_task}: CAML", [f"pretext.tasks={_task}"])
 
 TABLES: dict[str, tuple[str, list[str]]] = {
     "baselines": ("Training-free baselines", list(BASELINES)),
-    "ablation": ("Table 3: components", ["rotation_baseline", "caml", "minus_cls", "minus_caml", "minus_ptap"]),
+    "ablation": (
+        "Table 3: components",
+        ["rotation_baseline", "caml", "minus_cls", "minus_caml", "minus_ptap"],
+    ),
     "pooling": ("Table 6: PTAP pooling", ["caml", "pool_mean", "pool_max", "pool_bottom30"]),
     "pairs": ("Tables 4-5: pairs and maps", ["caml", "pos_only", "neg_only", "features"]),
-    "scaling": ("CAML map scaling (SPEC §4)", ["scale_raw", "scale_max", "scale_minmax", "scale_sigmoid", "scale_peak", "scale_peak0.6"]),
+    "scaling": (
+        "CAML map scaling (SPEC §4)",
+        ["scale_raw", "scale_max", "scale_minmax", "scale_sigmoid", "scale_peak", "scale_peak0.6"],
+    ),
     "theta": ("θ_bg", ["theta_1.5", "theta_2.3", "theta_2.6"]),
     "tasks": ("Table 7: pretext tasks", [f"task_{t}_{m}" for t in NUM_CLASSES for m in ("baseline", "caml")]),
 }
@@ -151,7 +163,12 @@ class Top(Backbone):
         super().__init__()
         self.blocks = nn.ModuleList(list(full._blocks[n:]))
         self._conv_head, self._bn1 = full._conv_head, full._bn1
-        self.out_channels, self.stride, self.mean, self.std = full.out_channels, full.stride, full.mean, full.std
+        self.out_channels, self.stride, self.mean, self.std = (
+            full.out_channels,
+            full.stride,
+            full.mean,
+            full.std,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         import torch.nn.functional as F
@@ -161,10 +178,14 @@ class Top(Backbone):
         return F.relu6(self._bn1(self._conv_head(x)))
 
 
-def build_views(images: Tensor, trunk: Trunk, mean: tuple, std: tuple, tasks: list[str], batch: int = 32) -> dict:
+def build_views(
+    images: Tensor, trunk: Trunk, mean: tuple, std: tuple, tasks: list[str], batch: int = 32
+) -> dict:
     """Trunk features of x and of T_label(x) for every task label (exact for a frozen trunk)."""
     views: dict[tuple[str, int], Tensor] = {}
-    keys = [("identity", 0)] + [(t, lab) for t in tasks for lab in range(NUM_CLASSES[t]) if lab != IDENTITY_LABEL[t]]
+    keys = [("identity", 0)] + [
+        (t, lab) for t in tasks for lab in range(NUM_CLASSES[t]) if lab != IDENTITY_LABEL[t]
+    ]
     with torch.inference_mode():
         for task, label in keys:
             chunks = []
@@ -192,8 +213,10 @@ def view_of(views: dict, task: str, labels: Tensor, index: Tensor) -> Tensor:
 
 def evaluate_maps(attention: Tensor, gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, float]:
     corloc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=cfg.boxes.threshold)
-    maxbox = MaxBoxAccAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, cam_curve_interval=cfg.boxes.cam_curve_interval)
-    for attn, gt in zip(attention.numpy(), gts):
+    maxbox = MaxBoxAccAccumulator(
+        iou_thresholds=cfg.boxes.iou_thresholds, cam_curve_interval=cfg.boxes.cam_curve_interval
+    )
+    for attn, gt in zip(attention.numpy(), gts, strict=True):
         scoremap = scoremap_from_attention(attn)
         corloc.update(scoremap, gt)
         maxbox.update(scoremap, gt)
@@ -216,13 +239,27 @@ def evaluate_full_image(gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, fl
 
 def make_model(cfg: ColocConfig, top: Top) -> ColocNet:
     m = cfg.model
-    return ColocNet(top, tasks=cfg.pretext.tasks, pooling=m.pooling, pool_ratio=m.pool_ratio, eca=m.eca, eca_kernel=m.eca_kernel)
+    return ColocNet(
+        top,
+        tasks=cfg.pretext.tasks,
+        pooling=m.pooling,
+        pool_ratio=m.pool_ratio,
+        eca=m.eca,
+        eca_kernel=m.eca_kernel,
+    )
 
 
-def run_row(row: str, data: ImageSet, full_state: dict, args: argparse.Namespace, seed: int, views_cache: dict) -> dict[str, Any]:
+def run_row(
+    row: str, data: ImageSet, full_state: dict, args: argparse.Namespace, seed: int, views_cache: dict
+) -> dict[str, Any]:
     """Train (or build) one row's localizer and evaluate it."""
     torch.manual_seed(seed)
-    overrides = [f"optim.lr={args.lr}", f"optim.batch_size={args.batch}", f"optim.epochs={args.epochs}", f"seed={seed}"]
+    overrides = [
+        f"optim.lr={args.lr}",
+        f"optim.batch_size={args.batch}",
+        f"optim.epochs={args.epochs}",
+        f"seed={seed}",
+    ]
     if row in BASELINES:
         cfg = validate(apply_overrides(ColocConfig(), overrides))
     else:
@@ -337,7 +374,7 @@ def write_report() -> None:
                     continue
                 desc = ROWS[row][0] if row in ROWS else row
 
-                def cell(key: str) -> str:
+                def cell(key: str, runs: list = runs) -> str:
                     vals = np.array([r["metrics"][key] for r in runs])
                     return f"{vals.mean():.2f}" + (f" ± {vals.std(ddof=1):.2f}" if len(vals) > 1 else "")
 
@@ -352,7 +389,9 @@ def write_report() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--set", choices=sorted(SETS), help="real photo set")
     parser.add_argument("--table", default="all", help=f"one of {', '.join(TABLES)} or all")
     parser.add_argument("--rows", default="", help="comma-separated row names instead of a table")

@@ -50,7 +50,9 @@ def model_id(state_dict: dict[str, torch.Tensor]) -> str:
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(key.encode())
         digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+        digest.update(
+            tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes()
+        )
     return digest.hexdigest()[:16]
 
 

@@ -156,7 +156,8 @@ class ContrastiveAttentionMapLoss(torch.nn.Module):
             attn_ori: A_ori = PTAP(x).
             attn_trans: A_trans = PTAP(T(x)).
             transform: the pretext transform T that produced T(x).
-            embed_ori, embed_trans: optional maps to contrast instead of A (Table 4: the attended
+            embed_ori: optional map of x to contrast instead of A_ori (see embed_trans).
+            embed_trans: optional maps to contrast instead of A (Table 4: the attended
                 feature maps A ⊙ F_w); the background mask still comes from A.
 
         Shape:
@@ -173,9 +174,7 @@ class ContrastiveAttentionMapLoss(torch.nn.Module):
 
         # Triplet in the transformed frame: (T(A_ori), A_trans, A_trans ⊙ M_bg).
         ori2trans, valid_fwd = transform.maps(emb_ori)
-        terms = triplet_terms(
-            ori2trans, emb_trans, emb_trans * m_trans, valid_fwd, self.margin, self.pairs
-        )
+        terms = triplet_terms(ori2trans, emb_trans, emb_trans * m_trans, valid_fwd, self.margin, self.pairs)
         # Triplet in the original frame: (T⁻¹(A_trans), A_ori, A_ori ⊙ M_bg), when T can be undone.
         if transform.invertible:
             trans2ori, valid_inv = transform.inverse_maps(emb_trans)

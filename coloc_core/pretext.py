@@ -12,10 +12,12 @@ Conventions (normalised coordinates in [-1, 1], ``align_corners=False``). For th
 |---|---|---|
 | rotation | 4 | ``torch.rot90(x, label, dims=(-2, -1))`` (label * 90° counter-clockwise), exact |
 | translation | 3 | theta translation (label - 1) * 0.1 in x and y; zero fill |
-| scale | 3 | theta = diag(s), s = 1.3 / 1.0 / 0.7 for label 0 / 1 / 2 (1.3 shows more of the scene, the border filled by reflection; 0.7 zooms in); reflection fill |
+| scale | 3 | theta = diag(s), s = 1.3 / 1.0 / 0.7 for label 0 / 1 / 2; reflection fill |
 | hflip | 2 | label 0 = flipped left-right, label 1 = unchanged |
 | vflip | 2 | label 0 = flipped upside down, label 1 = unchanged |
-| pst | 5 | PsyNet's point-symmetric transform: theta translation (label - 2) * 3 in x and y with reflection fill |
+| pst | 5 | PsyNet's point-symmetric transform: translation (label - 2) * 3, reflection fill |
+
+(scale 1.3 shows more of the scene, its border filled by reflection; 0.7 zooms in.)
 
 PST is kept as PsyNet defines it for comparability, although two of its classes cannot be told apart:
 a shift by ±6 with reflection padding is a flip in both axes, so labels 0 and 4 both give the image

@@ -100,7 +100,11 @@ def loss_from_views(
     if cfg.loss.caml_on == "features":
         attended = out.attention.unsqueeze(1) * out.weighted
         caml_out = caml(
-            attn_ori, attn_trans, transform, embed_ori=attended[:batch].float(), embed_trans=attended[batch:].float()
+            attn_ori,
+            attn_trans,
+            transform,
+            embed_ori=attended[:batch].float(),
+            embed_trans=attended[batch:].float(),
         )
     else:
         caml_out = caml(attn_ori, attn_trans, transform)
@@ -137,6 +141,13 @@ def train_step(
     """One SGD step on one batch.
 
     Args:
+        model: the network (possibly DDP-wrapped).
+        images: normalised inputs x, (B, 3, H, W).
+        cfg: the method config.
+        optimizer: the optimizer to step.
+        transform: the pretext transform (drawn with ``generator`` when omitted).
+        generator: RNG for the pretext labels.
+        caml: a prebuilt CAML module.
         autocast_dtype: e.g. ``torch.bfloat16`` on GPU; ``None`` runs in full precision.
 
     Raises:

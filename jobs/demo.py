@@ -32,12 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("demo failed")
         return 1
     metrics = result["evaluation"]
-    print("\n=== coloc demo finished in %.0f s ===" % result["seconds"])
+    print(f"\n=== coloc demo finished in {result['seconds']:.0f} s ===")
     print("model:        ", result["model"])
     print("predictions:  ", result["labels"], "(Parquet, one row per image)")
     print("evaluation:   ", result["report"], "(metrics.json, metrics.md, picture sheet PNG)")
     print("exports:      ", result["exports"], "(COCO JSON, YOLO txt)")
-    keys = [k for k in ("corloc@0.3", "corloc@0.5", "corloc@0.7", "corloc_mean", "maxboxaccv2") if k in metrics]
+    keys = [
+        k for k in ("corloc@0.3", "corloc@0.5", "corloc@0.7", "corloc_mean", "maxboxaccv2") if k in metrics
+    ]
     print("test metrics: ", json.dumps({k: round(float(metrics[k]), 2) for k in keys}))
     return 0
 

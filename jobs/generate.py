@@ -1,6 +1,6 @@
 """Write a synthetic CUB-200-2011-layout dataset with known boxes: ``coloc generate --out DIR``.
 
-    python jobs/generate.py --out=data/synthetic --num_images=200 --seed=0
+python jobs/generate.py --out=data/synthetic --num_images=200 --seed=0
 """
 
 from __future__ import annotations

@@ -220,7 +220,9 @@ def _all_docs(cls: type, prefix: str = "") -> dict[str, str]:
 def help_text(cls: type, aliases: dict[str, str]) -> str:
     """Every configurable key with its default value and its description."""
     docs = _all_docs(cls)
-    lines = ["Options (--key=value or --key value; a YAML file given with --config=file.yaml is applied first):"]
+    lines = [
+        "Options (--key=value or --key value; a YAML file given with --config=file.yaml is applied first):"
+    ]
     for key, value in flat_keys(cls()).items():
         alias = [a for a, k in aliases.items() if k == key]
         extra = f"  (alias --{alias[0]})" if alias else ""

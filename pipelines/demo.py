@@ -96,7 +96,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
 
     job = train_config(cfg, str(data))
-    log.info("[2/5] training %s with CAML on Ray Train (%d epochs, %d worker(s))", cfg.backbone, cfg.epochs, cfg.workers)
+    log.info(
+        "[2/5] training %s with CAML on Ray Train (%d epochs, %d worker(s))",
+        cfg.backbone,
+        cfg.epochs,
+        cfg.workers,
+    )
     trained = run_training(job)
     log.info("      last epoch: %s", format_metrics(trained.metrics))
     if not trained.model_path:
@@ -118,11 +123,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             rows_per_file=64,
         )
     )
-    log.info("      %d images (%d errors) at %.1f images/s", summary.images, summary.errors, summary.images_per_s)
+    log.info(
+        "      %d images (%d errors) at %.1f images/s", summary.images, summary.errors, summary.images_per_s
+    )
 
     report = out / "evaluation"
     log.info("[4/5] evaluating the labels of the test split against the generated boxes → %s", report)
-    evaluation = run_evaluation(str(labels), gt_root=str(data), gt_format="cub", split="test", out=str(report))
+    evaluation = run_evaluation(
+        str(labels), gt_root=str(data), gt_format="cub", split="test", out=str(report)
+    )
 
     log.info("[5/5] exporting COCO JSON and YOLO labels")
     run_export(str(labels), str(out / "exports" / "coco.json"), category="bird", fmt="coco")

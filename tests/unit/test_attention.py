@@ -68,4 +68,4 @@ def test_ptap_without_eca_uses_plain_features():
 def test_pooling_gradcheck_float64():
     feats = torch.rand(2, 5, 3, 3, dtype=torch.float64, requires_grad=True)
     for mode in ("topk", "bottomk", "mean", "max"):
-        assert torch.autograd.gradcheck(lambda f: pool_channels(f, mode, 0.6), (feats,))
+        assert torch.autograd.gradcheck(lambda f, m=mode: pool_channels(f, m, 0.6), (feats,))

@@ -15,8 +15,9 @@ from coloc_core.config import ColocConfig, apply_overrides
 
 
 def _cfg():
-    return apply_overrides(ColocConfig(), ["model.backbone=tiny", "model.weights=none",
-                                           "pretext.tasks=rotation,hflip"])
+    return apply_overrides(
+        ColocConfig(), ["model.backbone=tiny", "model.weights=none", "pretext.tasks=rotation,hflip"]
+    )
 
 
 def test_model_file_round_trip():
@@ -34,7 +35,7 @@ def test_model_file_round_trip():
     assert loaded["model_id"] == model_id(model.state_dict())
     again, cfg2 = model_from_payload(loaded)
     assert cfg2 == cfg
-    for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
     x = torch.randn(1, 3, 32, 32)
     model.eval()

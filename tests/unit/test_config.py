@@ -16,8 +16,15 @@ def test_defaults_follow_spec():
 def test_overrides_are_typed():
     cfg = apply_overrides(
         ColocConfig(),
-        ["loss.theta_bg=1.5", "--model.backbone=tiny", "pretext.tasks=rotation,hflip", "model.weights=none",
-         "model.eca=false", "optim.epochs=3", "optim.lr_milestones=[2, 3]"],
+        [
+            "loss.theta_bg=1.5",
+            "--model.backbone=tiny",
+            "pretext.tasks=rotation,hflip",
+            "model.weights=none",
+            "model.eca=false",
+            "optim.epochs=3",
+            "optim.lr_milestones=[2, 3]",
+        ],
     )
     assert cfg.loss.theta_bg == 1.5
     assert cfg.model.backbone == "tiny"
@@ -41,8 +48,14 @@ def test_override_errors_name_the_key():
 
 
 def test_validate_rejects_bad_choices():
-    for override in ["model.pooling=median", "loss.map_scaling=log", "pretext.tasks=jigsaw",
-                     "loss.pairs=all", "model.pool_ratio=0", "loss.map_peak=1.0"]:
+    for override in [
+        "model.pooling=median",
+        "loss.map_scaling=log",
+        "pretext.tasks=jigsaw",
+        "loss.pairs=all",
+        "model.pool_ratio=0",
+        "loss.map_peak=1.0",
+    ]:
         with pytest.raises(ValueError):
             validate(apply_overrides(ColocConfig(), [override]))
     with pytest.raises(ValueError):

@@ -6,8 +6,8 @@ import torch
 from coloc_core.loss import ContrastiveAttentionMapLoss, background_mask, scale_map
 from coloc_core.pretext import PretextTransform
 
-
 # ------------------------------------------------------------------ slow reference, written from Eq. 3-4
+
 
 def ref_scale(a, scaling, peak):
     vals = [v for row in a for v in row]
@@ -59,13 +59,14 @@ def ref_shift(a, d):
 
 
 def ref_dist(a, b, valid):
-    return math.sqrt(sum((a[i][j] - b[i][j]) ** 2 * valid[i][j]
-                         for i in range(len(a)) for j in range(len(a[0]))))
+    return math.sqrt(
+        sum((a[i][j] - b[i][j]) ** 2 * valid[i][j] for i in range(len(a)) for j in range(len(a[0])))
+    )
 
 
 def ref_caml(a_ori, a_trans, warp, unwarp, theta, margin, scaling, peak):
     total = 0.0
-    for x, y in zip(a_ori, a_trans):
+    for x, y in zip(a_ori, a_trans, strict=True):
         m_x = ref_mask(x, theta, scaling, peak)
         m_y = ref_mask(y, theta, scaling, peak)
         bg_x = [[x[i][j] * m_x[i][j] for j in range(len(x[0]))] for i in range(len(x))]
@@ -96,10 +97,14 @@ def test_caml_matches_loop_reference_rotation(scaling, theta):
     expected = 0.0
     for i in range(b):
         expected += ref_caml(
-            [a_ori[i].tolist()], [a_trans[i].tolist()],
+            [a_ori[i].tolist()],
+            [a_trans[i].tolist()],
             warp=lambda m, k=ks[i]: (ref_rot90(m, k), _ones(n, n)),
             unwarp=lambda m, k=ks[i]: (ref_rot90(m, -k), _ones(n, n)),
-            theta=theta, margin=1.0, scaling=scaling, peak=0.8,
+            theta=theta,
+            margin=1.0,
+            scaling=scaling,
+            peak=0.8,
         )
     assert got == pytest.approx(expected / b, rel=1e-5, abs=1e-5)
 
@@ -115,9 +120,16 @@ def test_caml_matches_loop_reference_translation_with_validity():
     expected = 0.0
     for i, lab in enumerate(labels):
         d = lab - 1
-        expected += ref_caml([a_ori[i].tolist()], [a_trans[i].tolist()],
-                             warp=lambda m, d=d: ref_shift(m, d), unwarp=lambda m, d=d: ref_shift(m, -d),
-                             theta=2.3, margin=1.0, scaling="peak", peak=0.8)
+        expected += ref_caml(
+            [a_ori[i].tolist()],
+            [a_trans[i].tolist()],
+            warp=lambda m, d=d: ref_shift(m, d),
+            unwarp=lambda m, d=d: ref_shift(m, -d),
+            theta=2.3,
+            margin=1.0,
+            scaling="peak",
+            peak=0.8,
+        )
     assert got == pytest.approx(expected / 2, rel=1e-4, abs=1e-4)
 
 
@@ -191,8 +203,9 @@ def test_batch_permutation_invariance():
     loss = ContrastiveAttentionMapLoss()
     base = loss(a_ori, a_trans, PretextTransform(("rotation",), {"rotation": labels})).loss
     perm = torch.tensor([2, 0, 3, 1])
-    permuted = loss(a_ori[perm], a_trans[perm],
-                    PretextTransform(("rotation",), {"rotation": labels[perm]})).loss
+    permuted = loss(
+        a_ori[perm], a_trans[perm], PretextTransform(("rotation",), {"rotation": labels[perm]})
+    ).loss
     torch.testing.assert_close(base, permuted)
 
 

@@ -35,8 +35,9 @@ def test_rotation_label_is_rot90_of_the_image():
         assert torch.equal(out[i], torch.rot90(x[i], i, dims=(-2, -1)))
 
 
-@pytest.mark.parametrize("task,labels", [("rotation", [0, 1, 2, 3]), ("hflip", [0, 1, 0, 1]),
-                                         ("vflip", [1, 0, 0, 1])])
+@pytest.mark.parametrize(
+    "task,labels", [("rotation", [0, 1, 2, 3]), ("hflip", [0, 1, 0, 1]), ("vflip", [1, 0, 0, 1])]
+)
 def test_exact_map_warps_are_invertible(task, labels):
     maps = torch.randn(4, 7, 7)
     t = _transform(task, labels)
@@ -66,7 +67,14 @@ def test_rotation_inverse_direction():
 
 def test_identity_labels_do_nothing():
     x = torch.randn(2, 3, 10, 10)
-    for task, label in [("translation", 1), ("scale", 1), ("pst", 2), ("hflip", 1), ("vflip", 1), ("rotation", 0)]:
+    for task, label in [
+        ("translation", 1),
+        ("scale", 1),
+        ("pst", 2),
+        ("hflip", 1),
+        ("vflip", 1),
+        ("rotation", 0),
+    ]:
         out = _transform(task, [label, label]).images(x)
         torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
@@ -99,8 +107,10 @@ def test_theta_inverse():
         theta = affine_theta(task, torch.arange(n))
         inv = invert_theta(theta)
         eye = torch.eye(3).expand(n, 3, 3).clone()
-        full = eye.clone(); full[:, :2] = theta
-        full_inv = eye.clone(); full_inv[:, :2] = inv
+        full = eye.clone()
+        full[:, :2] = theta
+        full_inv = eye.clone()
+        full_inv[:, :2] = inv
         torch.testing.assert_close(full @ full_inv, eye, atol=1e-6, rtol=0)
 
 
@@ -108,8 +118,9 @@ def test_theta_inverse():
 def test_affine_warp_then_unwarp_returns_the_map_on_its_valid_region(task, label):
     # bilinear sampling reproduces a linear ramp exactly, so any error is a geometry error
     h = w = 28
-    ii, jj = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    ii, jj = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     ramp = (ii + 2 * jj).unsqueeze(0)
     t = _transform(task, [label])
     warped, valid_fwd = t.maps(ramp)
@@ -129,8 +140,9 @@ def test_affine_warp_then_unwarp_returns_the_map_on_its_valid_region(task, label
 
 def test_composed_tasks_invert():
     maps = torch.randn(3, 12, 12)
-    t = PretextTransform(("rotation", "hflip"), {"rotation": torch.tensor([1, 2, 3]),
-                                                 "hflip": torch.tensor([0, 1, 0])})
+    t = PretextTransform(
+        ("rotation", "hflip"), {"rotation": torch.tensor([1, 2, 3]), "hflip": torch.tensor([0, 1, 0])}
+    )
     warped, _ = t.maps(maps)
     expected = torch.stack([torch.rot90(maps[i], k, dims=(0, 1)) for i, k in enumerate([1, 2, 3])])
     expected[0] = expected[0].flip(-1)

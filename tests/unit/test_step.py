@@ -58,7 +58,7 @@ def test_train_step_updates_parameters_and_stops_on_nan():
     before = [p.detach().clone() for p in model.parameters()]
     metrics = train_step(model, torch.randn(4, 3, 32, 32), cfg, opt)
     assert all(isinstance(v, float) for v in metrics.values())
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     with pytest.raises(FloatingPointError, match="non-finite"):
         train_step(model, torch.full((4, 3, 32, 32), float("nan")), cfg, opt)
 
