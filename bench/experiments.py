@@ -40,7 +40,7 @@ from PIL import Image, ImageFile, ImageOps
 from torch import Tensor, nn
 
 from coloc_core.backbones import Backbone, build_backbone
-from coloc_core.boxes import iou_matrix, resize_boxes, scoremap_from_attention
+from coloc_core.boxes import boxes_at_thresholds, iou_matrix, resize_boxes, scoremap_from_attention
 from coloc_core.config import ColocConfig, apply_overrides, validate
 from coloc_core.datasets import read_dataset
 from coloc_core.localizer import ddt_from_moments, feature_moments
@@ -52,6 +52,7 @@ from coloc_core.step import loss_from_views, make_optimizer
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS_DIR = REPO / "docs" / "results"
+MAPS_DIR = Path(os.environ.get("COLOC_EXPERIMENT_MAPS", "/tmp/coloc-experiment-maps"))
 SETS = {"raccoon": DATA / "raccoon", "kangaroo": DATA / "kangaroo"}
 
 # Training-free rows.
@@ -64,7 +65,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         "Rotation baseline: L_cls only, channel-mean map (PsyNet)",
         ["loss.use_caml=false", *NO_PTAP],
     ),
-    "caml": ("CAML (defaults: L_cls + L_caml, PTAP top-70%)", []),
+    "caml": ("CAML (defaults: L_cls + L_caml, PTAP top-70%, peak 0.6 scaling)", []),
     "minus_cls": ("CAML − L_cls", ["loss.use_cls=false"]),
     "minus_caml": ("CAML − L_caml (L_cls + PTAP)", ["loss.use_caml=false"]),
     "minus_ptap": ("CAML − PTAP (channel mean, no ECA)", NO_PTAP),
@@ -78,7 +79,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "scale_max": ("map scaling max", ["loss.map_scaling=max"]),
     "scale_minmax": ("map scaling minmax", ["loss.map_scaling=minmax"]),
     "scale_sigmoid": ("map scaling sigmoid", ["loss.map_scaling=sigmoid"]),
-    "scale_peak": ("map scaling peak (0.8)", ["loss.map_scaling=peak"]),
+    "scale_peak": ("map scaling peak (0.8)", ["loss.map_scaling=peak", "loss.map_peak=0.8"]),
     "scale_peak0.6": ("map scaling peak (0.6)", ["loss.map_scaling=peak", "loss.map_peak=0.6"]),
     "theta_1.5": ("θ_bg = 1.5", ["loss.theta_bg=1.5"]),
     "theta_2.3": ("θ_bg = 2.3", ["loss.theta_bg=2.3"]),
@@ -216,11 +217,37 @@ def evaluate_maps(attention: Tensor, gts: list[np.ndarray], cfg: ColocConfig) ->
     maxbox = MaxBoxAccAccumulator(
         iou_thresholds=cfg.boxes.iou_thresholds, cam_curve_interval=cfg.boxes.cam_curve_interval
     )
+    scoremaps = []
     for attn, gt in zip(attention.numpy(), gts, strict=True):
         scoremap = scoremap_from_attention(attn)
+        scoremaps.append(scoremap)
         corloc.update(scoremap, gt)
         maxbox.update(scoremap, gt)
-    return {**corloc.compute(), **maxbox.compute()}
+    return {**corloc.compute(), **maxbox.compute(), **calibrated_corloc(scoremaps, gts, cfg)}
+
+
+def calibrated_corloc(scoremaps: list[np.ndarray], gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, float]:
+    """CorLoc at a τ calibrated on a held-out labelled subset (every 5th image), reported on the rest.
+
+    τ* maximises CorLoc@0.5 (single largest-contour box) on the calibration images over τ ∈ {0, 0.01,
+    …, 0.99}, the way ``coloc calibrate`` does; CorLoc@δ at τ* is then measured on the other 80%.
+    """
+    taus = np.round(np.arange(0, 1, 0.01), 2)
+    calib = [i for i in range(len(scoremaps)) if i % 5 == 0]
+    rest = [i for i in range(len(scoremaps)) if i % 5 != 0]
+    hits = np.zeros(len(taus))
+    for i in calib:
+        for t, box in enumerate(boxes_at_thresholds(scoremaps[i], taus, multi_contour=False)):
+            hits[t] += iou_matrix(box, gts[i]).max() >= 0.5
+    tau = float(taus[int(np.argmax(hits))])
+    out: dict[str, float] = {"tau_calibrated": tau}
+    acc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=tau)
+    for i in rest:
+        acc.update(scoremaps[i], gts[i])
+    for key, value in acc.compute().items():
+        if key.startswith("corloc"):
+            out[f"cal_{key}"] = value
+    return out
 
 
 def evaluate_full_image(gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, float]:
@@ -323,6 +350,8 @@ def run_row(
         with torch.inference_mode():
             attention = torch.cat([model(base[i : i + 32].float()).attention for i in range(0, n, 32)])
         metrics = evaluate_maps(attention.float(), data.gt_224, cfg)
+        MAPS_DIR.mkdir(parents=True, exist_ok=True)
+        np.save(MAPS_DIR / f"{args.set}_{row}_{seed}.npy", attention.float().numpy())
     return {
         "row": row,
         "seed": seed,
@@ -365,8 +394,9 @@ def write_report() -> None:
                 continue
             lines += [f"### {title}", "", f"`{entries['command']}`", ""]
             lines += [
-                "| row | seeds | CorLoc@0.3 | CorLoc@0.5 | CorLoc@0.7 | CorLoc mean | MaxBoxAccV2 | MaxBoxAcc@0.5 |",
-                "|---|---|---|---|---|---|---|---|",
+                "| row | seeds | CorLoc@0.3 | CorLoc@0.5 | CorLoc@0.7 | CorLoc mean | MaxBoxAccV2 | MaxBoxAcc@0.5 "
+                "| τ* | CorLoc@0.5 (τ*) | CorLoc mean (τ*) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in rows:
                 runs = [r for r in entries["runs"] if r["row"] == row]
@@ -375,13 +405,16 @@ def write_report() -> None:
                 desc = ROWS[row][0] if row in ROWS else row
 
                 def cell(key: str, runs: list = runs) -> str:
+                    if any(key not in r["metrics"] for r in runs):
+                        return "–"
                     vals = np.array([r["metrics"][key] for r in runs])
                     return f"{vals.mean():.2f}" + (f" ± {vals.std(ddof=1):.2f}" if len(vals) > 1 else "")
 
                 seeds = ",".join(str(r["seed"]) for r in runs)
                 lines.append(
                     f"| {desc} | {seeds} | {cell('corloc@0.3')} | {cell('corloc@0.5')} | {cell('corloc@0.7')} | "
-                    f"{cell('corloc_mean')} | {cell('maxboxaccv2')} | {cell('maxboxacc@0.5')} |"
+                    f"{cell('corloc_mean')} | {cell('maxboxaccv2')} | {cell('maxboxacc@0.5')} | "
+                    f"{cell('tau_calibrated')} | {cell('cal_corloc@0.5')} | {cell('cal_corloc_mean')} |"
                 )
             lines.append("")
     (REPO / "docs" / "RESULTS.md").write_text("\n".join(lines) + "\n")

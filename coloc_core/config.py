@@ -85,7 +85,7 @@ class LossConfig:
     margin: float = 1.0
     theta_bg: float = 2.3
     map_scaling: str = "peak"
-    map_peak: float = 0.8
+    map_peak: float = 0.6
     pairs: str = "both"
     caml_on: str = "attention"
 

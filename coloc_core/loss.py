@@ -28,7 +28,7 @@ from coloc_core.pretext import PretextTransform
 _EPS = 1e-12
 
 
-def scale_map(maps: Tensor, scaling: str = "peak", peak: float = 0.8) -> Tensor:
+def scale_map(maps: Tensor, scaling: str = "peak", peak: float = 0.6) -> Tensor:
     """Â: a per-image rescaling of attention maps before background thresholding.
 
     Args:
@@ -56,7 +56,7 @@ def scale_map(maps: Tensor, scaling: str = "peak", peak: float = 0.8) -> Tensor:
     raise ValueError(f"unknown map scaling {scaling!r}")
 
 
-def background_mask(maps: Tensor, theta_bg: float, scaling: str = "peak", peak: float = 0.8) -> Tensor:
+def background_mask(maps: Tensor, theta_bg: float, scaling: str = "peak", peak: float = 0.6) -> Tensor:
     """M_bg of Eq. 3: 1 where (1 - Â) > θ_bg · min(1 - Â), per image. No gradient.
 
     Shape:
@@ -129,7 +129,7 @@ class ContrastiveAttentionMapLoss(torch.nn.Module):
         margin: float = 1.0,
         theta_bg: float = 2.3,
         map_scaling: str = "peak",
-        map_peak: float = 0.8,
+        map_peak: float = 0.6,
         pairs: str = "both",
     ) -> None:
         super().__init__()

@@ -116,7 +116,7 @@ def test_caml_matches_loop_reference_translation_with_validity():
     a_trans = torch.rand(2, n, n)
     labels = [0, 2]
     t = PretextTransform(("translation",), {"translation": torch.tensor(labels)})
-    got = ContrastiveAttentionMapLoss(theta_bg=2.3)(a_ori, a_trans, t).loss.item()
+    got = ContrastiveAttentionMapLoss(theta_bg=2.3, map_peak=0.8)(a_ori, a_trans, t).loss.item()
     expected = 0.0
     for i, lab in enumerate(labels):
         d = lab - 1
