@@ -21,14 +21,19 @@ from pipelines.train import format_metrics, run_training
 log = logging.getLogger("jobs.train")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
+    """Parse, start Ray, train; ``only_format`` pins ``dataset.format`` (jobs/train_cub.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    aliases = {"data": "dataset.root"}
+    if not only_format:
+        aliases["format"] = "dataset.format"
     try:
-        cfg = build_config(
-            TrainJobConfig,
-            sys.argv[1:] if argv is None else argv,
-            aliases={"data": "dataset.root", "format": "dataset.format"},
-        )
+        cfg = build_config(TrainJobConfig, sys.argv[1:] if argv is None else argv, aliases=aliases)
+        if only_format and cfg.dataset.format != only_format:
+            raise ValueError(
+                f"this job reads {only_format} only (got dataset.format={cfg.dataset.format!r}); "
+                "use jobs/train.py"
+            )
         resolve_train_config(cfg)  # fail before starting Ray
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)

@@ -11,45 +11,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
-import ray
-
-from pipelines.config import TrainJobConfig, build_config, resolve_train_config
-from pipelines.train import format_metrics, run_training
-
-log = logging.getLogger("jobs.train_cub")
+from jobs.train import main as train_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = build_config(
-            TrainJobConfig, sys.argv[1:] if argv is None else argv, aliases={"data": "dataset.root"}
-        )
-        if cfg.dataset.format != "cub":
-            raise ValueError(
-                f"train_cub.py reads CUB only (got dataset.format={cfg.dataset.format!r}); use jobs/train.py"
-            )
-        resolve_train_config(cfg)  # fail before starting Ray
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
-    if not ray.is_initialized():
-        ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
-    try:
-        result = run_training(cfg)
-    except Exception:
-        log.exception("training failed")
-        return 1
-    log.info("final metrics: %s", format_metrics(result.metrics))
-    log.info(
-        "checkpoint: %s; model: %s",
-        result.checkpoint_path,
-        result.model_path or "(not exported: run not finished)",
-    )
-    return 0
+    return train_main(argv, only_format="cub")
 
 
 if __name__ == "__main__":
