@@ -226,7 +226,9 @@ def evaluate_maps(attention: Tensor, gts: list[np.ndarray], cfg: ColocConfig) ->
     return {**corloc.compute(), **maxbox.compute(), **calibrated_corloc(scoremaps, gts, cfg)}
 
 
-def calibrated_corloc(scoremaps: list[np.ndarray], gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, float]:
+def calibrated_corloc(
+    scoremaps: list[np.ndarray], gts: list[np.ndarray], cfg: ColocConfig
+) -> dict[str, float]:
     """CorLoc at a τ calibrated on a held-out labelled subset (every 5th image), reported on the rest.
 
     τ* maximises CorLoc@0.5 (single largest-contour box) on the calibration images over τ ∈ {0, 0.01,
