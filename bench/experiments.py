@@ -45,7 +45,7 @@ from coloc_core.config import ColocConfig, apply_overrides, validate
 from coloc_core.datasets import read_dataset
 from coloc_core.localizer import ddt_from_moments, feature_moments
 from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
-from coloc_core.model import ColocNet, normalize_images
+from coloc_core.model import colocnet_on, normalize_images
 from coloc_core.pretext import IDENTITY_LABEL, NUM_CLASSES, PretextTransform, sample_labels
 from coloc_core.step import loss_from_views, make_optimizer
 
@@ -266,18 +266,6 @@ def evaluate_full_image(gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, fl
 # --------------------------------------------------------------------------------------------- runs
 
 
-def make_model(cfg: ColocConfig, top: Top) -> ColocNet:
-    m = cfg.model
-    return ColocNet(
-        top,
-        tasks=cfg.pretext.tasks,
-        pooling=m.pooling,
-        pool_ratio=m.pool_ratio,
-        eca=m.eca,
-        eca_kernel=m.eca_kernel,
-    )
-
-
 def run_row(
     row: str, data: ImageSet, full_state: dict, args: argparse.Namespace, seed: int, views_cache: dict
 ) -> dict[str, Any]:
@@ -325,7 +313,7 @@ def run_row(
             attention = proj.clamp_min(0)
         metrics = evaluate_maps(attention, data.gt_224, cfg)
     else:
-        model = make_model(cfg, top)
+        model = colocnet_on(top, cfg)
         opt = make_optimizer(model, cfg.optim)
         gen = torch.Generator().manual_seed(seed)
         task = cfg.pretext.tasks[0]

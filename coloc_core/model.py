@@ -98,6 +98,12 @@ def build_model(cfg: ColocConfig, weights: str | None | bool = True) -> ColocNet
     else:
         source = weights
     backbone = build_backbone(m.backbone, weights=source, output_stride=m.output_stride)
+    return colocnet_on(backbone, cfg)
+
+
+def colocnet_on(backbone: Backbone, cfg: ColocConfig) -> ColocNet:
+    """ColocNet with the PTAP and pretext settings of ``cfg`` on an already built backbone."""
+    m = cfg.model
     return ColocNet(
         backbone,
         tasks=cfg.pretext.tasks,
