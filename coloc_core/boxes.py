@@ -27,6 +27,12 @@ image with a zero border itself, so the crop yields the same contours, in the sa
 the crop offset. Bounding rectangles, contour areas and IoUs are then computed for all masks at once
 with NumPy. The results are identical to one contour search per threshold (see
 ``tests/unit/test_boxes.py`` and ``bench/bench_eval.py``).
+
+Level-set path (``best_iou_at_thresholds`` in multi-contour mode, i.e. MaxBoxAccV2, when numba is
+installed): no contour search at all. The contours of a mask are the outer borders of its 8-connected
+foreground components and the borders of its 4-connected holes, so two union-find sweeps over the
+pixels sorted by value give the boxes of all 257 masks at once (``coloc_core/_level_sets.py``); again
+bit-identical to the per-threshold search, and about 20x faster than it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from coloc_core import _level_sets
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.int64]
@@ -502,7 +510,12 @@ def best_iou_at_thresholds(
             ],
             dtype=np.float64,
         )
-    levels, inverse = _distinct_masks(u8, _integer_thresholds(u8, thresholds))
+    int_thresholds = _integer_thresholds(u8, thresholds)
+    if multi_contour and _level_sets.available() and np.array_equal(gt, np.floor(gt)):
+        # every contour of every mask from two union-find sweeps (see coloc_core/_level_sets.py)
+        per_level = _level_sets.best_iou_per_level(u8, gt.astype(np.int64))
+        return np.asarray(per_level[np.clip(int_thresholds, -1, 255) + 1], dtype=np.float64)
+    levels, inverse = _distinct_masks(u8, int_thresholds)
     boxes, counts = _per_mask_boxes(u8, levels, multi_contour)
     starts = np.cumsum(counts) - counts
     per_mask = np.maximum.reduceat(_iou(boxes, gt).max(axis=1), starts)

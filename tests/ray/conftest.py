@@ -3,9 +3,16 @@
 - ``s3_server`` (session): ``moto_server`` (moto's standalone S3 API server) on a free loopback port, a
   fresh bucket, and the AWS variables (fake credentials, region, ``AWS_ENDPOINT_URL``) set in this
   process's environment, restored at the end. Nothing touches real S3 or the network.
-- ``ray_cluster`` (module): ``ray.init(num_cpus=2)`` started *after* the S3 variables are set, so
+- ``ray_cluster`` (session): ``ray.init(num_cpus=2)`` started *after* the S3 variables are set, so
   Ray's worker processes inherit them (read tasks otherwise fail with ACCESS_DENIED), and with the
   repository on ``PYTHONPATH`` so workers import ``pipelines``/``coloc_core`` by reference.
+
+One cluster for the whole session, shut down only at its end. A Ray driver whose GCS goes away keeps
+retrying, and after ``gcs_rpc_server_reconnect_timeout_s`` (60 s by default) its core worker ends the
+*whole process* with ``_Exit(1)``: no traceback, no pytest summary, just exit code 1. Starting and
+stopping a cluster per module gave any lingering GCS client of a torn-down cluster a chance to do that
+to the test run; with one cluster the GCS outlives every test, and ``tests/conftest.py`` raises the
+timeout besides.
 
 Every Ray test module also sets a timeout (``pytest.mark.timeout``): on a 2-CPU machine a resource
 deadlock hangs instead of failing.
@@ -139,12 +146,12 @@ def s3_server() -> Iterator[S3Server]:
         mp.undo()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster(s3_server: S3Server) -> Iterator[object]:
     """A local 2-CPU Ray cluster (no dashboard) whose workers see the S3 server and the repository."""
     import ray
 
-    if ray.is_initialized():  # a previous module's cluster that was not shut down
+    if ray.is_initialized():  # started outside this fixture
         ray.shutdown()
     mp = pytest.MonkeyPatch()
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)

@@ -230,8 +230,15 @@ def _load_job(name: str) -> ModuleType:
         ("train", ["--format=folder"]),  # no --data
     ],
 )
-def test_bad_command_lines_exit_2_before_starting_ray(job: str, argv: list[str]) -> None:
+def test_bad_command_lines_exit_2_before_starting_ray(
+    job: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ray
 
+    def no_ray(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started for a bad command line")
+
+    # Whatever the session's state, the job must reject the command line before it touches Ray.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_ray)
     assert _load_job(job).main(argv) == 2
-    assert not ray.is_initialized()

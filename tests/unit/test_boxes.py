@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from coloc_core import _level_sets
 from coloc_core.boxes import (
     best_iou_at_thresholds,
     boxes_at_thresholds,
@@ -326,8 +327,19 @@ def test_boxes_at_thresholds_equal_one_search_per_threshold(multi: bool) -> None
             np.testing.assert_array_equal(boxes, boxes_from_scoremap(scoremap, tau, multi), err_msg=name)
 
 
+@pytest.fixture(params=["level_sets", "contours"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the numba level-set kernel and again with the OpenCV contour path."""
+    if request.param == "level_sets":
+        if not _level_sets.available():
+            pytest.skip("numba is not installed")
+    else:
+        monkeypatch.setattr(_level_sets, "available", lambda: False)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("multi", [False, True])
-def test_fast_best_iou_equals_straightforward_loop(multi: bool) -> None:
+def test_fast_best_iou_equals_straightforward_loop(multi: bool, fast_path: str) -> None:
     rng = np.random.default_rng(4)
     taus = cam_thresholds(0.01)
     for name, scoremap in _random_maps(rng):
@@ -338,6 +350,59 @@ def test_fast_best_iou_equals_straightforward_loop(multi: bool) -> None:
         )
         slow = best_iou_at_thresholds(scoremap, gt, taus, multi, fast=False)
         np.testing.assert_array_equal(slow, expected, err_msg=name)
+
+
+def _adversarial_masks() -> list[tuple[str, np.ndarray]]:
+    """Score maps whose contours test the connectivity rules: holes, nested holes, diagonal leaks."""
+    maps = []
+    ring = np.zeros((12, 12))
+    ring[2:10, 2:10] = 1.0
+    ring[4:8, 4:8] = 0.0  # one hole
+    ring[5:7, 5:7] = 0.5  # an island in the hole, with its own level
+    maps.append(("nested", ring))
+    diag = np.ones((7, 7))
+    diag[3, 3] = 0.0
+    diag[2, 2] = 0.0  # 8-connected to (3, 3) but not 4-connected: two holes
+    diag[4, 4] = 0.0
+    maps.append(("diagonal holes", diag))
+    leak = np.ones((6, 6))
+    leak[1:3, 1:3] = 0.0
+    leak[3, 0] = 0.0  # touches the image edge: background, not a hole
+    leak[2, 0] = 0.0  # connects the hole to the edge through a 4-neighbour
+    maps.append(("hole leaking to the edge", leak))
+    diag_fg = np.zeros((6, 6))
+    diag_fg[1, 1] = diag_fg[2, 2] = diag_fg[3, 3] = 1.0  # one 8-connected component
+    diag_fg[3, 5] = 0.7
+    maps.append(("diagonal foreground", diag_fg))
+    checker = (np.indices((9, 9)).sum(axis=0) % 2).astype(np.float64)
+    maps.append(("checkerboard", checker))
+    edge_hole = np.ones((8, 8))
+    edge_hole[1:7, 1:7] = 0.0  # the hole's grown box reaches the last pixel (clipped to W - 1)
+    maps.append(("hole next to the edge", edge_hole))
+    return maps
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_fast_best_iou_on_adversarial_masks(multi: bool, fast_path: str) -> None:
+    rng = np.random.default_rng(6)
+    taus = np.array([-0.5, 0.0, 0.3, 0.5, 0.6, 0.99, 1.0, 1.7])  # beyond [0, 1) too
+    for name, scoremap in _adversarial_masks():
+        h, w = scoremap.shape
+        for gt in (_random_gt(rng, h, w), np.array([[0, 0, w - 1, h - 1]]), np.array([[3, 3, 6, 6]])):
+            expected = _loop_best_iou(scoremap, gt, taus, multi)
+            got = best_iou_at_thresholds(scoremap, gt, taus, multi)
+            np.testing.assert_array_equal(got, expected, err_msg=f"{name} {gt.tolist()}")
+
+
+def test_level_sets_see_holes_that_the_outer_box_misses() -> None:
+    # A ring whose hole matches the GT: only the hole's box reaches IoU 1, so dropping holes would fail.
+    ring = np.zeros((20, 20))
+    ring[2:18, 2:18] = 1.0
+    ring[6:14, 6:14] = 0.0
+    gt = np.array([[5, 5, 15, 15]])  # the hole [6, 13] grown by one pixel, x1 = x + w
+    best = best_iou_at_thresholds(ring, gt, np.array([0.5]))
+    assert best[0] == 1.0
+    assert best_iou_at_thresholds(ring, gt, np.array([0.5]), multi_contour=False)[0] < 0.5
 
 
 def test_fast_best_iou_full_threshold_grid() -> None:
