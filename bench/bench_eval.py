@@ -15,14 +15,19 @@ Score maps are made like the real pipeline makes them: an attention map at featu
 (14x14 or 28x28: one to three Gaussian blobs on a non-negative noisy background) goes through
 ``scoremap_from_attention`` (bicubic to 224x224, min-max). GT boxes surround the strongest blob,
 jittered. ``--noise`` sets the background texture; the default runs a smooth and a textured family.
+``--attention maps.npy`` adds a family of real attention maps (an (N, h, w) array, e.g. the maps that
+``bench/experiments.py`` saves under /tmp/coloc-experiment-maps), each with the GT box
+[56, 56, 168, 168] (the box only changes the IoU arithmetic, not the contour work).
 
     .venv/bin/python bench/bench_eval.py --n 200
+    .venv/bin/python bench/bench_eval.py --n 200 --noise --attention /tmp/coloc-experiment-maps/raccoon_caml_0.npy
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--single", action="store_true", help="largest-contour boxes (V1) instead of V2")
     parser.add_argument("--repeat", type=int, default=3, help="time each image this often, keep the fastest")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention", default="", help="(N, h, w) .npy of real attention maps")
     args = parser.parse_args()
     multi = not args.single
     print(
@@ -114,19 +120,28 @@ def main() -> None:
         raise SystemExit("numba is not installed: the level-set path cannot run")
     warm = make_data(1, 0.02, args.seed + 1)[0]
     _update("level-sets", _accumulator("level-sets", multi), *warm)  # compile / load the kernel
-    for noise in args.noise:
-        data = make_data(args.n, noise, args.seed)
+    families = [(f"noise={noise:<5g}", make_data(args.n, noise, args.seed)) for noise in args.noise]
+    if args.attention:
+        maps = np.load(args.attention)[: args.n]
+        gt = np.array([[56, 56, 168, 168]])
+        families.append(
+            (
+                f"{Path(args.attention).stem}",
+                [(scoremap_from_attention(m.astype(np.float32)), gt) for m in maps],
+            )
+        )
+    for name, data in families:
         accs, secs = run(data, multi=multi, repeat=args.repeat)
         reference = accs["straightforward"]
         for variant in VARIANTS[1:]:
             assert np.array_equal(reference.num_correct, accs[variant].num_correct), f"{variant} disagrees"
             assert reference.compute() == accs[variant].compute()
         result = reference.compute()
-        base = secs["straightforward"]
+        base, n = secs["straightforward"], len(data)
         print(
-            f"noise={noise:<5g} straightforward {base / args.n:.4f} s/img"
-            f"  contours {secs['contours'] / args.n:.4f} s/img ({base / secs['contours']:.1f}x)"
-            f"  level-sets {secs['level-sets'] / args.n:.4f} s/img ({base / secs['level-sets']:.1f}x)"
+            f"{name} ({n} maps)  straightforward {base / n:.4f} s/img"
+            f"  contours {secs['contours'] / n:.4f} s/img ({base / secs['contours']:.1f}x)"
+            f"  level-sets {secs['level-sets'] / n:.4f} s/img ({base / secs['level-sets']:.1f}x)"
             f"  identical counts, maxboxaccv2={result['maxboxaccv2']:.2f}"
         )
 

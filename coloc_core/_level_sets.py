@@ -13,8 +13,11 @@ of a binary image are, one for one (Suzuki & Abe's border following, which OpenC
 As t falls, the foreground only grows and the background only shrinks, so both families of components
 come out of two union-find sweeps over the pixels sorted by value: the foreground from 255 down, the
 background from 0 up. After each value every live component is scored against the GT boxes, which
-gives the best IoU of every one of the 256 masks in O(H·W·α + levels·components·G) instead of up to
-256 contour searches. Box convention and IoU arithmetic are the protocol's
+gives the best IoU of every one of the 257 masks (t = -1..255) in O(H·W·α + levels·components·G)
+instead of up to 256 contour searches. The foreground sweep also keeps the Euler number of the mask
+(Gray's 2x2 bit-quads, updated per added pixel from a 256-entry table of its 8 neighbours), so the
+number of holes per level (components - Euler number) is known before the background sweep, which then
+stops at the highest level that has any hole. Box convention and IoU arithmetic are the protocol's
 (``x1 = min(x0 + w, W - 1)``, inclusive areas, float64 ``inter / union``), so results agree with the
 contour path bit for bit (checked by the unit tests on random and adversarial maps).
 
@@ -23,6 +26,9 @@ whether it can run, and callers fall back to the OpenCV path otherwise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,18 +44,35 @@ def available() -> bool:
     return njit is not None
 
 
-def _best_iou_levels_py(u8: np.ndarray, gt: np.ndarray) -> np.ndarray:  # noqa: C901 - one kernel
-    """best[t + 1] = best IoU over every contour box of the mask ``u8 > t`` (t = -1..255) with any GT box.
+def _jit(fn: Callable[..., Any] | None = None, *, inline: bool = False) -> Any:
+    """``numba.njit`` with on-disk caching (``inline=True``: inlined into its callers' IR)."""
 
-    A mask with no contour (empty) has the single box ``[0, 0, 0, 0]``, as in the protocol. Pixels are
-    indexed on a grid padded by one pixel on every side (never added to any set), so neighbours need
-    no bounds checks.
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        if njit is None:
+            return f  # plain Python: correct but slow; callers check available() first
+        # error_model="numpy": no ZeroDivisionError branch (every division here has a positive divisor)
+        options: dict[str, Any] = {
+            "nogil": True,
+            "error_model": "numpy",
+            "inline": "always" if inline else "never",
+        }
+        try:  # cache the machine code next to this file (or in numba's user cache dir)
+            return njit(cache=True, **options)(f)  # type: ignore[no-any-return]
+        except RuntimeError:  # no writable cache location (read-only install): compile per process
+            return njit(cache=False, **options)(f)  # type: ignore[no-any-return]
+
+    return wrap if fn is None else wrap(fn)
+
+
+@_jit
+def _sort_pixels(u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Counting sort by value: pixels ``order[start[v]:start[v + 1]]`` have value v (raster order).
+
+    Pixels are indexed on the grid padded by one pixel on every side; ``rows``/``cols`` are their
+    unpadded coordinates.
     """
     height, width = u8.shape
     pw = width + 2
-    num_gt = gt.shape[0]
-
-    # Pixels sorted by value (counting sort, raster order within a value), as padded indices.
     start = np.zeros(257, np.int64)
     for r in range(height):
         for c in range(width):
@@ -58,142 +81,240 @@ def _best_iou_levels_py(u8: np.ndarray, gt: np.ndarray) -> np.ndarray:  # noqa: 
         start[v + 1] += start[v]
     fill = start[:256].copy()
     order = np.empty(height * width, np.int32)
-    order_r = np.empty(height * width, np.int32)
-    order_c = np.empty(height * width, np.int32)
+    rows = np.empty(height * width, np.int32)
+    cols = np.empty(height * width, np.int32)
     for r in range(height):
         for c in range(width):
             v = u8[r, c]
             k = fill[v]
             order[k] = (r + 1) * pw + c + 1
-            order_r[k] = r
-            order_c[k] = c
+            rows[k] = r
+            cols[k] = c
             fill[v] = k + 1
+    return start, order, rows, cols
 
-    gt_area = np.empty(num_gt, np.int64)
-    for g in range(num_gt):
-        gt_area[g] = (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)
 
-    npad = (height + 2) * pw
-    parent = np.empty(npad, np.int32)  # -1 = not in the current set
+@_jit(inline=True)
+def _find(parent: np.ndarray, b: int) -> int:
+    # root of b, with path halving (no write where the grandparent is already the parent)
+    while True:
+        pb = parent[b]
+        if pb == b:
+            return b
+        gp = parent[pb]
+        if gp != pb:
+            parent[b] = gp
+        b = gp
+
+
+@_jit(inline=True)
+def _box_iou(x0: int, y0: int, x1: int, y1: int, gt: np.ndarray, gt_area: np.ndarray, best: float) -> float:
+    # max(best, IoU of the box with every GT box), in the protocol's inclusive-pixel arithmetic
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    for g in range(gt.shape[0]):
+        iw = min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1
+        ih = min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1
+        inter = max(0, iw) * max(0, ih)
+        union = area + gt_area[g] - inter
+        iou = inter / union if union > 0 else 0.0
+        if iou > best:
+            best = iou
+    return best
+
+
+def _quad_term(a: int, b: int, c: int, d: int) -> int:
+    # Gray's bit-quad term of a 2x2 window (a b / c d) for 4 x the 8-connected Euler number
+    n = a + b + c + d
+    if n == 1:
+        return 1
+    if n == 3:
+        return -1
+    if n == 2 and a == d:  # a diagonal pair
+        return -2
+    return 0
+
+
+def _euler_lut() -> np.ndarray:
+    """Change of 4 x the Euler number when a pixel turns on, by the code of its 8 neighbours.
+
+    Bit i of the code is neighbour i in the order TL, T, TR, L, R, BL, B, BR (the foreground sweep's
+    offsets); the pixel is in four 2x2 quads, one per corner.
+    """
+    lut = np.zeros(256, np.int64)
+    for code in range(256):
+        tl, t, tr, lf, rt, bl, bm, br = ((code >> i) & 1 for i in range(8))
+        delta = 0
+        for x in (0, 1):
+            sign = 1 if x else -1
+            delta += sign * (
+                _quad_term(tl, t, lf, x)
+                + _quad_term(t, tr, x, rt)
+                + _quad_term(lf, x, bl, bm)
+                + _quad_term(x, rt, bm, br)
+            )
+        lut[code] = delta
+    return lut
+
+
+_EULER_LUT = _euler_lut()
+
+
+@_jit
+def _sweep(  # noqa: C901 - one kernel
+    shape: tuple[int, int],
+    start: np.ndarray,
+    order: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    gt: np.ndarray,
+    gt_area: np.ndarray,
+    offsets: tuple[int, ...],
+    foreground: bool,
+    last_value: int,
+    euler_lut: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One union-find sweep over the values up to ``last_value`` (inclusive, in sweep order).
+
+    Foreground: values 255 down to 0, 8-connected components, outer boxes. Background: values 0 up to
+    254, 4-connected components, hole boxes of those that do not touch the image edge.
+
+    Returns:
+        The best IoU per level (index t + 1 for the mask u8 > t; -1: no box) and, for the foreground
+        sweep, the number of holes per level (same index), from the Euler number of the mask.
+    """
+    height, width = shape
+    npad = (height + 2) * (width + 2)
+    parent = np.full(npad, -1, np.int32)  # -1 = not in the current set
     size = np.empty(npad, np.int32)
     bbox = np.empty((npad, 4), np.int32)  # min_r, min_c, max_r, max_c (unpadded coordinates)
     edge = np.empty(npad, np.bool_)  # the component touches the image edge
     live = np.empty(height * width, np.int32)  # live roots, swap-removed
     live_pos = np.empty(npad, np.int32)
-    neighbours = np.array([-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1], np.int32)
-    neighbours4 = np.array([-pw, -1, 1, pw], np.int32)
-
-    # Indexed by t + 1 for the mask u8 > t, t = -1..255.
-    fg_best = np.full(257, -1.0)  # -1: no foreground component at this level
-    hole_best = np.full(257, -1.0)  # -1: no hole at this level
-
-    for sweep in range(2):  # 0: foreground, 8-connected, v = 255..0; 1: background, 4-connected, v = 0..254
-        parent[:] = -1
-        offsets = neighbours if sweep == 0 else neighbours4
-        num_live = 0
-        current = -1.0
-        for step in range(256 if sweep == 0 else 255):
-            v = 255 - step if sweep == 0 else step
-            for k in range(start[v], start[v + 1]):
-                p = order[k]
-                r = order_r[k]
-                c = order_c[k]
+    best = np.full(257, -1.0)
+    holes = np.zeros(257, np.int64)
+    euler4 = 0  # 4 x the Euler number (8-connectivity) of the foreground, from its 2x2 quads
+    num_live = 0
+    current = -1.0
+    for step in range(256 - last_value if foreground else last_value + 1):
+        v = 255 - step if foreground else step
+        for k in range(start[v], start[v + 1]):
+            p = order[k]
+            r = rows[k]
+            c = cols[k]
+            on_edge = r == 0 or c == 0 or r == height - 1 or c == width - 1
+            rp = -1  # root of p's component once p has joined one
+            code = 0  # which neighbours are in the set (bit i: offsets[i])
+            bit = 1
+            for off in offsets:
+                pb = parent[p + off]
+                if pb >= 0:
+                    code |= bit
+                bit <<= 1
+                if pb < 0 or pb == rp:
+                    continue  # not in the set, or a direct child of p's root
+                b = _find(parent, pb)
+                if b == rp:
+                    continue
+                if rp < 0:  # p joins b's component: only the root's data change
+                    parent[p] = b
+                    size[b] += 1
+                    bbox[b, 0] = min(bbox[b, 0], r)
+                    bbox[b, 1] = min(bbox[b, 1], c)
+                    bbox[b, 2] = max(bbox[b, 2], r)
+                    bbox[b, 3] = max(bbox[b, 3], c)
+                    edge[b] = edge[b] or on_edge
+                    rp = b
+                    continue
+                a = rp  # p links two components: union by size
+                if size[a] < size[b]:
+                    a, b = b, a
+                parent[b] = a
+                size[a] += size[b]
+                bbox[a, 0] = min(bbox[a, 0], bbox[b, 0])
+                bbox[a, 1] = min(bbox[a, 1], bbox[b, 1])
+                bbox[a, 2] = max(bbox[a, 2], bbox[b, 2])
+                bbox[a, 3] = max(bbox[a, 3], bbox[b, 3])
+                edge[a] = edge[a] or edge[b]
+                rp = a
+                i = live_pos[b]  # b is no longer a root
+                num_live -= 1
+                last = live[num_live]
+                live[i] = last
+                live_pos[last] = i
+            if foreground:
+                euler4 += euler_lut[code]
+            if rp < 0:  # no neighbour in the set: p starts a component
                 parent[p] = p
                 size[p] = 1
                 bbox[p, 0] = r
                 bbox[p, 1] = c
                 bbox[p, 2] = r
                 bbox[p, 3] = c
-                edge[p] = r == 0 or c == 0 or r == height - 1 or c == width - 1
+                edge[p] = on_edge
                 live[num_live] = p
                 live_pos[p] = num_live
                 num_live += 1
-                rp = p  # root of p's component, kept up to date across its neighbours
-                for off in offsets:
-                    b = p + off
-                    if parent[b] < 0:
-                        continue
-                    while parent[b] != b:  # find, with path halving
-                        parent[b] = parent[parent[b]]
-                        b = parent[b]
-                    if b == rp:
-                        continue
-                    a = rp
-                    if size[a] < size[b]:
-                        a, b = b, a
-                    parent[b] = a
-                    size[a] += size[b]
-                    bbox[a, 0] = min(bbox[a, 0], bbox[b, 0])
-                    bbox[a, 1] = min(bbox[a, 1], bbox[b, 1])
-                    bbox[a, 2] = max(bbox[a, 2], bbox[b, 2])
-                    bbox[a, 3] = max(bbox[a, 3], bbox[b, 3])
-                    edge[a] = edge[a] or edge[b]
-                    rp = a
-                    i = live_pos[b]  # b is no longer a root
-                    num_live -= 1
-                    last = live[num_live]
-                    live[i] = last
-                    live_pos[last] = i
-            if start[v + 1] > start[v]:  # the mask changed: score its components
-                current = -1.0
-                for j in range(num_live):
-                    root = live[j]
-                    if sweep == 0:
-                        x0 = bbox[root, 1]
-                        y0 = bbox[root, 0]
-                        x1 = min(bbox[root, 3] + 1, width - 1)
-                        y1 = min(bbox[root, 2] + 1, height - 1)
-                    else:
-                        if edge[root]:
-                            continue  # background connected to the outside, not a hole
-                        x0 = bbox[root, 1] - 1
-                        y0 = bbox[root, 0] - 1
-                        x1 = min(bbox[root, 3] + 2, width - 1)
-                        y1 = min(bbox[root, 2] + 2, height - 1)
-                    area = (x1 - x0 + 1) * (y1 - y0 + 1)
-                    for g in range(num_gt):
-                        iw = min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1
-                        ih = min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1
-                        inter = max(0, iw) * max(0, ih)
-                        union = area + gt_area[g] - inter
-                        iou = inter / union if union > 0 else 0.0
-                        if iou > current:
-                            current = iou
-            if sweep == 0:
-                fg_best[v] = current  # after v the foreground is u8 >= v: the mask u8 > v - 1
-            else:
-                hole_best[v + 1] = current  # after v the background is u8 <= v: the mask u8 > v
+        if start[v + 1] > start[v]:  # the mask changed: score its components
+            current = -1.0
+            for j in range(num_live):
+                root = live[j]
+                if foreground:
+                    current = _box_iou(
+                        bbox[root, 1],
+                        bbox[root, 0],
+                        min(bbox[root, 3] + 1, width - 1),
+                        min(bbox[root, 2] + 1, height - 1),
+                        gt,
+                        gt_area,
+                        current,
+                    )
+                elif not edge[root]:  # background not connected to the outside: a hole
+                    current = _box_iou(
+                        bbox[root, 1] - 1,
+                        bbox[root, 0] - 1,
+                        min(bbox[root, 3] + 2, width - 1),
+                        min(bbox[root, 2] + 2, height - 1),
+                        gt,
+                        gt_area,
+                        current,
+                    )
+        # foreground after v is u8 >= v: the mask u8 > v - 1; background after v is u8 <= v: the mask u8 > v
+        best[v if foreground else v + 1] = current
+        if foreground:  # Euler number = components - holes
+            holes[v] = num_live - euler4 // 4
+    return best, holes
 
-    # The empty mask's single box [0, 0, 0, 0].
-    empty = 0.0
-    for g in range(num_gt):
-        iw = min(0, gt[g, 2]) - max(0, gt[g, 0]) + 1
-        ih = min(0, gt[g, 3]) - max(0, gt[g, 1]) + 1
-        inter = max(0, iw) * max(0, ih)
-        union = 1 + gt_area[g] - inter
-        iou = inter / union if union > 0 else 0.0
-        if iou > empty:
-            empty = iou
 
+@_jit
+def _best_iou_levels(u8: np.ndarray, gt: np.ndarray, euler_lut: np.ndarray) -> np.ndarray:
+    """best[t + 1] = best IoU over every contour box of the mask ``u8 > t`` (t = -1..255) with any GT box.
+
+    A mask with no contour (empty) has the single box ``[0, 0, 0, 0]``, as in the protocol.
+    """
+    height, width = u8.shape
+    pw = width + 2
+    gt_area = np.empty(gt.shape[0], np.int64)
+    for g in range(gt.shape[0]):
+        gt_area[g] = (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)
+    start, order, rows, cols = _sort_pixels(u8)
+    shape = (height, width)
+    eight = (-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1)
+    four = (-pw, -1, 1, pw)
+    fg_best, holes = _sweep(shape, start, order, rows, cols, gt, gt_area, eight, True, 0, euler_lut)
+    # Holes only exist at levels whose mask has a non-zero hole count; the background sweep stops at the
+    # last of them (often none at all, or only the low levels of pits in the map).
+    last = -1
+    for i in range(257):
+        if holes[i] > 0:
+            last = i - 1  # the mask u8 > last has holes
+    hole_best = np.full(257, -1.0)
+    if last >= 0:
+        hole_best, _ = _sweep(shape, start, order, rows, cols, gt, gt_area, four, False, last, euler_lut)
+    empty = _box_iou(0, 0, 0, 0, gt, gt_area, 0.0)  # the empty mask's single box [0, 0, 0, 0]
     best = np.empty(257, np.float64)
     for i in range(257):
-        if fg_best[i] < 0.0:  # no foreground pixel above t = i - 1
-            best[i] = empty
-        else:
-            best[i] = max(fg_best[i], hole_best[i])
+        best[i] = empty if fg_best[i] < 0.0 else max(fg_best[i], hole_best[i])
     return best
-
-
-def _compile() -> object:
-    if njit is None:
-        return None
-    try:  # cache the machine code next to this file (or in numba's user cache dir)
-        return njit(cache=True, nogil=True)(_best_iou_levels_py)
-    except RuntimeError:  # no writable cache location (read-only install): compile per process
-        return njit(cache=False, nogil=True)(_best_iou_levels_py)
-
-
-_kernel = _compile()
 
 
 def best_iou_per_level(u8: npt.NDArray[np.uint8], gt_boxes: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
@@ -210,8 +331,8 @@ def best_iou_per_level(u8: npt.NDArray[np.uint8], gt_boxes: npt.NDArray[np.int64
     Raises:
         RuntimeError: numba is not installed (check :func:`available` first).
     """
-    if _kernel is None:
+    if not available():
         raise RuntimeError("the level-set kernel needs numba (pip install numba)")
     u8 = np.ascontiguousarray(u8, dtype=np.uint8)
     gt = np.ascontiguousarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
-    return np.asarray(_kernel(u8, gt), dtype=np.float64)  # type: ignore[operator]
+    return np.asarray(_best_iou_levels(u8, gt, _EULER_LUT), dtype=np.float64)
