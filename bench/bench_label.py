@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_label.py --images ../shared/data/cub100-unboxed/images --n 500 \
         --out /tmp/bench-label-500 --num_actors 2 --actor_cpus 0.75 --decode_cpus 0.25
 
-Ray run: ``run_labeling`` with the training-free CAAM localizer (EfficientNet-Lite0, packaged ImageNet
-weights) on the first ``n`` images (sorted) of the folder, on a local Ray cluster of ``--cpus`` CPUs.
+Ray run: ``run_labeling`` with a training-free localizer (``--method``, default CAAM; ``--backbone``,
+default EfficientNet-Lite0 with its packaged ImageNet weights) on the first ``n`` images (sorted) of the folder, on a local Ray cluster of ``--cpus`` CPUs.
 Reported: wall time of the whole call (Ray start excluded, actor start included) and the time each
 part file was written, the driver's peak RSS (``ru_maxrss``) and the peak summed PSS and RSS of the
 driver's whole process tree (raylet, workers, actors), sampled every 0.25 s from ``/proc``. PSS shares
@@ -12,6 +12,13 @@ each shared page (torch libraries, the object store) among the processes mapping
 per process (an upper bound). Two sizes give the marginal rate (n2 - n1) / (t2 - t1), free of start-up.
 Baseline: the same decode (``pipelines.ingest.decode_image``) and the same localizer in one process
 with ``--cpus`` torch threads, on ``--baseline_n`` images. Prints one JSON object.
+
+Memory at scale (the model's cost is constant per actor, so a light one keeps a 20k run short)::
+
+    .venv/bin/python bench/bench_label.py --images /tmp/birds-x4 --n 2000  --out /tmp/bl2k  --backbone tiny --baseline_n 0
+    .venv/bin/python bench/bench_label.py --images /tmp/birds-x4 --n 20000 --out /tmp/bl20k --backbone tiny --baseline_n 0
+
+where /tmp/birds-x4 holds four hard-linked copies of the 5,902 real bird photos (23,608 files).
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ class PeakSampler(threading.Thread):
             time.sleep(self.interval)
 
 
-def plain_baseline(paths: list[str], threads: int, batch: int) -> float:
+def plain_baseline(paths: list[str], threads: int, batch: int, method: str, backbone: str) -> float:
     import torch
 
     from coloc_core.localizer import baseline_payload, localizer_from_payload
@@ -77,7 +84,7 @@ def plain_baseline(paths: list[str], threads: int, batch: int) -> float:
     from pipelines import ingest, storage
 
     torch.set_num_threads(threads)
-    loc = localizer_from_payload(baseline_payload("caam", backbone="efficientnet_lite0", weights="auto"))
+    loc = localizer_from_payload(baseline_payload(method, backbone=backbone, weights="auto"))
     start = time.monotonic()
     with torch.inference_mode():
         for i in range(0, len(paths), batch):
@@ -101,6 +108,8 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--rows_per_file", type=int, default=100)
     ap.add_argument("--baseline_n", type=int, default=200)
+    ap.add_argument("--method", default="caam", help="training-free localizer: caam | full")
+    ap.add_argument("--backbone", default="efficientnet_lite0")
     args = ap.parse_args()
 
     import ray
@@ -112,8 +121,8 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     cfg = LabelJobConfig(
-        method="caam",
-        backbone="efficientnet_lite0",
+        method=args.method,
+        backbone=args.backbone,
         images=args.images,
         out=args.out,
         limit=args.n,
@@ -142,7 +151,9 @@ def main() -> None:
         "process_tree_peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
         "process_tree_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
         "shard_times_s": [round(t - start, 1) for t, _ in marks],
-        "plain_pytorch_images_per_s": round(plain_baseline(paths, args.cpus, args.batch_size), 2)
+        "plain_pytorch_images_per_s": round(
+            plain_baseline(paths, args.cpus, args.batch_size, args.method, args.backbone), 2
+        )
         if paths
         else None,
         "load_avg_after": os.getloadavg(),

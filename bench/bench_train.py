@@ -5,7 +5,7 @@
 Same model, config, batch and images on both sides. The plain loop has every image decoded, resized
 to 256 and cropped to 224 in memory before it starts (the best case for it), then runs
 ``coloc_core.step.train_step`` batch after batch. The Ray side is ``pipelines.train.run_training``
-with one CPU worker on a local Ray cluster, reading the same generated CUB-layout folder through Ray
+with one worker of ``--threads`` CPUs on a local 2-CPU Ray cluster, reading the same generated CUB-layout folder through Ray
 Data (decode and resize in Ray Data tasks; the random crop in the worker's batch collate). The Ray figure is the steady-state throughput the job
 reports for its last epoch (``images_per_s``: training images / wall time of the epoch, data waiting
 included, evaluation excluded); the plain figure is the same over the plain loop's last epoch.
@@ -35,7 +35,12 @@ def job_config(root: str, out: str, args: argparse.Namespace) -> TrainJobConfig:
     job = TrainJobConfig(
         dataset=DatasetConfig(root=root, format="cub", train_split="train", test_split=""),
         run=RunConfig(
-            name="bench", storage_path=out, num_workers=1, cpus_per_worker=1.0, decode_cpus=0.5, eval_every=0
+            name="bench",
+            storage_path=out,
+            num_workers=1,
+            cpus_per_worker=float(args.threads),
+            decode_cpus=0.5,
+            eval_every=0,
         ),
     )
     return apply_overrides(
@@ -50,7 +55,8 @@ def job_config(root: str, out: str, args: argparse.Namespace) -> TrainJobConfig:
     )
 
 
-def plain_loop(root: str, cfg: TrainJobConfig, epochs: int) -> float:
+def plain_loop(root: str, cfg: TrainJobConfig, epochs: int, threads: int) -> float:
+    torch.set_num_threads(threads)  # what Ray gives a worker of `threads` CPUs (OMP_NUM_THREADS)
     records = read_dataset("cub", root, "train")
     crops = []
     rng = np.random.default_rng(0)
@@ -101,18 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the plain loop = CPUs of the Ray worker (the Ray cluster has 2 CPUs; "
+        "decode tasks take 0.5)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = str(Path(tmp, "data"))
         generate_cub_layout(root, num_images=2 * args.images, seed=0)
         cfg = job_config(root, str(Path(tmp, "runs")), args)
-        plain = plain_loop(root, cfg, args.epochs)
+        plain = plain_loop(root, cfg, args.epochs, args.threads)
         ray_rate = ray_job(cfg)
     print(
         f"backbone {args.backbone}, {args.images} images, batch {args.batch}, {args.epochs} epochs, last epoch:"
     )
     print(f"plain PyTorch loop (pre-decoded):  {plain:7.2f} images/s")
-    print(f"Ray Train job (1 CPU worker):      {ray_rate:7.2f} images/s")
+    print(f"plain loop threads / Ray worker CPUs: {args.threads}")
+    print(f"Ray Train job (1 worker):          {ray_rate:7.2f} images/s")
     print(f"ratio Ray / plain: {ray_rate / plain:.2f}")
     return 0
 

@@ -1,0 +1,59 @@
+"""The README's first command, ``./run demo``, end to end in a child process (small sizes, tiny backbone).
+
+The demo starts its own local Ray cluster, so it runs as ``python jobs/demo.py`` in a subprocess (its
+own process and cluster, like a user's shell) rather than inside the test session's cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "jobs/demo.py",
+            f"--out={out}",
+            "--backbone=tiny",
+            "--num_images=24",
+            "--epochs=1",
+            "--batch_size=8",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "coloc demo finished" in output
+
+    # The trained model, one prediction row per generated image, the evaluation and the exports.
+    models = list(out.rglob("model.pt"))
+    assert models, output[-2000:]
+    labels = out / "labels"
+    assert (labels / "_SUCCESS").is_file()
+    parts = sorted(labels.glob("part-*.parquet"))
+    assert parts
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == 24  # one row per generated image
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    flat = json.dumps(metrics).lower()
+    assert "corloc" in flat and "maxboxacc" in flat
+    assert (out / "evaluation" / "sheet.png").stat().st_size > 0
+    coco = json.loads((out / "exports" / "coco.json").read_text())
+    assert len(coco["images"]) == 24 and coco["annotations"]
