@@ -488,8 +488,9 @@ def best_iou_at_thresholds(
         gt_boxes: GT boxes in score-map coordinates (see :func:`resize_boxes`). Shape: (G, 4), G >= 1.
         thresholds: tau values. Shape: (T,).
         multi_contour: best over all contour boxes (MaxBoxAccV2) instead of the largest contour's box.
-        fast: search each distinct mask once (exact, see module docstring); ``False`` runs the
-            straightforward reference loop, one contour search per threshold.
+        fast: exact fast path (module docstring): the level-set kernel in multi-contour mode when
+            numba is installed and the GT boxes are integral, else one contour search per distinct
+            mask; ``False`` runs the straightforward reference loop, one contour search per threshold.
 
     Returns:
         Shape: (T,), float64.

@@ -164,8 +164,10 @@ class MaxBoxAccAccumulator:
         iou_thresholds: the δ values.
         cam_curve_interval: spacing of the τ grid.
         multi_contour: one box per contour (V2) instead of the largest contour only (V1).
-        fast: search each distinct mask once instead of once per τ; exact either way
-            (``fast=False`` is the straightforward reference loop).
+        fast: exact fast path: for V2 the compiled level-set kernel (every contour box of every
+            mask from two union-find sweeps, ``coloc_core/_level_sets.py``; needs numba), otherwise one
+            contour search per distinct mask instead of one per τ. ``fast=False`` is the
+            straightforward reference loop; all give identical counts.
     """
 
     def __init__(
