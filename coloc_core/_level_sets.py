@@ -1,4 +1,4 @@
-"""Best contour-box IoU at every threshold level of a uint8 score map, in one pass (MaxBoxAccV2 core).
+"""MaxBoxAccV2 core: the best contour-box IoU at every threshold of a score map, without contour searches.
 
 The protocol (wsolevaluation, ``multi_contour_eval=True``) thresholds the quantized map ``u8 > t``,
 runs ``cv2.findContours(RETR_TREE)`` and takes the bounding rectangle of every contour. The contours
