@@ -70,6 +70,11 @@ class RayHead:
             timeout=timeout,
         )
 
+    def submit(self, *entrypoint: str) -> tuple[int, str]:
+        """``ray job submit --working-dir . -- <entrypoint>``; (exit code, stdout + stderr)."""
+        done = self.cli("job", "submit", "--address", self.address, "--working-dir", ".", "--", *entrypoint)
+        return done.returncode, done.stdout + done.stderr
+
 
 def _wait_for_dashboard(url: str, token: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
@@ -163,14 +168,7 @@ SMALL = [
 
 def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    done = ray_head.cli(
-        "job",
-        "submit",
-        "--address",
-        ray_head.address,
-        "--working-dir",
-        ".",
-        "--",
+    code, output = ray_head.submit(
         "python",
         "jobs/train_cub.py",
         "--data",
@@ -179,8 +177,7 @@ def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, 
         f"--run.storage_path={runs}",
         "--run.name=job",
     )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
+    assert code == 0, output[-4000:]
     assert "succeeded" in output
     # The job log shows the resolved config and the metrics of the epoch, evaluation included.
     assert "training config (resolved)" in output
@@ -192,14 +189,7 @@ def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, 
 
 
 def test_failing_job_exits_non_zero(ray_head: RayHead, tmp_path: Path) -> None:
-    done = ray_head.cli(
-        "job",
-        "submit",
-        "--address",
-        ray_head.address,
-        "--working-dir",
-        ".",
-        "--",
+    code, output = ray_head.submit(
         "python",
         "jobs/train.py",
         "--format=cars",
@@ -207,8 +197,7 @@ def test_failing_job_exits_non_zero(ray_head: RayHead, tmp_path: Path) -> None:
         *SMALL,
         f"--run.storage_path={tmp_path / 'runs'}",
     )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output[-4000:]
+    assert code != 0, output[-4000:]
     assert "training failed" in output
     assert "FileNotFoundError" in output
 
