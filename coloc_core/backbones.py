@@ -115,6 +115,37 @@ class Backbone(nn.Module):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     head_prefixes: tuple[str, ...] = ()
+    #: Feature layers :meth:`features_at` can return (``"output"`` is ``forward``).
+    feature_layers: tuple[str, ...] = ("output",)
+
+    def feature_channels(self, layer: str = "output") -> int:
+        """Channels of :meth:`features_at` ``(x, layer)``.
+
+        Raises:
+            ValueError: on a layer this backbone does not have.
+        """
+        self._check_layer(layer)
+        return self.out_channels
+
+    def features_at(self, x: Tensor, layer: str = "output") -> Tensor:
+        """Feature map at a named layer (the training-free localizers can read an earlier one).
+
+        Args:
+            x: (B, 3, H, W) normalised images.
+            layer: one of :attr:`feature_layers`; ``"output"`` = ``forward(x)``.
+
+        Raises:
+            ValueError: on a layer this backbone does not have.
+        """
+        self._check_layer(layer)
+        return self(x)  # type: ignore[no-any-return]
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self.feature_layers:
+            raise ValueError(
+                f"{type(self).__name__} has no feature layer {layer!r}; "
+                f"choose one of {', '.join(self.feature_layers)}"
+            )
 
     def map_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Rename the keys of a pretrained state_dict to this module's names (identity here).
@@ -514,9 +545,15 @@ class EfficientNetLite0Backbone(Backbone):
     classifier ``_fc.*`` is ignored. Convs use TF "SAME" padding and BN eps 1e-3, as the weights were
     trained. F is the head's 1280-channel output after BN + ReLU6, so F ∈ [0, 6].
 
-    ``output_stride=16`` runs the last stride-2 stage (192 channels) at stride 1, its later blocks
-    (and the 320-channel stage) dilated by 2 so that receptive fields match the pretrained network;
-    ``32`` is the original network.
+    ``output_stride=16`` runs the last stride-2 stage (192 channels) at stride 1. With ``dilate=True``
+    (the default, as in DeepLab) its later blocks and the 320-channel stage are dilated by 2 so that
+    receptive fields match the pretrained network; with ``dilate=False`` they are left as they are
+    (the "plain" stride 16 that the DDT/RPS literature uses; it localizes better without training,
+    docs/RESULTS.md). ``32`` is the original network (``dilate`` has no effect).
+
+    Feature layers (:meth:`features_at`): ``"output"`` = F, the 1280-channel head; ``"pre_head"`` =
+    the output of the last MBConv block (320 channels, linear: BN without activation), the input of
+    the 1x1 head conv.
 
     Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)); 14x14 or 7x7 at 224.
     """
@@ -525,12 +562,14 @@ class EfficientNetLite0Backbone(Backbone):
     mean = LITE_MEAN
     std = LITE_STD
     head_prefixes: tuple[str, ...] = ("_fc.",)
+    feature_layers: tuple[str, ...] = ("output", "pre_head")
 
-    def __init__(self, output_stride: int = 16) -> None:
+    def __init__(self, output_stride: int = 16, dilate: bool = True) -> None:
         super().__init__()
         if output_stride not in (16, 32):
             raise ValueError(f"efficientnet_lite0 supports output_stride 16 or 32, got {output_stride}")
         self.stride = output_stride
+        self.dilate = bool(dilate)
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
         self._bn0 = _lite_bn(32)
         blocks: list[nn.Module] = []
@@ -542,7 +581,7 @@ class EfficientNetLite0Backbone(Backbone):
                 if stride == 2 and current * 2 > output_stride:
                     # Keep the resolution; this block still sees the undilated input (like
                     # torchvision's replace_stride_with_dilation), the blocks after it dilate.
-                    stride, dilation = 1, dilation * 2
+                    stride, dilation = 1, dilation * (2 if self.dilate else 1)
                 elif stride == 2:
                     current *= 2
                 blocks.append(MBConvBlock(in_ch, out_ch, expand, kernel, stride, dilation=block_dilation))
@@ -551,12 +590,24 @@ class EfficientNetLite0Backbone(Backbone):
         self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
         self._bn1 = _lite_bn(1280)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)), in [0, 6]."""
+    def pre_head(self, x: Tensor) -> Tensor:
+        """Stem and every MBConv block. Shape: (B, 3, H, W) -> (B, 320, ceil(H/stride), ceil(W/stride))."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)), in [0, 6]."""
+        return F.relu6(self._bn1(self._conv_head(self.pre_head(x))))
+
+    def feature_channels(self, layer: str = "output") -> int:  # noqa: D102
+        self._check_layer(layer)
+        return 320 if layer == "pre_head" else self.out_channels
+
+    def features_at(self, x: Tensor, layer: str = "output") -> Tensor:  # noqa: D102
+        self._check_layer(layer)
+        return self.pre_head(x) if layer == "pre_head" else self(x)
 
 
 def efficientnet_lite0_weights_path() -> str:
@@ -576,8 +627,14 @@ def efficientnet_lite0_weights_path() -> str:
 
 
 @register_backbone("efficientnet_lite0")
-def _efficientnet_lite0(output_stride: int | None) -> Backbone:
-    return EfficientNetLite0Backbone(output_stride=16 if output_stride is None else output_stride)
+def _efficientnet_lite0(output_stride: int | None, dilate: bool = True) -> Backbone:
+    return EfficientNetLite0Backbone(
+        output_stride=16 if output_stride is None else output_stride, dilate=dilate
+    )
+
+
+# Backbones whose factory takes ``dilate`` (how a stride-2 stage turned to stride 1 is compensated).
+_DILATABLE = ("efficientnet_lite0",)
 
 
 # ---------------------------------------------------------------------------------------- factories
@@ -593,7 +650,9 @@ _EXPECTED_FILES = {
 }
 
 
-def build_backbone(name: str, weights: str | None = "auto", output_stride: int | None = None) -> Backbone:
+def build_backbone(
+    name: str, weights: str | None = "auto", output_stride: int | None = None, dilate: bool | None = None
+) -> Backbone:
     """Build a registered backbone and load its weights.
 
     Args:
@@ -603,6 +662,8 @@ def build_backbone(name: str, weights: str | None = "auto", output_stride: int |
             (or ``"none"``) for random initialisation.
         output_stride: ``efficientnet_lite0``: 16 (default) or 32; the others have a fixed stride
             (``None`` or that value).
+        dilate: ``efficientnet_lite0`` at stride 16: dilate the blocks after the stage that was set
+            to stride 1 (``None`` = the default, True); ``False`` on another backbone is an error.
 
     Returns:
         The backbone, in training mode.
@@ -628,7 +689,12 @@ def build_backbone(name: str, weights: str | None = "auto", output_stride: int |
                 f"file as a path or s3:// URI, e.g. model.weights=/path/to/{expected.split()[0]} "
                 f"(expected: {expected}), or model.weights=none for a random initialisation"
             )
-    backbone = _REGISTRY[name](output_stride)
+    if dilate is None or (dilate and name not in _DILATABLE):
+        backbone = _REGISTRY[name](output_stride)
+    elif name in _DILATABLE:
+        backbone = _REGISTRY[name](output_stride, dilate=bool(dilate))  # type: ignore[call-arg]
+    else:
+        raise ValueError(f"backbone {name!r} has no dilate option (only {', '.join(_DILATABLE)})")
     if source is not None:
         load_backbone_weights(backbone, source, strict=True)
     return backbone

@@ -11,7 +11,14 @@ Kinds (``payload["kind"]``; a model file without ``"kind"`` is a trained ColocNe
   map F (PsyNet, Baek et al., AAAI 2020): A = mean_c F[c].
 - ``ddt``: Deep Descriptor Transforming (Wei et al., IJCAI 2017): the first principal component of the
   collection's pixel descriptors, A = ReLU((F - mean) · v); fitted from streamed moments with
-  :func:`feature_moments` + :func:`ddt_from_moments`.
+  :func:`feature_statistics` + :func:`ddt_from_moments`.
+- ``rps``: the representer-point map of Song et al. (ICCV 2023): with v the collection mean of the
+  spatially averaged features and u the mean of the L2-normalised pixel features,
+  w = normalize(v − u·‖v‖/‖u‖) and A = ReLU(⟨normalize(F_ij), w⟩); :func:`rps_from_statistics`.
+
+The training-free kinds read the backbone at a named layer (``Backbone.features_at``: ``output`` or,
+for EfficientNet-Lite0, ``pre_head``, the last MBConv block) and keep the backbone's ``dilate``
+choice; both are stored in the payload's config.
 - ``full``: the whole-image box. Its map is all ones except one corner cell at zero: SPEC §6 turns an
   exactly constant map into zeros (the empty box [0, 0, 0, 0]), while this map keeps the corner at
   zero and everything else at one after min-max scaling, so the single largest contour spans the
@@ -40,7 +47,11 @@ from coloc_core.checkpoint import FORMAT, model_from_payload, model_id
 from coloc_core.config import BoxConfig
 from coloc_core.model import ColocNet
 
-KINDS = ("colocnet", "caam", "ddt", "full")
+KINDS = ("colocnet", "caam", "ddt", "rps", "full")
+#: τ stored with a training-free payload when none is given, per kind: chosen on raccoon and confirmed
+#: on kangaroo for the default layer (docs/RESULTS.md, "Training-free labelers"). The DDT and RPS maps
+#: are the positive part of a projection, so their useful τ is lower than a CAM's 0.2.
+DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.15, "caam": 0.2, "full": 0.2}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -101,13 +112,15 @@ class CAAMLocalizer(Localizer):
 
     kind = "caam"
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, layer: str = "output") -> None:
         super().__init__(backbone.mean, backbone.std)
         self.backbone = backbone
+        self.channels = backbone.feature_channels(layer)  # checks the layer
+        self.layer = layer
 
     def features(self, images: Tensor) -> Tensor:
-        """The backbone feature map F, (B, C, h, w) float32."""
-        return self.backbone(images).float()  # type: ignore[no-any-return]
+        """The backbone feature map F at :attr:`layer`, (B, C, h, w) float32."""
+        return self.backbone.features_at(images, self.layer).float()
 
     def forward(self, images: Tensor) -> Tensor:  # noqa: D102
         return self.features(images).mean(dim=1)
@@ -126,9 +139,9 @@ class DDTLocalizer(CAAMLocalizer):
     ddt_mean: Tensor
     ddt_vector: Tensor
 
-    def __init__(self, backbone: Backbone, mean: Tensor, vector: Tensor) -> None:
-        super().__init__(backbone)
-        channels = backbone.out_channels
+    def __init__(self, backbone: Backbone, mean: Tensor, vector: Tensor, layer: str = "output") -> None:
+        super().__init__(backbone, layer)
+        channels = self.channels
         if mean.shape != (channels,) or vector.shape != (channels,):
             raise ValueError(
                 f"DDT mean/vector must be ({channels},), got {tuple(mean.shape)} and {tuple(vector.shape)}"
@@ -140,6 +153,29 @@ class DDTLocalizer(CAAMLocalizer):
         feats = self.features(images)
         centred = feats - self.ddt_mean[None, :, None, None]
         return torch.relu(torch.einsum("bchw,c->bhw", centred, self.ddt_vector))
+
+
+class RPSLocalizer(CAAMLocalizer):
+    """Representer-point map (Song et al., ICCV 2023): A = ReLU(⟨normalize(F_ij), w⟩).
+
+    Args:
+        backbone: the pretrained feature extractor.
+        vector: (C,) unit direction w from :func:`rps_from_statistics`.
+        layer: the backbone layer F is read at.
+    """
+
+    kind = "rps"
+    rps_vector: Tensor
+
+    def __init__(self, backbone: Backbone, vector: Tensor, layer: str = "output") -> None:
+        super().__init__(backbone, layer)
+        if vector.shape != (self.channels,):
+            raise ValueError(f"RPS vector must be ({self.channels},), got {tuple(vector.shape)}")
+        self.register_buffer("rps_vector", vector.detach().float().clone())
+
+    def forward(self, images: Tensor) -> Tensor:  # noqa: D102
+        unit = torch.nn.functional.normalize(self.features(images), dim=1)
+        return torch.relu(torch.einsum("bchw,c->bhw", unit, self.rps_vector))
 
 
 class FullImageLocalizer(Localizer):
@@ -180,15 +216,74 @@ def feature_moments(features: Tensor) -> tuple[Tensor, Tensor, int]:
     return x.sum(dim=0), x.T @ x, int(x.shape[0])
 
 
-def ddt_from_moments(sum_x: Tensor, sum_xxT: Tensor, count: int) -> tuple[Tensor, Tensor]:
-    """Mean descriptor and first principal direction from streamed moments (DDT, Wei et al. 2017).
+#: Keys of :func:`feature_statistics`: sums over the pixels (or images) of a batch, to be added up.
+STATISTICS = ("sum_x", "sum_xxT", "count", "sum_xn", "sum_n", "sum_unit", "sum_gap", "images")
 
-    cov = sum_xxT / n - mean meanᵀ; the direction is the eigenvector of the largest eigenvalue, with
-    its sign chosen so that the projection correlates positively with the overall activation
-    (``vector.sum() > 0``: the object is where post-ReLU features are strong, not where they vanish).
+
+def feature_statistics(features: Tensor) -> dict[str, Tensor]:
+    """Every streamed statistic the training-free fits need, for one batch (add them across batches).
+
+    With x the (C,) pixel descriptors and n = ‖x‖: ``sum_x`` Σx, ``sum_xxT`` ΣxxT (DDT),
+    ``sum_xn`` Σx·n and ``sum_n`` Σn (DDT's sign), ``sum_unit`` Σx/‖x‖ (RPS's u), ``count`` the number
+    of pixels; ``sum_gap`` the sum over images of the spatially averaged feature (RPS's v) and
+    ``images`` their number. All float64 (counts int64 tensors).
 
     Shape:
-        sum_x: (C,); sum_xxT: (C, C). Returns mean (C,) and unit vector (C,), float32.
+        features: (B, C, h, w).
+    """
+    sx, sxx, count = feature_moments(features)
+    x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
+    norms = x.norm(dim=1)
+    unit = x / norms.clamp_min(1e-12)[:, None]
+    return {
+        "sum_x": sx,
+        "sum_xxT": sxx,
+        "count": torch.tensor(count, dtype=torch.int64),
+        "sum_xn": (x * norms[:, None]).sum(dim=0),
+        "sum_n": norms.sum(),
+        "sum_unit": unit.sum(dim=0),
+        "sum_gap": features.detach().double().mean(dim=(2, 3)).sum(dim=0),
+        "images": torch.tensor(features.shape[0], dtype=torch.int64),
+    }
+
+
+def rps_from_statistics(sum_gap: Tensor, images: int, sum_unit: Tensor, count: int) -> Tensor:
+    """The representer-point direction w = normalize(v − u·‖v‖/‖u‖) (Song et al., ICCV 2023).
+
+    v = ``sum_gap / images`` (mean of the spatially averaged features), u = ``sum_unit / count`` (mean
+    of the L2-normalised pixel features); see :func:`feature_statistics`.
+
+    Raises:
+        ValueError: no images, non-finite sums, or a degenerate direction (v parallel to u).
+    """
+    if images < 1 or count < 1:
+        raise ValueError(f"RPS needs at least one image, got {images} images / {count} descriptors")
+    v, u = sum_gap.double() / images, sum_unit.double() / count
+    if not (torch.isfinite(v).all() and torch.isfinite(u).all()) or float(u.norm()) == 0.0:
+        raise ValueError("RPS statistics are not finite (or every feature is zero)")
+    w = v - u * v.norm() / u.norm()
+    if float(w.norm()) <= 1e-12 * max(float(v.norm()), 1e-12):
+        raise ValueError("RPS direction is degenerate: every pixel feature points the same way")
+    return (w / w.norm()).float()
+
+
+def ddt_from_moments(
+    sum_x: Tensor,
+    sum_xxT: Tensor,
+    count: int,
+    sum_xn: Tensor | None = None,
+    sum_n: Tensor | float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Mean descriptor and first principal direction from streamed moments (DDT, Wei et al. 2017).
+
+    cov = sum_xxT / n - mean meanᵀ; the direction is the eigenvector of the largest eigenvalue. Its
+    sign is chosen so that the projection correlates positively with the descriptor norm ‖x‖ (the
+    object is where features are strong) when ``sum_xn``/``sum_n`` are given: Cov(proj, ‖x‖) =
+    v · (E[x‖x‖] − E[x] E[‖x‖]) > 0, which works for signed features (an earlier layer) as well as
+    post-ReLU ones; without them, ``vector.sum() > 0`` (post-ReLU features only).
+
+    Shape:
+        sum_x: (C,); sum_xxT: (C, C); sum_xn: (C,). Returns mean (C,) and unit vector (C,), float32.
 
     Raises:
         ValueError: when ``count < 2``, the shapes disagree, or the moments are not finite.
@@ -206,7 +301,12 @@ def ddt_from_moments(sum_x: Tensor, sum_xxT: Tensor, count: int) -> tuple[Tensor
     cov = 0.5 * (cov + cov.T)
     _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
     vector = vectors[:, -1]
-    if vector.sum() < 0:
+    if sum_xn is not None and sum_n is not None:
+        cov_norm = sum_xn.double() / count - mean * (float(sum_n) / count)
+        flip = float(vector @ cov_norm) < 0
+    else:
+        flip = float(vector.sum()) < 0
+    if flip:
         vector = -vector
     return mean.float(), (vector / vector.norm()).float()
 
@@ -242,43 +342,54 @@ def dequantize_heatmap(heatmap: np.ndarray) -> np.ndarray:
     return np.asarray(heatmap, dtype=np.float32) / 255.0
 
 
-def box_score(scoremap: np.ndarray, box: np.ndarray | list[float] | tuple[float, ...]) -> float:
-    """Confidence of a box: the excess activation mass it captures over its share of the area.
+#: The box score compares the boxes at τ·LOW and τ·HIGH (τ at least SCORE_MIN_TAU, the upper one
+#: capped at 0.99). Chosen among seven threshold pairs as the one whose Spearman(score, IoU) is
+#: positive for DDT, RPS and CAAM on both real sets (docs/RESULTS.md, "Box score").
+SCORE_LOW, SCORE_HIGH, SCORE_MIN_TAU = 0.5, 2.0, 0.05
 
-    score = (Σ_inside S / Σ S) − (area_inside / area_image), with S the 224×224 score map in [0, 1]
-    and the box pixel-inclusive. It is in [−1, 1]; 0 for the whole-image box, the empty map and a box
-    on a uniform map; close to 1 when a small box holds nearly all of the map's mass (a compact,
-    confident object). Higher means the map singles out one compact region, which ranks IoU
-    (measured in the README / report).
+
+def box_score(scoremap: np.ndarray, threshold: float) -> float:
+    """Confidence of the box at τ: how stable the box is when τ is halved and doubled.
+
+    score = IoU(box at τ/2, box at min(2τ, 0.99)), each the single largest-contour box of SPEC §6,
+    with τ raised to :data:`SCORE_MIN_TAU` first. It is in [0, 1]: 1 when the object's region keeps
+    its extent over a four-fold range of thresholds (a sharp-edged, well separated object), low when a
+    small change of τ makes the box jump (a diffuse map, several competing blobs, background noise).
+    Unlike an area-based score it does not favour small or large boxes, so it ranks boxes the same way
+    whether objects fill the frame or not; 0 for a constant map (no box).
 
     Shape:
-        scoremap: (H, W) float in [0, 1]; box: [x0, y0, x1, y1] inclusive pixel coords in that map.
+        scoremap: (H, W) float in [0, 1].
     """
+    from coloc_core.boxes import boxes_at_thresholds, iou_matrix  # noqa: PLC0415
+
     s = np.asarray(scoremap, dtype=np.float64)
     if s.ndim != 2:
         raise ValueError(f"scoremap must be (H, W), got {s.shape}")
-    height, width = s.shape
-    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-    if x1 < x0 or y1 < y0:
-        raise ValueError(f"invalid box {box}")
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, width - 1), min(y1, height - 1)
-    total = float(s.sum())
-    if total <= 0.0 or not np.isfinite(total):
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if not np.isfinite(s).all() or float(s.max(initial=0.0)) <= 0.0:
         return 0.0
-    inside = float(s[y0 : y1 + 1, x0 : x1 + 1].sum())
-    area = (x1 - x0 + 1) * (y1 - y0 + 1) / float(height * width)
-    return inside / total - area
+    tau = max(float(threshold), SCORE_MIN_TAU)
+    low, high = boxes_at_thresholds(s, [tau * SCORE_LOW, min(tau * SCORE_HIGH, 0.99)], multi_contour=False)
+    a, b = np.asarray(low).reshape(-1, 4)[:1], np.asarray(high).reshape(-1, 4)[:1]
+    if not a.any() or not b.any():
+        return 0.0
+    return float(iou_matrix(a, b)[0, 0])
 
 
 # ------------------------------------------------------------------------------------------- payloads
 
 
-def _baseline_id(kind: str, state: dict[str, Tensor]) -> str:
-    # Prefix keys with the kind so that e.g. CAAM and DDT on the same backbone get different ids.
+def _baseline_id(kind: str, state: dict[str, Tensor], config: dict[str, Any] | None = None) -> str:
+    # Prefix keys with the kind so that e.g. CAAM and DDT on the same backbone get different ids; the
+    # layer and dilation change the maps without changing the weights, so they are part of the key.
     if not state:
         return hashlib.sha256(kind.encode()).hexdigest()[:16]
-    return model_id({f"{kind}.{k}": v for k, v in state.items()})
+    variant = ""
+    if config and (config.get("feature_layer", "output") != "output" or config.get("dilate") is not None):
+        variant = f"[{config.get('feature_layer', 'output')},dilate={config.get('dilate')}]"
+    return model_id({f"{kind}{variant}.{k}": v for k, v in state.items()})
 
 
 def baseline_payload(
@@ -292,56 +403,84 @@ def baseline_payload(
     map_size: tuple[int, int] = (7, 7),
     meta: dict[str, Any] | None = None,
     backbone_state: dict[str, Tensor] | None = None,
+    feature_layer: str = "output",
+    dilate: bool | None = None,
+    rps_vector: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Build a model-file payload for a training-free baseline (``caam``, ``ddt`` or ``full``).
+    """Build a model-file payload for a training-free baseline (``caam``, ``ddt``, ``rps`` or ``full``).
 
     Args:
-        kind: ``caam`` | ``ddt`` | ``full``.
+        kind: ``caam`` | ``ddt`` | ``rps`` | ``full``.
         backbone: backbone name (``coloc_core.backbones.build_backbone``).
         weights: its weights source (``"auto"``, a path/URI or None); the loaded weights are embedded
             in the payload.
         output_stride: backbone output stride (None = its default).
         ddt_mean: (C,) mean descriptor from :func:`ddt_from_moments` (``ddt`` only).
         ddt_vector: (C,) principal direction from :func:`ddt_from_moments` (``ddt`` only).
-        threshold: τ; ``None`` = ``BoxConfig().threshold``.
+        threshold: τ; ``None`` = :data:`DEFAULT_THRESHOLDS` of the kind.
         map_size: (h, w) of the ``full`` map.
         meta: free-form extras.
         backbone_state: backbone weights to use instead of ``weights`` (e.g. the very backbone a DDT
             was fitted with).
+        feature_layer: the backbone layer the map is computed on (``Backbone.feature_layers``).
+        dilate: the backbone's ``dilate`` option (None = its default).
+        rps_vector: (C,) direction from :func:`rps_from_statistics` (``rps`` only).
 
     Raises:
-        ValueError: on an unknown kind or missing DDT vectors.
+        ValueError: on an unknown kind, an unknown layer, or missing DDT/RPS vectors.
     """
-    if kind not in ("caam", "ddt", "full"):
-        raise ValueError(f"baseline kind {kind!r} is not one of caam, ddt, full")
-    config: dict[str, Any] = {"backbone": backbone, "output_stride": output_stride, "weights": weights}
+    if kind not in ("caam", "ddt", "rps", "full"):
+        raise ValueError(f"baseline kind {kind!r} is not one of caam, ddt, rps, full")
+    config: dict[str, Any] = {
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "weights": weights,
+        "feature_layer": feature_layer,
+        "dilate": dilate,
+    }
     localizer: Localizer
     if kind == "full":
         config = {"map_size": [int(map_size[0]), int(map_size[1])]}
         localizer = FullImageLocalizer(map_size)
     else:
         if backbone_state is not None:
-            net = build_backbone(backbone, weights=None, output_stride=output_stride)
+            net = build_backbone(backbone, weights=None, output_stride=output_stride, dilate=dilate)
             net.load_state_dict(backbone_state)
             config["weights"] = "embedded"
         else:
-            net = build_backbone(backbone, weights=weights, output_stride=output_stride)
-        if kind == "caam":
-            localizer = CAAMLocalizer(net)
-        else:
-            if ddt_mean is None or ddt_vector is None:
-                raise ValueError("a ddt payload needs ddt_mean and ddt_vector (see ddt_from_moments)")
-            localizer = DDTLocalizer(net, ddt_mean, ddt_vector)
+            net = build_backbone(backbone, weights=weights, output_stride=output_stride, dilate=dilate)
+        localizer = _training_free(kind, net, feature_layer, ddt_mean, ddt_vector, rps_vector)
     state = {k: v.detach().cpu().clone() for k, v in localizer.state_dict().items()}
     return {
         "format": FORMAT,
         "kind": kind,
         "config": config,
         "state_dict": state,
-        "model_id": _baseline_id(kind, state),
-        "threshold": float(BoxConfig().threshold if threshold is None else threshold),
+        "model_id": _baseline_id(kind, state, config),
+        "threshold": float(DEFAULT_THRESHOLDS[kind] if threshold is None else threshold),
         "meta": dict(meta or {}),
     }
+
+
+def _training_free(
+    kind: str,
+    net: Backbone,
+    layer: str,
+    ddt_mean: Tensor | None = None,
+    ddt_vector: Tensor | None = None,
+    rps_vector: Tensor | None = None,
+) -> Localizer:
+    if kind == "caam":
+        return CAAMLocalizer(net, layer)
+    if kind == "ddt":
+        if ddt_mean is None or ddt_vector is None:
+            raise ValueError("a ddt payload needs ddt_mean and ddt_vector (see ddt_from_moments)")
+        return DDTLocalizer(net, ddt_mean, ddt_vector, layer)
+    if kind == "rps":
+        if rps_vector is None:
+            raise ValueError("an rps payload needs rps_vector (see rps_from_statistics)")
+        return RPSLocalizer(net, rps_vector, layer)
+    raise ValueError(f"{kind!r} is not a backbone-based training-free kind")
 
 
 def payload_kind(payload: dict[str, Any]) -> str:
@@ -373,12 +512,18 @@ def localizer_from_payload(payload: dict[str, Any]) -> Localizer:
         localizer.load_state_dict(payload["state_dict"])
     else:
         cfg = payload["config"]
-        backbone = build_backbone(cfg["backbone"], weights=None, output_stride=cfg.get("output_stride"))
+        backbone = build_backbone(
+            cfg["backbone"], weights=None, output_stride=cfg.get("output_stride"), dilate=cfg.get("dilate")
+        )
         state = payload["state_dict"]
-        if kind == "caam":
-            localizer = CAAMLocalizer(backbone)
-        else:
-            localizer = DDTLocalizer(backbone, state["ddt_mean"], state["ddt_vector"])
+        localizer = _training_free(
+            kind,
+            backbone,
+            str(cfg.get("feature_layer", "output")),
+            state.get("ddt_mean"),
+            state.get("ddt_vector"),
+            state.get("rps_vector"),
+        )
         localizer.load_state_dict(state)
     localizer.model_id = str(payload.get("model_id", ""))
     localizer.threshold = float(payload.get("threshold", BoxConfig().threshold))

@@ -92,8 +92,14 @@ class LabelJobConfig:
 
     Attributes:
         model: exported model file (local or ``s3://``), or a run folder with checkpoints.
-        method: ``model`` (a trained file) or a training-free baseline: ``full`` | ``caam`` | ``ddt``.
-        backbone: backbone of the training-free baselines.
+        method: ``model`` (a trained file) or a training-free method: ``full`` | ``caam`` | ``ddt`` |
+            ``rps`` (DDT: principal component of the collection's features; RPS: representer points).
+        backbone: backbone of the training-free methods.
+        feature_layer: layer the training-free map is read at: ``auto`` (DDT/RPS: the last block before
+            the head where the backbone has one; CAAM: the output) | ``output`` | ``pre_head``.
+        stride16: how the stride-16 backbone of a training-free method compensates the stage it runs
+            at stride 1: ``auto`` (DDT/RPS: ``plain``; CAAM: the backbone default) | ``plain`` (no
+            dilation) | ``dilated``.
         images: image folder (local or ``s3://``), or a dataset root when ``format`` is not folder.
         format: how to list images: folder | cub | cars | aircraft | dogs | boxes_csv.
         split: split of a dataset format to label (``all`` for folders).
@@ -111,6 +117,8 @@ class LabelJobConfig:
     model: str = ""
     method: str = "model"
     backbone: str = "efficientnet_lite0"
+    feature_layer: str = "auto"
+    stride16: str = "auto"
     images: str = ""
     format: str = "folder"
     split: str = "all"

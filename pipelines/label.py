@@ -49,10 +49,12 @@ from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import (
     baseline_payload,
     box_score,
+    ddt_from_moments,
     dequantize_heatmap,
     localizer_from_payload,
     payload_kind,
     quantize_heatmap,
+    rps_from_statistics,
 )
 from pipelines import ingest, schema, storage
 from pipelines.config import DATASET_FORMATS, LabelJobConfig, dump
@@ -66,8 +68,10 @@ BACKBONE_FILE = "_ddt_backbone.pt"
 SUCCESS = "_SUCCESS"
 PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 MANIFEST_VERSION = 1
-METHODS = ("model", "full", "caam", "ddt")
-# DDT is fitted on at most this many images, spread evenly over the sorted collection.
+METHODS = ("model", "full", "caam", "ddt", "rps")
+# Methods fitted on collection statistics before labeling (one streamed pass over a sample).
+FITTED = ("ddt", "rps")
+# DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
 DDT_FIT_IMAGES = 2000
 DDT_FIT_BATCH = 64
 SHARD = "_shard"  # internal column: the row's shard (dropped before writing)
@@ -268,7 +272,7 @@ def heatmap_box(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
     boxes = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
     box = boxes.reshape(-1, 4)[0]
-    return scoremap, box, box_score(scoremap, box)
+    return scoremap, box, box_score(scoremap, threshold)
 
 
 def heatmaps_to_box_rows(batch: pa.Table) -> pa.Table:
@@ -316,15 +320,15 @@ _FIT_LOCALIZERS: dict[str, Any] = {}
 def descriptor_moments_batch(
     batch: dict[str, np.ndarray], model_uri: str, num_threads: int = 1
 ) -> dict[str, np.ndarray]:
-    """Ingest rows → one row of pixel-descriptor moments of the good images (for DDT).
+    """Ingest rows → one row of feature statistics of the good images (for DDT and RPS).
 
     Returns:
-        ``sum_x`` (1, C) and ``sum_xxT`` (1, C*C) float64, ``count`` (1,) int64
-        (``coloc_core.localizer.feature_moments``, summed on the driver).
+        One row per key of ``coloc_core.localizer.STATISTICS`` (``feature_statistics``, summed on the
+        driver); matrices are flattened (``sum_xxT`` is (1, C*C)).
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.localizer import feature_moments  # noqa: PLC0415
+    from coloc_core.localizer import STATISTICS, feature_statistics  # noqa: PLC0415
     from coloc_core.model import normalize_images  # noqa: PLC0415
 
     localizer: Any = _FIT_LOCALIZERS.get(model_uri)
@@ -333,18 +337,20 @@ def descriptor_moments_batch(
         localizer = localizer_from_payload(read_model_payload(storage.read_bytes(model_uri)))
         _FIT_LOCALIZERS[model_uri] = localizer
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
-    channels = int(localizer.backbone.out_channels)
     if not ok.any():
-        return {
-            "sum_x": np.zeros((1, channels)),
-            "sum_xxT": np.zeros((1, channels * channels)),
-            "count": np.zeros(1, np.int64),
-        }
+        channels = int(localizer.channels)
+        zero = {"sum_xxT": np.zeros((1, channels * channels)), "count": np.zeros(1, np.int64)}
+        zero.update({k: np.zeros((1, channels)) for k in ("sum_x", "sum_xn", "sum_unit", "sum_gap")})
+        zero.update(sum_n=np.zeros(1), images=np.zeros(1, np.int64))
+        return {k: zero[k] for k in STATISTICS}
     with torch.inference_mode():
         images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok]))
         feats = localizer.features(normalize_images(images, localizer.mean, localizer.std))
-        sx, sxx, count = feature_moments(feats)
-    return {"sum_x": sx.numpy()[None], "sum_xxT": sxx.numpy().reshape(1, -1), "count": np.array([count])}
+        stats = feature_statistics(feats)
+    return {
+        k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1)
+        for k in STATISTICS
+    }
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -353,6 +359,10 @@ def descriptor_moments_batch(
 def _validate(cfg: LabelJobConfig) -> None:
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r} is not one of {', '.join(METHODS)}")
+    if cfg.feature_layer not in ("auto", "output", "pre_head"):
+        raise ValueError(f"feature_layer={cfg.feature_layer!r} is not one of auto, output, pre_head")
+    if cfg.stride16 not in ("auto", "plain", "dilated"):
+        raise ValueError(f"stride16={cfg.stride16!r} is not one of auto, plain, dilated")
     if cfg.method == "model" and not cfg.model:
         raise ValueError("method=model needs --model=<model file, local or s3://>")
     if not cfg.images:
@@ -409,7 +419,12 @@ def _read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
 
 
 def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
-    return {"method": cfg.method, "backbone": None if cfg.method == "full" else cfg.backbone}
+    spec: dict[str, Any] = {"method": cfg.method, "backbone": None if cfg.method == "full" else cfg.backbone}
+    # Recorded only when set, so that folders labelled before these options existed still match.
+    for key in ("feature_layer", "stride16"):
+        if getattr(cfg, key) != "auto":
+            spec[key] = getattr(cfg, key)
+    return spec
 
 
 def _mismatch(out: str, what: str, old: Any, new: Any) -> ValueError:
@@ -515,10 +530,13 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
 
 def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table) -> dict[str, Any]:
     meta: dict[str, Any] = {"created_by": "pipelines.label", "images": cfg.images}
+    layer, dilate = baseline_backbone_options(cfg)
+    options: dict[str, Any] = {"backbone": cfg.backbone, "feature_layer": layer, "dilate": dilate}
     if cfg.method in ("full", "caam"):
-        return baseline_payload(cfg.method, backbone=cfg.backbone, weights="auto", meta=meta)
-    # DDT: the backbone is frozen in a file first so every moments actor uses the very same weights.
-    caam = baseline_payload("caam", backbone=cfg.backbone, weights="auto")
+        return baseline_payload(cfg.method, weights="auto", meta=meta, **options)
+    # DDT / RPS: the backbone is frozen in a file first so every statistics task uses the very same
+    # weights (and layer).
+    caam = baseline_payload("caam", weights="auto", **options)
     backbone_uri = storage.join(cfg.out, BACKBONE_FILE)
     buffer = io.BytesIO()
     import torch  # noqa: PLC0415
@@ -526,17 +544,42 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table) -> dict[str, Any]:
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
     sample = _ddt_sample(inputs)
-    mean, vector, count = fit_ddt(backbone_uri, sample, cfg)
-    meta.update(ddt_images=int(sample.num_rows), ddt_descriptors=int(count))
+    stats = fit_statistics(backbone_uri, sample, cfg)
+    meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
     backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
-    return baseline_payload(
-        "ddt",
-        backbone=cfg.backbone,
-        backbone_state=backbone_state,
-        ddt_mean=mean,
-        ddt_vector=vector,
-        meta=meta,
+    if cfg.method == "ddt":
+        mean, vector = ddt_from_moments(
+            stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
+        )
+        return baseline_payload(
+            "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
+        )
+    vector = rps_from_statistics(
+        stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
     )
+    return baseline_payload("rps", backbone_state=backbone_state, rps_vector=vector, meta=meta, **options)
+
+
+def baseline_backbone_options(cfg: LabelJobConfig) -> tuple[str, bool | None]:
+    """The (feature layer, dilate) of a training-free method, resolving ``auto``.
+
+    ``auto``: DDT and RPS read the last block before the head (``pre_head``) of a stride-16 network
+    that is not dilated, where the backbone has one (EfficientNet-Lite0): the best setting measured on
+    raccoon and confirmed on kangaroo (docs/RESULTS.md); CAAM keeps the head output of the dilated
+    network (its own best); elsewhere the backbone's own output and default.
+    """
+    from coloc_core.backbones import build_backbone  # noqa: PLC0415
+
+    fitted = cfg.method in FITTED
+    layer = cfg.feature_layer
+    if layer == "auto":
+        probe = build_backbone(cfg.backbone, weights=None)
+        layer = "pre_head" if fitted and "pre_head" in probe.feature_layers else "output"
+    if cfg.stride16 == "auto":
+        dilate = False if fitted and cfg.backbone == "efficientnet_lite0" else None
+    else:
+        dilate = cfg.stride16 == "dilated"
+    return layer, dilate
 
 
 def _ddt_sample(inputs: pa.Table) -> pa.Table:
@@ -547,11 +590,17 @@ def _ddt_sample(inputs: pa.Table) -> pa.Table:
     return inputs.take(pa.array(picks))
 
 
-def fit_ddt(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> tuple[Any, Any, int]:
-    """DDT mean and direction from the streamed descriptor moments of ``inputs`` (Ray Data, CPU tasks)."""
+def fit_statistics(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> dict[str, Any]:
+    """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
+
+    Keys: ``coloc_core.localizer.STATISTICS`` (``sum_xxT`` reshaped to (C, C)).
+
+    Raises:
+        ValueError: when no image of ``inputs`` could be decoded.
+    """
     import torch  # noqa: PLC0415
 
-    from coloc_core.localizer import ddt_from_moments  # noqa: PLC0415
+    from coloc_core.localizer import STATISTICS  # noqa: PLC0415
 
     ds = _decoded(inputs, np.arange(inputs.num_rows), cfg)
     moments = ds.map_batches(
@@ -561,22 +610,24 @@ def fit_ddt(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> tuple[A
         batch_format="numpy",
         fn_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus))},
     )
-    sum_x: np.ndarray | None = None
-    sum_xx: np.ndarray | None = None
-    count = 0
+    sums: dict[str, np.ndarray] = {}
     for batch in moments.iter_batches(batch_format="numpy", batch_size=None):
-        bx, bxx = batch["sum_x"].sum(axis=0), batch["sum_xxT"].sum(axis=0)
-        sum_x = bx if sum_x is None else sum_x + bx
-        sum_xx = bxx if sum_xx is None else sum_xx + bxx
-        count += int(batch["count"].sum())
-    if sum_x is None or sum_xx is None or count < 2:
-        raise ValueError("DDT: no decodable image to fit the descriptor statistics on")
-    channels = sum_x.shape[0]
-    mean, vector = ddt_from_moments(
-        torch.from_numpy(sum_x), torch.from_numpy(sum_xx.reshape(channels, channels)), count
+        for key in STATISTICS:
+            part = batch[key].sum(axis=0)
+            sums[key] = part if key not in sums else sums[key] + part
+    if not sums or int(sums["count"]) < 2:
+        raise ValueError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
+    channels = sums["sum_x"].shape[0]
+    out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
+    out["sum_xxT"] = out["sum_xxT"].reshape(channels, channels)
+    log.info(
+        "label: %s fitted on %d images (%d descriptors, %d channels)",
+        cfg.method.upper(),
+        inputs.num_rows,
+        int(sums["count"]),
+        channels,
     )
-    log.info("label: DDT fitted on %d images (%d descriptors, %d channels)", inputs.num_rows, count, channels)
-    return mean, vector, count
+    return out
 
 
 # ------------------------------------------------------------------------------------------ shards

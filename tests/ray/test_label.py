@@ -200,10 +200,34 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
     from coloc_core.checkpoint import read_model_payload
 
     payload = read_model_payload(model)
-    assert payload["kind"] == "ddt" and payload["meta"]["ddt_images"] == 20
-    assert float(payload["state_dict"]["ddt_vector"].sum()) > 0
+    assert payload["kind"] == "ddt" and payload["meta"]["fit_images"] == 20
+    assert payload["threshold"] == pytest.approx(0.1)  # the DDT default τ (no --threshold given)
+    assert payload["config"]["feature_layer"] == "output"  # auto: tiny has no pre_head layer
     table = pq.read_table(out)
+    assert all(t == pytest.approx(0.1) for t in table.column("threshold").to_pylist())
+    assert all(0.0 <= s <= 1.0 for s in table.column("score").to_pylist())
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}
     assert run_labeling(cfg).shards_written == 0
     with pytest.raises(ValueError, match="method"):
         run_labeling(dataclasses.replace(cfg, method="caam"))
+
+
+def test_training_free_rps_labeler(ray_cluster, tmp_path, cub_on_s3):
+    images, _, _ = cub_on_s3
+    out = str(tmp_path / "rps")
+    cfg = LabelJobConfig(
+        method="rps", backbone="tiny", images=images, format="cub", split="all", out=out, **FAST
+    )
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.errors) == (20, 0)
+    from coloc_core.checkpoint import read_model_payload
+
+    payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
+    assert payload["kind"] == "rps" and payload["threshold"] == pytest.approx(0.15)
+    vector = payload["state_dict"]["rps_vector"]
+    assert vector.shape == (32,) and float(vector.norm()) == pytest.approx(1.0, abs=1e-5)
+    table = pq.read_table(out)
+    assert table.num_rows == 20 and table.column("error").null_count == 20
+    # A layer the backbone does not have is refused before any image is labelled.
+    with pytest.raises(ValueError, match="feature_layer"):
+        run_labeling(dataclasses.replace(cfg, out=str(tmp_path / "bad"), feature_layer="conv9"))

