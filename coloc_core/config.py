@@ -7,21 +7,74 @@ module has no I/O and no Ray.
 Overrides use dotted keys, e.g. ``apply_overrides(cfg, ["loss.theta_bg=1.5", "model.backbone=tiny"])``;
 values are parsed against the type of the field they replace, so a typo or a wrong type is an error
 instead of a silently ignored flag.
+
+Every numeric option is checked by :func:`check_numbers` (called by :func:`validate`): it must be a
+finite number (``nan``/``inf`` parse as floats, so they are refused here) and lie in the interval its
+section declares in a ``RANGES`` class attribute (``{"lr": Range(0, open_low=True)}`` …). A numeric
+field without a declared range is still checked for finiteness; a unit test makes sure every numeric
+field of every job config declares one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 POOLINGS = ("topk", "mean", "max", "bottomk")
 MAP_SCALINGS = ("raw", "max", "minmax", "sigmoid", "peak")
 PAIRS = ("both", "positive", "negative")
 CAML_ON = ("attention", "features")
 PRETEXT_TASKS = ("rotation", "translation", "scale", "hflip", "vflip", "pst")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric option must lie in; ``None`` leaves that side unbounded.
+
+    Attributes:
+        low: smallest allowed value (``None`` = no lower bound).
+        high: largest allowed value (``None`` = no upper bound).
+        open_low: ``low`` itself is excluded (``> low`` instead of ``>= low``).
+        open_high: ``high`` itself is excluded.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def contains(self, value: float) -> bool:
+        """True when ``value`` is inside the interval (NaN never is)."""
+        if math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.open_high else value > self.high))
+
+    def describe(self) -> str:
+        """The interval in words: ``"> 0"``, ``">= 1"``, ``"< 1"``, ``"in (0, 1]"``."""
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+        if self.low is not None:
+            return f"{'>' if self.open_low else '>='} {_number(self.low)}"
+        if self.high is not None:
+            return f"{'<' if self.open_high else '<='} {_number(self.high)}"
+        return "a finite number"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+
+
+POSITIVE = Range(0, open_low=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+UNIT_OPEN = Range(0, 1, open_low=True, open_high=True)
 
 
 @dataclass
@@ -50,6 +103,13 @@ class ModelConfig:
     eca: bool = True
     eca_kernel: int | None = None
     image_size: int = 224
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "output_stride": AT_LEAST_ONE,
+        "pool_ratio": Range(0, 1, open_low=True),
+        "eca_kernel": AT_LEAST_ONE,
+        "image_size": AT_LEAST_ONE,
+    }
 
 
 @dataclass
@@ -91,6 +151,13 @@ class LossConfig:
     pairs: str = "both"
     caml_on: str = "attention"
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "caml_weight": NON_NEGATIVE,
+        "margin": NON_NEGATIVE,
+        "theta_bg": POSITIVE,
+        "map_peak": UNIT_OPEN,
+    }
+
 
 @dataclass
 class OptimConfig:
@@ -114,6 +181,16 @@ class OptimConfig:
     lr_milestones: tuple[int, ...] = (60,)
     lr_gamma: float = 0.2
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "lr": POSITIVE,
+        "momentum": Range(0, 1, open_high=True),
+        "weight_decay": NON_NEGATIVE,
+        "batch_size": AT_LEAST_ONE,
+        "epochs": AT_LEAST_ONE,
+        "lr_milestones": NON_NEGATIVE,
+        "lr_gamma": POSITIVE,
+    }
+
 
 @dataclass
 class AugmentConfig:
@@ -128,6 +205,12 @@ class AugmentConfig:
     resize: int = 256
     crop: int = 224
     crop_padding: int = 4
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "resize": AT_LEAST_ONE,
+        "crop": AT_LEAST_ONE,
+        "crop_padding": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -146,6 +229,12 @@ class BoxConfig:
     iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
     multi_contour: bool = True
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "threshold": Range(0, 1, open_high=True),
+        "cam_curve_interval": UNIT_OPEN,
+        "iou_thresholds": Range(0, 1, open_low=True),
+    }
+
 
 @dataclass
 class ColocConfig:
@@ -163,6 +252,8 @@ class ColocConfig:
     boxes: BoxConfig = field(default_factory=BoxConfig)
     seed: int = 0
 
+    RANGES: ClassVar[dict[str, Range]] = {"seed": Range(0, 2**63 - 1)}
+
 
 T = TypeVar("T")
 
@@ -172,15 +263,57 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
 
 
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(_show(v) for v in value)
+    return str(value)
+
+
+def check_numbers(cfg: Any, prefix: str = "") -> Any:
+    """Check every numeric leaf of dataclass tree ``cfg``: finite, and inside its section's ``RANGES``.
+
+    Works on any config dataclass (the method's, a job's); a section declares its intervals in a
+    ``RANGES`` class attribute keyed by field name. Tuples are checked item by item; ``None`` (an
+    optional number left unset) and booleans are skipped.
+
+    Returns:
+        ``cfg`` unchanged.
+
+    Raises:
+        ValueError: naming the dotted key, its value and the allowed interval.
+    """
+    ranges: dict[str, Range] = getattr(type(cfg), "RANGES", {})
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_numbers(value, prefix=f"{key}.")
+            continue
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if not math.isfinite(item):
+                raise ValueError(f"{key}={_show(value)} is not a finite number")
+            bounds = ranges.get(f.name)
+            if bounds is not None and not bounds.contains(item):
+                raise ValueError(f"{key}={_show(value)} must be {bounds.describe()}")
+    return cfg
+
+
 def validate(cfg: ColocConfig) -> ColocConfig:
     """Check every value of ``cfg`` and return it unchanged.
 
+    Numbers go through :func:`check_numbers` (finite, in range); then choices and the rules that
+    tie several values together.
+
     Raises:
-        ValueError: on an unknown choice or an out-of-range number, naming the key.
+        ValueError: on an unknown choice or a non-finite or out-of-range number, naming the key.
     """
+    check_numbers(cfg)
     _check_choice("model.pooling", cfg.model.pooling, POOLINGS)
-    if not 0.0 < cfg.model.pool_ratio <= 1.0:
-        raise ValueError(f"model.pool_ratio={cfg.model.pool_ratio} must be in (0, 1]")
+    if cfg.model.eca_kernel is not None and cfg.model.eca_kernel % 2 == 0:
+        raise ValueError(f"model.eca_kernel={cfg.model.eca_kernel} must be odd")
     _check_choice("loss.map_scaling", cfg.loss.map_scaling, MAP_SCALINGS)
     _check_choice("loss.pairs", cfg.loss.pairs, PAIRS)
     _check_choice("loss.caml_on", cfg.loss.caml_on, CAML_ON)
@@ -192,16 +325,8 @@ def validate(cfg: ColocConfig) -> ColocConfig:
         raise ValueError(f"pretext.tasks has duplicates: {cfg.pretext.tasks}")
     if not (cfg.loss.use_cls or cfg.loss.use_caml):
         raise ValueError("at least one of loss.use_cls and loss.use_caml must be true")
-    if not 0.0 < cfg.loss.map_peak < 1.0:
-        raise ValueError(f"loss.map_peak={cfg.loss.map_peak} must be in (0, 1)")
-    if cfg.loss.theta_bg <= 0:
-        raise ValueError(f"loss.theta_bg={cfg.loss.theta_bg} must be positive")
-    if cfg.optim.batch_size < 1 or cfg.optim.epochs < 1:
-        raise ValueError("optim.batch_size and optim.epochs must be >= 1")
-    if cfg.optim.lr <= 0:
-        raise ValueError(f"optim.lr={cfg.optim.lr} must be positive")
-    if not 0.0 <= cfg.boxes.threshold < 1.0:
-        raise ValueError(f"boxes.threshold={cfg.boxes.threshold} must be in [0, 1)")
+    if not cfg.boxes.iou_thresholds:
+        raise ValueError("boxes.iou_thresholds must hold at least one IoU threshold")
     if cfg.augment.crop > cfg.augment.resize:
         raise ValueError(f"augment.crop={cfg.augment.crop} exceeds augment.resize={cfg.augment.resize}")
     return cfg

@@ -7,6 +7,7 @@ has; a CPU unit test calls the very same functions.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
@@ -151,7 +152,9 @@ def train_step(
         autocast_dtype: e.g. ``torch.bfloat16`` on GPU; ``None`` runs in full precision.
 
     Raises:
-        FloatingPointError: when the loss is not finite (training must stop, SPEC §5).
+        FloatingPointError: when the loss, a gradient or (after the update) a weight is not finite:
+            training must stop (SPEC §5). A non-finite gradient is caught before the update, so the
+            weights stay the last finite ones.
 
     Returns:
         The metrics of :func:`compute_loss` as floats.
@@ -170,8 +173,43 @@ def train_step(
         details = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
         raise FloatingPointError(f"non-finite loss {value} ({details}); stopping training")
     loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    _check_finite(model, "gradient", [p.grad for p in params if p.grad is not None], f"loss {value:.4g}")
     optimizer.step()
+    lrs = sorted({float(group["lr"]) for group in optimizer.param_groups})
+    _check_finite(model, "weight", params, f"after the update, lr {', '.join(f'{lr:.4g}' for lr in lrs)}")
     return {k: float(v) for k, v in metrics.items()}
+
+
+def _total_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """The 2-norm of all ``tensors`` together, as a 0-d tensor: NaN or inf anywhere make it non-finite.
+
+    One fused reduction per device and dtype where torch has it (``get_total_norm``, torch >= 2.6).
+    (Not the inf-norm: the fused CUDA max does not promise to propagate NaN; a sum of squares does.)
+    """
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is not None:
+        return get_total_norm(tensors, norm_type=2.0)  # type: ignore[no-any-return]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+def _check_finite(model: nn.Module, what: str, tensors: Sequence[Tensor], context: str) -> None:
+    """Raise ``FloatingPointError`` when a value of ``tensors`` (gradients or weights) is NaN or inf.
+
+    The common case costs one fused norm and one host sync. Only when the norm is not finite are the
+    tensors checked one by one: to name the first bad parameter, and because huge but finite values
+    (beyond ~1e19) overflow the norm without being an error.
+    """
+    detached = [t.detach() for t in tensors]
+    if not detached or math.isfinite(float(_total_norm(detached))):
+        return
+    ids = {id(t) for t in tensors}
+    for name, param in model.named_parameters():
+        tensor = param.grad if what == "gradient" else param
+        if tensor is not None and id(tensor) in ids and not bool(torch.isfinite(tensor).all()):
+            raise FloatingPointError(f"non-finite {what} in {name} ({context}); stopping training")
+    if not all(bool(torch.isfinite(t).all()) for t in detached):  # a tensor the model does not name
+        raise FloatingPointError(f"non-finite {what} ({context}); stopping training")
 
 
 @torch.inference_mode()

@@ -17,7 +17,9 @@ import json
 import logging
 import sys
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
+from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
 from pipelines import storage
 from pipelines.config import build_config
 from pipelines.evaluate import calibrate_threshold, write_calibrated_model
@@ -51,6 +53,12 @@ class CalibrateJobConfig:
     delta: float = 0.5
     cam_curve_interval: float = 0.01
     limit: int = 0
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "delta": Range(0, 1, open_low=True),
+        "cam_curve_interval": UNIT_OPEN,
+        "limit": NON_NEGATIVE,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,11 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import ray
 
+from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
 from pipelines.config import build_config
 from pipelines.evaluate import run_evaluation
 
@@ -48,6 +50,13 @@ class EvaluateJobConfig:
     iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
     cam_curve_interval: float = 0.001
     sheet_images: int = 8
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "threshold": Range(high=1, open_high=True),  # negative: the table's own τ
+        "iou_thresholds": Range(0, 1, open_low=True),
+        "cam_curve_interval": UNIT_OPEN,
+        "sheet_images": NON_NEGATIVE,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

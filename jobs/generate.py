@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
+from coloc_core.config import AT_LEAST_ONE, NON_NEGATIVE, Range
 from coloc_core.synthetic import generate_cub_layout
 from pipelines.config import build_config
 
@@ -22,6 +24,8 @@ class GenerateConfig:
     out: str = "data/synthetic"
     num_images: int = 200
     seed: int = 0
+
+    RANGES: ClassVar[dict[str, Range]] = {"num_images": AT_LEAST_ONE, "seed": NON_NEGATIVE}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,23 @@ import logging
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from coloc_core.config import ColocConfig, apply_overrides, flat_keys, from_dict, to_dict, validate
+from coloc_core.config import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    ColocConfig,
+    Range,
+    apply_overrides,
+    check_numbers,
+    flat_keys,
+    from_dict,
+    to_dict,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,8 @@ class DatasetConfig:
     train_split: str = "train"
     test_split: str = "test"
     limit: int = 0
+
+    RANGES: ClassVar[dict[str, Range]] = {"limit": NON_NEGATIVE}
 
 
 @dataclass
@@ -76,6 +90,16 @@ class RunConfig:
     checkpoints_to_keep: int = 2
     export: str = ""
     stop_after_epochs: int = 0
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "num_workers": AT_LEAST_ONE,
+        "cpus_per_worker": POSITIVE,
+        "decode_cpus": POSITIVE,
+        "eval_every": NON_NEGATIVE,
+        "max_failures": Range(-1),  # -1: unlimited restarts (Ray Train)
+        "checkpoints_to_keep": AT_LEAST_ONE,
+        "stop_after_epochs": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -132,19 +156,34 @@ class LabelJobConfig:
     rows_per_file: int = 5000
     limit: int = 0
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "threshold": Range(high=1, open_high=True),  # negative: the model's own τ
+        "batch_size": AT_LEAST_ONE,
+        "num_actors": AT_LEAST_ONE,
+        "actor_cpus": POSITIVE,
+        "decode_cpus": POSITIVE,
+        "rows_per_file": AT_LEAST_ONE,
+        "limit": NON_NEGATIVE,
+    }
+
 
 C = TypeVar("C")
 
 
 def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
-    """Validate a training job config (no I/O, no mutation)."""
+    """Validate a training job config (no I/O, no mutation).
+
+    Every number of the tree (method, dataset, run) must be finite and in its declared range
+    (:func:`coloc_core.config.check_numbers`), so ``--optim.lr=nan`` is refused here, before Ray starts.
+
+    Raises:
+        ValueError: naming the first bad key.
+    """
     validate(cfg)
     if cfg.dataset.format not in DATASET_FORMATS:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
         raise ValueError("dataset.root is required (a local folder or s3://bucket/prefix)")
-    if cfg.run.num_workers < 1:
-        raise ValueError("run.num_workers must be >= 1")
     if cfg.optim.batch_size < cfg.run.num_workers:
         raise ValueError(
             f"optim.batch_size={cfg.optim.batch_size} is smaller than run.num_workers={cfg.run.num_workers}"
@@ -162,7 +201,8 @@ def build_config(cls: type[C], argv: list[str], aliases: dict[str, str] | None =
 
     Raises:
         SystemExit: on ``--help`` (prints every key with its default).
-        KeyError / ValueError: on an unknown key or a bad value.
+        KeyError / ValueError: on an unknown key or a bad value, including a number that is not finite
+            or outside the range its section declares (:func:`coloc_core.config.check_numbers`).
     """
     aliases = aliases or {}
     if any(a in ("-h", "--help") for a in argv):
@@ -194,7 +234,7 @@ def build_config(cls: type[C], argv: list[str], aliases: dict[str, str] | None =
         with open(config_file) as fh:
             data = yaml.safe_load(fh) or {}
     cfg = from_dict(cls, data)
-    return apply_overrides(cfg, overrides)
+    return check_numbers(apply_overrides(cfg, overrides))
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:

@@ -44,7 +44,7 @@ The same path serves Ray Train's failure handling: after a worker failure the wo
 restarted (``FailureConfig(max_failures)``) and resumes from the latest checkpoint the controller has
 *registered*. The controller collects reports when it polls the workers (every
 ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), so a folder uploaded within the last poll may
-not count yet and its epoch is trained again. A non-finite loss is an error too
+not count yet and its epoch is trained again. A non-finite loss, gradient or weight is an error too
 (``FloatingPointError`` from ``train_step``): it fails again after every restart and then ends the
 run with that message. ``run.stop_after_epochs`` ends an invocation cleanly after N epochs; a restart
 after a failure keeps the invocation's original stopping point (stored in the checkpoint as
@@ -135,7 +135,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     Raises:
         ValueError: on an invalid config or an empty training split.
         ray.train.TrainingFailedError: when the workers fail more than ``run.max_failures`` times, or
-            on a non-finite loss (a ``FloatingPointError`` inside).
+            on a non-finite loss, gradient or weight (a ``FloatingPointError`` inside).
     """
     cfg = resolve_train_config(cfg)
     log.info("training config (resolved):\n%s", dump(cfg))
@@ -387,7 +387,7 @@ def train_batch(
         images: (B, H, W, 3) uint8 on the worker's device.
 
     Raises:
-        FloatingPointError: on a non-finite loss.
+        FloatingPointError: on a non-finite loss, gradient or weight.
     """
     x = normalize_images(images, unwrap(model).mean, unwrap(model).std)
     if use_gpu:

@@ -1,6 +1,14 @@
 import pytest
 
-from coloc_core.config import ColocConfig, apply_overrides, flat_keys, from_dict, to_dict, validate
+from coloc_core.config import (
+    ColocConfig,
+    apply_overrides,
+    check_numbers,
+    flat_keys,
+    from_dict,
+    to_dict,
+    validate,
+)
 
 
 def test_defaults_follow_spec():
@@ -70,3 +78,153 @@ def test_dict_round_trip():
     with pytest.raises(KeyError):
         from_dict(ColocConfig, {"model": {"backbon": "tiny"}})
     assert flat_keys(cfg)["pretext.tasks"] == ("scale", "vflip")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=nan", "optim.lr=nan is not a finite number"),
+        ("optim.lr=inf", "optim.lr=inf is not a finite number"),
+        ("optim.lr=-inf", "optim.lr=-inf is not a finite number"),
+        ("optim.lr=-0.001", "optim.lr=-0.001 must be > 0"),
+        ("optim.lr=0", "optim.lr=0.0 must be > 0"),
+        ("optim.momentum=nan", "optim.momentum=nan is not a finite number"),
+        ("optim.momentum=1", r"optim.momentum=1.0 must be in \[0, 1\)"),
+        ("optim.weight_decay=-1e-4", "optim.weight_decay=-0.0001 must be >= 0"),
+        ("optim.lr_gamma=0", "optim.lr_gamma=0.0 must be > 0"),
+        ("optim.lr_milestones=10,-1", "optim.lr_milestones=10,-1 must be >= 0"),
+        ("optim.batch_size=0", "optim.batch_size=0 must be >= 1"),
+        ("loss.caml_weight=nan", "loss.caml_weight=nan is not a finite number"),
+        ("loss.margin=-1", "loss.margin=-1.0 must be >= 0"),
+        ("loss.theta_bg=inf", "loss.theta_bg=inf is not a finite number"),
+        ("loss.map_peak=nan", "loss.map_peak=nan is not a finite number"),
+        ("model.pool_ratio=nan", "model.pool_ratio=nan is not a finite number"),
+        ("model.image_size=0", "model.image_size=0 must be >= 1"),
+        ("model.output_stride=0", "model.output_stride=0 must be >= 1"),
+        ("model.eca_kernel=4", "model.eca_kernel=4 must be odd"),
+        ("augment.crop_padding=-1", "augment.crop_padding=-1 must be >= 0"),
+        ("boxes.threshold=nan", "boxes.threshold=nan is not a finite number"),
+        ("boxes.cam_curve_interval=0", r"boxes.cam_curve_interval=0.0 must be in \(0, 1\)"),
+        ("boxes.iou_thresholds=0.5,nan", "boxes.iou_thresholds=0.5,nan is not a finite number"),
+        ("boxes.iou_thresholds=0.5,1.5", r"boxes.iou_thresholds=0.5,1.5 must be in \(0, 1\]"),
+        ("seed=-1", "seed=-1 must be in"),
+    ],
+)
+def test_validate_rejects_non_finite_and_out_of_range_numbers(override, message):
+    cfg = apply_overrides(ColocConfig(), [override])  # parsing accepts it: a float is a float
+    with pytest.raises(ValueError, match=message):
+        validate(cfg)
+
+
+def test_validate_accepts_the_edges_of_each_range():
+    cfg = apply_overrides(
+        ColocConfig(),
+        [
+            "optim.momentum=0",
+            "optim.weight_decay=0",
+            "optim.lr_milestones=0",
+            "loss.caml_weight=0",
+            "loss.margin=0",
+            "model.pool_ratio=1",
+            "model.eca_kernel=1",
+            "augment.crop_padding=0",
+            "boxes.threshold=0",
+            "boxes.iou_thresholds=1",
+        ],
+    )
+    assert validate(cfg) is cfg
+
+
+def _numeric_fields_without_a_range(cls: type, prefix: str = "") -> list[str]:
+    """Keys of numeric fields (int, float, optional, tuples of them) whose section declares no range."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    ranges = getattr(cls, "RANGES", {})
+    missing = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            missing += _numeric_fields_without_a_range(hint, prefix=f"{prefix}{f.name}.")
+            continue
+        inner = set(typing.get_args(hint)) | {hint}
+        for arg in list(inner):
+            inner |= set(typing.get_args(arg))
+        if (int in inner or float in inner) and f.name not in ranges:
+            missing.append(f"{prefix}{f.name}")
+    return missing
+
+
+def test_every_numeric_option_of_every_job_declares_its_range():
+    from jobs.calibrate import CalibrateJobConfig
+    from jobs.evaluate import EvaluateJobConfig
+    from jobs.generate import GenerateConfig
+    from pipelines.config import LabelJobConfig, TrainJobConfig
+
+    for cls in (TrainJobConfig, LabelJobConfig, EvaluateJobConfig, CalibrateJobConfig, GenerateConfig):
+        assert _numeric_fields_without_a_range(cls) == [], cls.__name__
+        check_numbers(cls())  # the defaults are in range
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run.cpus_per_worker=nan"], "run.cpus_per_worker=nan is not a finite number"),
+        (["--run.decode_cpus=-0.5"], "run.decode_cpus=-0.5 must be > 0"),
+        (["--run.num_workers=0"], "run.num_workers=0 must be >= 1"),
+        (["--run.max_failures=-2"], "run.max_failures=-2 must be >= -1"),
+        (["--run.checkpoints_to_keep=0"], "run.checkpoints_to_keep=0 must be >= 1"),
+        (["--dataset.limit=-1"], "dataset.limit=-1 must be >= 0"),
+        (["--optim.lr", "nan"], "optim.lr=nan is not a finite number"),
+    ],
+)
+def test_train_job_config_rejects_bad_numbers_when_resolved(args, message):
+    from pipelines.config import TrainJobConfig, build_config, resolve_train_config
+
+    with pytest.raises(ValueError, match=message):
+        resolve_train_config(
+            build_config(TrainJobConfig, ["--data=/x", *args], aliases={"data": "dataset.root"})
+        )
+
+
+def test_a_yaml_nan_is_rejected_too(tmp_path):
+    from pipelines.config import TrainJobConfig, build_config
+
+    path = tmp_path / "job.yaml"
+    path.write_text("dataset:\n  root: /x\noptim:\n  lr: .nan\n")
+    with pytest.raises(ValueError, match="optim.lr=nan is not a finite number"):
+        build_config(TrainJobConfig, [f"--config={path}"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--optim.lr=nan"], "optim.lr=nan is not a finite number"),
+        (["train", "--optim.lr=inf"], "optim.lr=inf is not a finite number"),
+        (["train", "--optim.lr=-1"], "optim.lr=-1.0 must be > 0"),
+        (["train-cub", "--loss.margin=nan"], "loss.margin=nan is not a finite number"),
+        (["label", "--method=caam", "--out=/tmp/unused", "--threshold=nan"], "threshold=nan is not a finite"),
+        (["label", "--method=caam", "--out=/tmp/unused", "--decode_cpus=0"], "decode_cpus=0.0 must be > 0"),
+        (["evaluate", "--predictions=/tmp/unused", "--cam_curve_interval=nan"], "cam_curve_interval=nan"),
+        (["calibrate", "--predictions=/p", "--gt=/g", "--delta=1.5"], "delta=1.5 must be in (0, 1]"),
+        (["generate", "--num_images=0"], "num_images=0 must be >= 1"),
+    ],
+)
+def test_cli_exits_2_on_a_bad_number_before_starting_ray(argv, message, tmp_path, caplog, monkeypatch):
+    import ray
+
+    from jobs.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("the bad number was not refused before Ray starts")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+
+    data = ["--data", str(tmp_path)] if argv[0].startswith("train") else []
+    images = ["--images", str(tmp_path)] if argv[0] == "label" else []
+    with caplog.at_level("ERROR"):
+        assert main([*argv, *data, *images]) == 2
+    assert any(message in record.getMessage() for record in caplog.records), caplog.text
+    assert "bad arguments" in caplog.text
+    assert not ray.is_initialized()

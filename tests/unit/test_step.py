@@ -4,7 +4,7 @@ import torch
 from coloc_core.config import ColocConfig, apply_overrides
 from coloc_core.model import ColocOutput, build_model, normalize_images
 from coloc_core.pretext import PretextTransform
-from coloc_core.step import compute_loss, inference_step, lr_at_epoch, make_optimizer, train_step
+from coloc_core.step import compute_loss, inference_step, lr_at_epoch, make_optimizer, set_lr, train_step
 
 
 def _cfg(*overrides):
@@ -94,3 +94,38 @@ def test_lr_schedule_is_a_pure_function_of_epoch():
     assert lr_at_epoch(59, cfg) == pytest.approx(1e-3)
     assert lr_at_epoch(60, cfg) == pytest.approx(2e-4)
     assert lr_at_epoch(79, cfg) == pytest.approx(2e-4)
+
+
+def test_train_step_stops_on_a_non_finite_gradient_before_the_update():
+    torch.manual_seed(0)
+    cfg = _cfg("optim.lr=0.1")
+    model = build_model(cfg)
+    opt = make_optimizer(model, cfg.optim)
+    name, param = next((n, p) for n, p in model.named_parameters() if "ptap" in n or "head" in n)
+    param.register_hook(lambda grad: torch.full_like(grad, float("nan")))  # the loss itself stays finite
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match=f"non-finite gradient in {name}"):
+        train_step(model, torch.randn(4, 3, 32, 32), cfg, opt)
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_train_step_stops_when_the_update_makes_a_weight_non_finite():
+    torch.manual_seed(0)
+    cfg = _cfg("optim.lr=0.1")
+    model = build_model(cfg)
+    opt = make_optimizer(model, cfg.optim)
+    _, param = next((n, p) for n, p in model.named_parameters() if "ptap" in n or "head" in n)
+    param.register_hook(lambda grad: torch.full_like(grad, 10.0))  # a finite, ordinary gradient
+    set_lr(opt, 3e38)  # finite in float32 too, but lr * 10 is not: the update overflows the weight
+    with pytest.raises(FloatingPointError, match=r"non-finite weight in \S+ \(after the update, lr 3e\+38\)"):
+        train_step(model, torch.randn(4, 3, 32, 32), cfg, opt)
+
+
+def test_huge_but_finite_values_are_not_mistaken_for_non_finite_ones():
+    from coloc_core.step import _check_finite
+
+    model = build_model(_cfg())
+    huge = [torch.full((1000,), 1e30), torch.ones(3)]  # their 2-norm overflows float32
+    _check_finite(model, "weight", huge, "test")
+    with pytest.raises(FloatingPointError, match=r"non-finite weight \(test\)"):
+        _check_finite(model, "weight", [*huge, torch.tensor([1.0, float("inf")])], "test")
