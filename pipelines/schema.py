@@ -26,10 +26,20 @@ reproduces the stored box at 224 exactly; it is scaled to the original size with
 
 The heatmap is plain bytes plus its shape, so any Parquet reader can use it
 (numpy: ``np.frombuffer(heatmap, np.uint8).reshape(heatmap_h, heatmap_w)``).
+
+**pandas**: an integer column with nulls (``width``/``height``/``heatmap_h``/``heatmap_w`` on an error
+row) would become float64 in pandas (``7.0``, ``NaN``), and ``reshape(row.heatmap_h, row.heatmap_w)``
+would raise ``TypeError``. So the schema carries pandas metadata (the ``pandas`` key that pyarrow
+reads back in ``to_pandas``) declaring these columns as pandas' nullable integers: a plain
+``pd.read_parquet(out)`` gives ``Int32``/``Int16`` columns, ``<NA>`` where the row has no value,
+whatever the rows of a file hold. The metadata names only those columns; the others convert as usual,
+and readers other than pandas ignore it. (Tables written before it existed: read them with
+``pd.read_parquet(out, dtype_backend="numpy_nullable")``.)
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -48,24 +58,43 @@ HEATMAP_W = "heatmap_w"
 MODEL = "model"
 ERROR = "error"
 
-PREDICTIONS_SCHEMA = pa.schema(
-    [
-        pa.field(PATH, pa.string(), nullable=False),
-        pa.field(WIDTH, pa.int32()),
-        pa.field(HEIGHT, pa.int32()),
-        pa.field(X0, pa.float32()),
-        pa.field(Y0, pa.float32()),
-        pa.field(X1, pa.float32()),
-        pa.field(Y1, pa.float32()),
-        pa.field(SCORE, pa.float32()),
-        pa.field(THRESHOLD, pa.float32()),
-        pa.field(HEATMAP, pa.binary()),
-        pa.field(HEATMAP_H, pa.int16()),
-        pa.field(HEATMAP_W, pa.int16()),
-        pa.field(MODEL, pa.string()),
-        pa.field(ERROR, pa.string()),
+_FIELDS = [
+    pa.field(PATH, pa.string(), nullable=False),
+    pa.field(WIDTH, pa.int32()),
+    pa.field(HEIGHT, pa.int32()),
+    pa.field(X0, pa.float32()),
+    pa.field(Y0, pa.float32()),
+    pa.field(X1, pa.float32()),
+    pa.field(Y1, pa.float32()),
+    pa.field(SCORE, pa.float32()),
+    pa.field(THRESHOLD, pa.float32()),
+    pa.field(HEATMAP, pa.binary()),
+    pa.field(HEATMAP_H, pa.int16()),
+    pa.field(HEATMAP_W, pa.int16()),
+    pa.field(MODEL, pa.string()),
+    pa.field(ERROR, pa.string()),
+]
+# Columns that pandas must read as nullable integers (not float64) whatever the rows hold.
+INTEGER_COLUMNS = tuple(f.name for f in _FIELDS if pa.types.is_integer(f.type))
+
+
+def _pandas_metadata(fields: list[pa.Field]) -> bytes:
+    """The ``pandas`` schema metadata (as pyarrow writes it) naming the integer columns' pandas dtypes."""
+    columns = [
+        {
+            "name": f.name,
+            "field_name": f.name,
+            "pandas_type": str(f.type),
+            "numpy_type": str(f.type).capitalize(),  # int16 -> Int16: pandas' nullable integer dtype
+            "metadata": None,
+        }
+        for f in fields
+        if pa.types.is_integer(f.type)
     ]
-)
+    return json.dumps({"index_columns": [], "column_indexes": [], "columns": columns}).encode()
+
+
+PREDICTIONS_SCHEMA = pa.schema(_FIELDS, metadata={b"pandas": _pandas_metadata(_FIELDS)})
 COLUMNS = tuple(PREDICTIONS_SCHEMA.names)
 
 
