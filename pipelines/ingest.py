@@ -19,7 +19,9 @@ Row schema of :func:`images_dataset` (Arrow types):
 - ``boxes`` (list<float32>): ground-truth boxes flattened ``x0, y0, x1, y1, x0, ...`` in original
   pixels (``4k`` values; empty when unknown). ``np.reshape(boxes, (-1, 4))`` gives them back.
 - ``image`` (uint8 tensor (size, size, 3)): RGB, HWC; all zeros on an error row.
-- ``error`` (string): null, or ``"<path>: <ExceptionType>: <reason>"``.
+- ``error`` (string): null, or ``"<path>: <ExceptionType>: <reason>"``; the same file gives the same
+  text on every run (no memory addresses: PIL's "cannot identify image file <_io.BytesIO object at
+  0x…>" is reworded, and any ``object at 0x…`` left in a reason is cut to ``object``).
 
 Decoding choices (:func:`decode_image`):
 
@@ -49,6 +51,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -58,7 +61,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from coloc_core.config import AugmentConfig
 from coloc_core.datasets import ImageRecord, read_dataset
@@ -96,6 +99,8 @@ _PIL_LIMIT_LOCK = threading.Lock()
 _LOGGED_ERRORS: set[str] = set()
 _MAX_LOGGED = 10_000
 _READ_THREADS = 8
+# A repr's memory address, e.g. "<_io.BytesIO object at 0x7f3a...>": differs between runs.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class ImageTooLargeError(ValueError):
@@ -117,12 +122,28 @@ def records_from_folder(uri: str, endpoint_url: str | None = None) -> list[Image
     """Every image under a folder URI (recursively, sorted): split ``all``, no sizes, no boxes.
 
     Raises:
-        FileNotFoundError: when there is no image under ``uri``.
+        FileNotFoundError: when there is no image under ``uri`` (see :func:`no_images_error`).
     """
     paths = storage.list_images(uri, endpoint_url=endpoint_url)
     if not paths:
-        raise FileNotFoundError(f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {uri}")
+        raise no_images_error(uri, endpoint_url)
     return [ImageRecord(path=p, split="all") for p in paths]
+
+
+def no_images_error(uri: str, endpoint_url: str | None = None) -> FileNotFoundError:
+    """The error for a folder that lists no image: says whether the bucket or the folder is missing.
+
+    Call it after an empty listing (it looks the folder and, for ``s3://``, the bucket up once).
+    """
+    if not storage.exists(uri, endpoint_url):
+        if storage.is_s3(uri):
+            bucket = "s3://" + storage.strip_scheme(uri).split("/", 1)[0]
+            if bucket.rstrip("/") == uri.rstrip("/") or not storage.exists(bucket, endpoint_url):
+                return FileNotFoundError(
+                    f"input bucket {bucket} does not exist (or these credentials cannot see it)"
+                )
+        return FileNotFoundError(f"input folder {uri} does not exist")
+    return FileNotFoundError(f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {uri}")
 
 
 def records_table(records: Sequence[ImageRecord]) -> pa.Table:
@@ -220,7 +241,13 @@ def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _pil_limit_lifted():
-            im: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
+            try:
+                im: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
+            except UnidentifiedImageError:
+                # PIL's message names the BytesIO object and its memory address: not the same twice.
+                raise UnidentifiedImageError(
+                    f"cannot identify image file: not an image format PIL reads ({len(data)} bytes)"
+                ) from None
         width, height = im.size
         if im.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale when the result still covers size×size.
@@ -299,7 +326,7 @@ def decode_batch(
                 raise data
             image, width, height = decode_image(data, size, max_pixels)
         except Exception as e:  # noqa: BLE001 - every failure is surfaced as an error row and counted
-            reason = str(e) or type(e).__name__
+            reason = _ADDRESS.sub("", str(e)) or type(e).__name__
             errors[i] = f"{path}: {type(e).__name__}: {reason}"
             _warn_once(f"error:{path}", "ingest: cannot use image %s", errors[i])
             continue

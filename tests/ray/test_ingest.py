@@ -237,6 +237,46 @@ def test_unreadable_file_is_an_error_row(tmp_path: Path):
     assert "PermissionError" in out.column("error")[0].as_py()
 
 
+def test_error_texts_are_the_same_on_every_run(tmp_path: Path):
+    """PIL names the BytesIO it could not identify, with its memory address; the row must not."""
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"a text file with an image name\n" * 10)
+    table = ingest.records_table([ImageRecord(path=str(bad), split="all")])
+    texts = {ingest.decode_batch(table, size=16).column("error")[0].as_py() for _ in range(3)}
+    reason = "cannot identify image file: not an image format PIL reads (310 bytes)"
+    assert texts == {f"{bad}: UnidentifiedImageError: {reason}"}
+
+
+def test_an_address_in_any_other_reason_is_cut(tmp_path: Path, monkeypatch):
+    path = tmp_path / "odd.png"
+    path.write_bytes(GOOD_FILES["rgb.jpg"][0])
+
+    def decode_image(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+        raise OSError(f"cannot read from {object()!r} in {io.BytesIO(data)!r}")
+
+    monkeypatch.setattr(ingest, "decode_image", decode_image)
+    out = ingest.decode_batch(ingest.records_table([ImageRecord(path=str(path), split="all")]), size=16)
+    assert out.column("error")[0].as_py() == (
+        f"{path}: OSError: cannot read from <object object> in <_io.BytesIO object>"
+    )
+
+
+def test_an_empty_listing_says_whether_the_folder_exists(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=f"input folder {tmp_path / 'nowhere'} does not exist"):
+        ingest.records_from_folder(str(tmp_path / "nowhere"))
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(FileNotFoundError, match=f"no image files .* under {tmp_path}$"):
+        ingest.records_from_folder(str(tmp_path))
+
+
+def test_a_missing_input_bucket_says_so(s3_server):
+    with pytest.raises(FileNotFoundError, match="input bucket s3://coloc-no-such-bucket does not exist"):
+        ingest.records_from_folder("s3://coloc-no-such-bucket/photos")
+    missing = s3_server.uri(s3_server.unique_prefix("nowhere"))
+    with pytest.raises(FileNotFoundError, match=f"input folder {missing} does not exist"):
+        ingest.records_from_folder(missing)
+
+
 # ------------------------------------------------------------------------------- augment, in-process
 
 
