@@ -16,6 +16,13 @@ timeout besides.
 
 Every Ray test module also sets a timeout (``pytest.mark.timeout``): on a 2-CPU machine a resource
 deadlock hangs instead of failing.
+
+A slow start is not a failure: on a loaded machine the raylet can take longer than the 30 s Ray waits
+for it to register ("The current node timed out during startup"), and then every test of the session
+errors at once. :func:`start_ray` gives each start :data:`RAY_START_TIMEOUT_S` (for the raylet to
+register, and ``RAY_gcs_server_port_wait_time_s`` for the GCS) and, when a start fails anyway, ends
+the processes that start spawned, by their ids, and tries once more (:data:`RAY_START_ATTEMPTS`).
+The first Ray test's own timeout counts this start too.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -43,6 +52,99 @@ _S3_ENV = {
 }
 # Variables that would point boto/s3fs elsewhere than the test server.
 _S3_ENV_CLEARED = ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+# Start-up of the session's Ray cluster: seconds each start may take (Ray's own waits are 30 s), and
+# how many starts are tried.
+RAY_START_TIMEOUT_S = 60
+RAY_START_ATTEMPTS = 2
+T = TypeVar("T")
+
+
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def _end_processes(pids: set[int], timeout: float = 10.0) -> None:
+    """Terminate these processes (children of this one), then kill what is left after ``timeout``."""
+    import psutil
+
+    procs = []
+    for pid in sorted(pids):
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+def _patient(get_node: Callable[..., Any], timeout_s: float, interval_s: float = 0.5) -> Callable[..., Any]:
+    """``ray._private.services.get_node`` retrying for up to ``timeout_s`` while the node is not registered.
+
+    Ray's node start-up calls ``get_node`` in a loop that gives up after a fixed 30 s; a call that waits
+    itself gives the raylet ``timeout_s`` instead.
+    """
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return get_node(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(interval_s)
+
+    return wrapper
+
+
+def start_ray(
+    init: Callable[[], T],
+    shutdown: Callable[[], None],
+    *,
+    attempts: int = RAY_START_ATTEMPTS,
+    timeout_s: float = RAY_START_TIMEOUT_S,
+) -> T:
+    """``init()`` with a longer start-up timeout, tried ``attempts`` times.
+
+    Each try runs with Ray's raylet and GCS start-up waits raised to ``timeout_s``. After a failed try,
+    ``shutdown()`` resets the driver and the processes that try spawned (children of this process that
+    were not there before it) are ended, so the next try starts clean.
+
+    Raises:
+        The last try's exception when every try fails.
+    """
+    import ray._private.services as services
+
+    for attempt in range(1, attempts + 1):
+        before = _child_pids()
+        mp = pytest.MonkeyPatch()
+        mp.setenv("RAY_gcs_server_port_wait_time_s", str(int(timeout_s)))
+        mp.setattr(services, "get_node", _patient(services.get_node, timeout_s))
+        try:
+            return init()
+        except Exception as err:
+            if attempt == attempts:
+                raise
+            warnings.warn(
+                f"Ray did not start (try {attempt} of {attempts}): {err}; trying again", stacklevel=2
+            )
+            shutdown()
+            _end_processes(_child_pids() - before)
+        finally:
+            mp.undo()
+    raise AssertionError("unreachable")
 
 
 def _free_port() -> int:
@@ -158,12 +260,15 @@ def ray_cluster(s3_server: S3Server) -> Iterator[object]:
     mp.setenv("PYTHONPATH", pythonpath)
     env_vars = {name: os.environ[name] for name in (*_S3_ENV, "AWS_ENDPOINT_URL", "PYTHONPATH")}
     try:
-        context = ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            runtime_env={"env_vars": env_vars},
+        context = start_ray(
+            lambda: ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": env_vars},
+            ),
+            ray.shutdown,
         )
         yield context
     finally:
