@@ -1,11 +1,17 @@
 """Accuracy experiments on real photo sets: the tables of ``docs/RESULTS.md`` (issue 6).
 
-One command per table and set; each run appends its rows to ``docs/results/<set>.json`` and the
-report is rebuilt from those files::
+One command per table and set; each run stores its rows in ``docs/results/<name>.json`` (or
+``--out``), and ``--report`` rebuilds ``docs/RESULTS.md`` from those files::
 
     python bench/experiments.py --set raccoon --table ablation --seeds 0,1,2
     python bench/experiments.py --set kangaroo --table all --seeds 0
+    python bench/experiments.py --data /path/to/set --format boxes_csv --name myset --table trainfree
+    python bench/experiments.py --set raccoon --rows default,ddt,rps --out /tmp/mine.json
     python bench/experiments.py --report            # rebuild docs/RESULTS.md only
+
+Any boxed set works: ``--data`` with a reader of ``coloc_core.datasets`` (``--format``, ``--split``).
+The defaults are the setting of docs/RESULTS.md (4 epochs, 15 frozen blocks, lr 0.01, batch 16), so a
+bare command reproduces its tables; the ``default`` row is the project's default configuration.
 
 Setting (co-localization): every image of the set is used for training WITHOUT its boxes, and every
 image is evaluated with its boxes (SPEC §6 protocol: score maps at 224, CorLoc at the fixed τ of
@@ -40,10 +46,25 @@ from PIL import Image, ImageFile, ImageOps
 from torch import Tensor, nn
 
 from coloc_core.backbones import Backbone, build_backbone
-from coloc_core.boxes import boxes_at_thresholds, iou_matrix, resize_boxes, scoremap_from_attention
+from coloc_core.boxes import (
+    boxes_at_thresholds,
+    boxes_from_scoremap,
+    iou_matrix,
+    resize_boxes,
+    scoremap_from_attention,
+)
 from coloc_core.config import ColocConfig, apply_overrides, validate
 from coloc_core.datasets import read_dataset
-from coloc_core.localizer import ddt_from_moments, feature_moments
+from coloc_core.localizer import (
+    DEFAULT_THRESHOLDS,
+    box_score,
+    ddt_from_moments,
+    dequantize_heatmap,
+    feature_moments,
+    feature_statistics,
+    quantize_heatmap,
+    rps_from_statistics,
+)
 from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
 from coloc_core.model import colocnet_on, normalize_images
 from coloc_core.pretext import IDENTITY_LABEL, NUM_CLASSES, PretextTransform, sample_labels
@@ -55,8 +76,16 @@ RESULTS_DIR = REPO / "docs" / "results"
 MAPS_DIR = Path(os.environ.get("COLOC_EXPERIMENT_MAPS", "/tmp/coloc-experiment-maps"))
 SETS = {"raccoon": DATA / "raccoon", "kangaroo": DATA / "kangaroo"}
 
-# Training-free rows.
+# Training-free rows (on the frozen trunk's features, as the trained rows see them).
 BASELINES = ("full_image", "caam", "ddt")
+# The training-free sweep (the labelers of ``coloc label``): method x feature layer x stride-16 mode,
+# on the full ImageNet backbone, each at its kind's default τ (coloc_core.localizer.DEFAULT_THRESHOLDS).
+TRAINFREE = tuple(
+    f"tf_{method}_{layer}_{mode}"
+    for method in ("caam", "ddt", "rps")
+    for layer in ("output", "pre_head")
+    for mode in ("dilated", "plain")
+)
 
 # Every trained row starts from the project defaults with SPEC §2's PTAP top-70% pinned: the
 # configuration all tables were measured on. (Table 6, three seeds on both sets, then moved the
@@ -67,6 +96,7 @@ BASE = ["model.pooling=topk", "model.pool_ratio=0.7"]
 # name -> (description, overrides on top of BASE)
 NO_PTAP = ["model.pooling=mean", "model.eca=false"]
 ROWS: dict[str, tuple[str, list[str]]] = {
+    "default": ("The project's default configuration (coloc train with no options)", []),
     "rotation_baseline": (
         "Rotation baseline: L_cls only, channel-mean map (PsyNet)",
         ["loss.use_caml=false", *NO_PTAP],
@@ -111,6 +141,7 @@ TABLES: dict[str, tuple[str, list[str]]] = {
         ["scale_raw", "scale_max", "scale_minmax", "scale_sigmoid", "scale_peak", "scale_peak0.6"],
     ),
     "theta": ("θ_bg", ["theta_1.5", "theta_2.3", "theta_2.6"]),
+    "trainfree": ("Training-free labelers: method × layer × stride 16", list(TRAINFREE)),
     "tasks": ("Table 7: pretext tasks", [f"task_{t}_{m}" for t in NUM_CLASSES for m in ("baseline", "caml")]),
 }
 
@@ -125,10 +156,15 @@ class ImageSet:
     gt_224: list[np.ndarray]  # per image (k, 4) int boxes at 224
 
 
-def load_set(name: str, size: int) -> ImageSet:
-    """Decode every image of a real set (EXIF-aware, RGB) and its boxes scaled to 224 (truncation)."""
-    root = SETS[name]
-    records = read_dataset("boxes_csv", str(root), "all")
+def load_set(
+    name: str, size: int, root: str | Path | None = None, fmt: str = "boxes_csv", split: str = "all"
+) -> ImageSet:
+    """Decode every image of a boxed set (EXIF-aware, RGB) and its boxes scaled to 224 (truncation).
+
+    ``root`` (any reader of ``coloc_core.datasets``: ``fmt``, ``split``) or a name of :data:`SETS`.
+    """
+    root = SETS[name] if root is None else Path(root)
+    records = read_dataset(fmt, str(root), split)
     ImageFile.LOAD_TRUNCATED_IMAGES = True  # kangaroo/images/00090.jpg lacks its last 20 bytes
     images, gts, names = [], [], []
     for rec in records:
@@ -218,18 +254,86 @@ def view_of(views: dict, task: str, labels: Tensor, index: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate_maps(attention: Tensor, gts: list[np.ndarray], cfg: ColocConfig) -> dict[str, float]:
-    corloc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=cfg.boxes.threshold)
+def evaluate_maps(
+    attention: Tensor, gts: list[np.ndarray], cfg: ColocConfig, tau: float | None = None
+) -> dict[str, float]:
+    """CorLoc at τ (``cfg.boxes.threshold`` by default), MaxBoxAccV2, calibrated CorLoc, score ranking.
+
+    The maps go through the labeling stage's uint8 heatmap first (what ``coloc label`` stores), and the
+    box score is ``coloc_core.localizer.box_score``; the ranking keys are those of ``coloc evaluate``.
+    """
+    tau = cfg.boxes.threshold if tau is None else float(tau)
+    corloc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=tau)
     maxbox = MaxBoxAccAccumulator(
         iou_thresholds=cfg.boxes.iou_thresholds, cam_curve_interval=cfg.boxes.cam_curve_interval
     )
-    scoremaps = []
+    scoremaps, scores, ious = [], [], []
     for attn, gt in zip(attention.numpy(), gts, strict=True):
-        scoremap = scoremap_from_attention(attn)
+        scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
         scoremaps.append(scoremap)
-        corloc.update(scoremap, gt)
+        ious.append(corloc.update(scoremap, gt))
+        box = np.asarray(boxes_from_scoremap(scoremap, tau)).reshape(-1, 4)[0]
+        scores.append(box_score(scoremap, box, tau))
         maxbox.update(scoremap, gt)
-    return {**corloc.compute(), **maxbox.compute(), **calibrated_corloc(scoremaps, gts, cfg)}
+    ranking = score_ranking(np.asarray(scores), np.asarray(ious))
+    return {
+        **corloc.compute(),
+        **maxbox.compute(),
+        **calibrated_corloc(scoremaps, gts, cfg),
+        "tau": tau,
+        "spearman": ranking["spearman_score_iou"],
+        "top_half": ranking["corloc@0.5_top_half_by_score"],
+        "bottom_half": ranking["corloc@0.5_bottom_half_by_score"],
+    }
+
+
+def score_ranking(scores: np.ndarray, ious: np.ndarray) -> dict[str, float]:
+    """Spearman(score, IoU) and CorLoc@0.5 of the top- and bottom-scored halves (as ``coloc evaluate``)."""
+    from scipy.stats import spearmanr
+
+    order = np.argsort(-scores, kind="stable")
+    n = len(scores)
+    hit = ious >= 0.5
+    top, bottom = order[: (n + 1) // 2], order[(n + 1) // 2 :]
+    rho = (
+        float(spearmanr(scores, ious).statistic) if np.ptp(scores) > 0 and np.ptp(ious) > 0 else float("nan")
+    )
+    return {
+        "spearman_score_iou": rho,
+        "corloc@0.5_top_half_by_score": float(100 * hit[top].mean()),
+        "corloc@0.5_bottom_half_by_score": float(100 * hit[bottom].mean()) if len(bottom) else float("nan"),
+    }
+
+
+def training_free_row(row: str, data: ImageSet, full_state: dict) -> dict[str, float]:
+    """One ``tf_<method>_<layer>_<mode>`` row: the labeler of ``coloc label --method`` on this setting."""
+    _, method, *layer_parts, mode = row.split("_")
+    layer = "_".join(layer_parts)
+    net = build_backbone("efficientnet_lite0", weights=None, dilate=mode == "dilated")
+    net.load_state_dict(full_state)
+    net.eval()
+    chunks = []
+    with torch.inference_mode():
+        for i in range(0, len(data.images), 32):
+            x = normalize_images(data.images[i : i + 32], net.mean, net.std)
+            chunks.append(net.features_at(x, layer).float())
+    feats = torch.cat(chunks)
+    stats = feature_statistics(feats)
+    if method == "caam":
+        attention = feats.mean(dim=1)
+    elif method == "ddt":
+        mean, vector = ddt_from_moments(
+            stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
+        )
+        attention = torch.einsum("bchw,c->bhw", feats - mean.view(1, -1, 1, 1), vector).clamp_min(0)
+    else:
+        w = rps_from_statistics(
+            stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
+        )
+        unit = torch.nn.functional.normalize(feats, dim=1)
+        attention = torch.einsum("bchw,c->bhw", unit, w).clamp_min(0)
+    cfg = validate(ColocConfig())
+    return evaluate_maps(attention, data.gt_224, cfg, tau=DEFAULT_THRESHOLDS[method])
 
 
 def calibrated_corloc(
@@ -283,8 +387,21 @@ def run_row(
         f"optim.epochs={args.epochs}",
         f"seed={seed}",
     ]
+    if row in TRAINFREE:
+        t0 = time.time()
+        metrics = training_free_row(row, data, full_state)
+        return {
+            "row": row,
+            "seed": seed,
+            "metrics": metrics,
+            "loss_history": [],
+            "seconds": round(time.time() - t0, 1),
+            "overrides": [],
+        }
     if row in BASELINES:
         cfg = validate(apply_overrides(ColocConfig(), BASE + overrides))
+    elif row == "default":
+        cfg = validate(apply_overrides(ColocConfig(), overrides))
     else:
         cfg = validate(apply_overrides(ColocConfig(), BASE + overrides + ROWS[row][1]))
     full = build_backbone("efficientnet_lite0", weights=None)
@@ -347,7 +464,7 @@ def run_row(
             attention = torch.cat([model(base[i : i + 32].float()).attention for i in range(0, n, 32)])
         metrics = evaluate_maps(attention.float(), data.gt_224, cfg)
         MAPS_DIR.mkdir(parents=True, exist_ok=True)
-        np.save(MAPS_DIR / f"{args.set}_{row}_{seed}.npy", attention.float().numpy())
+        np.save(MAPS_DIR / f"{args.name}_{row}_{seed}.npy", attention.float().numpy())
     return {
         "row": row,
         "seed": seed,
@@ -362,8 +479,14 @@ def run_row(
 
 
 def command_for(set_name: str, table: str, args: argparse.Namespace, seeds: str) -> str:
+    where = (
+        f"--set {set_name}"
+        if args.data is None
+        else f"--data {args.data} --format {args.format} --split {args.split} --name {set_name}"
+    )
+    what = f"--rows {args.rows}" if args.rows else f"--table {table}"
     return (
-        f"python bench/experiments.py --set {set_name} --table {table} --seeds {seeds} "
+        f"python bench/experiments.py {where} {what} --seeds {seeds} "
         f"--epochs {args.epochs} --size {args.size} --trunk-blocks {args.trunk_blocks} --lr {args.lr} --batch {args.batch}"
     )
 
@@ -391,8 +514,8 @@ def write_report() -> None:
             lines += [f"### {title}", "", f"`{entries['command']}`", ""]
             lines += [
                 "| row | seeds | CorLoc@0.3 | CorLoc@0.5 | CorLoc@0.7 | CorLoc mean | MaxBoxAccV2 | MaxBoxAcc@0.5 "
-                "| τ* | CorLoc@0.5 (τ*) | CorLoc mean (τ*) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
+                "| τ* | CorLoc@0.5 (τ*) | CorLoc mean (τ*) | τ | Spearman(score, IoU) | CorLoc@0.5 top / bottom half |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in rows:
                 runs = [r for r in entries["runs"] if r["row"] == row]
@@ -410,7 +533,8 @@ def write_report() -> None:
                 lines.append(
                     f"| {desc} | {seeds} | {cell('corloc@0.3')} | {cell('corloc@0.5')} | {cell('corloc@0.7')} | "
                     f"{cell('corloc_mean')} | {cell('maxboxaccv2')} | {cell('maxboxacc@0.5')} | "
-                    f"{cell('tau_calibrated')} | {cell('cal_corloc@0.5')} | {cell('cal_corloc_mean')} |"
+                    f"{cell('tau_calibrated')} | {cell('cal_corloc@0.5')} | {cell('cal_corloc_mean')} | "
+                    f"{cell('tau')} | {cell('spearman')} | {cell('top_half')} / {cell('bottom_half')} |"
                 )
             lines.append("")
     (REPO / "docs" / "RESULTS.md").write_text("\n".join(lines) + "\n")
@@ -421,30 +545,50 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--set", choices=sorted(SETS), help="real photo set")
+    parser.add_argument("--set", choices=sorted(SETS), help="a real photo set of ../shared/data")
+    parser.add_argument("--data", default=None, help="any boxed set's root instead of --set")
+    parser.add_argument("--format", default="boxes_csv", help="its reader (coloc_core.datasets)")
+    parser.add_argument("--split", default="all", help="its split")
+    parser.add_argument("--name", default="", help="name of the results (default: --set or the folder name)")
+    parser.add_argument("--out", default="", help="results JSON (default: docs/results/<name>.json)")
     parser.add_argument("--table", default="all", help=f"one of {', '.join(TABLES)} or all")
-    parser.add_argument("--rows", default="", help="comma-separated row names instead of a table")
+    parser.add_argument(
+        "--rows",
+        default="",
+        help=f"comma-separated rows instead of a table: {', '.join([*BASELINES, *ROWS, *TRAINFREE])}",
+    )
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--trunk-blocks", type=int, default=11, help="frozen, cached MBConv blocks")
+    parser.add_argument("--trunk-blocks", type=int, default=15, help="frozen, cached MBConv blocks")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--all-views", action="store_true", help="cache views of every task at once")
-    parser.add_argument("--report", action="store_true", help="only rebuild docs/RESULTS.md")
+    parser.add_argument(
+        "--report", action="store_true", help="only rebuild docs/RESULTS.md from docs/results/"
+    )
     args = parser.parse_args(argv)
     if args.report:
         write_report()
         return 0
-    if not args.set:
-        parser.error("--set is required")
+    if not args.set and not args.data:
+        parser.error("--set or --data is required")
+    args.name = args.name or args.set or Path(args.data).resolve().name
+    rows_known = {*BASELINES, *ROWS, *TRAINFREE}
+    unknown = [r for r in args.rows.split(",") if r and r not in rows_known]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {', '.join(sorted(rows_known))}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     seeds = [int(s) for s in args.seeds.split(",")]
-    tables = list(TABLES) if args.table == "all" else args.table.split(",")
-    data = load_set(args.set, args.size)
+    if args.rows:
+        tables = ["rows"]
+        TABLES["rows"] = ("Selected rows", args.rows.split(","))
+    else:
+        tables = list(TABLES) if args.table == "all" else args.table.split(",")
+    data = load_set(args.name, args.size, root=args.data, fmt=args.format, split=args.split)
     full_state = build_backbone("efficientnet_lite0", weights="auto").state_dict()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    store_path = RESULTS_DIR / f"{args.set}.json"
+    store_path = Path(args.out) if args.out else RESULTS_DIR / f"{args.name}.json"
+    store_path.parent.mkdir(parents=True, exist_ok=True)
     store = json.loads(store_path.read_text()) if store_path.exists() else {"tables": {}}
     store["num_images"] = len(data.names)
     store["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
@@ -456,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             for seed in seeds:
                 if (row, seed) not in done:
-                    print(f"[{args.set}] {table}: {row} seed {seed}", flush=True)
+                    print(f"[{args.name}] {table}: {row} seed {seed}", flush=True)
                     done[(row, seed)] = run_row(row, data, full_state, args, seed, views_cache)
                     m = done[(row, seed)]["metrics"]
                     print(
@@ -465,9 +609,9 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                 runs.append(done[(row, seed)])
-        store["tables"][table] = {"command": command_for(args.set, table, args, args.seeds), "runs": runs}
+        store["tables"][table] = {"command": command_for(args.name, table, args, args.seeds), "runs": runs}
         store_path.write_text(json.dumps(store, indent=1))
-    write_report()
+    print(f"wrote {store_path}; `python bench/experiments.py --report` rebuilds docs/RESULTS.md")
     return 0
 
 

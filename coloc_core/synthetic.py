@@ -172,6 +172,7 @@ def render_synthetic_sample(
     *,
     area_range: tuple[float, float] = (0.15, 0.6),
     num_classes: int = 4,
+    with_object: bool = True,
 ) -> SyntheticSample:
     """Render one image: an upright bird on clutter, with its pixel mask and tight box.
 
@@ -182,6 +183,8 @@ def render_synthetic_sample(
         area_range: range of the object's box area as a fraction of the image area (drawn uniformly;
             the object is shrunk where the image is too narrow for the drawn aspect ratio).
         num_classes: number of body-hue families ("species").
+        with_object: ``False`` renders the background and clutter alone (no bird; the mask is empty
+            and the box is ``(0, 0, 0, 0)``): images that a labeler's score should rank low.
 
     Returns:
         The sample; the object lies wholly inside the image, 2 px or more from its border.
@@ -199,6 +202,14 @@ def render_synthetic_sample(
     image = Image.fromarray(grid, "RGB").resize((width, height), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
     _clutter(draw, rng, width, height)
+
+    if not with_object:
+        pixels = np.asarray(image, dtype=np.int16) + rng.integers(
+            -_NOISE, _NOISE + 1, (height, width, 3), dtype=np.int16
+        )
+        empty = np.zeros((height, width), dtype=bool)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+        return SyntheticSample(image=image, mask=empty, box=(0.0, 0.0, 0.0, 0.0), class_index=class_index)
 
     # The bird: local frame -> facing, tilt, aspect stretch -> scale to the drawn area -> position.
     parts = _bird_parts(rng, hue)

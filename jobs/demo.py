@@ -38,9 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     print("evaluation:   ", result["report"], "(metrics.json, metrics.md, picture sheet PNG)")
     print("exports:      ", result["exports"], "(COCO JSON, YOLO txt)")
     keys = [
-        k for k in ("corloc@0.3", "corloc@0.5", "corloc@0.7", "corloc_mean", "maxboxaccv2") if k in metrics
+        k
+        for k in ("corloc@0.5", "maxboxaccv2", "spearman_score_iou", "corloc@0.5_top_half_by_score")
+        if k in metrics
     ]
-    print("test metrics: ", json.dumps({k: round(float(metrics[k]), 2) for k in keys}))
+    rows = [("trained (CAML)", metrics)]
+    if result.get("baseline"):
+        rows.append(
+            (f"training-free {result['baseline']['method'].upper()}", result["baseline"]["evaluation"])
+        )
+    print(f"\ntest split ({int(metrics.get('gt_images', 0))} images)")
+    print(f"  {'':<22}" + "".join(f"{k:>32}" for k in keys))
+    for name, values in rows:
+        print(f"  {name:<22}" + "".join(f"{float(values.get(k, float('nan'))):>32.2f}" for k in keys))
+    print(
+        f"whole-image boxes (trained): {result['whole_image_boxes']} of {result['label_summary']['images']}"
+    )
+    print("summary:      ", json.dumps({"seconds": result["seconds"], "model": result["model"]}))
     return 0
 
 

@@ -272,7 +272,7 @@ def heatmap_box(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
     boxes = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
     box = boxes.reshape(-1, 4)[0]
-    return scoremap, box, box_score(scoremap, threshold)
+    return scoremap, box, box_score(scoremap, box, threshold)
 
 
 def heatmaps_to_box_rows(batch: pa.Table) -> pa.Table:
@@ -357,6 +357,9 @@ def descriptor_moments_batch(
 
 
 def _validate(cfg: LabelJobConfig) -> None:
+    from coloc_core.config import check_numbers  # noqa: PLC0415
+
+    check_numbers(cfg)  # also when the config was built in code, not by the command line
     if cfg.method not in METHODS:
         raise ValueError(f"method={cfg.method!r} is not one of {', '.join(METHODS)}")
     if cfg.feature_layer not in ("auto", "output", "pre_head"):
@@ -382,9 +385,7 @@ def list_inputs(cfg: LabelJobConfig) -> pa.Table:
     if cfg.format == "folder":
         paths = storage.list_images(cfg.images)
         if not paths:
-            raise FileNotFoundError(
-                f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {cfg.images}"
-            )
+            raise ingest.no_images_error(cfg.images)
         sizes: dict[str, tuple[int | None, int | None]] = {p: (None, None) for p in paths}
     else:
         records = ingest.read_records(cfg.format, cfg.images, cfg.split)

@@ -14,10 +14,10 @@ One row per input image (ARCHITECTURE.md):
 | ``model`` | string | model id (content hash of the model file's weights) |
 | ``error`` | string | null, or why this image could not be labelled |
 
-**score** (``coloc_core.localizer.box_score``): the excess activation mass the box captures,
-``Σ_inside S / Σ S − area_inside / area_image``, with S the 224×224 score map (the stored heatmap
-upsampled bicubically and min-max scaled, SPEC §6) and the box at 224 (pixel-inclusive). In [−1, 1];
-0 for the whole-image box or a flat map; near 1 when a small box holds nearly all of the map's mass.
+**score** (``coloc_core.localizer.box_score``): how stable the box is over thresholds, the IoU of the
+boxes at τ/2 and at min(2τ, 0.99) on S, the 224×224 score map (the stored heatmap upsampled
+bicubically and min-max scaled, SPEC §6). In [0, 1]; 0 for a flat map; 1 when the region keeps its
+extent over a four-fold range of τ. It does not depend on the box's size.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(decode_heatmap(row)), τ)``

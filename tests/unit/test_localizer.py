@@ -13,15 +13,17 @@ from coloc_core.localizer import (
     FullImageLocalizer,
     RPSLocalizer,
     baseline_payload,
+    box_compactness,
     box_score,
+    box_stability,
     ddt_from_moments,
     dequantize_heatmap,
     feature_moments,
     feature_statistics,
-    rps_from_statistics,
     localizer_from_payload,
     payload_kind,
     quantize_heatmap,
+    rps_from_statistics,
 )
 
 
@@ -131,8 +133,10 @@ def test_full_image_localizer_gives_the_whole_image_box():
         scoremap = scoremap_from_attention(heat)
         boxes = np.asarray(boxes_from_scoremap(scoremap, tau, multi_contour=False)).reshape(-1, 4)
         assert boxes[0].tolist() == [0, 0, 223, 223]
-        if tau <= 0.2:  # the whole-image box does not move with τ: a stable (if uninformative) box
-            assert box_score(scoremap, tau) == pytest.approx(1.0)
+        if tau <= 0.2:  # stable (1) but not compact (0): the whole-image box scores 1
+            assert box_stability(scoremap, tau) == pytest.approx(1.0)
+            assert box_compactness(scoremap, boxes[0]) == pytest.approx(0.0, abs=1e-9)
+            assert box_score(scoremap, boxes[0], tau) == pytest.approx(1.0)
 
 
 def test_quantize_heatmap_range_and_constant_map():
@@ -147,11 +151,11 @@ def test_quantize_heatmap_range_and_constant_map():
     np.testing.assert_allclose(dequantize_heatmap(q).max(), 1.0)
 
 
-def test_box_score_is_the_stability_of_the_box_over_thresholds():
+def test_box_stability_over_thresholds():
     # A flat-topped square: the same box at τ/2 and 2τ.
     square = np.zeros((40, 40))
     square[10:20, 10:20] = 1.0
-    assert box_score(square, 0.2) == pytest.approx(1.0)
+    assert box_stability(square, 0.2) == pytest.approx(1.0)
     # A cone: the box at τ = 0.1 spans most of it, at τ = 0.4 a smaller core, so IoU < 1.
     yy, xx = np.mgrid[0:40, 0:40]
     cone = np.clip(1.0 - np.hypot(yy - 20, xx - 20) / 20.0, 0.0, 1.0)
@@ -159,21 +163,45 @@ def test_box_score_is_the_stability_of_the_box_over_thresholds():
     high = np.asarray(boxes_from_scoremap_(cone, 0.4))
     from coloc_core.boxes import iou_matrix
 
-    assert box_score(cone, 0.2) == pytest.approx(float(iou_matrix(low, high)[0, 0]))
-    assert 0.2 < box_score(cone, 0.2) < 0.9
+    assert box_stability(cone, 0.2) == pytest.approx(float(iou_matrix(low, high)[0, 0]))
+    assert 0.2 < box_stability(cone, 0.2) < 0.9
     # Two blobs: at τ/2 the larger, low blob wins, at 2τ only the small peak is left: the box jumps.
     two = np.zeros((40, 40))
     two[2:16, 2:16] = 0.3
     two[30:34, 30:34] = 1.0
-    assert box_score(two, 0.2) == 0.0
+    assert box_stability(two, 0.2) == 0.0
     # No map, no box.
-    assert box_score(np.zeros((8, 8)), 0.2) == 0.0
+    assert box_stability(np.zeros((8, 8)), 0.2) == 0.0
     # τ below SCORE_MIN_TAU is raised to it (τ = 0 would compare the box with itself).
-    assert box_score(cone, 0.0) == box_score(cone, 0.05)
+    assert box_stability(cone, 0.0) == box_stability(cone, 0.05)
     with pytest.raises(ValueError):
-        box_score(cone, float("nan"))
+        box_stability(cone, float("nan"))
     with pytest.raises(ValueError):
-        box_score(np.zeros((2, 2, 2)), 0.2)
+        box_stability(np.zeros((2, 2, 2)), 0.2)
+
+
+def test_box_compactness_hand_values():
+    s = np.zeros((10, 10))
+    s[2:4, 2:4] = 1.0  # all mass in a 2x2 square
+    assert box_compactness(s, [2, 2, 3, 3]) == pytest.approx(1.0 - 4 / 100)
+    assert box_compactness(s, [0, 0, 9, 9]) == pytest.approx(0.0)
+    assert box_compactness(s, [2, 2, 2, 2]) == pytest.approx(0.25 - 1 / 100)
+    assert box_compactness(np.zeros((4, 4)), [0, 0, 1, 1]) == 0.0
+    assert box_compactness(s, [2, 2, 3, 3]) > box_compactness(s, [3, 3, 6, 6])
+    with pytest.raises(ValueError):
+        box_compactness(s, [5, 5, 4, 4])
+
+
+def test_box_score_is_stability_plus_compactness():
+    s = np.zeros((40, 40))
+    s[10:20, 10:20] = 1.0
+    s[28:34, 5:11] = 0.15  # a faint, smaller second region that appears at τ/2 only
+    box = boxes_from_scoremap_(s, 0.2)[0]
+    assert box_score(s, box, 0.2) == pytest.approx(box_stability(s, 0.2) + box_compactness(s, box))
+    # A crisp, compact box beats a wide box over a flat map.
+    flat = np.full((40, 40), 0.5)
+    flat[0, 0] = 0.0
+    assert box_score(s, box, 0.2) > box_score(flat, [0, 0, 39, 39], 0.2)
 
 
 def boxes_from_scoremap_(scoremap, tau):

@@ -108,3 +108,14 @@ def test_generate_cub_layout_arguments(tmp_path):
         generate_cub_layout(str(tmp_path), num_images=0)
     with pytest.raises(ValueError, match="train_fraction"):
         generate_cub_layout(str(tmp_path), num_images=2, train_fraction=1.5)
+
+
+def test_background_only_sample_has_no_object():
+    import numpy as np
+
+    from coloc_core.synthetic import render_synthetic_sample
+
+    sample = render_synthetic_sample(np.random.default_rng(3), 64, 48, with_object=False)
+    assert sample.image.size == (64, 48)
+    assert not sample.mask.any() and sample.box == (0.0, 0.0, 0.0, 0.0)
+    assert np.asarray(sample.image).std() > 0  # background and clutter are still drawn

@@ -1,0 +1,160 @@
+"""Does the box score rank boxes, and does it flag images without the object? (issue 10, item 3)
+
+Generates ``--n`` synthetic images with a bird and ``--n`` background-only images (the same renderer,
+no bird), labels all of them with a training-free labeler exactly as ``coloc label`` does (the fitted
+model's map → the stored uint8 heatmap → SPEC §6 box at the model's τ → ``box_score``), and reports:
+
+- on the images with a bird: Spearman(score, IoU) and CorLoc@0.5 of the top- and bottom-scored halves;
+- over all images: the ROC AUC of the score for "has a bird" (0.5 = no better than chance), and the
+  median score of each group;
+- the same for the score's two terms alone (``compactness_``: the score before issue 10;
+  ``stability_``) and for their product.
+
+    python bench/bench_score.py --method ddt --n 150 --seed 0
+
+The DDT/RPS statistics are fitted on all images, with and without birds, as ``coloc label`` would on
+such a mixed collection. No Ray: this measures the score, not the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+
+from coloc_core.boxes import boxes_from_scoremap, iou_matrix, resize_boxes, scoremap_from_attention
+from coloc_core.localizer import (
+    DEFAULT_THRESHOLDS,
+    baseline_payload,
+    box_compactness,
+    box_score,
+    box_stability,
+    ddt_from_moments,
+    dequantize_heatmap,
+    feature_statistics,
+    localizer_from_payload,
+    quantize_heatmap,
+    rps_from_statistics,
+)
+from coloc_core.model import normalize_images
+from coloc_core.synthetic import render_synthetic_sample
+
+
+def render(n: int, seed: int, size: int = 224) -> tuple[torch.Tensor, list, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images, boxes, has = [], [], []
+    for i in range(2 * n):
+        with_object = i % 2 == 0
+        w, h = int(rng.integers(160, 321)), int(rng.integers(160, 321))
+        sample = render_synthetic_sample(rng, w, h, with_object=with_object)
+        images.append(np.asarray(sample.image.resize((size, size))))
+        boxes.append(resize_boxes(np.asarray([sample.box]), (w, h), (224, 224)) if with_object else None)
+        has.append(with_object)
+    return torch.from_numpy(np.stack(images)), boxes, np.asarray(has)
+
+
+def candidates(stability: float, compactness: float) -> dict[str, float]:
+    """The other scores measured beside ``box_score`` (= stability + compactness)."""
+    return {"stability": stability, "stability_x_1plus_compactness": stability * (1.0 + compactness)}
+
+
+def ranking(scores: np.ndarray, ious: np.ndarray, has: np.ndarray, prefix: str) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    s_obj, i_obj = scores[has], ious[has]
+    order = np.argsort(-s_obj, kind="stable")
+    half = (len(order) + 1) // 2
+    hit = i_obj >= 0.5
+    return {
+        f"{prefix}spearman_score_iou": round(float(spearmanr(s_obj, i_obj).statistic), 3),
+        f"{prefix}corloc@0.5_top_half": round(100 * float(hit[order[:half]].mean()), 2),
+        f"{prefix}corloc@0.5_bottom_half": round(100 * float(hit[order[half:]].mean()), 2),
+        f"{prefix}auc_bird_vs_background": round(auc(scores, has), 3),
+        f"{prefix}median_score_bird": round(float(np.median(s_obj)), 3),
+        f"{prefix}median_score_background": round(float(np.median(scores[~has])), 3),
+    }
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--method", default="ddt", choices=["ddt", "rps", "caam"])
+    parser.add_argument("--n", type=int, default=150, help="images with a bird (and as many without)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    images, boxes, has = render(args.n, args.seed)
+    fitted = args.method in ("ddt", "rps")
+    options = {"feature_layer": "pre_head" if fitted else "output", "dilate": False if fitted else None}
+    caam = localizer_from_payload(baseline_payload("caam", **options))
+    with torch.inference_mode():
+        feats = torch.cat(
+            [
+                caam.features(normalize_images(images[i : i + 32], caam.mean, caam.std))
+                for i in range(0, len(images), 32)
+            ]
+        )
+    stats = feature_statistics(feats)
+    state = {k[len("backbone.") :]: v for k, v in caam.state_dict().items() if k.startswith("backbone.")}
+    if args.method == "ddt":
+        mean, vector = ddt_from_moments(
+            stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
+        )
+        payload = baseline_payload("ddt", backbone_state=state, ddt_mean=mean, ddt_vector=vector, **options)
+    elif args.method == "rps":
+        w = rps_from_statistics(
+            stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
+        )
+        payload = baseline_payload("rps", backbone_state=state, rps_vector=w, **options)
+    else:
+        payload = baseline_payload("caam", **options)
+    localizer = localizer_from_payload(payload)
+    tau = DEFAULT_THRESHOLDS[args.method]
+    with torch.inference_mode():
+        maps = torch.cat(
+            [
+                localizer(normalize_images(images[i : i + 32], localizer.mean, localizer.std))
+                for i in range(0, len(images), 32)
+            ]
+        )
+    scores, legacy, ious = [], [], []
+    extra: dict[str, list[float]] = {}
+    for attn, gt in zip(maps.numpy(), boxes, strict=True):
+        scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
+        box = np.asarray(boxes_from_scoremap(scoremap, tau)).reshape(-1, 4)[:1]
+        scores.append(box_score(scoremap, box[0], tau))
+        legacy.append(box_compactness(scoremap, box[0]))
+        for name, value in candidates(box_stability(scoremap, tau), legacy[-1]).items():
+            extra.setdefault(name, []).append(value)
+        ious.append(float(iou_matrix(box, gt).max()) if gt is not None else np.nan)
+    scores_a, ious_a = np.asarray(scores), np.asarray(ious)
+    result = {
+        "command": "python bench/bench_score.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "method": args.method,
+        "tau": tau,
+        "images_with_bird": int(has.sum()),
+        "images_without": int((~has).sum()),
+        "corloc@0.5": round(100 * float((ious_a[has] >= 0.5).mean()), 2),
+        **ranking(scores_a, ious_a, has, ""),
+        **ranking(np.asarray(legacy), ious_a, has, "compactness_"),
+    }
+    for name, values in extra.items():
+        result.update(ranking(np.asarray(values), ious_a, has, f"{name}_"))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
