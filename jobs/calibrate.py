@@ -20,10 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
-from pipelines import storage
 from pipelines.config import build_config
-from pipelines.evaluate import calibrate_threshold, write_calibrated_model
-from pipelines.label import MANIFEST
 
 log = logging.getLogger("jobs.calibrate")
 
@@ -70,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    # Only once the command line is known to be good: these import pyarrow and torch.
+    from pipelines import storage  # noqa: PLC0415
+    from pipelines.evaluate import calibrate_threshold, write_calibrated_model  # noqa: PLC0415
+    from pipelines.label import MANIFEST  # noqa: PLC0415
+
     try:
         model = (
             cfg.model or json.loads(storage.read_text(storage.join(cfg.predictions, MANIFEST)))["model_uri"]

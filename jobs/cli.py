@@ -7,7 +7,9 @@
     coloc demo                                            (= python jobs/demo.py)
     coloc generate --out DIR --num_images N               (a synthetic CUB-layout data set)
 
-``coloc <command> --help`` lists the command's options.
+``coloc <command> --help`` lists the command's options; ``coloc --version`` (or ``coloc <command>
+--version``) prints the version. Both, and every bad command line (exit code 2), answer before Ray or
+torch is imported: the jobs import them only once their options are known to be good.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: coloc <command> [--key=value ...]", "", "commands:"]
+    lines = [
+        "usage: coloc <command> [--key=value ...]",
+        "       coloc <command> --help     (the command's options, with defaults)",
+        "       coloc --version",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -38,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from pipelines.config import version_text  # noqa: PLC0415
+
+        print(version_text())
+        return 0
     if args[0] not in COMMANDS:
         print(f"coloc: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2

@@ -16,11 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
-import ray
-
 from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
 from pipelines.config import build_config
-from pipelines.evaluate import run_evaluation
 
 log = logging.getLogger("jobs.evaluate")
 
@@ -68,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    import ray  # noqa: PLC0415 - only once the command line is known to be good
+
+    from pipelines.evaluate import run_evaluation  # noqa: PLC0415 - imports torch
+
     if not ray.is_initialized():
         ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:

@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass
 
 from pipelines.config import build_config
-from pipelines.export import run_export
 
 log = logging.getLogger("jobs.export")
 
@@ -52,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    from pipelines.export import run_export  # noqa: PLC0415 - imports pyarrow and torch
+
     try:
         summary = run_export(cfg.predictions, cfg.out, cfg.category, cfg.to, cfg.images_root or None)
     except Exception:

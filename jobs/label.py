@@ -9,7 +9,7 @@
 Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value`` (``--help`` lists them,
 ``--config file.yaml`` applies a file first). Starting the same command again resumes: only images
 without a written part file are labelled (see ``pipelines.label``). Exit code 0 on success, 1 when
-labeling fails, 2 on a bad command line.
+labeling fails, 2 on a bad command line (checked before Ray or torch is imported).
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ import json
 import logging
 import sys
 
-import ray
-
-from pipelines.config import LabelJobConfig, build_config, dump
-from pipelines.label import run_labeling
+from pipelines.config import LabelJobConfig, build_config, check_label_config, dump
 
 log = logging.getLogger("jobs.label")
 
@@ -29,11 +26,15 @@ log = logging.getLogger("jobs.label")
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = build_config(LabelJobConfig, sys.argv[1:] if argv is None else argv)
+        cfg = check_label_config(build_config(LabelJobConfig, sys.argv[1:] if argv is None else argv))
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
     log.info("config:\n%s", dump(cfg))
+    import ray  # noqa: PLC0415 - only once the command line is known to be good
+
+    from pipelines.label import run_labeling  # noqa: PLC0415 - imports torch
+
     if not ray.is_initialized():
         ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:

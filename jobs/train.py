@@ -5,7 +5,8 @@
 
 ``--format`` is ``dataset.format`` (cub, cars, aircraft, dogs, folder, boxes_csv) and ``--data`` is
 ``dataset.root``; every other key of ``pipelines.config.TrainJobConfig`` can be set with ``--key=value``
-(``--help`` lists them). Exit code 0 on success, 1 when training fails, 2 on a bad command line.
+(``--help`` lists them). Exit code 0 on success, 1 when training fails, 2 on a bad command line
+(checked before Ray or torch is imported).
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 
-import ray
-
 from pipelines.config import TrainJobConfig, build_config, resolve_train_config
-from pipelines.train import format_metrics, run_training
 
 log = logging.getLogger("jobs.train")
 
@@ -38,6 +36,10 @@ def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    import ray  # noqa: PLC0415 - only once the command line is known to be good
+
+    from pipelines.train import format_metrics, run_training  # noqa: PLC0415 - imports Ray Train, torch
+
     if not ray.is_initialized():
         ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:

@@ -36,6 +36,8 @@ from coloc_core.config import (
 log = logging.getLogger(__name__)
 
 DATASET_FORMATS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
+# Labelers of the labeling job: a trained model file, or a training-free method (pipelines.label).
+LABEL_METHODS = ("model", "full", "caam", "ddt", "rps")
 
 
 @dataclass
@@ -183,12 +185,55 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
     if cfg.dataset.format not in DATASET_FORMATS:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
-        raise ValueError("dataset.root is required (a local folder or s3://bucket/prefix)")
+        raise ValueError("dataset.root is required (--data: a local folder or s3://bucket/prefix)")
     if cfg.optim.batch_size < cfg.run.num_workers:
         raise ValueError(
             f"optim.batch_size={cfg.optim.batch_size} is smaller than run.num_workers={cfg.run.num_workers}"
         )
     return cfg
+
+
+def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
+    """Validate a labeling job config without any I/O (so the command line fails before Ray starts).
+
+    Every number must be finite and in range; the choices must be known; ``images``, ``out`` and, for
+    ``method=model``, ``model`` are required.
+
+    Raises:
+        ValueError: naming the first bad key.
+    """
+    check_numbers(cfg)  # also when the config was built in code, not by the command line
+    missing = [f"--{key}" for key in ("images", "out") if not getattr(cfg, key)]
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required "
+            "(--images: an image folder or a dataset root; --out: the predictions folder; local or s3://)"
+        )
+    if cfg.method not in LABEL_METHODS:
+        raise ValueError(f"method={cfg.method!r} is not one of {', '.join(LABEL_METHODS)}")
+    if cfg.method == "model" and not cfg.model:
+        raise ValueError(
+            "method=model needs --model=<model file, local or s3://> "
+            "(or a training-free --method=ddt | rps | caam | full)"
+        )
+    if cfg.feature_layer not in ("auto", "output", "pre_head"):
+        raise ValueError(f"feature_layer={cfg.feature_layer!r} is not one of auto, output, pre_head")
+    if cfg.stride16 not in ("auto", "plain", "dilated"):
+        raise ValueError(f"stride16={cfg.stride16!r} is not one of auto, plain, dilated")
+    if cfg.format not in DATASET_FORMATS:
+        raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+    if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
+        raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
+    if cfg.threshold >= 1.0:
+        raise ValueError(f"threshold={cfg.threshold} must be < 1 (negative = the model's own τ)")
+    return cfg
+
+
+def version_text() -> str:
+    """``coloc <version>``: what ``--version`` prints."""
+    from coloc_core import __version__  # noqa: PLC0415
+
+    return f"coloc {__version__}"
 
 
 def build_config(cls: type[C], argv: list[str], aliases: dict[str, str] | None = None) -> C:
@@ -200,13 +245,16 @@ def build_config(cls: type[C], argv: list[str], aliases: dict[str, str] | None =
         aliases: short flags mapped to dotted keys, e.g. ``{"data": "dataset.root"}``.
 
     Raises:
-        SystemExit: on ``--help`` (prints every key with its default).
+        SystemExit: on ``--help`` (prints every key with its default) and ``--version``, with code 0.
         KeyError / ValueError: on an unknown key or a bad value, including a number that is not finite
             or outside the range its section declares (:func:`coloc_core.config.check_numbers`).
     """
     aliases = aliases or {}
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(cls, aliases))
+        raise SystemExit(0)
+    if any(a in ("-V", "--version") for a in argv):
+        print(version_text())
         raise SystemExit(0)
     config_file = None
     overrides: list[str] = []

@@ -57,7 +57,7 @@ from coloc_core.localizer import (
     rps_from_statistics,
 )
 from pipelines import ingest, schema, storage
-from pipelines.config import DATASET_FORMATS, LabelJobConfig, dump
+from pipelines.config import LABEL_METHODS, LabelJobConfig, check_label_config, dump
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ BACKBONE_FILE = "_ddt_backbone.pt"
 SUCCESS = "_SUCCESS"
 PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 MANIFEST_VERSION = 1
-METHODS = ("model", "full", "caam", "ddt", "rps")
+METHODS = LABEL_METHODS
 # Methods fitted on collection statistics before labeling (one streamed pass over a sample).
 FITTED = ("ddt", "rps")
 # DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
@@ -357,27 +357,7 @@ def descriptor_moments_batch(
 
 
 def _validate(cfg: LabelJobConfig) -> None:
-    from coloc_core.config import check_numbers  # noqa: PLC0415
-
-    check_numbers(cfg)  # also when the config was built in code, not by the command line
-    if cfg.method not in METHODS:
-        raise ValueError(f"method={cfg.method!r} is not one of {', '.join(METHODS)}")
-    if cfg.feature_layer not in ("auto", "output", "pre_head"):
-        raise ValueError(f"feature_layer={cfg.feature_layer!r} is not one of auto, output, pre_head")
-    if cfg.stride16 not in ("auto", "plain", "dilated"):
-        raise ValueError(f"stride16={cfg.stride16!r} is not one of auto, plain, dilated")
-    if cfg.method == "model" and not cfg.model:
-        raise ValueError("method=model needs --model=<model file, local or s3://>")
-    if not cfg.images:
-        raise ValueError("images is required (an image folder or a dataset root, local or s3://)")
-    if not cfg.out:
-        raise ValueError("out is required (the predictions folder, local or s3://)")
-    if cfg.format not in DATASET_FORMATS:
-        raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
-    if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
-        raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
-    if cfg.threshold >= 1.0:
-        raise ValueError(f"threshold={cfg.threshold} must be < 1 (negative = the model's own τ)")
+    check_label_config(cfg)  # the same checks as the command line's, also for configs built in code
 
 
 def list_inputs(cfg: LabelJobConfig) -> pa.Table:
