@@ -11,12 +11,14 @@ Stages (Ray Data, streaming; nothing is collected on the driver but the rows of 
 
 Exactly-once and resumable
 --------------------------
-The first run freezes the plan in the output folder: ``_inputs.parquet`` (the sorted, de-duplicated
-input paths), the baseline model file ``_model.pt`` (training-free methods only) and ``_manifest.json``
-(model id, τ, rows_per_file, input count, the resolved config) — written in that order, the manifest
-last. Shard k is images ``[k·R, (k+1)·R)`` of the frozen list (R = rows_per_file) and is written as
-``part-%05d.parquet`` with one atomic write (local: temp file + fsync + rename; S3: one upload that
-becomes visible only when complete), so a part file either holds its whole shard or does not exist.
+The first run freezes the plan in the output folder: ``_inputs.arrow`` (the sorted, de-duplicated
+input paths, an Arrow IPC file), the baseline model file ``_model.pt`` (training-free methods only) and
+``_manifest.json`` (model id, τ, rows_per_file, input count, the resolved config) — written in that
+order, the manifest last. Shard k is images ``[k·R, (k+1)·R)`` of the frozen list (R = rows_per_file)
+and is written as ``part-%05d.parquet`` (with the key-value metadata of
+:func:`pipelines.schema.file_metadata`) with one atomic write (local: temp file + fsync + rename; S3:
+one upload that becomes visible only when complete), so a part file either holds its whole shard or
+does not exist.
 A run (first or resumed) labels only the shards without a valid part file (footer readable, row count
 and schema right; anything else is deleted and redone) and writes ``_SUCCESS`` (the summary as JSON)
 when every shard is present. Since every image belongs to exactly one shard and each shard has one
@@ -24,6 +26,14 @@ file name, an interrupted run — at any point — started again with the same o
 one row per input image, and finished shards are never rewritten. A resumed run uses the frozen input
 list (it does not list the images again); a different model, τ or rows_per_file on the same output is
 an error. One run at a time per output folder.
+
+Readers open the folder with a glob
+------------------------------------
+The part files are the only ``*.parquet`` files of the folder, so ``read_parquet('labels/*.parquet')``
+(DuckDB, Polars), ``pd.read_parquet('labels')`` and ``pyarrow.dataset`` all read exactly one row per
+input image. The folder's own bookkeeping is not Parquet: folders written before this layout hold
+``_inputs.parquet`` instead, which a resumed run reads and replaces with ``_inputs.arrow``
+(:func:`read_inputs`).
 
 Boxes and score: see :mod:`pipelines.schema` (the box is computed from the stored, quantised heatmap,
 so evaluation from the table reproduces it exactly).
@@ -62,7 +72,9 @@ from pipelines.config import LABEL_METHODS, LabelJobConfig, check_label_config, 
 log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
-INPUTS = "_inputs.parquet"
+# The frozen input list: Arrow IPC, not Parquet, so that `*.parquet` matches the part files only.
+INPUTS = "_inputs.arrow"
+LEGACY_INPUTS = "_inputs.parquet"  # the name before; read (and replaced) when resuming such a folder
 MODEL_FILE = "_model.pt"
 BACKBONE_FILE = "_ddt_backbone.pt"
 SUCCESS = "_SUCCESS"
@@ -399,6 +411,41 @@ def _read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
 
 
+def write_inputs(out: str, inputs: pa.Table) -> None:
+    """Write the frozen input list to ``<out>/_inputs.arrow`` (Arrow IPC file, zstd), atomically."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_file(sink, inputs.schema, options=options) as writer:
+        writer.write_table(inputs)
+    storage.write_bytes_atomic(storage.join(out, INPUTS), sink.getvalue().to_pybytes())
+
+
+def read_inputs(out: str) -> pa.Table:
+    """The frozen input list of ``out``.
+
+    A folder written before the inputs file left the ``*.parquet`` glob holds ``_inputs.parquet``:
+    it is read, written again as ``_inputs.arrow`` and then removed, so the folder reads with a glob
+    from then on (a crash in between leaves both, and the new one is read).
+
+    Raises:
+        FileNotFoundError: when neither file exists.
+    """
+    uri = storage.join(out, INPUTS)
+    if storage.exists(uri):
+        with pa.ipc.open_file(pa.BufferReader(storage.read_bytes(uri))) as reader:
+            return reader.read_all()
+    legacy = storage.join(out, LEGACY_INPUTS)
+    if not storage.exists(legacy):
+        raise FileNotFoundError(
+            f"{out} has no {INPUTS} (nor {LEGACY_INPUTS}): the labeling plan is incomplete"
+        )
+    inputs = _read_parquet(legacy)
+    write_inputs(out, inputs)
+    storage.remove(legacy)
+    log.info("label: %s: moved the input list %s to %s (not a *.parquet file)", out, LEGACY_INPUTS, INPUTS)
+    return inputs
+
+
 def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {"method": cfg.method, "backbone": None if cfg.method == "full" else cfg.backbone}
     # Recorded only when set, so that folders labelled before these options existed still match.
@@ -437,7 +484,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     threshold = cfg.threshold if cfg.threshold >= 0 else stored_tau
     if not math.isclose(threshold, manifest["threshold"], abs_tol=1e-9):
         raise _mismatch(out, "threshold", manifest["threshold"], threshold)
-    inputs = _read_parquet(storage.join(out, INPUTS))
+    inputs = read_inputs(out)
     if inputs.num_rows != manifest["num_images"]:
         raise ValueError(
             f"{storage.join(out, INPUTS)} has {inputs.num_rows} rows, "
@@ -457,7 +504,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
     out = cfg.out
     inputs = list_inputs(cfg)
     log.info("label: %d images under %s", inputs.num_rows, cfg.images)
-    _write_parquet(storage.join(out, INPUTS), inputs)
+    write_inputs(out, inputs)
     if cfg.method == "model":
         payload = read_model_payload(storage.read_bytes(cfg.model))
         model_uri = cfg.model
@@ -486,6 +533,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "split": cfg.split,
         "limit": cfg.limit,
         "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
+        "schema_version": schema.SCHEMA_VERSION,
         "config": dump(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -715,6 +763,7 @@ class _ShardWriter:
         table = pa.concat_tables(self.open.pop(shard))
         table = table.sort_by(ingest.INDEX).drop_columns([ingest.INDEX])
         table = table.select(list(schema.COLUMNS)).cast(schema.PREDICTIONS_SCHEMA)
+        table = schema.with_file_metadata(table, self.plan.model_id)
         _write_parquet(storage.join(self.out, part_name(shard)), table)
         self.pending.discard(shard)
         errors = table.num_rows - table.column(schema.ERROR).null_count

@@ -6,7 +6,7 @@ One row per input image (ARCHITECTURE.md):
 |---|---|---|
 | ``path`` | string | the image URI as listed |
 | ``width``, ``height`` | int32 | original size, displayed (EXIF-applied) orientation; null if unknown |
-| ``x0``, ``y0``, ``x1``, ``y1`` | float32 | the box in original pixel coordinates (null on error) |
+| ``x0``, ``y0``, ``x1``, ``y1`` | float32 | box in original pixels, far corner inclusive; null on error |
 | ``score`` | float32 | box confidence, see below (null on error) |
 | ``threshold`` | float32 | τ used |
 | ``heatmap`` | binary | attention map at feature resolution, min-max → uint8, row-major h*w bytes |
@@ -23,6 +23,18 @@ extent over a four-fold range of τ. It does not depend on the box's size.
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(decode_heatmap(row)), τ)``
 reproduces the stored box at 224 exactly; it is scaled to the original size with
 ``coloc_core.boxes.boxes_to_original``.
+
+**Box convention** (wsolevaluation's, ``coloc_core.boxes``): ``x0, y0, x1, y1`` are pixel positions and
+the far corner is *inclusive*: the box covers columns ``x0..x1`` and rows ``y0..y1``, so its width is
+``x1 - x0 + 1`` and its height ``y1 - y0 + 1`` (``0 <= x0 <= x1 <= width - 1``, likewise for y). A box
+over the whole image is ``0, 0, width - 1, height - 1``. The exports convert it (``pipelines.export``:
+COCO ``w = x1 - x0 + 1``). It is not torchvision's continuous ``(x1 - x0) * (y1 - y0)`` convention.
+
+**File metadata**: every part file carries key-value metadata (:func:`with_file_metadata`):
+``coloc.version`` (the package that wrote it), ``coloc.schema_version`` (:data:`SCHEMA_VERSION`, raised
+when a column changes) and ``coloc.model_id`` (the model of every row), readable without reading a row
+(``pyarrow.parquet.read_schema(f).metadata``, DuckDB ``parquet_kv_metadata``, Polars
+``read_parquet_metadata``).
 
 The heatmap is plain bytes plus its shape, so any Parquet reader can use it
 (numpy: ``np.frombuffer(heatmap, np.uint8).reshape(heatmap_h, heatmap_w)``).
@@ -44,6 +56,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from coloc_core import __version__
+
+# Version of the table's columns and their meaning; raised on any change to them.
+SCHEMA_VERSION = 1
+META_VERSION = b"coloc.version"
+META_SCHEMA_VERSION = b"coloc.schema_version"
+META_MODEL_ID = b"coloc.model_id"
 
 PATH = "path"
 WIDTH = "width"
@@ -114,6 +134,20 @@ def to_table(columns: dict[str, list[Any]]) -> pa.Table:
         raise KeyError(f"missing prediction columns: {missing}")
     arrays = [pa.array(columns[f.name], type=f.type) for f in PREDICTIONS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=PREDICTIONS_SCHEMA)
+
+
+def file_metadata(model_id: str) -> dict[bytes, bytes]:
+    """The key-value metadata of a part file: coloc version, schema version, model id."""
+    return {
+        META_VERSION: __version__.encode(),
+        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_MODEL_ID: model_id.encode(),
+    }
+
+
+def with_file_metadata(table: pa.Table, model_id: str) -> pa.Table:
+    """``table`` with :func:`file_metadata` added to its schema metadata (the ``pandas`` key is kept)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **file_metadata(model_id)})
 
 
 def check_schema(schema: pa.Schema) -> None:

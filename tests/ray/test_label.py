@@ -136,7 +136,7 @@ def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):
     assert summary.images == 20 and summary.shards == 4 and summary.shards_written == 3
     assert summary.images_labelled == 20 - 6
     assert sorted(os.listdir(out)) == sorted(
-        ["_SUCCESS", "_inputs.parquet", "_manifest.json"] + [f"part-{i:05d}.parquet" for i in range(4)]
+        ["_SUCCESS", "_inputs.arrow", "_manifest.json"] + [f"part-{i:05d}.parquet" for i in range(4)]
     )
     # The finished shard was not rewritten.
     assert os.stat(first).st_mtime_ns == first_stat.st_mtime_ns and open(first, "rb").read() == first_bytes
@@ -242,3 +242,81 @@ def test_training_free_rps_labeler(ray_cluster, tmp_path, cub_on_s3):
     # A layer the backbone does not have is refused before any image is labelled.
     with pytest.raises(ValueError, match="feature_layer"):
         run_labeling(dataclasses.replace(cfg, out=str(tmp_path / "bad"), feature_layer="conv9"))
+
+
+@pytest.fixture(scope="module")
+def square_labels(ray_cluster, tmp_path_factory):
+    """A labels folder from a real run: 12 images in part files of 5 rows (3 parts)."""
+    root = tmp_path_factory.mktemp("squares")
+    expected = data.square_collection(str(root / "data"), num_good=12)
+    model = root / "bright.pt"
+    model.write_bytes(data.save_payload(data.brightness_payload()))
+    out = str(root / "labels")
+    cfg = LabelJobConfig(
+        model=str(model), images=str(root / "data"), format="boxes_csv", out=out, rows_per_file=5, **FAST
+    )
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.shards) == (12, 3)
+    return cfg, summary, expected
+
+
+def _glob_counts(folder: str) -> dict[str, tuple[int, int]]:
+    """(rows, distinct paths) of ``folder/*.parquet`` in DuckDB (plain, union_by_name) and Polars."""
+    duckdb = pytest.importorskip("duckdb")
+    pl = pytest.importorskip("polars")
+    pattern = os.path.join(folder, "*.parquet")
+    con = duckdb.connect()
+    counts = {}
+    for name, options in (("duckdb", ""), ("duckdb union_by_name", ", union_by_name=true")):
+        query = f"SELECT count(*), count(DISTINCT path) FROM read_parquet('{pattern}'{options})"
+        counts[name] = tuple(con.execute(query).fetchone())
+    frame = pl.read_parquet(pattern)
+    counts["polars"] = (frame.height, frame["path"].n_unique())
+    return counts
+
+
+def test_a_labels_folder_reads_with_a_glob_in_duckdb_and_polars(square_labels):
+    import glob
+
+    import coloc_core
+
+    cfg, summary, expected = square_labels
+    n = len(expected)
+    # Only the part files match the glob: the folder's own bookkeeping is not Parquet.
+    matched = sorted(glob.glob(os.path.join(cfg.out, "*.parquet")))
+    assert matched == part_files(cfg.out)
+    assert _glob_counts(cfg.out) == {"duckdb": (n, n), "duckdb union_by_name": (n, n), "polars": (n, n)}
+    # pyarrow and pandas on the folder itself.
+    assert pq.read_table(cfg.out).num_rows == n
+    import pandas as pd
+
+    assert len(pd.read_parquet(cfg.out)) == n
+    # Every part file says what wrote it.
+    for uri in part_files(cfg.out):
+        meta = pq.read_schema(uri).metadata
+        assert meta[b"coloc.version"].decode() == coloc_core.__version__
+        assert meta[b"coloc.schema_version"].decode() == str(schema.SCHEMA_VERSION)
+        assert meta[b"coloc.model_id"].decode() == summary.model_id
+
+
+def test_a_labels_folder_of_the_old_layout_resumes(square_labels, tmp_path):
+    """A folder labelled before the rename (``_inputs.parquet``) is resumed and left glob-readable."""
+    import shutil
+
+    from pipelines.label import INPUTS, LEGACY_INPUTS, read_inputs
+
+    cfg, _, expected = square_labels
+    old = str(tmp_path / "old")
+    shutil.copytree(cfg.out, old)
+    inputs = read_inputs(old)
+    os.remove(os.path.join(old, INPUTS))
+    pq.write_table(inputs, os.path.join(old, LEGACY_INPUTS), compression="zstd")
+    os.remove(os.path.join(old, "part-00001.parquet"))  # an interrupted old run
+    os.remove(os.path.join(old, SUCCESS))
+
+    summary = run_labeling(dataclasses.replace(cfg, out=old))
+    assert (summary.images, summary.shards, summary.shards_written) == (len(expected), 3, 1)
+    names = sorted(os.listdir(old))
+    assert LEGACY_INPUTS not in names and INPUTS in names, names
+    n = len(expected)
+    assert _glob_counts(old) == {"duckdb": (n, n), "duckdb union_by_name": (n, n), "polars": (n, n)}
