@@ -507,7 +507,8 @@ def write_report() -> None:
         store = json.loads(path.read_text())
         set_name = path.stem
         lines += [f"## {set_name} ({store.get('num_images', '?')} images)", ""]
-        for table, (title, rows) in TABLES.items():
+        extra = [t for t in store.get("tables", {}) if t not in TABLES]
+        for table, (title, rows) in [*TABLES.items(), *((t, (f"Selected rows: {t[5:]}", [])) for t in extra)]:
             entries = store.get("tables", {}).get(table)
             if not entries:
                 continue
@@ -581,8 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.rows:
-        tables = ["rows"]
-        TABLES["rows"] = ("Selected rows", args.rows.split(","))
+        tables = [f"rows:{args.rows}"]
+        TABLES[tables[0]] = (f"Selected rows: {args.rows}", args.rows.split(","))
     else:
         tables = list(TABLES) if args.table == "all" else args.table.split(",")
     data = load_set(args.name, args.size, root=args.data, fmt=args.format, split=args.split)

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import yaml
@@ -118,8 +118,9 @@ class LabelJobConfig:
 
     Attributes:
         model: exported model file (local or ``s3://``), or a run folder with checkpoints.
-        method: ``model`` (a trained file) or a training-free method: ``full`` | ``caam`` | ``ddt`` |
-            ``rps`` (DDT: principal component of the collection's features; RPS: representer points).
+        method: ``auto`` (``model`` when ``--model`` is given, else ``ddt``), ``model`` (a trained
+            file) or a training-free method: ``full`` | ``caam`` | ``ddt`` | ``rps`` (DDT: principal
+            component of the collection's features; RPS: representer points).
         backbone: backbone of the training-free methods.
         feature_layer: layer the training-free map is read at: ``auto`` (DDT/RPS: the last block before
             the head where the backbone has one; CAAM: the output) | ``output`` | ``pre_head``.
@@ -141,7 +142,7 @@ class LabelJobConfig:
     """
 
     model: str = ""
-    method: str = "model"
+    method: str = "auto"
     backbone: str = "efficientnet_lite0"
     feature_layer: str = "auto"
     stride16: str = "auto"
@@ -199,10 +200,15 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
     Every number must be finite and in range; the choices must be known; ``images``, ``out`` and, for
     ``method=model``, ``model`` are required.
 
+    Returns:
+        ``cfg`` with ``method=auto`` resolved (``model`` when a model is given, else ``ddt``).
+
     Raises:
         ValueError: naming the first bad key.
     """
     check_numbers(cfg)  # also when the config was built in code, not by the command line
+    if cfg.method == "auto":
+        cfg = replace(cfg, method="model" if cfg.model else "ddt")
     missing = [f"--{key}" for key in ("images", "out") if not getattr(cfg, key)]
     if missing:
         raise ValueError(

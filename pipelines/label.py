@@ -368,8 +368,9 @@ def descriptor_moments_batch(
 # ---------------------------------------------------------------------------------------- planning
 
 
-def _validate(cfg: LabelJobConfig) -> None:
-    check_label_config(cfg)  # the same checks as the command line's, also for configs built in code
+def _validate(cfg: LabelJobConfig) -> LabelJobConfig:
+    # The same checks as the command line's, also for configs built in code; resolves method=auto.
+    return check_label_config(cfg)
 
 
 def list_inputs(cfg: LabelJobConfig) -> pa.Table:
@@ -543,6 +544,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
 
 def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
     """The plan of ``cfg.out``: the frozen one when a manifest exists (checked against ``cfg``), else new."""
+    cfg = _validate(cfg)
     manifest_uri = storage.join(cfg.out, MANIFEST)
     if storage.exists(manifest_uri):
         return _load_plan(cfg, json.loads(storage.read_text(manifest_uri)))
@@ -822,7 +824,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     """
     import ray.data  # noqa: PLC0415
 
-    _validate(cfg)
+    cfg = _validate(cfg)
     start = time.monotonic()
     storage.makedirs(cfg.out)
     plan = plan_labeling(cfg)

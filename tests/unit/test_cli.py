@@ -99,7 +99,7 @@ def test_command_version(command):
         (["label"], "--images"),
         (["label", "--images=/x"], "--out"),
         (["label", "--out=/x"], "--images"),
-        (["label", "--images=/x", "--out=/y"], "--model"),  # method=model needs a model file
+        (["label", "--method=model", "--images=/x", "--out=/y"], "--model"),  # needs a model file
         (["label", "--method=nope", "--images=/x", "--out=/y"], "method='nope'"),
         (["label", "--method=ddt", "--images=/x", "--out=/y", "--format=xml"], "format='xml'"),
         (["label", "--method=ddt", "--images=/x", "--out=/y", "--feature_layer=conv9"], "feature_layer"),
