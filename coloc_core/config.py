@@ -77,6 +77,13 @@ AT_LEAST_ONE = Range(1)
 UNIT_OPEN = Range(0, 1, open_low=True, open_high=True)
 
 
+# The backbones coloc_core.backbones registers (= available_backbones(); a unit test keeps them equal),
+# named here so a command line is checked without importing torch. ``AUTO_WEIGHTS_BACKBONES``: those
+# that ``model.weights=auto`` can build here (packaged ImageNet file, or random init for ``tiny``).
+BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "seresnet50", "tiny", "vgg16", "vgg16_bn")
+AUTO_WEIGHTS_BACKBONES = ("efficientnet_lite0", "tiny")
+
+
 @dataclass
 class ModelConfig:
     """Network: backbone, ECA gate and PTAP pooling (SPEC §1-2).

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 Box = tuple[float, float, float, float]
 
 SPLITS = ("train", "test", "val", "all")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# GIF: the first frame is labelled (an animation is one image).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 DATASET_KINDS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
 BOXES_CSV_COLUMNS = ("path", "width", "height", "x0", "y0", "x1", "y1")
 # FGVC-Aircraft images carry a copyright banner in their bottom rows; its README gives its height.

@@ -9,7 +9,8 @@
 Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value`` (``--help`` lists them,
 ``--config file.yaml`` applies a file first). Starting the same command again resumes: only images
 without a written part file are labelled (see ``pipelines.label``). Exit code 0 on success, 1 when
-labeling fails, 2 on a bad command line (checked before Ray or torch is imported).
+labeling fails, 2 on a bad command line or a local ``--images`` / ``--model`` path that does not exist
+(checked before Ray or torch is imported; ``s3://`` inputs are looked up by the job).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import sys
 
-from pipelines.config import LabelJobConfig, build_config, check_label_config, dump
+from pipelines.config import LabelJobConfig, build_config, check_label_config, check_label_paths, dump
 
 log = logging.getLogger("jobs.label")
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = check_label_config(build_config(LabelJobConfig, sys.argv[1:] if argv is None else argv))
+        check_label_paths(cfg)  # local --images / --model must exist: exit 2 before Ray starts
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2

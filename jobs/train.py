@@ -5,8 +5,9 @@
 
 ``--format`` is ``dataset.format`` (cub, cars, aircraft, dogs, folder, boxes_csv) and ``--data`` is
 ``dataset.root``; every other key of ``pipelines.config.TrainJobConfig`` can be set with ``--key=value``
-(``--help`` lists them). Exit code 0 on success, 1 when training fails, 2 on a bad command line
-(checked before Ray or torch is imported).
+(``--help`` lists them). Exit code 0 on success, 1 when training fails, 2 on a bad command line, an
+unknown backbone or a local ``--data`` / ``model.weights`` path that does not exist (checked before Ray
+or torch is imported; ``s3://`` paths are looked up by the job).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pipelines.config import TrainJobConfig, build_config, resolve_train_config
+from pipelines.config import TrainJobConfig, build_config, check_train_paths, resolve_train_config
 
 log = logging.getLogger("jobs.train")
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
                 f"this job reads {only_format} only (got dataset.format={cfg.dataset.format!r}); "
                 "use jobs/train.py"
             )
-        resolve_train_config(cfg)  # fail before starting Ray
+        check_train_paths(resolve_train_config(cfg))  # fail before starting Ray
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2

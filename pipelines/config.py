@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import re
 import typing
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,8 @@ import yaml
 
 from coloc_core.config import (
     AT_LEAST_ONE,
+    AUTO_WEIGHTS_BACKBONES,
+    BACKBONES,
     NON_NEGATIVE,
     POSITIVE,
     ColocConfig,
@@ -187,6 +190,12 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
         raise ValueError("dataset.root is required (--data: a local folder or s3://bucket/prefix)")
+    _check_backbone("model.backbone", cfg.model.backbone)
+    if cfg.model.weights == "auto" and cfg.model.backbone not in AUTO_WEIGHTS_BACKBONES:
+        raise ValueError(
+            f"model.weights=auto has no ImageNet file for model.backbone={cfg.model.backbone!r} here: pass "
+            "model.weights=<file, local or s3://> or model.weights=none (random initialisation)"
+        )
     if cfg.optim.batch_size < cfg.run.num_workers:
         raise ValueError(
             f"optim.batch_size={cfg.optim.batch_size} is smaller than run.num_workers={cfg.run.num_workers}"
@@ -228,10 +237,57 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"stride16={cfg.stride16!r} is not one of auto, plain, dilated")
     if cfg.format not in DATASET_FORMATS:
         raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+    if cfg.method != "model":
+        _check_backbone("backbone", cfg.backbone)
     if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
         raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
     if cfg.threshold >= 1.0:
         raise ValueError(f"threshold={cfg.threshold} must be < 1 (negative = the model's own τ)")
+    return cfg
+
+
+def _check_backbone(key: str, name: str) -> None:
+    if name not in BACKBONES:
+        raise ValueError(f"{key}={name!r} is not a known backbone; one of {', '.join(BACKBONES)}")
+
+
+def _missing_local_path(uri: str | None) -> bool:
+    """True for a local path or ``file://`` URI that does not exist; remote URIs are not looked up."""
+    if not uri or ("://" in uri and not uri.startswith("file://")):
+        return False
+    return not os.path.exists(uri[len("file://") :] if uri.startswith("file://") else uri)
+
+
+def check_train_paths(cfg: TrainJobConfig) -> TrainJobConfig:
+    """The cheap look at the world before Ray starts: the local paths a training job reads must exist.
+
+    ``dataset.root`` and a ``model.weights`` file, when local (a plain path or ``file://``). ``s3://``
+    URIs are not looked up here (no network on the driver before the job); the job reports them.
+
+    Raises:
+        ValueError: naming the key and the path.
+    """
+    if _missing_local_path(cfg.dataset.root):
+        raise ValueError(f"--data (dataset.root)={cfg.dataset.root}: no such file or folder")
+    weights = cfg.model.weights
+    if weights and weights.lower() not in ("auto", "none") and _missing_local_path(weights):
+        raise ValueError(f"model.weights={weights}: no such file")
+    return cfg
+
+
+def check_label_paths(cfg: LabelJobConfig) -> LabelJobConfig:
+    """The local paths a labeling job reads must exist: ``--images`` and, for ``method=model``, ``--model``.
+
+    Call it after :func:`check_label_config`. ``s3://`` URIs are not looked up here (the job says when
+    an input bucket or folder is missing).
+
+    Raises:
+        ValueError: naming the option and the path.
+    """
+    if _missing_local_path(cfg.images):
+        raise ValueError(f"--images={cfg.images}: no such file or folder")
+    if cfg.method == "model" and _missing_local_path(cfg.model):
+        raise ValueError(f"--model={cfg.model}: no such file or folder")
     return cfg
 
 

@@ -32,14 +32,23 @@ Decoding choices (:func:`decode_image`):
   16-bit and 32-bit grey (``I;16*``, ``I``) are scaled from their range to 8 bits (``/257`` for
   values up to 65535, min-max above); float (``F``) from [0, 1] or [0, 255], else min-max.
 - Resize: PIL bilinear on the whole image (PIL widens the kernel when shrinking, i.e. antialiased).
-- Size limit: at most ``max_pixels`` (default :data:`MAX_PIXELS` = 2**25, about 33.5 million, e.g.
-  5792×5792; ~100 MB as RGB, ~0.5 GB peak with the conversions) decoded pixels per image; a larger image
-  becomes an error row *before* its pixels are decoded. JPEGs are decoded at a reduced DCT scale
-  (``Image.draft``: 1/2, 1/4 or 1/8, the strongest reduction that keeps both sides >= ``size``), and the limit
-  applies to that reduced size: a 20000×15000 photo decodes cheaply at 2500×1875, while a file claiming
-  more than 46340×46340 (a crafted or truncated "bomb": even at 1/8 it would take ~0.6 GB and seconds to
-  decode into grey filler) is an error row. PIL's own ``MAX_IMAGE_PIXELS`` check is lifted while the
-  header is read (so the draft can happen) and this limit applies instead.
+- Size limit, the one decompression-bomb limit of the project: an image whose header *declares* more
+  than ``max_pixels`` pixels (default :data:`MAX_PIXELS` = 2**27, about 134 million, e.g. 11585×11585;
+  a 108-megapixel 12000×9000 phone photo passes) is an error row (``ImageTooLargeError``, "possible
+  decompression bomb") before any pixel is decoded, whatever its format. The declared size is what
+  counts, not what the file holds: a 690-byte JPEG declaring 30000×30000 is refused, not decoded into
+  grey filler. Below the limit, JPEGs are decoded at a reduced DCT scale (``Image.draft``: 1/2, 1/4 or
+  1/8, the strongest reduction that keeps both sides >= ``size``), so a large photo costs little; other
+  formats are decoded at full size (at the limit ~0.4 GB as RGB, ~1.2 GB peak with the conversions).
+  PIL's own ``MAX_IMAGE_PIXELS`` check is lifted while the header is read and this limit applies instead.
+- Truncated files: a file whose data ends early is an error row ("image file is truncated"). A JPEG
+  cut short *with an end-of-image marker appended* decodes without any error in PIL (libjpeg only warns,
+  and PIL does not report it) and fills the missing blocks with mid-grey. The cheap check
+  :func:`_grey_filled_tail` catches the common case, a baseline (sequential) JPEG whose last decoded
+  row is exactly grey 128 in every channel while rows above it are not: an error row saying the scan
+  data ends early. Not caught: progressive JPEGs cut this way (their early scans already cover the
+  whole image, so it only loses detail), and a cut inside the last row of blocks. Refused by mistake:
+  a sequential JPEG whose bottom row is exactly flat grey 128 (rare in photos).
 
 Error rows are logged once per file and worker process, counted by :func:`split_errors` (which logs
 the totals), and :func:`drop_errors` / :func:`split_errors` / :func:`augment` exclude them from training.
@@ -80,7 +89,7 @@ EVAL_SIZE = _AUGMENT.crop  # evaluation / labeling: plain resize to 224 (SPEC §
 TRAIN_SIZE = _AUGMENT.resize  # training: resize to 256, then the random crop
 CROP = _AUGMENT.crop
 CROP_PADDING = _AUGMENT.crop_padding
-MAX_PIXELS = 2**25
+MAX_PIXELS = 2**27  # declared pixels per image; the only size limit (module docstring)
 DEFAULT_DECODE_CPUS = 0.5
 
 RECORD_SCHEMA = pa.schema(
@@ -104,7 +113,11 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class ImageTooLargeError(ValueError):
-    """An image whose decoded pixel count would exceed the limit (a possible decompression bomb)."""
+    """An image whose declared pixel count exceeds the limit (a possible decompression bomb)."""
+
+
+class TruncatedImageError(OSError):
+    """An image whose data ends before its last pixel (see module docstring, "Truncated files")."""
 
 
 # ---------------------------------------------------------------------------------- record listing
@@ -226,6 +239,21 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = _ALPHA_BACKGROUND
     return im.convert("RGB") if mode != "RGB" else im.copy()
 
 
+def _grey_filled_tail(im: Image.Image) -> bool:
+    """True for a loaded sequential JPEG whose last row is libjpeg's grey filler (data ended early).
+
+    When the entropy-coded data runs out (a cut file with an end-of-image marker appended), libjpeg
+    only warns and decodes the missing blocks as all-zero coefficients: exactly 128 in every channel.
+    The last row being exactly that, while some row above it is not, is taken as the sign.
+    """
+    if im.format != "JPEG" or im.mode not in ("L", "RGB") or im.info.get("progressive"):
+        return False
+    pixels = np.asarray(im)
+    if not (pixels[-1] == 128).all():
+        return False
+    return bool((pixels != 128).any())
+
+
 def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int, int]:
     """Encoded image bytes → (RGB uint8 array of shape (size, size, 3), width, height).
 
@@ -233,7 +261,8 @@ def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[
     the possibly reduced size a JPEG draft decodes at.
 
     Raises:
-        ImageTooLargeError: when more than ``max_pixels`` pixels would be decoded.
+        ImageTooLargeError: when the header declares more than ``max_pixels`` pixels.
+        TruncatedImageError: a sequential JPEG whose scan data ends early (module docstring).
         OSError / ValueError (PIL): an unreadable, truncated or unsupported file.
     """
     if not data:
@@ -249,16 +278,20 @@ def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[
                     f"cannot identify image file: not an image format PIL reads ({len(data)} bytes)"
                 ) from None
         width, height = im.size
+        declared = width * height
+        if declared > max_pixels:
+            raise ImageTooLargeError(
+                f"image declares {width}x{height} = {declared} pixels, over the limit of {max_pixels} "
+                "(possible decompression bomb)"
+            )
         if im.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale when the result still covers size×size.
             im.draft(None, (size, size))
-        decoded_pixels = im.size[0] * im.size[1]
-        if decoded_pixels > max_pixels:
-            raise ImageTooLargeError(
-                f"image of {width}x{height} pixels would decode {decoded_pixels} pixels, over the limit of "
-                f"{max_pixels} (possible decompression bomb)"
-            )
         im.load()
+        if _grey_filled_tail(im):
+            raise TruncatedImageError(
+                "image file is truncated: the JPEG scan data ends early (the bottom rows are grey filler)"
+            )
         orientation = _orientation(im)
         if orientation != 1:
             im = ImageOps.exif_transpose(im)

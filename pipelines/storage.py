@@ -48,6 +48,10 @@ from coloc_core.datasets import IMAGE_EXTENSIONS as _DATASET_IMAGE_EXTENSIONS
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = tuple(sorted(_DATASET_IMAGE_EXTENSIONS))
+# Other image formats a folder may hold: listed like images, so each gets a row. PIL decodes some of them
+# (depending on its build); the others become error rows ("cannot identify image file"), never a silent
+# omission.
+OTHER_IMAGE_EXTENSIONS = (".avif", ".dng", ".heic", ".heif", ".ico", ".jfif", ".jp2", ".jxl", ".psd", ".svg")
 # Staged S3 uploads stay in memory up to this size, then spill to a local temporary file.
 _SPOOL_BYTES = 64 * 1024 * 1024
 
@@ -220,23 +224,53 @@ def list_files(uri: str, endpoint_url: str | None = None) -> list[str]:
 
 
 def list_images(
-    uri: str, extensions: Iterable[str] = IMAGE_EXTENSIONS, endpoint_url: str | None = None
+    uri: str,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS + OTHER_IMAGE_EXTENSIONS,
+    endpoint_url: str | None = None,
 ) -> list[str]:
     """Image files under ``uri`` recursively (case-insensitive extension match), sorted, as full URIs.
 
     Hidden files and folders (a path part starting with ``.``) are skipped, as in
-    ``coloc_core.datasets.read_image_folder``. A missing or image-less folder gives ``[]``.
+    ``coloc_core.datasets.read_image_folder``. A missing or image-less folder gives ``[]``. Nothing else
+    is dropped silently: one log line counts the files skipped for their extension (by extension) and
+    names the folders named like an image (``photo.jpg/``), whose files are listed like any others.
     """
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    fs, path = filesystem_for(uri, endpoint_url)
+    try:
+        found = fs.find(path, withdirs=True, detail=True)
+    except FileNotFoundError:
+        return []
+    base = path.rstrip("/")
     prefix = uri.rstrip("/")
     images = []
-    for found in list_files(uri, endpoint_url):
-        rel = found[len(prefix) :].lstrip("/")
-        if any(part.startswith(".") for part in rel.split("/")):
+    skipped: dict[str, int] = {}
+    image_named_folders = []
+    for item, info in found.items():
+        rel = item[len(base) :].lstrip("/") if item.startswith(base) else None
+        full = to_uri(item, uri) if rel is None else join(uri, rel)
+        rel = full[len(prefix) :].lstrip("/")
+        if not rel or any(part.startswith(".") for part in rel.split("/")):
             continue
-        if found.lower().endswith(exts):
-            images.append(found)
-    return images
+        is_dir = info.get("type") == "directory"
+        if full.lower().endswith(exts):
+            (image_named_folders if is_dir else images).append(full)
+        elif not is_dir:
+            ext = posixpath.splitext(rel)[1].lower() or "(none)"
+            skipped[ext] = skipped.get(ext, 0) + 1
+    if skipped or image_named_folders:
+        counts = ", ".join(f"{n} {ext}" for ext, n in sorted(skipped.items()))
+        folders = sorted(image_named_folders)
+        log.warning(
+            "listing %s: skipped %d files that are not images (%s); %d folders named like an image "
+            "(not images; their files are listed)%s",
+            uri,
+            sum(skipped.values()),
+            counts or "none",
+            len(folders),
+            f": {', '.join(folders[:5])}{' ...' if len(folders) > 5 else ''}" if folders else "",
+        )
+    return sorted(images)
 
 
 def remove(uri: str, recursive: bool = False, endpoint_url: str | None = None) -> None:

@@ -156,6 +156,21 @@ def bad_collection(root: str, seed: int = 1) -> list[Expected]:
     files["img/bomb.png"] = bomb_png()
     expected.append(Expected("img/bomb.png", True))
     expected.append(Expected("img/missing.jpg", True))  # listed in boxes.csv, never written
+    # A 0.7 kB JPEG declaring 30000x30000 (refused by its declared size), a JPEG cut in half with an
+    # end-of-image marker appended (decodes without error in PIL; caught by its grey-filled tail).
+    bomb = bytearray(jpeg_bytes(np.full((64, 64, 3), 90, np.uint8)))
+    sof = bomb.index(b"\xff\xc0")
+    bomb[sof + 5 : sof + 9] = (30_000).to_bytes(2, "big") * 2
+    files["img/declared_30000.jpg"] = bytes(bomb)
+    expected.append(Expected("img/declared_30000.jpg", True))
+    noisy = jpeg_bytes(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    files["img/cut_with_eoi.jpg"] = noisy[: len(noisy) // 2] + b"\xff\xd9"
+    expected.append(Expected("img/cut_with_eoi.jpg", True))
+    img, box = square_image(rng, 150, 100)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="GIF")
+    files["img/photo.gif"] = buf.getvalue()  # labelled: a GIF is its first frame
+    expected.append(Expected("img/photo.gif", False, (150, 100), box))
 
     for rel, data in files.items():
         with open(os.path.join(root, rel), "wb") as fh:

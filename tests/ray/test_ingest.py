@@ -78,11 +78,24 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def cut_jpeg_with_eoi() -> bytes:
+    """A good sequential JPEG cut in half with an end-of-image marker appended (PIL decodes it silently)."""
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(noise), "JPEG", quality=90)
+    return data[: len(data) // 2] + b"\xff\xd9"
+
+
 def palette_with_transparency() -> bytes:
     im = Image.new("P", (20, 10), 0)
     im.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
     im.paste(1, (10, 0, 20, 10))
     return _encode(im, "PNG", transparency=0)
+
+
+def animated_gif() -> bytes:
+    """Two frames, red then blue: the first frame is the image."""
+    frames = [Image.new("RGB", (30, 20), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
 
 
 # name → (bytes, displayed (width, height)) for files that must decode; None size = must be an error.
@@ -97,6 +110,7 @@ GOOD_FILES: dict[str, tuple[bytes, tuple[int, int]]] = {
     "cmyk.jpg": (_encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG", quality=95), (40, 30)),
     "exif_rotated.jpg": (exif_rotated_jpeg(), (20, 40)),
     "one_pixel.png": (_encode(Image.new("RGB", (1, 1), (9, 99, 199)), "PNG"), (1, 1)),
+    "animated.gif": (animated_gif(), (30, 20)),
 }
 BAD_FILES: dict[str, tuple[bytes, str]] = {
     "zero_bytes.jpg": (b"", "empty file"),
@@ -104,6 +118,9 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "random_bytes.jpg": (np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes(), "cannot"),
     "bomb.png": (bomb_png(), "decompression bomb"),
     "bomb.jpg": (bomb_jpeg(), "decompression bomb"),
+    # Under 1 kB, declares 30000x30000: at 1/8 scale it used to decode into grey filler and get a box.
+    "declared_30000.jpg": (bomb_jpeg(30_000, 30_000), "declares 30000x30000"),
+    "cut_with_eoi.jpg": (cut_jpeg_with_eoi(), "truncated"),
 }
 
 
@@ -132,6 +149,12 @@ def test_exif_orientation_is_applied():
     top, bottom = image[20:90].reshape(-1, 3).mean(0), image[134:204].reshape(-1, 3).mean(0)
     assert top[0] > 200 and top[2] < 60
     assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_a_gif_is_its_first_frame():
+    image, width, height = ingest.decode_image(animated_gif(), size=224)
+    assert (width, height) == (30, 20)
+    assert image[..., 0].min() > 240 and image[..., 2].max() < 15  # red, not the blue second frame
 
 
 def test_alpha_is_composited_on_white():
@@ -173,17 +196,31 @@ def test_to_rgb_scales_integer_and_float_grey(array: np.ndarray, expected: list[
     assert (rgb[..., 0] == rgb[..., 2]).all()
 
 
-def test_jpeg_draft_decodes_large_jpegs_under_the_limit_but_not_pngs():
+def test_the_limit_applies_to_the_declared_size_of_every_format_and_jpegs_decode_at_a_draft():
     jpeg = _encode(Image.new("RGB", (2048, 1536), (0, 0, 255)), "JPEG")
-    # Without the 1/4 draft (512×384) the 3.1 M pixels would exceed this limit.
-    image, width, height = ingest.decode_image(jpeg, size=224, max_pixels=1_000_000)
+    png = _encode(Image.new("RGB", (2048, 1536), (0, 0, 255)), "PNG")
+    # One limit, on the declared 3.1 M pixels, whatever the format (a JPEG draft does not lift it).
+    for data in (jpeg, png):
+        with pytest.raises(ingest.ImageTooLargeError, match="2048x1536"):
+            ingest.decode_image(data, size=224, max_pixels=1_000_000)
+    # Under the limit the JPEG decodes at a 1/4 draft (512x384); the size reported is the declared one.
+    image, width, height = ingest.decode_image(jpeg, size=224, max_pixels=2048 * 1536)
     assert (width, height) == (2048, 1536)
     assert image[100, 100, 2] > 240
-    png = _encode(Image.new("RGB", (2048, 1536), (0, 0, 255)), "PNG")
-    with pytest.raises(ingest.ImageTooLargeError, match="2048x1536"):
-        ingest.decode_image(png, size=224, max_pixels=1_000_000)
+    assert ingest.decode_image(png, size=224, max_pixels=2048 * 1536)[1:] == (2048, 1536)
+    # The default limit passes a 108-megapixel photo's header and refuses a 30000x30000 one.
+    assert 12_000 * 9_000 <= ingest.MAX_PIXELS < 30_000 * 30_000
     # PIL's process-wide limit is untouched afterwards.
     assert Image.MAX_IMAGE_PIXELS is not None
+
+
+def test_a_flat_grey_bottom_is_only_filler_in_a_sequential_jpeg_with_content_above():
+    grey = _encode(Image.new("RGB", (64, 48), (128, 128, 128)), "JPEG")  # all grey: a real grey image
+    assert ingest.decode_image(grey, size=224)[1:] == (64, 48)
+    noise = np.random.default_rng(2).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    progressive = _encode(Image.fromarray(noise), "JPEG", quality=90, progressive=True)
+    cut = progressive[: len(progressive) // 2] + b"\xff\xd9"
+    assert ingest.decode_image(cut, size=224)[1:] == (160, 120)  # documented as not detected
 
 
 def test_decode_batch_turns_read_failures_into_error_rows(tmp_path: Path, monkeypatch, caplog):

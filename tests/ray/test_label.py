@@ -178,6 +178,8 @@ def test_every_bad_input_gets_a_row_and_the_job_finishes(ray_cluster, tmp_path):
     assert "empty" in reasons["img/zero_bytes.jpg"]
     assert "FileNotFoundError" in reasons["img/missing.jpg"]
     assert "decompression bomb" in reasons["img/bomb.png"]
+    assert "declares 30000x30000" in reasons["img/declared_30000.jpg"]
+    assert "truncated" in reasons["img/cut_with_eoi.jpg"]
     assert not any(" at 0x" in reason for reason in reasons.values()), reasons  # the same text every run
     # pandas on the folder: integer columns stay integer although files hold error rows (no float64
     # heatmap_h), so the README's one-liner works on every good row.

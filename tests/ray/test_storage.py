@@ -90,6 +90,23 @@ def test_list_images_keeps_form_and_filters(base: str):
     assert storage.list_images(storage.join(base, "missing")) == []
 
 
+def test_list_images_drops_nothing_silently(base: str, caplog):
+    """GIF and other image formats are listed (each gets a row); skipped files and folders are logged."""
+    for rel in ("a.gif", "b.HEIC", "c.jpg", "notes.txt", "boxes.csv", "more.txt", "album.jpg/d.png"):
+        storage.write_bytes_atomic(storage.join(base, rel), b"x")
+    if not base.startswith("s3://"):  # an empty folder named like an image (S3 has no empty folders)
+        os.makedirs(os.path.join(storage.strip_scheme(base), "empty.png"))
+    with caplog.at_level("WARNING", logger="pipelines.storage"):
+        images = storage.list_images(base)
+    assert images == [storage.join(base, rel) for rel in ("a.gif", "album.jpg/d.png", "b.HEIC", "c.jpg")]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.storage"]
+    assert len(lines) == 1, lines
+    assert "skipped 3 files that are not images (1 .csv, 2 .txt)" in lines[0], lines[0]
+    assert storage.join(base, "album.jpg") in lines[0], lines[0]
+    if not base.startswith("s3://"):
+        assert storage.join(base, "empty.png") in lines[0], lines[0]
+
+
 def test_atomic_write_leaves_nothing_when_writer_raises(base: str):
     new = storage.join(base, "new.bin")
     old = storage.join(base, "old.bin")

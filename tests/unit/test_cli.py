@@ -156,3 +156,64 @@ def test_the_console_script_answers_version_and_help():
         cwd=REPO_ROOT,
     )
     assert done.returncode == 2 and "--out" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["label", "--method=ddt", "--images={tmp}/no_such_folder", "--out={tmp}/o"],
+            "--images={tmp}/no_such",
+        ),
+        (["label", "--images=file://{tmp}/gone", "--out={tmp}/o"], "--images=file://{tmp}/gone: no such"),
+        (
+            ["label", "--model={tmp}/no_model.pt", "--images={tmp}/photos", "--out={tmp}/o"],
+            "--model={tmp}/no",
+        ),
+        (
+            ["label", "--method=ddt", "--backbone=resnet5", "--images={tmp}/photos", "--out={tmp}/o"],
+            "resnet5",
+        ),
+        (["train", "--data={tmp}/no_such_dataset"], "dataset.root)={tmp}/no_such_dataset: no such"),
+        (
+            ["train", "--data={tmp}/photos", "--model.weights={tmp}/w.pth"],
+            "model.weights={tmp}/w.pth: no such",
+        ),
+        (
+            ["train", "--data={tmp}/photos", "--model.backbone=effnet"],
+            "model.backbone='effnet' is not a known",
+        ),
+        (["train", "--data={tmp}/photos", "--model.backbone=resnet18"], "model.weights=auto has no ImageNet"),
+        (["train-cub", "--data={tmp}/no_such_cub"], "no_such_cub: no such"),
+    ],
+)
+def test_missing_paths_and_unknown_backbones_exit_2_before_ray(argv, message, tmp_path):
+    """Checks that need a cheap look at the world (local paths, the backbone registry), still before Ray."""
+    (tmp_path / "photos").mkdir()
+    tmp = str(tmp_path)
+    result = _coloc(*(a.format(tmp=tmp) for a in argv))
+    assert result["code"] == 2, result
+    assert "bad arguments" in result["err"] and message.format(tmp=tmp) in result["err"], result["err"]
+    assert result["heavy"] == [], f"coloc {' '.join(argv)} imported {result['heavy']}"
+
+
+def test_existing_local_paths_and_s3_uris_pass_the_path_checks(tmp_path):
+    from pipelines.config import LabelJobConfig, TrainJobConfig, check_label_paths, check_train_paths
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"x")
+    for images in (str(tmp_path), f"file://{tmp_path}", "s3://bucket/not/looked/up"):
+        check_label_paths(LabelJobConfig(model=str(model), method="model", images=images, out="/o"))
+    check_label_paths(LabelJobConfig(model="s3://b/m.pt", method="model", images=str(tmp_path), out="/o"))
+    train = TrainJobConfig()
+    train.dataset.root = str(tmp_path)
+    for weights in ("auto", "none", None, str(model), "s3://b/w.pth"):
+        train.model.weights = weights
+        check_train_paths(train)
+
+
+def test_the_backbone_names_checked_before_torch_are_the_registered_ones():
+    from coloc_core.backbones import available_backbones
+    from coloc_core.config import BACKBONES
+
+    assert sorted(BACKBONES) == available_backbones()
