@@ -14,10 +14,11 @@ One row per input image (ARCHITECTURE.md):
 | ``model`` | string | model id (content hash of the model file's weights) |
 | ``error`` | string | null, or why this image could not be labelled |
 
-**score** (``coloc_core.localizer.box_score``): how stable the box is over thresholds, the IoU of the
-boxes at τ/2 and at min(2τ, 0.99) on S, the 224×224 score map (the stored heatmap upsampled
-bicubically and min-max scaled, SPEC §6). In [0, 1]; 0 for a flat map; 1 when the region keeps its
-extent over a four-fold range of τ. It does not depend on the box's size.
+**score** (``coloc_core.localizer.box_score``), in [−1, 2], on S, the 224×224 score map (the stored
+heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
+boxes at τ/2 and at min(2τ, 0.99) (1 when the region keeps its extent over a four-fold range of τ),
+plus its *compactness*, ``Σ_inside S / Σ S − area_inside / area_image`` (the excess map mass it
+captures). docs/RESULTS.md measures how it ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(decode_heatmap(row)), τ)``
