@@ -134,7 +134,8 @@ class LabelJobConfig:
         format: how to list images: folder | cub | cars | aircraft | dogs | boxes_csv.
         split: split of a dataset format to label (``all`` for folders).
         out: output folder (local or ``s3://``) of the predictions table (Parquet).
-        threshold: τ; negative = the one stored with the model (calibrated or default 0.2).
+        threshold: τ; negative = the one stored with the model (calibrated, or the default of its kind:
+            0.1 DDT, 0.15 RPS, 0.2 CAAM and trained models).
         batch_size: images per model call.
         num_actors: model actors (one GPU each when ``use_gpu``).
         actor_cpus: CPU share of each model actor.
