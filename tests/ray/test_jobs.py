@@ -189,11 +189,15 @@ def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, 
 
 
 def test_failing_job_exits_non_zero(ray_head: RayHead, tmp_path: Path) -> None:
+    # The folder exists (so the driver-side checks pass) but holds no Stanford Cars annotations: the
+    # job fails while reading the data set, inside the running job.
+    empty = tmp_path / "empty"
+    empty.mkdir()
     code, output = ray_head.submit(
         "python",
         "jobs/train.py",
         "--format=cars",
-        f"--data={tmp_path / 'missing'}",
+        f"--data={empty}",
         *SMALL,
         f"--run.storage_path={tmp_path / 'runs'}",
     )
