@@ -78,6 +78,22 @@ def train_config(cfg: DemoConfig, data_root: str) -> TrainJobConfig:
     return resolve_train_config(job)
 
 
+def label_config(data: Path, out: Path, **options: Any) -> LabelJobConfig:
+    """A labeling job over every generated image, sized for the demo (``options``: model or method)."""
+    return replace(
+        LabelJobConfig(),
+        images=str(data),
+        format="cub",
+        split="all",
+        out=str(out),
+        batch_size=16,
+        actor_cpus=0.5,
+        decode_cpus=0.5,
+        rows_per_file=64,
+        **options,
+    )
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage and return a summary (also written to ``<out>/summary.json``)."""
     import ray
@@ -113,20 +129,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     labels = out / "labels"
     log.info("[3/5] labeling every image with Ray Data model actors → %s", labels)
-    summary = run_labeling(
-        replace(
-            LabelJobConfig(),
-            model=trained.model_path,
-            images=str(data),
-            format="cub",
-            split="all",
-            out=str(labels),
-            batch_size=16,
-            actor_cpus=0.5,
-            decode_cpus=0.5,
-            rows_per_file=64,
-        )
-    )
+    summary = run_labeling(label_config(data, labels, model=trained.model_path))
     log.info(
         "      %d images (%d errors) at %.1f images/s", summary.images, summary.errors, summary.images_per_s
     )
@@ -143,21 +146,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         log.info(
             "      the training-free %s baseline on the same images → %s", cfg.baseline.upper(), base_labels
         )
-        run_labeling(
-            replace(
-                LabelJobConfig(),
-                method=cfg.baseline,
-                backbone=cfg.backbone,
-                images=str(data),
-                format="cub",
-                split="all",
-                out=str(base_labels),
-                batch_size=16,
-                actor_cpus=0.5,
-                decode_cpus=0.5,
-                rows_per_file=64,
-            )
-        )
+        run_labeling(label_config(data, base_labels, method=cfg.baseline, backbone=cfg.backbone))
         base_eval = run_evaluation(
             str(base_labels),
             gt_root=str(data),
