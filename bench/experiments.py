@@ -57,6 +57,9 @@ from coloc_core.config import ColocConfig, apply_overrides, validate
 from coloc_core.datasets import read_dataset
 from coloc_core.localizer import (
     DEFAULT_THRESHOLDS,
+    CAAMLocalizer,
+    DDTLocalizer,
+    RPSLocalizer,
     box_score,
     ddt_from_moments,
     dequantize_heatmap,
@@ -319,19 +322,21 @@ def training_free_row(row: str, data: ImageSet, full_state: dict) -> dict[str, f
             chunks.append(net.features_at(x, layer).float())
     feats = torch.cat(chunks)
     stats = feature_statistics(feats)
+    localizer: CAAMLocalizer
     if method == "caam":
-        attention = feats.mean(dim=1)
+        localizer = CAAMLocalizer(net, layer)
     elif method == "ddt":
         mean, vector = ddt_from_moments(
             stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
         )
-        attention = torch.einsum("bchw,c->bhw", feats - mean.view(1, -1, 1, 1), vector).clamp_min(0)
+        localizer = DDTLocalizer(net, mean, vector, layer)
     else:
         w = rps_from_statistics(
             stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
         )
-        unit = torch.nn.functional.normalize(feats, dim=1)
-        attention = torch.einsum("bchw,c->bhw", unit, w).clamp_min(0)
+        localizer = RPSLocalizer(net, w, layer)
+    with torch.inference_mode():
+        attention = localizer.from_features(feats)  # the map coloc label computes, on the same features
     cfg = validate(ColocConfig())
     return evaluate_maps(attention, data.gt_224, cfg, tau=DEFAULT_THRESHOLDS[method])
 

@@ -124,7 +124,11 @@ class CAAMLocalizer(Localizer):
         return self.backbone.features_at(images, self.layer).float()
 
     def forward(self, images: Tensor) -> Tensor:  # noqa: D102
-        return self.features(images).mean(dim=1)
+        return self.from_features(self.features(images))
+
+    def from_features(self, feats: Tensor) -> Tensor:
+        """The map from an already computed feature map F at :attr:`layer`: (B, C, h, w) → (B, h, w)."""
+        return feats.mean(dim=1)
 
 
 class DDTLocalizer(CAAMLocalizer):
@@ -133,7 +137,8 @@ class DDTLocalizer(CAAMLocalizer):
     Args:
         backbone: the pretrained feature extractor.
         mean: (C,) mean descriptor of the collection.
-        vector: (C,) unit first principal direction (sign: ``vector.sum() > 0``).
+        vector: (C,) unit first principal direction (sign: see :func:`ddt_from_moments`).
+        layer: the backbone layer F is read at.
     """
 
     kind = "ddt"
@@ -150,8 +155,7 @@ class DDTLocalizer(CAAMLocalizer):
         self.register_buffer("ddt_mean", mean.detach().float().clone())
         self.register_buffer("ddt_vector", vector.detach().float().clone())
 
-    def forward(self, images: Tensor) -> Tensor:  # noqa: D102
-        feats = self.features(images)
+    def from_features(self, feats: Tensor) -> Tensor:  # noqa: D102
         centred = feats - self.ddt_mean[None, :, None, None]
         return torch.relu(torch.einsum("bchw,c->bhw", centred, self.ddt_vector))
 
@@ -174,8 +178,8 @@ class RPSLocalizer(CAAMLocalizer):
             raise ValueError(f"RPS vector must be ({self.channels},), got {tuple(vector.shape)}")
         self.register_buffer("rps_vector", vector.detach().float().clone())
 
-    def forward(self, images: Tensor) -> Tensor:  # noqa: D102
-        unit = torch.nn.functional.normalize(self.features(images), dim=1)
+    def from_features(self, feats: Tensor) -> Tensor:  # noqa: D102
+        unit = torch.nn.functional.normalize(feats, dim=1)
         return torch.relu(torch.einsum("bchw,c->bhw", unit, self.rps_vector))
 
 

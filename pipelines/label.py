@@ -349,15 +349,12 @@ def descriptor_moments_batch(
         localizer = localizer_from_payload(read_model_payload(storage.read_bytes(model_uri)))
         _FIT_LOCALIZERS[model_uri] = localizer
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
-    if not ok.any():
-        channels = int(localizer.channels)
-        zero = {"sum_xxT": np.zeros((1, channels * channels)), "count": np.zeros(1, np.int64)}
-        zero.update({k: np.zeros((1, channels)) for k in ("sum_x", "sum_xn", "sum_unit", "sum_gap")})
-        zero.update(sum_n=np.zeros(1), images=np.zeros(1, np.int64))
-        return {k: zero[k] for k in STATISTICS}
     with torch.inference_mode():
-        images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok]))
-        feats = localizer.features(normalize_images(images, localizer.mean, localizer.std))
+        if ok.any():
+            images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok]))
+            feats = localizer.features(normalize_images(images, localizer.mean, localizer.std))
+        else:  # no good image in this batch: the statistics of no descriptor (all zero)
+            feats = torch.zeros(0, int(localizer.channels), 1, 1)
         stats = feature_statistics(feats)
     return {
         k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1)
