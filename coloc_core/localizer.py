@@ -15,6 +15,12 @@ Kinds (``payload["kind"]``; a model file without ``"kind"`` is a trained ColocNe
 - ``rps``: the representer-point map of Song et al. (ICCV 2023): with v the collection mean of the
   spatially averaged features and u the mean of the L2-normalised pixel features,
   w = normalize(v − u·‖v‖/‖u‖) and A = ReLU(⟨normalize(F_ij), w⟩); :func:`rps_from_statistics`.
+- ``selftrain``: a linear head learned on the collection from its own DDT map (self-training, in the
+  spirit of PSOL, Zhang et al., CVPR 2020): pixels whose DDT projection is clearly positive are
+  foreground, clearly negative background, and Fisher's linear discriminant between the two (with
+  shrinkage) gives the head; the head's own map relabels the pixels for the next round. A = ReLU(w · F
+  + b). Every round is one streamed pass (:func:`class_statistics`, :func:`lda_from_class_statistics`,
+  driven by :func:`fit_selftrain`), so it fits into Ray like DDT's moments do.
 
 The training-free kinds read the backbone at a named layer (``Backbone.features_at``: ``output`` or,
 for EfficientNet-Lite0, ``pre_head``, the last MBConv block) and keep the backbone's ``dilate``
@@ -47,12 +53,12 @@ from coloc_core.checkpoint import FORMAT, model_from_payload, model_id
 from coloc_core.config import BoxConfig
 from coloc_core.model import ColocNet
 
-KINDS = ("colocnet", "caam", "ddt", "rps", "full")
+KINDS = ("colocnet", "caam", "ddt", "rps", "selftrain", "full")
 #: τ stored with a training-free payload when none is given, per kind: raccoon's best for the default
 #: layer (docs/RESULTS.md, issue 10 section); kangaroo's own best is higher (0.2 for DDT, 0.3 for RPS),
 #: so calibrate (``coloc calibrate``) where a few boxes exist. The DDT and RPS maps are the positive part
 #: of a projection, so their useful τ is lower than a CAM's 0.2.
-DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.15, "caam": 0.2, "full": 0.2}
+DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.15, "selftrain": 0.15, "caam": 0.2, "full": 0.2}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -183,6 +189,35 @@ class RPSLocalizer(CAAMLocalizer):
         return torch.relu(torch.einsum("bchw,c->bhw", unit, self.rps_vector))
 
 
+class SelfTrainLocalizer(CAAMLocalizer):
+    """The self-trained linear head: A = ReLU(w · F_ij + b) (see :func:`fit_selftrain`).
+
+    Args:
+        backbone: the pretrained feature extractor.
+        weight: (C,) unit discriminant direction.
+        bias: its offset (a scalar; > 0 where the head calls a pixel foreground).
+        layer: the backbone layer F is read at.
+    """
+
+    kind = "selftrain"
+    head_weight: Tensor
+    head_bias: Tensor
+
+    def __init__(
+        self, backbone: Backbone, weight: Tensor, bias: Tensor | float, layer: str = "output"
+    ) -> None:
+        super().__init__(backbone, layer)
+        if weight.shape != (self.channels,):
+            raise ValueError(
+                f"self-trained head weight must be ({self.channels},), got {tuple(weight.shape)}"
+            )
+        self.register_buffer("head_weight", weight.detach().float().clone())
+        self.register_buffer("head_bias", torch.as_tensor(bias, dtype=torch.float32).reshape(()).clone())
+
+    def from_features(self, feats: Tensor) -> Tensor:  # noqa: D102
+        return torch.relu(torch.einsum("bchw,c->bhw", feats, self.head_weight) + self.head_bias)
+
+
 class FullImageLocalizer(Localizer):
     """The whole-image baseline: ones everywhere but one zero corner cell (see the module docstring).
 
@@ -270,6 +305,123 @@ def rps_from_statistics(sum_gap: Tensor, images: int, sum_unit: Tensor, count: i
     if float(w.norm()) <= 1e-12 * max(float(v.norm()), 1e-12):
         raise ValueError("RPS direction is degenerate: every pixel feature points the same way")
     return (w / w.norm()).float()
+
+
+#: Self-training defaults, chosen on raccoon and confirmed on kangaroo (docs/RESULTS.md, issue 10):
+#: rounds of the discriminant, its shrinkage (share of the mean eigenvalue added to the diagonal) and
+#: the band: pixels within ``band`` standard deviations of the previous map's zero are left out.
+SELFTRAIN_ROUNDS = 3
+SELFTRAIN_SHRINKAGE = 1.0
+SELFTRAIN_BAND = 0.5
+#: Keys of :func:`class_statistics` (per-class sums, to be added up across batches).
+CLASS_STATISTICS = ("fg_x", "fg_xxT", "fg_count", "bg_x", "bg_xxT", "bg_count")
+
+
+def class_statistics(features: Tensor, weight: Tensor, bias: float, level: float) -> dict[str, Tensor]:
+    """Per-class moments of a batch's pixels under the linear map s = w · x + b.
+
+    Foreground: s > ``level``; background: s < −``level``; the band in between is left out. Sums are
+    float64 (counts int64) and add up across batches.
+
+    Shape:
+        features: (B, C, h, w); weight: (C,).
+    """
+    x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
+    s = x @ weight.double() + float(bias)
+    out: dict[str, Tensor] = {}
+    for name, mask in (("fg", s > level), ("bg", s < -level)):
+        part = x[mask]
+        out[f"{name}_x"] = part.sum(dim=0)
+        out[f"{name}_xxT"] = part.T @ part
+        out[f"{name}_count"] = torch.tensor(int(part.shape[0]), dtype=torch.int64)
+    return out
+
+
+def linear_score_std(weight: Tensor, sum_x: Tensor, sum_xxT: Tensor, count: int) -> float:
+    """Standard deviation over the collection's pixels of s = w · x (+ any constant), from moments."""
+    mean = sum_x.double() / count
+    cov = sum_xxT.double() / count - torch.outer(mean, mean)
+    w = weight.double()
+    return float(torch.sqrt((w @ cov @ w).clamp_min(0.0)))
+
+
+def lda_from_class_statistics(
+    stats: dict[str, Tensor], shrinkage: float = SELFTRAIN_SHRINKAGE
+) -> tuple[Tensor, float]:
+    """Fisher's linear discriminant between the foreground and background pixels of :func:`class_statistics`.
+
+    S = ½(Σ_fg + Σ_bg) + shrinkage · tr(S)/C · I; w = S⁻¹(μ_fg − μ_bg); b = −w · (μ_fg + μ_bg)/2, both
+    scaled so that ‖w‖ = 1 (the map's scale does not matter downstream).
+
+    Returns:
+        (weight (C,) float32, bias).
+
+    Raises:
+        ValueError: fewer than two pixels in a class, or non-finite sums.
+    """
+    fg, bg = int(stats["fg_count"]), int(stats["bg_count"])
+    if fg < 2 or bg < 2:
+        raise ValueError(
+            f"self-training needs foreground and background pixels, got {fg} and {bg}: "
+            "the collection's maps have no contrast"
+        )
+    moments = []
+    for name, n in (("fg", fg), ("bg", bg)):
+        mean = stats[f"{name}_x"].double() / n
+        moments.append((mean, stats[f"{name}_xxT"].double() / n - torch.outer(mean, mean)))
+    (mf, cf), (mb, cb) = moments
+    scatter = 0.5 * (cf + cb)
+    scatter = 0.5 * (scatter + scatter.T)
+    channels = scatter.shape[0]
+    scatter = scatter + float(shrinkage) * float(torch.trace(scatter)) / channels * torch.eye(
+        channels, dtype=scatter.dtype
+    )
+    if not torch.isfinite(scatter).all() or not torch.isfinite(mf - mb).all():
+        raise ValueError("self-training statistics are not finite")
+    w = torch.linalg.solve(scatter, mf - mb)
+    norm = float(w.norm())
+    if not norm > 0.0:
+        raise ValueError("self-training: the two classes have the same mean feature")
+    bias = -0.5 * float(w @ (mf + mb)) / norm
+    return (w / norm).float(), bias
+
+
+def fit_selftrain(
+    statistics: dict[str, Tensor],
+    class_pass: Any,
+    rounds: int = SELFTRAIN_ROUNDS,
+    shrinkage: float = SELFTRAIN_SHRINKAGE,
+    band: float = SELFTRAIN_BAND,
+) -> tuple[Tensor, float, list[dict[str, int]]]:
+    """Self-train the linear head: the DDT map labels the pixels, then each head relabels them.
+
+    Args:
+        statistics: summed :func:`feature_statistics` of the collection (the DDT fit's pass).
+        class_pass: ``class_pass(weight, bias, level)`` → summed :func:`class_statistics` of the same
+            collection (one streamed pass; a plain loop in tests, Ray Data in the labeling stage).
+        rounds: discriminants fitted in turn (each on the previous map's labels), at least 1.
+        shrinkage: see :func:`lda_from_class_statistics`.
+        band: pixels with |s| ≤ band · std(s) are left out of a round.
+
+    Returns:
+        (weight (C,), bias, one ``{"round", "foreground", "background"}`` pixel count per round).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    count = int(statistics["count"])
+    mean, vector = ddt_from_moments(
+        statistics["sum_x"], statistics["sum_xxT"], count, statistics["sum_xn"], statistics["sum_n"]
+    )
+    weight, bias = vector, -float(mean.double() @ vector.double())
+    history: list[dict[str, int]] = []
+    for r in range(rounds):
+        level = band * linear_score_std(weight, statistics["sum_x"], statistics["sum_xxT"], count)
+        stats = class_pass(weight, bias, level)
+        weight, bias = lda_from_class_statistics(stats, shrinkage)
+        history.append(
+            {"round": r + 1, "foreground": int(stats["fg_count"]), "background": int(stats["bg_count"])}
+        )
+    return weight, bias, history
 
 
 def ddt_from_moments(
@@ -450,11 +602,13 @@ def baseline_payload(
     feature_layer: str = "output",
     dilate: bool | None = None,
     rps_vector: Tensor | None = None,
+    head_weight: Tensor | None = None,
+    head_bias: float | None = None,
 ) -> dict[str, Any]:
-    """Build a model-file payload for a training-free baseline (``caam``, ``ddt``, ``rps`` or ``full``).
+    """Build a model-file payload for a fitted or training-free localizer (every kind but ``colocnet``).
 
     Args:
-        kind: ``caam`` | ``ddt`` | ``rps`` | ``full``.
+        kind: ``caam`` | ``ddt`` | ``rps`` | ``selftrain`` | ``full``.
         backbone: backbone name (``coloc_core.backbones.build_backbone``).
         weights: its weights source (``"auto"``, a path/URI or None); the loaded weights are embedded
             in the payload.
@@ -469,12 +623,14 @@ def baseline_payload(
         feature_layer: the backbone layer the map is computed on (``Backbone.feature_layers``).
         dilate: the backbone's ``dilate`` option (None = its default).
         rps_vector: (C,) direction from :func:`rps_from_statistics` (``rps`` only).
+        head_weight: (C,) weight from :func:`fit_selftrain` (``selftrain`` only).
+        head_bias: its bias (``selftrain`` only).
 
     Raises:
-        ValueError: on an unknown kind, an unknown layer, or missing DDT/RPS vectors.
+        ValueError: on an unknown kind, an unknown layer, or missing vectors of the kind.
     """
-    if kind not in ("caam", "ddt", "rps", "full"):
-        raise ValueError(f"baseline kind {kind!r} is not one of caam, ddt, rps, full")
+    if kind not in ("caam", "ddt", "rps", "selftrain", "full"):
+        raise ValueError(f"baseline kind {kind!r} is not one of caam, ddt, rps, selftrain, full")
     config: dict[str, Any] = {
         "backbone": backbone,
         "output_stride": output_stride,
@@ -493,7 +649,8 @@ def baseline_payload(
             config["weights"] = "embedded"
         else:
             net = build_backbone(backbone, weights=weights, output_stride=output_stride, dilate=dilate)
-        localizer = _training_free(kind, net, feature_layer, ddt_mean, ddt_vector, rps_vector)
+        head = None if head_weight is None else (head_weight, 0.0 if head_bias is None else head_bias)
+        localizer = _training_free(kind, net, feature_layer, ddt_mean, ddt_vector, rps_vector, head)
     state = {k: v.detach().cpu().clone() for k, v in localizer.state_dict().items()}
     return {
         "format": FORMAT,
@@ -513,6 +670,7 @@ def _training_free(
     ddt_mean: Tensor | None = None,
     ddt_vector: Tensor | None = None,
     rps_vector: Tensor | None = None,
+    head: tuple[Tensor, Tensor | float] | None = None,
 ) -> Localizer:
     if kind == "caam":
         return CAAMLocalizer(net, layer)
@@ -524,6 +682,10 @@ def _training_free(
         if rps_vector is None:
             raise ValueError("an rps payload needs rps_vector (see rps_from_statistics)")
         return RPSLocalizer(net, rps_vector, layer)
+    if kind == "selftrain":
+        if head is None:
+            raise ValueError("a selftrain payload needs head_weight and head_bias (see fit_selftrain)")
+        return SelfTrainLocalizer(net, head[0], head[1], layer)
     raise ValueError(f"{kind!r} is not a backbone-based training-free kind")
 
 
@@ -567,6 +729,7 @@ def localizer_from_payload(payload: dict[str, Any]) -> Localizer:
             state.get("ddt_mean"),
             state.get("ddt_vector"),
             state.get("rps_vector"),
+            None if "head_weight" not in state else (state["head_weight"], state["head_bias"]),
         )
         localizer.load_state_dict(state)
     localizer.model_id = str(payload.get("model_id", ""))

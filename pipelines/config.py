@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 DATASET_FORMATS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
 # Labelers of the labeling job: a trained model file, or a training-free method (pipelines.label).
-LABEL_METHODS = ("model", "full", "caam", "ddt", "rps")
+LABEL_METHODS = ("model", "full", "caam", "ddt", "rps", "selftrain")
+# What `coloc train` fits: the self-trained head (default) or the paper's CAML network.
+TRAIN_METHODS = ("selftrain", "caml")
 
 
 @dataclass
@@ -109,8 +111,17 @@ class RunConfig:
 
 @dataclass
 class TrainJobConfig(ColocConfig):
-    """The training job: the method (all ColocConfig fields) + dataset + run."""
+    """The training job: what to train, the method's settings (all ColocConfig fields), dataset, run.
 
+    Attributes:
+        method: ``selftrain`` (default): a linear head self-trained on the training images' own DDT
+            maps, fitted from streamed feature statistics in a few Ray Data passes (no epochs, no
+            checkpoints; of the method settings only ``model.backbone`` and ``model.weights`` are
+            used) — the measured best boxes (docs/RESULTS.md). ``caml``: the paper's ColocNet trained
+            with CAML on Ray Train (every other setting applies).
+    """
+
+    method: str = "selftrain"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -187,6 +198,8 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
         ValueError: naming the first bad key.
     """
     validate(cfg)
+    if cfg.method not in TRAIN_METHODS:
+        raise ValueError(f"method={cfg.method!r} is not one of {', '.join(TRAIN_METHODS)}")
     if cfg.dataset.format not in DATASET_FORMATS:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:

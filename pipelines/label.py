@@ -61,6 +61,7 @@ from coloc_core.localizer import (
     box_score,
     ddt_from_moments,
     dequantize_heatmap,
+    fit_selftrain,
     localizer_from_payload,
     payload_kind,
     quantize_heatmap,
@@ -82,7 +83,7 @@ PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 MANIFEST_VERSION = 1
 METHODS = LABEL_METHODS
 # Methods fitted on collection statistics before labeling (one streamed pass over a sample).
-FITTED = ("ddt", "rps")
+FITTED = ("ddt", "rps", "selftrain")
 # DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
 DDT_FIT_IMAGES = 2000
 DDT_FIT_BATCH = 64
@@ -330,17 +331,32 @@ _FIT_LOCALIZERS: dict[str, Any] = {}
 
 
 def descriptor_moments_batch(
-    batch: dict[str, np.ndarray], model_uri: str, num_threads: int = 1
+    batch: dict[str, np.ndarray],
+    model_uri: str,
+    num_threads: int = 1,
+    head: tuple[list[float], float, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Ingest rows → one row of feature statistics of the good images (for DDT and RPS).
+    """Ingest rows → one row of feature statistics of the good images (DDT, RPS, self-training).
+
+    Args:
+        batch: ingest rows (``ingest.IMAGE`` uint8 images, ``ingest.ERROR``).
+        model_uri: the frozen backbone's payload file (read once per worker process).
+        num_threads: torch threads of the worker.
+        head: ``(weight, bias, level)`` of a linear map: return its per-class moments
+            (``coloc_core.localizer.class_statistics``) instead of the collection statistics.
 
     Returns:
-        One row per key of ``coloc_core.localizer.STATISTICS`` (``feature_statistics``, summed on the
-        driver); matrices are flattened (``sum_xxT`` is (1, C*C)).
+        One row per key of ``coloc_core.localizer.STATISTICS`` (``feature_statistics``) or, with
+        ``head``, of ``CLASS_STATISTICS``; summed on the driver; matrices are flattened ((1, C*C)).
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.localizer import STATISTICS, feature_statistics  # noqa: PLC0415
+    from coloc_core.localizer import (  # noqa: PLC0415
+        CLASS_STATISTICS,
+        STATISTICS,
+        class_statistics,
+        feature_statistics,
+    )
     from coloc_core.model import normalize_images  # noqa: PLC0415
 
     localizer: Any = _FIT_LOCALIZERS.get(model_uri)
@@ -355,10 +371,14 @@ def descriptor_moments_batch(
             feats = localizer.features(normalize_images(images, localizer.mean, localizer.std))
         else:  # no good image in this batch: the statistics of no descriptor (all zero)
             feats = torch.zeros(0, int(localizer.channels), 1, 1)
-        stats = feature_statistics(feats)
+        if head is None:
+            stats, keys = feature_statistics(feats), STATISTICS
+        else:
+            weight, bias, level = head
+            stats = class_statistics(feats, torch.tensor(weight, dtype=torch.float64), bias, level)
+            keys = CLASS_STATISTICS
     return {
-        k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1)
-        for k in STATISTICS
+        k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1) for k in keys
     }
 
 
@@ -556,15 +576,18 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
 # ----------------------------------------------------------------------------------------- DDT fit
 
 
-def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table) -> dict[str, Any]:
+def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:
+    # weights: the backbone's weights source ("auto", a file or URI; "none"/None = random init).
+    if weights is not None and weights.lower() == "none":
+        weights = None
     meta: dict[str, Any] = {"created_by": "pipelines.label", "images": cfg.images}
     layer, dilate = baseline_backbone_options(cfg)
     options: dict[str, Any] = {"backbone": cfg.backbone, "feature_layer": layer, "dilate": dilate}
     if cfg.method in ("full", "caam"):
-        return baseline_payload(cfg.method, weights="auto", meta=meta, **options)
+        return baseline_payload(cfg.method, weights=weights, meta=meta, **options)
     # DDT / RPS: the backbone is frozen in a file first so every statistics task uses the very same
     # weights (and layer).
-    caam = baseline_payload("caam", weights="auto", **options)
+    caam = baseline_payload("caam", weights=weights, **options)
     backbone_uri = storage.join(cfg.out, BACKBONE_FILE)
     buffer = io.BytesIO()
     import torch  # noqa: PLC0415
@@ -581,6 +604,22 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table) -> dict[str, Any]:
         )
         return baseline_payload(
             "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
+        )
+    if cfg.method == "selftrain":
+
+        def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
+            head = ([float(v) for v in weight], float(bias), float(level))
+            return fit_statistics(backbone_uri, sample, cfg, head=head)
+
+        weight, bias, rounds = fit_selftrain(stats, class_pass)
+        meta.update(selftrain_rounds=rounds)
+        return baseline_payload(
+            "selftrain",
+            backbone_state=backbone_state,
+            head_weight=weight,
+            head_bias=bias,
+            meta=meta,
+            **options,
         )
     vector = rps_from_statistics(
         stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
@@ -618,17 +657,23 @@ def _ddt_sample(inputs: pa.Table) -> pa.Table:
     return inputs.take(pa.array(picks))
 
 
-def fit_statistics(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> dict[str, Any]:
+def fit_statistics(
+    backbone_uri: str,
+    inputs: pa.Table,
+    cfg: LabelJobConfig,
+    head: tuple[list[float], float, float] | None = None,
+) -> dict[str, Any]:
     """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
 
-    Keys: ``coloc_core.localizer.STATISTICS`` (``sum_xxT`` reshaped to (C, C)).
+    Keys: ``coloc_core.localizer.STATISTICS`` (``sum_xxT`` reshaped to (C, C)); with ``head``
+    (``(weight, bias, level)``, a self-training round), ``CLASS_STATISTICS`` (``*_xxT`` (C, C)).
 
     Raises:
         ValueError: when no image of ``inputs`` could be decoded.
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.localizer import STATISTICS  # noqa: PLC0415
+    from coloc_core.localizer import CLASS_STATISTICS, STATISTICS  # noqa: PLC0415
 
     ds = _decoded(inputs, np.arange(inputs.num_rows), cfg)
     moments = ds.map_batches(
@@ -636,13 +681,27 @@ def fit_statistics(backbone_uri: str, inputs: pa.Table, cfg: LabelJobConfig) -> 
         num_cpus=cfg.actor_cpus,
         batch_size=DDT_FIT_BATCH,
         batch_format="numpy",
-        fn_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus))},
+        fn_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus)), "head": head},
     )
+    keys = STATISTICS if head is None else CLASS_STATISTICS
     sums: dict[str, np.ndarray] = {}
     for batch in moments.iter_batches(batch_format="numpy", batch_size=None):
-        for key in STATISTICS:
+        for key in keys:
             part = batch[key].sum(axis=0)
             sums[key] = part if key not in sums else sums[key] + part
+    if head is not None:
+        if not sums:
+            raise ValueError("SELFTRAIN: no decodable image in the fit sample")
+        channels = int(round(math.sqrt(sums["fg_xxT"].shape[0])))
+        out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
+        for key in ("fg_xxT", "bg_xxT"):
+            out[key] = out[key].reshape(channels, channels)
+        log.info(
+            "label: self-training round: %d foreground and %d background pixels",
+            int(sums["fg_count"]),
+            int(sums["bg_count"]),
+        )
+        return out
     if not sums or int(sums["count"]) < 2:
         raise ValueError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
     channels = sums["sum_x"].shape[0]

@@ -129,6 +129,10 @@ class TrainResult:
 def run_training(cfg: TrainJobConfig) -> TrainResult:
     """Train (or resume) the run ``cfg.run.name`` on Ray Train and export the final model.
 
+    ``method=selftrain`` (the default) fits the self-trained head instead
+    (:func:`pipelines.selftrain.run_selftrain`: Ray Data passes, no Ray Train, no checkpoints);
+    ``method=caml`` trains the paper's network as described here.
+
     Needs a running Ray (``ray.init()`` from the job); AWS variables for an ``s3://`` dataset or
     storage must be in the Ray workers' environment (set before ``ray.init`` or in ``runtime_env``).
 
@@ -138,9 +142,13 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
             on a non-finite loss, gradient or weight (a ``FloatingPointError`` inside).
     """
     cfg = resolve_train_config(cfg)
+    _warn_if_relative(cfg.run.storage_path)
+    if cfg.method == "selftrain":
+        from pipelines.selftrain import run_selftrain  # noqa: PLC0415 - it imports this module
+
+        return run_selftrain(cfg)
     log.info("training config (resolved):\n%s", dump(cfg))
     run = cfg.run
-    _warn_if_relative(run.storage_path)
 
     train_ds, num_train, num_errors = _train_dataset(cfg)
     datasets: dict[str, Any] = {TRAIN_DATASET: train_ds}

@@ -157,6 +157,7 @@ def cub_root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 SMALL = [
     "--model.backbone=tiny",
+    "--method=caml",
     "--model.weights=none",
     "--optim.epochs=1",
     "--optim.batch_size=8",

@@ -246,6 +246,29 @@ def test_training_free_rps_labeler(ray_cluster, tmp_path, cub_on_s3):
         run_labeling(dataclasses.replace(cfg, out=str(tmp_path / "bad"), feature_layer="conv9"))
 
 
+def test_self_trained_labeler_fits_its_head_on_the_collection(ray_cluster, tmp_path, cub_on_s3):
+    images, _, _ = cub_on_s3
+    out = str(tmp_path / "selftrain")
+    cfg = LabelJobConfig(
+        method="selftrain", backbone="tiny", images=images, format="cub", split="all", out=out, **FAST
+    )
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.errors) == (20, 0)
+    from coloc_core.checkpoint import read_model_payload
+
+    payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
+    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.15)
+    rounds = payload["meta"]["selftrain_rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(r["foreground"] > 0 and r["background"] > 0 for r in rounds)
+    weight = payload["state_dict"]["head_weight"]
+    assert weight.shape == (32,) and float(weight.norm()) == pytest.approx(1.0, abs=1e-5)
+    table = pq.read_table(out)
+    assert table.num_rows == 20 and table.column("error").null_count == 20
+    assert set(table.column("model").to_pylist()) == {payload["model_id"]}
+    assert run_labeling(cfg).shards_written == 0  # the rerun reuses the fitted head
+
+
 @pytest.fixture(scope="module")
 def square_labels(ray_cluster, tmp_path_factory):
     """A labels folder from a real run: 12 images in part files of 5 rows (3 parts)."""

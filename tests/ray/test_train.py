@@ -10,6 +10,7 @@ pretrained weights, 16 training images of 64-96 px resized to 72 and cropped to 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -50,8 +51,9 @@ def cub_root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def small_config(root: str, storage_path: str, name: str, *extra: str) -> TrainJobConfig:
-    """A config that trains in seconds on 2 CPUs."""
+    """A CAML config that trains in seconds on 2 CPUs."""
     args = [
+        "--method=caml",
         f"--dataset.root={root}",
         "--dataset.format=cub",
         "--model.backbone=tiny",
@@ -318,3 +320,43 @@ def test_worker_killed_mid_run_resumes_from_the_latest_checkpoint(ray_cluster, c
     assert 1 < epochs[0] <= 6
     assert epochs == list(range(epochs[0], 7))
     assert result.model_path == str(tmp_path / "runs" / "fail" / "model.pt")
+
+
+def test_default_training_self_trains_a_head_that_labels(ray_cluster, cub_root, tmp_path: Path):  # noqa: ANN001
+    from coloc_core.localizer import SelfTrainLocalizer, localizer_from_payload
+    from pipelines.config import LabelJobConfig
+    from pipelines.label import run_labeling
+    from pipelines.train import run_training
+
+    cfg = build_config(
+        TrainJobConfig,
+        [
+            f"--dataset.root={cub_root}",
+            "--dataset.format=cub",
+            "--model.backbone=tiny",
+            "--model.weights=none",
+            "--run.cpus_per_worker=0.5",
+            "--run.decode_cpus=0.5",
+            f"--run.storage_path={tmp_path / 'runs'}",
+            "--run.name=self",
+        ],
+    )
+    assert cfg.method == "selftrain"
+    result = run_training(cfg)
+    assert result.model_path == str(tmp_path / "runs" / "self" / "model.pt")
+    assert result.checkpoint_path is None and result.metrics["rounds"] == 3
+    payload = read_model_payload((tmp_path / "runs" / "self" / "model.pt").read_bytes())
+    assert payload["kind"] == "selftrain" and payload["meta"]["run"] == "self"
+    assert payload["meta"]["dataset"]["split"] == "train"
+    # Fitted on the train split only (the generator puts about half of the images there).
+    assert 0 < payload["meta"]["fit_images"] < NUM_IMAGES
+    assert isinstance(localizer_from_payload(payload), SelfTrainLocalizer)
+    out = tmp_path / "labels"
+    summary = run_labeling(
+        LabelJobConfig(
+            model=result.model_path, images=cub_root, format="cub", split="test", out=str(out), actor_cpus=0.5
+        )
+    )
+    assert summary.errors == 0 and summary.images == NUM_IMAGES - payload["meta"]["fit_images"]
+    with pytest.raises(ValueError, match="method='sgd'"):
+        run_training(dataclasses.replace(cfg, method="sgd"))

@@ -12,14 +12,19 @@ from coloc_core.localizer import (
     DDTLocalizer,
     FullImageLocalizer,
     RPSLocalizer,
+    SelfTrainLocalizer,
     baseline_payload,
     box_compactness,
     box_score,
     box_stability,
+    class_statistics,
     ddt_from_moments,
     dequantize_heatmap,
     feature_moments,
     feature_statistics,
+    fit_selftrain,
+    lda_from_class_statistics,
+    linear_score_std,
     localizer_from_payload,
     payload_kind,
     quantize_heatmap,
@@ -337,3 +342,130 @@ def test_unknown_kind_and_missing_ddt_vectors():
         baseline_payload("ddt", backbone="tiny", weights=None)
     with pytest.raises(ValueError, match="baseline kind"):
         baseline_payload("colocnet")
+
+
+def _two_class_features(seed=0, images=12, channels=5, size=6):
+    """Feature maps with a square 'object' shifted along channels 0 and 1 from the background.
+
+    Channel 0 is noisy (std 2), so the principal direction leans on it more than the best separating
+    direction does: a map fitted to tell object from background beats DDT's.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(images, channels, size, size, generator=gen, dtype=torch.float64)
+    feats[:, 0] *= 2.0
+    mask = torch.zeros(images, size, size, dtype=torch.bool)
+    mask[:, 1:4, 2:5] = True
+    feats[:, 0] += 3.0 * mask
+    feats[:, 1] += 2.5 * mask
+    return feats, mask
+
+
+def _summed(parts):
+    out = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = value if key not in out else out[key] + value
+    return out
+
+
+def test_class_statistics_split_by_the_band_and_add_up_across_batches():
+    feats, _ = _two_class_features()
+    weight = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])
+    whole = class_statistics(feats, weight, -1.0, 0.5)
+    streamed = _summed(class_statistics(chunk, weight, -1.0, 0.5) for chunk in feats.split(5))
+    for key, value in whole.items():
+        torch.testing.assert_close(streamed[key], value)
+    pixels = feats.permute(0, 2, 3, 1).reshape(-1, 5)
+    s = pixels[:, 1] - 1.0
+    assert int(whole["fg_count"]) == int((s > 0.5).sum()) and int(whole["bg_count"]) == int((s < -0.5).sum())
+    torch.testing.assert_close(whole["fg_x"], pixels[s > 0.5].sum(0))
+    torch.testing.assert_close(whole["bg_xxT"], pixels[s < -0.5].T @ pixels[s < -0.5])
+
+
+def test_linear_score_std_matches_the_pixels():
+    feats, _ = _two_class_features(seed=1)
+    stats = feature_statistics(feats)
+    weight = torch.tensor([0.3, -1.0, 0.2, 0.0, 0.5])
+    got = linear_score_std(weight, stats["sum_x"], stats["sum_xxT"], int(stats["count"]))
+    pixels = feats.permute(0, 2, 3, 1).reshape(-1, 5)
+    assert got == pytest.approx(float((pixels @ weight.double()).std(unbiased=False)), rel=1e-9)
+
+
+def test_lda_separates_two_gaussians_with_the_fisher_direction():
+    gen = torch.Generator().manual_seed(0)
+    cov_root = torch.tensor([[2.0, 0.0], [1.5, 0.5]], dtype=torch.float64)
+    fg = torch.randn(20000, 2, generator=gen, dtype=torch.float64) @ cov_root.T + torch.tensor([1.0, 0.0])
+    bg = torch.randn(20000, 2, generator=gen, dtype=torch.float64) @ cov_root.T - torch.tensor([1.0, 0.0])
+    stats = {
+        "fg_x": fg.sum(0), "fg_xxT": fg.T @ fg, "fg_count": torch.tensor(len(fg)),
+        "bg_x": bg.sum(0), "bg_xxT": bg.T @ bg, "bg_count": torch.tensor(len(bg)),
+    }  # fmt: skip
+    weight, bias = lda_from_class_statistics(stats, shrinkage=0.0)
+    expected = torch.linalg.solve(cov_root @ cov_root.T, torch.tensor([2.0, 0.0], dtype=torch.float64))
+    expected = expected / expected.norm()
+    assert float(weight.double() @ expected) > 0.999 and float(weight.norm()) == pytest.approx(1.0)
+    assert abs(bias) < 0.05  # the classes sit symmetrically about the origin
+    accuracy = (
+        (fg @ weight.double() + bias > 0).double().mean() + (bg @ weight.double() + bias < 0).double().mean()
+    ) / 2
+    assert float(accuracy) > 0.85
+    # Strong shrinkage pulls the direction towards the difference of the means.
+    shrunk, _ = lda_from_class_statistics(stats, shrinkage=1e6)
+    assert float(shrunk.double() @ torch.tensor([1.0, 0.0], dtype=torch.float64)) > 0.999
+    with pytest.raises(ValueError, match="no contrast"):
+        lda_from_class_statistics({**stats, "fg_count": torch.tensor(1)})
+
+
+def test_fit_selftrain_separates_the_object_better_than_ddt():
+    feats, mask = _two_class_features(seed=2, images=30)
+    stats = feature_statistics(feats)
+    calls = []
+
+    def class_pass(weight, bias, level):
+        calls.append(level)
+        return _summed(class_statistics(chunk, weight, bias, level) for chunk in feats.split(7))
+
+    weight, bias, history = fit_selftrain(stats, class_pass, rounds=3)
+    assert [h["round"] for h in history] == [1, 2, 3] and len(calls) == 3
+    assert all(h["foreground"] > 0 and h["background"] > 0 for h in history)
+    score = torch.einsum("bchw,c->bhw", feats, weight.double()) + bias
+    inside, outside = float(score[mask].mean()), float(score[~mask].mean())
+    assert inside > 0 > outside
+    mean, vector = ddt_from_moments(
+        stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
+    )
+    ddt = torch.einsum("bchw,c->bhw", feats - mean.double()[None, :, None, None], vector.double())
+    head_accuracy = float(((score > 0) == mask).double().mean())
+    assert head_accuracy > 0.75 and head_accuracy > float(((ddt > 0) == mask).double().mean()) + 0.03
+    with pytest.raises(ValueError, match="rounds"):
+        fit_selftrain(stats, class_pass, rounds=0)
+
+
+def test_selftrain_localizer_map_and_payload_round_trip():
+    from coloc_core.backbones import build_backbone
+
+    backbone = build_backbone("tiny", weights=None)
+    weight = torch.nn.functional.normalize(torch.randn(32), dim=0)
+    loc = SelfTrainLocalizer(backbone, weight, 0.25).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = torch.relu(torch.einsum("bchw,c->bhw", backbone(x), weight) + 0.25)
+        torch.testing.assert_close(loc(x), expected)
+    with pytest.raises(ValueError, match="head weight"):
+        SelfTrainLocalizer(backbone, torch.ones(3), 0.0)
+    payload = _round_trip(
+        baseline_payload(
+            "selftrain",
+            backbone="tiny",
+            backbone_state=backbone.state_dict(),
+            head_weight=weight,
+            head_bias=0.25,
+        )
+    )
+    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.15)
+    again = localizer_from_payload(payload)
+    assert isinstance(again, SelfTrainLocalizer) and again.model_id == payload["model_id"]
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected)
+    with pytest.raises(ValueError, match="head_weight"):
+        baseline_payload("selftrain", backbone="tiny", weights=None)
