@@ -11,8 +11,11 @@ on every other step). Rows:
   half its standard deviation ignored; map = ReLU(logit);
 - ``self_fused``: head trained where DDT and RPS agree (both above 15% of their image's maximum = 1,
   both at zero = 0, the rest ignored); map = sigmoid(logit).
+- ``lda_l{λ}_r{R}``: the product's self-trained head (``coloc_core.localizer.fit_selftrain``): Fisher's
+  discriminant with shrinkage λ, R rounds, ±0.5σ band; map = ReLU(w·F + b). Deterministic (the seeds
+  do not change it). The default is ``lda_l1_r3``.
 
-Each row reports CorLoc@0.5 at τ ∈ {0.1, 0.15, 0.2, 0.3, 0.4, 0.5} and MaxBoxAccV2 (SPEC §6, on the
+Each row reports CorLoc@0.5 at τ ∈ {0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5} and MaxBoxAccV2 (SPEC §6, on the
 stored uint8 heatmap). Not a product path: it measures whether this route is worth building.
 
     python bench/probe_selftrain.py --set raccoon --seeds 0,1,2
@@ -32,16 +35,18 @@ from experiments import load_set
 from coloc_core.backbones import build_backbone
 from coloc_core.boxes import boxes_at_thresholds, iou_matrix, scoremap_from_attention
 from coloc_core.localizer import (
+    class_statistics,
     ddt_from_moments,
     dequantize_heatmap,
     feature_statistics,
+    fit_selftrain,
     quantize_heatmap,
     rps_from_statistics,
 )
 from coloc_core.metrics import MaxBoxAccAccumulator
 from coloc_core.model import normalize_images
 
-TAUS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+TAUS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def evaluate(maps: torch.Tensor, gts: list[np.ndarray]) -> dict[str, float]:
@@ -79,10 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--set", required=True, choices=["raccoon", "kangaroo"])
+    parser.add_argument("--set", default="raccoon", help="raccoon | kangaroo, or a name for --data")
+    parser.add_argument("--data", default="", help="any boxed set instead (read with --format/--split)")
+    parser.add_argument("--format", default="boxes_csv")
+    parser.add_argument("--split", default="all")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
-    data = load_set(args.set, 224)
+    if args.data:
+        data = load_set(args.set, 224, root=args.data, fmt=args.format, split=args.split)
+    else:
+        data = load_set(args.set, 224)
     net = build_backbone("efficientnet_lite0", dilate=False).eval()
     with torch.inference_mode():
         feats = torch.cat(
@@ -109,6 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         rows.setdefault("self_ddt", []).append(evaluate(logit.clamp_min(0), data.gt_224))
         logit = train_head(x, both.float(), (both | ((dn <= 0) & (rn <= 0.05))).float(), seed)
         rows.setdefault("self_fused", []).append(evaluate(torch.sigmoid(logit), data.gt_224))
+    chunks = feats.split(32)
+
+    def summed(parts):  # noqa: ANN001, ANN202
+        out: dict[str, torch.Tensor] = {}
+        for part in parts:
+            for key, value in part.items():
+                out[key] = value if key not in out else out[key] + value
+        return out
+
+    def class_pass(weight, bias, level):  # noqa: ANN001, ANN202
+        return summed(class_statistics(chunk, weight, bias, level) for chunk in chunks)
+
+    for shrinkage in (0.1, 1.0):
+        for rounds in (1, 2, 3, 4):
+            weight, bias, _ = fit_selftrain(st, class_pass, rounds=rounds, shrinkage=shrinkage)
+            head_map = torch.relu(torch.einsum("bchw,c->bhw", feats, weight) + bias)
+            rows[f"lda_l{shrinkage:g}_r{rounds}"] = [evaluate(head_map, data.gt_224)]
     summary = {
         name: {
             k: f"{np.mean([r[k] for r in runs]):.2f}"

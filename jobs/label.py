@@ -3,8 +3,10 @@
     ray job submit --working-dir . -- python jobs/label.py \
         --model s3://bucket/runs/cub-caml/model.pt --images s3://bucket/photos --out s3://bucket/labels/photos
 
-    # training-free baselines: --method=caam | ddt | full (--backbone=efficientnet_lite0)
-    python jobs/label.py --method=caam --images=/data/birds --out=/data/labels/birds-caam
+    # no model: the head is self-trained on the images first (--method=selftrain, the default);
+    # training-free baselines: --method=ddt | rps | caam | full (--backbone=efficientnet_lite0)
+    python jobs/label.py --images=/data/birds --out=/data/labels/birds
+    python jobs/label.py --method=ddt --images=/data/birds --out=/data/labels/birds-ddt
 
 Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value`` (``--help`` lists them,
 ``--config file.yaml`` applies a file first). Starting the same command again resumes: only images

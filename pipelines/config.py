@@ -132,9 +132,11 @@ class LabelJobConfig:
 
     Attributes:
         model: exported model file (local or ``s3://``), or a run folder with checkpoints.
-        method: ``auto`` (``model`` when ``--model`` is given, else ``ddt``), ``model`` (a trained
-            file) or a training-free method: ``full`` | ``caam`` | ``ddt`` | ``rps`` (DDT: principal
-            component of the collection's features; RPS: representer points).
+        method: ``auto`` (``model`` when ``--model`` is given, else ``selftrain``), ``model`` (a
+            trained file), ``selftrain`` (a linear head self-trained on the collection's own DDT maps
+            before labeling: what ``coloc train`` fits, fitted on the images being labelled) or a
+            training-free method: ``full`` | ``caam`` | ``ddt`` | ``rps`` (DDT: principal component
+            of the collection's features; RPS: representer points).
         backbone: backbone of the training-free methods.
         feature_layer: layer the training-free map is read at: ``auto`` (DDT/RPS: the last block before
             the head where the backbone has one; CAAM: the output) | ``output`` | ``pre_head``.
@@ -146,7 +148,7 @@ class LabelJobConfig:
         split: split of a dataset format to label (``all`` for folders).
         out: output folder (local or ``s3://``) of the predictions table (Parquet).
         threshold: τ; negative = the one stored with the model (calibrated, or the default of its kind:
-            0.1 DDT, 0.15 RPS, 0.2 CAAM and trained models).
+            0.1 DDT, 0.15 RPS, 0.2 the self-trained head, CAAM and CAML models).
         batch_size: images per model call.
         num_actors: model actors (one GPU each when ``use_gpu``).
         actor_cpus: CPU share of each model actor.
@@ -224,14 +226,14 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
     ``method=model``, ``model`` are required.
 
     Returns:
-        ``cfg`` with ``method=auto`` resolved (``model`` when a model is given, else ``ddt``).
+        ``cfg`` with ``method=auto`` resolved (``model`` when a model is given, else ``selftrain``).
 
     Raises:
         ValueError: naming the first bad key.
     """
     check_numbers(cfg)  # also when the config was built in code, not by the command line
     if cfg.method == "auto":
-        cfg = replace(cfg, method="model" if cfg.model else "ddt")
+        cfg = replace(cfg, method="model" if cfg.model else "selftrain")
     missing = [f"--{key}" for key in ("images", "out") if not getattr(cfg, key)]
     if missing:
         raise ValueError(
@@ -243,7 +245,7 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
     if cfg.method == "model" and not cfg.model:
         raise ValueError(
             "method=model needs --model=<model file, local or s3://> "
-            "(or a training-free --method=ddt | rps | caam | full)"
+            "(or --method=selftrain | ddt | rps | caam | full, fitted on the images themselves)"
         )
     if cfg.feature_layer not in ("auto", "output", "pre_head"):
         raise ValueError(f"feature_layer={cfg.feature_layer!r} is not one of auto, output, pre_head")

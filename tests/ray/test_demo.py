@@ -56,10 +56,11 @@ def test_demo_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> None:
     assert "corloc" in flat and "maxboxacc" in flat
     assert (out / "evaluation" / "sheet.png").stat().st_size > 0
     # The training-free baseline is labelled and evaluated on the same split, and printed beside it.
-    assert "training-free DDT" in output and "trained (CAML)" in output
+    assert "training-free DDT" in output and "self-trained (default)" in output and "CAML (paper)" in output
     assert sum(pq.read_metadata(p).num_rows for p in (out / "labels_ddt").glob("part-*.parquet")) == 24
     summary = json.loads((out / "summary.json").read_text())
     assert summary["baseline"]["method"] == "ddt" and "corloc@0.5" in summary["baseline"]["evaluation"]
+    assert "corloc@0.5" in summary["caml"]["evaluation"] and summary["caml"]["model"].endswith("model.pt")
     assert 0 <= summary["whole_image_boxes"] <= 24
     coco = json.loads((out / "exports" / "coco.json").read_text())
     assert len(coco["images"]) == 24 and coco["annotations"]

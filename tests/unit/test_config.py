@@ -229,10 +229,10 @@ def test_cli_exits_2_on_a_bad_number_before_starting_ray(argv, message, tmp_path
     assert "bad arguments" in caplog.text  # and ray.init was never called (it raises above)
 
 
-def test_label_method_auto_resolves_to_the_model_or_the_training_free_default():
+def test_label_method_auto_resolves_to_the_model_or_the_self_trained_head():
     from pipelines.config import LabelJobConfig, check_label_config
 
     assert LabelJobConfig().method == "auto"
-    assert check_label_config(LabelJobConfig(images="/x", out="/y")).method == "ddt"
+    assert check_label_config(LabelJobConfig(images="/x", out="/y")).method == "selftrain"
     assert check_label_config(LabelJobConfig(images="/x", out="/y", model="m.pt")).method == "model"
     assert check_label_config(LabelJobConfig(images="/x", out="/y", method="rps")).method == "rps"

@@ -462,7 +462,7 @@ def test_selftrain_localizer_map_and_payload_round_trip():
             head_bias=0.25,
         )
     )
-    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.15)
+    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.2)
     again = localizer_from_payload(payload)
     assert isinstance(again, SelfTrainLocalizer) and again.model_id == payload["model_id"]
     with torch.no_grad():
