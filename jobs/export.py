@@ -2,9 +2,15 @@
 
     python jobs/export.py --predictions s3://bucket/labels/birds --to coco \
         --out s3://bucket/birds.coco.json --category bird
+    python jobs/export.py --predictions s3://bucket/labels/birds --to coco_results \
+        --out s3://bucket/birds.results.json --min_score 0.5
     python jobs/export.py --predictions /data/labels/birds --to yolo --out /data/birds-yolo --category bird
+    python jobs/export.py --predictions /data/labels/birds --to voc --out /data/birds-voc --category bird \
+        --top_k 1000
 
-COCO writes one JSON file, YOLO a folder of ``.txt`` files plus ``classes.txt``; error rows are skipped.
+COCO writes one dataset JSON file, COCO results one JSON list of detections (same image ids as the
+dataset file), YOLO a folder of ``.txt`` files plus ``classes.txt``, VOC a folder of ``.xml`` files;
+error rows are skipped, and ``--min_score`` / ``--top_k`` drop low-scored rows in every format.
 Needs no Ray. Exit code 0 on success, 1 on failure, 2 on a bad command line.
 """
 
@@ -17,6 +23,8 @@ from dataclasses import dataclass
 
 from pipelines.config import build_config
 
+FORMATS = ("coco", "coco_results", "yolo", "voc")  # pipelines.export.FORMATS, without importing it
+
 log = logging.getLogger("jobs.export")
 
 
@@ -26,10 +34,16 @@ class ExportJobConfig:
 
     Attributes:
         predictions: predictions folder (local or ``s3://``).
-        out: COCO JSON file or YOLO folder (local or ``s3://``).
-        category: the collection's name (the one class).
-        to: ``coco`` or ``yolo``.
+        out: the COCO JSON file (``coco``, ``coco_results``) or the YOLO/VOC folder (local or ``s3://``).
+        category: the collection's name (the one class); not needed by ``coco_results``.
+        to: ``coco`` (a COCO dataset: images, annotations, categories), ``coco_results`` (a COCO
+            results list of detections with scores, same image ids as ``coco``, for
+            ``COCO(dataset).loadRes(results)`` and COCOeval), ``yolo`` (one ``.txt`` per image plus
+            ``classes.txt``) or ``voc`` (one Pascal VOC ``.xml`` per image).
         images_root: root that exported file names are relative to ("" = the table's manifest).
+        min_score: keep only the rows whose ``score`` is at least this (null = no score filter).
+        top_k: then keep only the ``top_k`` highest-scored rows (ties: table order); 0 = all.
+            Filtered rows are left out of every format like error rows; the counts are logged.
     """
 
     predictions: str = ""
@@ -37,24 +51,37 @@ class ExportJobConfig:
     category: str = ""
     to: str = "coco"
     images_root: str = ""
+    min_score: float | None = None
+    top_k: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = build_config(ExportJobConfig, sys.argv[1:] if argv is None else argv)
-        missing = [k for k in ("predictions", "out", "category") if not getattr(cfg, k)]
+        required = ("predictions", "out") if cfg.to == "coco_results" else ("predictions", "out", "category")
+        missing = [k for k in required if not getattr(cfg, k)]
         if missing:
             raise ValueError(f"required: {', '.join('--' + k for k in missing)}")
-        if cfg.to not in ("coco", "yolo"):
-            raise ValueError(f"--to={cfg.to!r} is not coco or yolo")
+        if cfg.to not in FORMATS:
+            raise ValueError(f"--to={cfg.to!r} is not one of {', '.join(FORMATS)}")
+        if cfg.top_k < 0:
+            raise ValueError(f"--top_k={cfg.top_k} must be >= 0 (0 = all)")
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
     from pipelines.export import run_export  # noqa: PLC0415 - imports pyarrow and torch
 
     try:
-        summary = run_export(cfg.predictions, cfg.out, cfg.category, cfg.to, cfg.images_root or None)
+        summary = run_export(
+            cfg.predictions,
+            cfg.out,
+            cfg.category,
+            cfg.to,
+            cfg.images_root or None,
+            min_score=cfg.min_score,
+            top_k=cfg.top_k,
+        )
     except Exception:
         log.exception("export failed")
         return 1
