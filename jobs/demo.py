@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         if k in metrics
     ]
     rows = [("self-trained (default)", metrics)]
+    if result.get("calibrated"):
+        rows.append(
+            (
+                f"  τ={result['calibrated']['threshold']:.2f} from train boxes",
+                result["calibrated"]["evaluation"],
+            )
+        )
     if result.get("caml"):
         rows.append(("CAML (paper)", result["caml"]["evaluation"]))
     if result.get("baseline"):
