@@ -13,19 +13,36 @@ Exactly-once and resumable
 --------------------------
 The first run freezes the plan in the output folder: ``_inputs.arrow`` (the sorted, de-duplicated
 input paths, an Arrow IPC file), the baseline model file ``_model.pt`` (training-free methods only) and
-``_manifest.json`` (model id, τ, rows_per_file, input count, the resolved config) — written in that
-order, the manifest last. Shard k is images ``[k·R, (k+1)·R)`` of the frozen list (R = rows_per_file)
-and is written as ``part-%05d.parquet`` (with the key-value metadata of
+``_manifest.json`` (model id, τ, rows_per_file, input count, the segments, the resolved config) —
+written in that order, the manifest last. The input list is cut into fixed shards of R = rows_per_file
+images; shard k is written as ``part-%05d.parquet`` (with the key-value metadata of
 :func:`pipelines.schema.file_metadata`) with one atomic write (local: temp file + fsync + rename; S3:
 one upload that becomes visible only when complete), so a part file either holds its whole shard or
 does not exist.
 A run (first or resumed) labels only the shards without a valid part file (footer readable, row count
-and schema right; anything else is deleted and redone) and writes ``_SUCCESS`` (the summary as JSON)
-when every shard is present. Since every image belongs to exactly one shard and each shard has one
-file name, an interrupted run — at any point — started again with the same output ends with exactly
-one row per input image, and finished shards are never rewritten. A resumed run uses the frozen input
-list (it does not list the images again); a different model, τ or rows_per_file on the same output is
-an error. One run at a time per output folder.
+and schema right; anything else is deleted and redone) and writes ``_SUCCESS`` (the summary of the
+whole folder as JSON) when every shard is present. Since every image belongs to exactly one shard and
+each shard has one file name, an interrupted run — at any point — started again with the same output
+ends with exactly one row per input image, and finished shards are never rewritten. A different
+model, method, τ or rows_per_file on the same output is an error (checked before anything is
+written). One run at a time per output folder.
+
+New inputs on a rerun
+---------------------
+A rerun lists the inputs again. Images not in the frozen list are appended to it as a new *segment*:
+sorted, cut into shards of R starting at the next free shard number (a segment never shares a shard
+with an earlier one, so the old part files keep their meaning and are never rewritten; the last shard
+of each segment may be short). The manifest's ``segments`` (image counts, in order) fixes the layout.
+The rerun commits the new segment in a crash-safe order: ``_SUCCESS`` is removed, ``_inputs.arrow`` is
+rewritten (old rows + the new ones appended) and then ``_manifest.json``, which is the commit point:
+inputs rows beyond the manifest's ``num_images`` are an uncommitted append of a run that died in
+between, dropped when the folder is read (and the new images are found again by the listing). Part
+files of the new shards are written only after the commit. Images of the frozen list that are no
+longer listed are reported (a warning with the count and examples, and ``images_missing`` in the
+summary); their rows stay. New images while none of the labelled ones is listed any more (the same
+images under other names?) are refused rather than labelled twice. A fitted training-free model
+(``_model.pt``) is reused for the new images, not refitted. A rerun that finds nothing to do writes
+nothing.
 
 Readers open the folder with a glob
 ------------------------------------
@@ -48,11 +65,12 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from coloc_core.checkpoint import read_model_payload
@@ -113,6 +131,11 @@ class LabelSummary:
         images_per_s: ``images_labelled / seconds`` (this run).
         model_id: model id written in every row.
         threshold: τ used.
+        images_added: images found by this run's listing that were not in the frozen input list
+            (labelled into new part files).
+        images_missing: images of the frozen input list that this run's listing no longer finds
+            (their rows stay).
+        missing_examples: a few of those paths.
     """
 
     out: str
@@ -125,6 +148,9 @@ class LabelSummary:
     images_per_s: float
     model_id: str
     threshold: float
+    images_added: int = 0
+    images_missing: int = 0
+    missing_examples: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict."""
@@ -133,14 +159,35 @@ class LabelSummary:
 
 @dataclass
 class LabelPlan:
-    """The frozen plan of an output folder (see module docstring)."""
+    """The frozen plan of an output folder (see module docstring).
 
-    inputs: pa.Table  # _INPUT_SCHEMA, sorted by path
+    ``segments``: the image counts of the input list's segments, in order (the first listing, then
+    each rerun's new images); each segment is cut into shards of ``rows_per_file`` starting at a new
+    shard. ``None`` = one segment (the whole list).
+    """
+
+    inputs: pa.Table  # _INPUT_SCHEMA, each segment sorted by path
     model_uri: str
     model_id: str
     threshold: float
     rows_per_file: int
     manifest: dict[str, Any]
+    segments: list[int] | None = None
+    images_added: int = 0  # this run's new images (the last segment), 0 when none
+    missing: list[str] = field(default_factory=list)  # frozen inputs this run's listing lacks
+
+    def __post_init__(self) -> None:
+        if self.segments is None:
+            self.segments = [self.num_images]
+        if sum(self.segments) != self.num_images or min(self.segments, default=0) < 0:
+            raise ValueError(f"label: segments {self.segments} do not add up to {self.num_images} inputs")
+        starts: list[int] = []
+        offset = 0
+        for count in self.segments:
+            starts.extend(range(offset, offset + count, self.rows_per_file))
+            offset += count
+        # Shard s holds input rows [starts[s], starts[s + 1]).
+        self._starts = np.array([*starts, offset], dtype=np.int64)
 
     @property
     def num_images(self) -> int:
@@ -150,11 +197,19 @@ class LabelPlan:
     @property
     def num_shards(self) -> int:
         """Shards (= part files when complete)."""
-        return math.ceil(self.num_images / self.rows_per_file)
+        return len(self._starts) - 1
 
     def shard_size(self, shard: int) -> int:
         """Rows of shard ``shard``."""
-        return min(self.rows_per_file, self.num_images - shard * self.rows_per_file)
+        return int(self._starts[shard + 1] - self._starts[shard])
+
+    def shard_rows(self, shard: int) -> np.ndarray:
+        """The input rows (positions in ``inputs``) of shard ``shard``."""
+        return np.arange(self._starts[shard], self._starts[shard + 1], dtype=np.int64)
+
+    def shard_of(self, rows: np.ndarray) -> np.ndarray:
+        """The shard of each input row position."""
+        return np.searchsorted(self._starts, np.asarray(rows, dtype=np.int64), side="right") - 1
 
 
 # --------------------------------------------------------------------------------------- actors
@@ -390,8 +445,11 @@ def _validate(cfg: LabelJobConfig) -> LabelJobConfig:
     return check_label_config(cfg)
 
 
-def list_inputs(cfg: LabelJobConfig) -> pa.Table:
-    """The images to label: sorted, de-duplicated paths (+ sizes where the dataset gives them)."""
+def list_inputs(cfg: LabelJobConfig, apply_limit: bool = True) -> pa.Table:
+    """The images to label: sorted, de-duplicated paths (+ sizes where the dataset gives them).
+
+    ``apply_limit=False`` lists them all, ignoring ``cfg.limit`` (a rerun caps its new images itself).
+    """
     if cfg.format == "folder":
         paths = storage.list_images(cfg.images)
         if not paths:
@@ -403,7 +461,7 @@ def list_inputs(cfg: LabelJobConfig) -> pa.Table:
         for r in records:
             sizes.setdefault(r.path, (r.width, r.height))
     ordered = sorted(sizes)
-    if cfg.limit > 0:
+    if apply_limit and cfg.limit > 0:
         ordered = ordered[: cfg.limit]
     if not ordered:
         raise FileNotFoundError(
@@ -503,19 +561,124 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     if not math.isclose(threshold, manifest["threshold"], abs_tol=1e-9):
         raise _mismatch(out, "threshold", manifest["threshold"], threshold)
     inputs = read_inputs(out)
-    if inputs.num_rows != manifest["num_images"]:
+    committed = int(manifest["num_images"])
+    segments = _manifest_segments(manifest)
+    if inputs.num_rows < committed or sum(segments) != committed:
         raise ValueError(
-            f"{storage.join(out, INPUTS)} has {inputs.num_rows} rows, "
-            f"the manifest says {manifest['num_images']}"
+            f"{storage.join(out, INPUTS)} has {inputs.num_rows} rows, the manifest says {committed} "
+            f"(segments {segments}): the folder's plan is damaged; use a new output folder"
         )
+    uncommitted = inputs.num_rows - committed
+    if uncommitted:  # a rerun died between writing the inputs and the manifest (module docstring)
+        log.warning(
+            "label: %s: dropping %d uncommitted input rows of an interrupted rerun (listed again now)",
+            out,
+            uncommitted,
+        )
+        inputs = inputs.slice(0, committed)
     log.info(
-        "label: resuming %s (%d images listed at the first run, model %s, τ=%.3f)",
+        "label: resuming %s (%d images in %d listing(s), model %s, τ=%.3f)",
         out,
         inputs.num_rows,
+        len(segments),
         model_id,
         threshold,
     )
-    return LabelPlan(inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest)
+    plan = LabelPlan(inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest, segments)
+    return _extend_plan(cfg, plan, rewrite_inputs=uncommitted > 0)
+
+
+def _manifest_segments(manifest: dict[str, Any]) -> list[int]:
+    # Manifests written before reruns could add inputs hold one segment: the whole list.
+    segments = manifest.get("segments")
+    if segments is None:
+        return [int(manifest["num_images"])]
+    return [int(seg["images"]) for seg in segments]
+
+
+def _segment_entry(images: int, first_shard: int) -> dict[str, Any]:
+    return {"images": images, "first_shard": first_shard, "listed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+MISSING_EXAMPLES = 5  # paths named in the warning (and the summary) about inputs no longer listed
+
+
+def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = False) -> LabelPlan:
+    """List the inputs again: append the new images to the plan (committed), report the missing ones.
+
+    Order of the writes (crash-safe, module docstring): ``_SUCCESS`` removed, ``_inputs.arrow``
+    (old rows + new rows), ``_manifest.json`` (the commit point).
+    """
+    out = cfg.out
+    try:
+        listed = list_inputs(cfg, apply_limit=False)
+    except FileNotFoundError as err:  # the input is gone: every frozen image is missing; resume anyway
+        log.warning("label: listing %s again found no images (%s)", cfg.images, err)
+        listed = _INPUT_SCHEMA.empty_table()
+    frozen_paths = plan.inputs.column("path").combine_chunks()
+    listed_paths = listed.column("path").combine_chunks()
+    new = listed.filter(pc.invert(pc.is_in(listed_paths, value_set=frozen_paths)))
+    if cfg.limit > 0:
+        new = new.slice(0, max(0, cfg.limit - plan.num_images))
+    missing_mask = pc.invert(pc.is_in(frozen_paths, value_set=listed_paths))
+    missing = plan.inputs.filter(missing_mask).column("path").to_pylist()
+    if missing:
+        log.warning(
+            "label: %d of the %d images labelled in %s are no longer listed under %s (e.g. %s); "
+            "their rows stay in the table",
+            len(missing),
+            plan.num_images,
+            out,
+            cfg.images,
+            ", ".join(missing[:MISSING_EXAMPLES]),
+        )
+    plan.missing = missing
+    if new.num_rows and len(missing) == plan.num_images:
+        # Not one labelled path is listed any more, yet others are: most likely the same images listed
+        # under other names (another URI form); appending them would label them twice.
+        raise ValueError(
+            f"{out}: none of its {plan.num_images} labelled images is listed under {cfg.images} any more, "
+            f"but {new.num_rows} others are (e.g. {new.column('path')[0].as_py()}): not adding them to "
+            "this folder; use a new output folder"
+        )
+    if new.num_rows == 0:
+        if rewrite_inputs:  # drop the uncommitted rows from the file too (the manifest is unchanged)
+            write_inputs(out, plan.inputs)
+        return plan
+    inputs = pa.concat_tables([plan.inputs, new.select(plan.inputs.column_names).cast(plan.inputs.schema)])
+    segments = [*(plan.segments or []), new.num_rows]
+    manifest = dict(plan.manifest)
+    manifest["segments"] = [
+        *manifest.get("segments", [_segment_entry(plan.num_images, 0)]),
+        _segment_entry(new.num_rows, plan.num_shards),
+    ]
+    extended = LabelPlan(
+        inputs,
+        plan.model_uri,
+        plan.model_id,
+        plan.threshold,
+        plan.rows_per_file,
+        manifest,
+        segments,
+        images_added=new.num_rows,
+        missing=missing,
+    )
+    manifest.update(
+        num_images=extended.num_images,
+        num_shards=extended.num_shards,
+        updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    log.info(
+        "label: %d new images under %s since the last listing: shards %d..%d",
+        new.num_rows,
+        cfg.images,
+        plan.num_shards,
+        extended.num_shards - 1,
+    )
+    storage.remove(storage.join(out, SUCCESS))  # the folder is incomplete from the commit on
+    write_inputs(out, inputs)
+    storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps(manifest, indent=2))
+    return extended
 
 
 def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
@@ -546,6 +709,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "rows_per_file": cfg.rows_per_file,
         "num_images": inputs.num_rows,
         "num_shards": math.ceil(inputs.num_rows / cfg.rows_per_file),
+        "segments": [_segment_entry(inputs.num_rows, 0)],
         "images": cfg.images,
         "format": cfg.format,
         "split": cfg.split,
@@ -560,7 +724,11 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
 
 
 def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
-    """The plan of ``cfg.out``: the frozen one when a manifest exists (checked against ``cfg``), else new."""
+    """The plan of ``cfg.out``: the frozen one when a manifest exists, else a new one.
+
+    A frozen plan is checked against ``cfg`` and extended with the images listed since
+    (:func:`_extend_plan`).
+    """
     cfg = _validate(cfg)
     manifest_uri = storage.join(cfg.out, MANIFEST)
     if storage.exists(manifest_uri):
@@ -801,7 +969,7 @@ class _ShardWriter:
         self.start = time.monotonic()
 
     def add(self, batch: pa.Table) -> list[int]:
-        shards = batch.column(ingest.INDEX).to_numpy() // self.plan.rows_per_file
+        shards = self.plan.shard_of(batch.column(ingest.INDEX).to_numpy())
         done = []
         for shard in np.unique(shards):
             shard = int(shard)
@@ -873,7 +1041,9 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
             (progress hooks; tests use it to interrupt a run).
 
     Returns:
-        The summary (also written to ``<out>/_SUCCESS`` as JSON).
+        The summary: totals of the whole folder (``images``, ``errors``, ``shards``) and what this run
+        did; also written to ``<out>/_SUCCESS`` as JSON when this run wrote a part file or the folder
+        had no ``_SUCCESS`` yet.
 
     Raises:
         ValueError: on a bad config, or an output folder labelled with another model / τ / rows_per_file.
@@ -899,9 +1069,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     writer = _ShardWriter(plan, cfg.out, pending)
     if pending:
         storage.remove(storage.join(cfg.out, SUCCESS))
-        indices = np.concatenate(
-            [np.arange(s * plan.rows_per_file, s * plan.rows_per_file + plan.shard_size(s)) for s in pending]
-        )
+        indices = np.concatenate([plan.shard_rows(s) for s in pending])
         ds = _decoded(plan.inputs, indices, cfg).map_batches(
             LocalizeBatch,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
@@ -947,8 +1115,15 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         images_per_s=round(writer.rows_written / elapsed, 3) if elapsed > 0 else 0.0,
         model_id=plan.model_id,
         threshold=plan.threshold,
+        images_added=plan.images_added,
+        images_missing=len(plan.missing),
+        missing_examples=plan.missing[:MISSING_EXAMPLES],
     )
-    storage.write_text_atomic(storage.join(cfg.out, SUCCESS), json.dumps(summary.to_dict(), indent=2))
+    success = storage.join(cfg.out, SUCCESS)
+    # The totals are the whole folder's. A rerun that wrote nothing leaves an existing _SUCCESS alone
+    # (it writes nothing); a missing one (a crash after the last part file) is written.
+    if writer.written or not storage.exists(success):
+        storage.write_text_atomic(success, json.dumps(summary.to_dict(), indent=2))
     log.info(
         "label: done: %d images (%d errors) in %d part files; "
         "this run labelled %d images in %.1f s (%.1f images/s)",

@@ -15,7 +15,7 @@ from coloc_core.boxes import iou_matrix
 from coloc_core.synthetic import generate_cub_layout
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label import MANIFEST, SUCCESS, part_files, run_labeling
+from pipelines.label import MANIFEST, SUCCESS, part_files, read_inputs, run_labeling
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
@@ -345,3 +345,181 @@ def test_a_labels_folder_of_the_old_layout_resumes(square_labels, tmp_path):
     assert LEGACY_INPUTS not in names and INPUTS in names, names
     n = len(expected)
     assert _glob_counts(old) == {"duckdb": (n, n), "duckdb union_by_name": (n, n), "polars": (n, n)}
+
+
+# ------------------------------------------------------------------- new and removed inputs on a rerun
+
+
+def _square_files(root: str, names: list[str], seed: int) -> None:
+    """Square JPEGs (the brightness model finds the square) named ``names`` in the folder ``root``."""
+    os.makedirs(root, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        img, _ = data.square_image(rng, int(rng.integers(96, 160)), int(rng.integers(96, 160)))
+        with open(os.path.join(root, name), "wb") as fh:
+            fh.write(data.jpeg_bytes(img))
+
+
+def _folder_state(out: str) -> dict[str, tuple[int, bytes]]:
+    """Every file of a labels folder: (mtime, bytes)."""
+    state = {}
+    for name in sorted(os.listdir(out)):
+        path = os.path.join(out, name)
+        with open(path, "rb") as fh:
+            state[name] = (os.stat(path).st_mtime_ns, fh.read())
+    return state
+
+
+def _part_paths(out: str, shard: int) -> list[str]:
+    table = pq.read_table(os.path.join(out, f"part-{shard:05d}.parquet"))
+    return [os.path.basename(p) for p in table.column("path").to_pylist()]
+
+
+def _brightness_folder_cfg(tmp_path, root: str, out: str, rows_per_file: int) -> LabelJobConfig:
+    model = tmp_path / "bright.pt"
+    model.write_bytes(data.save_payload(data.brightness_payload()))
+    return LabelJobConfig(model=str(model), images=root, out=out, rows_per_file=rows_per_file, **FAST)
+
+
+def test_a_rerun_labels_new_images_into_new_part_files(ray_cluster, tmp_path):
+    root, out = str(tmp_path / "photos"), str(tmp_path / "labels")
+    old_names = [f"good_{i:03d}.jpg" for i in range(10)]
+    _square_files(root, old_names, seed=0)
+    cfg = _brightness_folder_cfg(tmp_path, root, out, rows_per_file=4)
+    first = run_labeling(cfg)
+    assert (first.images, first.shards, first.images_added) == (10, 3, 0)  # shards of 4, 4, 2
+    old_parts = {n: b for n, (_, b) in _folder_state(out).items() if n.startswith("part-")}
+    assert sorted(old_parts) == [f"part-{i:05d}.parquet" for i in range(3)]
+
+    # Five new images whose names sort between the old ones: they must not reshuffle the old shards.
+    new_names = [f"good_{i:03d}_new.jpg" for i in (0, 3, 5, 7, 9)]
+    _square_files(root, new_names, seed=1)
+    second = run_labeling(cfg)
+    assert (second.images, second.errors, second.shards) == (15, 0, 5)
+    assert (second.shards_written, second.images_labelled, second.images_added) == (2, 5, 5)
+    assert second.images_missing == 0
+    # The old part files are byte-identical; the new rows are in new part files after them.
+    for name, content in old_parts.items():
+        with open(os.path.join(out, name), "rb") as fh:
+            assert fh.read() == content, name
+    assert _part_paths(out, 3) == new_names[:4] and _part_paths(out, 4) == new_names[4:]
+    # Exactly one row per image, old and new, every one labelled.
+    table = pq.read_table(out)
+    paths = [os.path.basename(p) for p in table.column("path").to_pylist()]
+    assert len(paths) == len(set(paths)) == 15 and set(paths) == set(old_names + new_names)
+    assert table.column("error").null_count == 15
+    # _SUCCESS and the manifest have the totals of the whole folder.
+    success = json.loads(storage.read_text(os.path.join(out, SUCCESS)))
+    assert (success["images"], success["errors"], success["shards"]) == (15, 0, 5)
+    assert (success["images_labelled"], success["images_added"]) == (5, 5)
+    manifest = json.loads(storage.read_text(os.path.join(out, MANIFEST)))
+    assert (manifest["num_images"], manifest["num_shards"]) == (15, 5)
+    assert [(s["images"], s["first_shard"]) for s in manifest["segments"]] == [(10, 0), (5, 3)]
+    assert read_inputs(out).num_rows == 15
+
+    # A third run finds nothing to do and writes nothing (no file of the folder changes).
+    before = _folder_state(out)
+    third = run_labeling(cfg)
+    assert (third.images, third.shards, third.shards_written, third.images_labelled) == (15, 5, 0, 0)
+    assert third.images_added == 0
+    assert _folder_state(out) == before
+
+
+def test_a_crash_during_a_rerun_with_new_images_resumes_exactly_once(ray_cluster, tmp_path, monkeypatch):
+    root, out = str(tmp_path / "photos"), str(tmp_path / "labels")
+    old_names = [f"good_{i:03d}.jpg" for i in range(6)]
+    _square_files(root, old_names, seed=0)
+    cfg = _brightness_folder_cfg(tmp_path, root, out, rows_per_file=4)
+    assert run_labeling(cfg).shards == 2  # 4 + 2
+    old_parts = {n: s for n, s in _folder_state(out).items() if n.startswith("part-")}
+
+    # 1. The rerun dies between the new input list and the manifest (the commit point).
+    _square_files(root, ["good_000_a.jpg", "good_002_a.jpg", "good_004_a.jpg"], seed=1)
+    write_text_atomic = storage.write_text_atomic
+
+    def die_at_manifest(uri: str, text: str, *args, **kwargs):
+        if uri.endswith(MANIFEST):
+            raise _Crash("killed before the manifest")
+        return write_text_atomic(uri, text, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "write_text_atomic", die_at_manifest)
+    with pytest.raises(_Crash):
+        run_labeling(cfg)
+    monkeypatch.undo()
+    assert read_inputs(out).num_rows == 9  # written, but not committed
+    assert json.loads(storage.read_text(os.path.join(out, MANIFEST)))["num_images"] == 6
+    assert not os.path.exists(os.path.join(out, SUCCESS))
+
+    # 2. More images arrive; the next rerun commits all five and dies after its first new part file.
+    _square_files(root, ["good_001_b.jpg", "good_005_b.jpg"], seed=2)
+
+    def crash(shard: int) -> None:
+        raise _Crash(f"simulated crash after shard {shard}")
+
+    with pytest.raises(_Crash):  # batches of 2: no batch completes both new shards (4 + 1 rows)
+        run_labeling(dataclasses.replace(cfg, batch_size=2), on_shard_written=crash)
+    assert not os.path.exists(os.path.join(out, SUCCESS))
+    written = sorted(n for n in os.listdir(out) if n.startswith("part-"))
+    assert len(written) == 3 and set(old_parts) < set(written)
+
+    # 3. The last rerun writes the remaining new shard only: one row per image, none lost or repeated.
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.shards, summary.shards_written, summary.images_added) == (11, 4, 1, 0)
+    table = pq.read_table(out)
+    paths = [os.path.basename(p) for p in table.column("path").to_pylist()]
+    assert len(paths) == len(set(paths)) == 11
+    assert set(paths) == {n for n in os.listdir(root) if n.endswith(".jpg")}
+    assert {n: s for n, s in _folder_state(out).items() if n in old_parts} == old_parts
+    manifest = json.loads(storage.read_text(os.path.join(out, MANIFEST)))
+    assert [s["images"] for s in manifest["segments"]] == [6, 5]
+    assert json.loads(storage.read_text(os.path.join(out, SUCCESS)))["images"] == 11
+
+
+def test_a_rerun_reports_removed_images_and_reuses_the_fitted_model(ray_cluster, tmp_path, caplog):
+    import logging
+
+    root, out = str(tmp_path / "photos"), str(tmp_path / "labels")
+    names = [f"good_{i:03d}.jpg" for i in range(6)]
+    _square_files(root, names, seed=0)
+    cfg = LabelJobConfig(method="ddt", backbone="tiny", images=root, out=out, rows_per_file=3, **FAST)
+    assert run_labeling(cfg).images == 6
+    with open(os.path.join(out, "_model.pt"), "rb") as fh:
+        fitted = fh.read()
+
+    # A folder of the previous version: its manifest has no segments (one listing).
+    manifest_path = os.path.join(out, MANIFEST)
+    manifest = json.loads(storage.read_text(manifest_path))
+    del manifest["segments"]
+    storage.write_text_atomic(manifest_path, json.dumps(manifest))
+
+    os.remove(os.path.join(root, names[2]))
+    _square_files(root, ["good_009_new.jpg"], seed=1)
+    with caplog.at_level(logging.WARNING, logger="pipelines.label"):
+        summary = run_labeling(cfg)
+    assert (summary.images, summary.shards_written, summary.images_added) == (7, 1, 1)
+    assert summary.images_missing == 1
+    assert [os.path.basename(p) for p in summary.missing_examples] == [names[2]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("1 of the 6 images" in w and names[2] in w and "rows stay" in w for w in warnings), warnings
+    # The removed image keeps its row; the new one is labelled with the model fitted at the first run.
+    table = pq.read_table(out)
+    assert sorted(os.path.basename(p) for p in table.column("path").to_pylist()) == sorted(
+        names + ["good_009_new.jpg"]
+    )
+    with open(os.path.join(out, "_model.pt"), "rb") as fh:
+        assert fh.read() == fitted
+    from coloc_core.checkpoint import read_model_payload
+
+    assert set(table.column("model").to_pylist()) == {read_model_payload(fitted)["model_id"]}
+    assert json.loads(storage.read_text(os.path.join(out, SUCCESS)))["images_missing"] == 1
+    manifest = json.loads(storage.read_text(manifest_path))
+    assert [(s["images"], s["first_shard"]) for s in manifest["segments"]] == [(6, 0), (1, 2)]
+
+    # No labelled image listed any more but others are (say, the same images under other names): refused
+    # before anything is written, rather than labelling them twice.
+    for name in os.listdir(root):
+        os.rename(os.path.join(root, name), os.path.join(root, "renamed_" + name))
+    before = _folder_state(out)
+    with pytest.raises(ValueError, match="none of its 7 labelled images"):
+        run_labeling(cfg)
+    assert _folder_state(out) == before
