@@ -703,6 +703,22 @@ def payload_kind(payload: dict[str, Any]) -> str:
     return kind
 
 
+#: Side of the square input of the training-free and fitted kinds (SPEC §5's evaluation resize).
+BASELINE_INPUT_SIZE = 224
+
+
+def payload_input_size(payload: dict[str, Any]) -> int:
+    """Side of the square image a model file's network expects (labeling resizes every image to it).
+
+    A trained ColocNet: the crop it was trained at (``augment.crop`` of its stored config; SPEC §5
+    evaluates at that size); every other kind: :data:`BASELINE_INPUT_SIZE`.
+    """
+    if payload_kind(payload) == "colocnet":
+        augment = (payload.get("config") or {}).get("augment") or {}
+        return int(augment.get("crop", BASELINE_INPUT_SIZE))
+    return BASELINE_INPUT_SIZE
+
+
 def localizer_from_payload(payload: dict[str, Any]) -> Localizer:
     """Rebuild the localizer of a model file (eval mode, CPU), with ``model_id`` and ``threshold`` set.
 

@@ -3,7 +3,8 @@
 Stages (Ray Data, streaming; nothing is collected on the driver but the rows of unfinished shards)::
 
     frozen input list (sorted paths)                                  driver, once per output folder
-      → ingest.decode_batch            CPU tasks (decode_cpus each): read, EXIF, RGB, resize 224, uint8
+      → ingest.decode_batch            CPU tasks (decode_cpus each): read, EXIF, RGB, uint8, resized to
+                                       the model's input (224; a CAML model's training crop)
       → LocalizeBatch                  actor pool (num_actors × actor_cpus, a GPU each when use_gpu):
                                        model file loaded once; normalise → attention map → uint8 heatmap
       → heatmaps_to_box_rows           CPU tasks: score map (SPEC §6) → box at τ → original pixels, score
@@ -81,6 +82,7 @@ from coloc_core.localizer import (
     dequantize_heatmap,
     fit_selftrain,
     localizer_from_payload,
+    payload_input_size,
     payload_kind,
     quantize_heatmap,
     rps_from_statistics,
@@ -175,6 +177,7 @@ class LabelPlan:
     segments: list[int] | None = None
     images_added: int = 0  # this run's new images (the last segment), 0 when none
     missing: list[str] = field(default_factory=list)  # frozen inputs this run's listing lacks
+    image_size: int = ingest.EVAL_SIZE  # side the images are resized to (the model's input size)
 
     def __post_init__(self) -> None:
         if self.segments is None:
@@ -557,6 +560,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         model_id, stored_tau = str(payload["model_id"]), float(payload["threshold"])
     if model_id != manifest["model_id"]:
         raise _mismatch(out, "model id", manifest["model_id"], model_id)
+    image_size = payload_input_size(payload)
     threshold = cfg.threshold if cfg.threshold >= 0 else stored_tau
     if not math.isclose(threshold, manifest["threshold"], abs_tol=1e-9):
         raise _mismatch(out, "threshold", manifest["threshold"], threshold)
@@ -584,7 +588,9 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         model_id,
         threshold,
     )
-    plan = LabelPlan(inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest, segments)
+    plan = LabelPlan(
+        inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest, segments, image_size=image_size
+    )
     return _extend_plan(cfg, plan, rewrite_inputs=uncommitted > 0)
 
 
@@ -720,7 +726,15 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps(manifest, indent=2))
-    return LabelPlan(inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest)
+    return LabelPlan(
+        inputs,
+        model_uri,
+        model_id,
+        threshold,
+        cfg.rows_per_file,
+        manifest,
+        image_size=payload_input_size(payload),
+    )
 
 
 def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
@@ -927,8 +941,11 @@ def finished_shards(plan: LabelPlan, out: str) -> set[int]:
     return done
 
 
-def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig) -> Any:
-    """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``)."""
+def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int = ingest.EVAL_SIZE) -> Any:
+    """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``).
+
+    ``size``: the side every image is resized to (the model's input size, ``payload_input_size``).
+    """
     import ray.data  # noqa: PLC0415
 
     sub = inputs.take(pa.array(indices, pa.int64()))
@@ -949,7 +966,7 @@ def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig) -> Any:
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=cfg.decode_cpus,
-        fn_kwargs={"size": ingest.EVAL_SIZE},
+        fn_kwargs={"size": int(size)},
         udf_modifying_row_count=False,
     )
 
@@ -1070,7 +1087,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     if pending:
         storage.remove(storage.join(cfg.out, SUCCESS))
         indices = np.concatenate([plan.shard_rows(s) for s in pending])
-        ds = _decoded(plan.inputs, indices, cfg).map_batches(
+        ds = _decoded(plan.inputs, indices, cfg, plan.image_size).map_batches(
             LocalizeBatch,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
             num_cpus=cfg.actor_cpus,

@@ -108,6 +108,36 @@ class _Crash(RuntimeError):
     pass
 
 
+def test_a_model_trained_at_another_size_labels_at_that_size(ray_cluster, tmp_path, cub_on_s3):
+    import torch
+
+    from coloc_core.checkpoint import model_payload
+    from coloc_core.config import ColocConfig, apply_overrides
+    from coloc_core.localizer import payload_input_size
+    from coloc_core.model import build_model
+
+    images, _, _ = cub_on_s3
+    torch.manual_seed(0)
+    cfg = apply_overrides(ColocConfig(), ["model.backbone=tiny", "model.weights=none", "augment.crop=96"])
+    net = build_model(cfg).eval()
+    payload = model_payload(net, cfg)
+    assert payload_input_size(payload) == 96 and payload_input_size(data.brightness_payload()) == 224
+    model = tmp_path / "crop96.pt"
+    model.write_bytes(data.save_payload(payload))
+    out = str(tmp_path / "crop96")
+    summary = run_labeling(
+        LabelJobConfig(model=str(model), images=images, format="cub", split="all", out=out, limit=4, **FAST)
+    )
+    assert (summary.images, summary.errors) == (4, 0)
+    with torch.no_grad():
+        expected = tuple(net(torch.zeros(1, 3, 96, 96)).attention.shape[1:])
+        at_224 = tuple(net(torch.zeros(1, 3, 224, 224)).attention.shape[1:])
+    assert expected != at_224
+    table = pq.read_table(out)
+    sizes = zip(table.column("heatmap_h").to_pylist(), table.column("heatmap_w").to_pylist(), strict=True)
+    assert set(sizes) == {expected}
+
+
 def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):
     images, model, records = cub_on_s3
     out = str(tmp_path / "pred")
