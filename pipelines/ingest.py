@@ -6,7 +6,13 @@ Stages (all CPU, Ray Data):
    ``rows_per_block`` rows.
 2. :func:`decode_batch` via ``map_batches``: read the bytes through :mod:`pipelines.storage` (``s3fs``
    inside the task), decode with PIL (:func:`decode_image`), resize to ``size``×``size``. A file that
-   cannot be read or decoded becomes an *error row* instead of failing the job.
+   was read and cannot be decoded (bad bytes, too large, not an image), or that is missing or not
+   readable (``FileNotFoundError``/``PermissionError``), becomes an *error row* instead of failing the
+   job. Storage that cannot be reached is not a fact about the file: transient faults (connection,
+   timeout, throttling, HTTP 5xx) are retried with bounded backoff by ``storage.read_bytes`` (see
+   :mod:`pipelines.storage`, ``COLOC_STORAGE_*``), and when they persist the task raises
+   ``storage.StorageUnavailableError`` ("storage unreachable: ..."), so the job fails and a rerun
+   reads the files again; no error row is written for them.
 3. Training only, :func:`augment` / :func:`augment_batch`: random 224 crop of the 256 resize with 4-px
    reflect padding (SPEC §5), with a per-row RNG seeded by ``(seed, epoch, index)``.
 
@@ -315,22 +321,37 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
 
 
 def _read_one(path: str, endpoint_url: str | None) -> bytes | Exception:
+    """The file's bytes, or the permanent error reading it (missing, not readable) for its error row.
+
+    Raises:
+        storage.StorageUnavailableError: storage stayed unreachable through the retries of
+            ``storage.read_bytes``: not the file's fault, so no error row (the task fails).
+    """
     try:
         return storage.read_bytes(path, endpoint_url)
+    except storage.StorageUnavailableError:
+        raise
     except Exception as e:  # noqa: BLE001 - becomes the row's error
         return e
 
 
 def _read_all(paths: list[str], endpoint_url: str | None) -> list[bytes | Exception]:
-    """The bytes of every path (or the exception reading it raised), in order.
+    """The bytes of every path (or the permanent error reading it), in order.
 
     Object-store GETs are latency-bound, so remote files are fetched by a few threads while the task
     holds its (fractional) CPU; local files are read in order.
+
+    Raises:
+        storage.StorageUnavailableError: for the first file whose storage stayed unreachable (reads not
+            started yet are cancelled).
     """
     if len(paths) <= 1 or not any("://" in p and not p.startswith("file://") for p in paths):
         return [_read_one(p, endpoint_url) for p in paths]
-    with ThreadPoolExecutor(max_workers=_READ_THREADS) as pool:
+    pool = ThreadPoolExecutor(max_workers=_READ_THREADS)
+    try:
         return list(pool.map(lambda p: _read_one(p, endpoint_url), paths))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _tensor_column(images: np.ndarray) -> pa.Array:
@@ -344,8 +365,12 @@ def decode_batch(
 ) -> pa.Table:
     """A block of :data:`RECORD_SCHEMA` rows → the same rows plus ``image`` and ``error`` (module schema).
 
-    Never raises on a bad image: reading or decoding errors become error rows (zeros image,
-    ``error = "<path>: <reason>"``), logged once per file.
+    Never raises on a bad image: decoding errors and missing or unreadable files become error rows
+    (zeros image, ``error = "<path>: <reason>"``), logged once per file.
+
+    Raises:
+        storage.StorageUnavailableError: storage could not be reached for a file (transient faults
+            retried in vain; module docstring): the block fails as a whole, no row is made up.
     """
     num_rows = batch.num_rows
     images = np.zeros((num_rows, size, size, 3), dtype=np.uint8)

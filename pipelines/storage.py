@@ -24,6 +24,20 @@ looks complete:
   (s3fs aborts a multipart upload that fails; one that is killed mid-way stays invisible and is cleaned up
   by the bucket's lifecycle rule for incomplete multipart uploads.)
 
+Transient faults (:func:`retry_transient`): reads (:func:`read_bytes`, :func:`read_text`, listings,
+:func:`exists`, :func:`copy_dir_from`) retry the failures that say nothing about the file, only about
+the way to it: a refused, reset or closed connection, a connection or read timeout, an endpoint that
+cannot be reached, throttling (``SlowDown``, HTTP 429) and HTTP 5xx (:func:`is_transient` decides, on
+the exception and its ``__cause__`` chain). They wait ``COLOC_STORAGE_BACKOFF_S`` seconds (default 2)
+and double it after each failed attempt, up to ``COLOC_STORAGE_BACKOFF_MAX_S`` (default 16), for
+``COLOC_STORAGE_ATTEMPTS`` attempts in all (default 5: waits of 2, 4, 8 and 16 s, about 30 s); the
+variables are read at each call, so set them in the workers' environment too. When every attempt
+fails, :class:`StorageUnavailableError` is raised ("storage unreachable: ..."): the caller fails rather
+than taking the file for a bad one. Permanent errors (missing: ``FileNotFoundError``, no access:
+``PermissionError``, any other) are raised at once, unchanged. The S3 filesystem used for these reads
+has s3fs's and botocore's own retries turned off (and a 10 s connect timeout), so that the bound above
+is the whole wait.
+
 A folder of several files (a checkpoint) is not atomic as a whole: copy it with :func:`copy_dir_to`, which
 writes each file atomically, and write a completion marker last (``marker=``); readers trust a folder only
 when its marker exists.
@@ -36,9 +50,11 @@ import io
 import logging
 import os
 import posixpath
+import random
 import tempfile
-from collections.abc import Iterable, Iterator
-from typing import IO, Any
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, TypeVar
 from urllib.parse import urlparse
 
 import fsspec
@@ -54,6 +70,177 @@ IMAGE_EXTENSIONS = tuple(sorted(_DATASET_IMAGE_EXTENSIONS))
 OTHER_IMAGE_EXTENSIONS = (".avif", ".dng", ".heic", ".heif", ".ico", ".jfif", ".jp2", ".jxl", ".psd", ".svg")
 # Staged S3 uploads stay in memory up to this size, then spill to a local temporary file.
 _SPOOL_BYTES = 64 * 1024 * 1024
+# Retries of transient read failures (module docstring); each can be overridden by its variable.
+ATTEMPTS_ENV, BACKOFF_ENV, BACKOFF_MAX_ENV = (
+    "COLOC_STORAGE_ATTEMPTS",
+    "COLOC_STORAGE_BACKOFF_S",
+    "COLOC_STORAGE_BACKOFF_MAX_S",
+)
+DEFAULT_ATTEMPTS = 5
+DEFAULT_BACKOFF_S = 2.0
+DEFAULT_BACKOFF_MAX_S = 16.0
+# S3 error codes that mean "try again later", whatever the HTTP status says.
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+    }
+)
+T = TypeVar("T")
+
+
+class StorageUnavailableError(ConnectionError):
+    """Storage could not be reached: a transient failure persisted through every retry.
+
+    Not a fact about the file: the job must fail (and be rerun once storage is back), never record the
+    file as bad.
+    """
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be a finite number >= 0")
+    return value
+
+
+def retry_settings() -> tuple[int, float, float]:
+    """``(attempts, first backoff s, largest backoff s)`` from the environment (module docstring)."""
+    attempts = max(1, int(_env_number(ATTEMPTS_ENV, DEFAULT_ATTEMPTS)))
+    backoff = _env_number(BACKOFF_ENV, DEFAULT_BACKOFF_S)
+    backoff_max = _env_number(BACKOFF_MAX_ENV, DEFAULT_BACKOFF_MAX_S)
+    return attempts, backoff, max(backoff, backoff_max)
+
+
+def _client_error_transient(err: BaseException) -> bool | None:
+    """Whether an answer of the server (a botocore ``ClientError``) is worth retrying; None for no answer.
+
+    True for throttling and 5xx; False for any other answer (the server answered about the file).
+    """
+    response = getattr(err, "response", None)
+    if not isinstance(response, dict):
+        return None
+    error = response.get("Error") or {}
+    code = str(error.get("Code", ""))
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if code in _TRANSIENT_CODES:
+        return True
+    if isinstance(status, int):
+        return status >= 500 or status in (408, 429)
+    return False
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        import botocore.exceptions as bce  # noqa: PLC0415
+
+        # EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError are botocore ConnectionErrors;
+        # ReadTimeoutError, ConnectionClosedError, ResponseStreamingError are HTTPClientErrors.
+        types += [bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError]
+    with contextlib.suppress(ImportError):
+        import aiohttp  # noqa: PLC0415
+
+        types += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
+    with contextlib.suppress(ImportError):
+        from fsspec.exceptions import FSTimeoutError  # noqa: PLC0415
+
+        types.append(FSTimeoutError)
+    import http.client  # noqa: PLC0415
+
+    types += [http.client.IncompleteRead, http.client.RemoteDisconnected]
+    return tuple(types)
+
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] | None = None
+
+
+def is_transient(err: BaseException) -> bool:
+    """True when ``err`` is a storage fault worth retrying: no connection, timeout, throttling, HTTP 5xx.
+
+    False for what a retry cannot change: the file is missing (``FileNotFoundError``, S3 ``NoSuchKey``,
+    404), not readable (``PermissionError``, 403), not a file, or its bytes are bad (decode errors), and
+    for :class:`StorageUnavailableError` (already retried). The exception is looked at first, then its
+    ``__cause__`` chain (s3fs raises ``OSError(EIO)`` with the botocore error as its cause).
+    """
+    global _TRANSIENT_TYPES  # noqa: PLW0603 - computed once (optional imports)
+    if _TRANSIENT_TYPES is None:
+        _TRANSIENT_TYPES = _transient_types()
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageUnavailableError):
+            return False
+        if isinstance(current, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+            return False
+        answered = _client_error_transient(current)
+        if answered is not None:
+            return answered
+        if isinstance(current, _TRANSIENT_TYPES):
+            return True
+        current = current.__cause__
+    return False
+
+
+def retry_transient(fn: Callable[[], T], what: str) -> T:
+    """``fn()``, retried with bounded exponential backoff while it fails with a transient error.
+
+    Args:
+        fn: the operation (it must be safe to repeat, e.g. a read).
+        what: what it does, for the messages (``"reading s3://b/k.jpg"``).
+
+    Raises:
+        StorageUnavailableError: a transient error on every attempt (its cause is the last one).
+        Any permanent error of ``fn`` at once, unchanged.
+    """
+    attempts, backoff, backoff_max = retry_settings()
+    start = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            last = err
+            if attempt == attempts:
+                break
+            delay = min(backoff * 2 ** (attempt - 1), backoff_max) * random.uniform(0.8, 1.0)  # noqa: S311
+            log.warning(
+                "storage: %s failed (attempt %d of %d: %s: %s); retrying in %.1f s",
+                what,
+                attempt,
+                attempts,
+                type(err).__name__,
+                err,
+                delay,
+            )
+            time.sleep(delay)
+    raise StorageUnavailableError(
+        f"storage unreachable: {what} failed {attempts} times over {time.monotonic() - start:.1f} s "
+        f"(last error: {type(last).__name__}: {last}); not a fault of the file: rerun once storage is "
+        f"reachable (retries: {ATTEMPTS_ENV}, {BACKOFF_ENV}, {BACKOFF_MAX_ENV})"
+    ) from last
 
 
 def _read_umask() -> int:
@@ -121,13 +308,17 @@ def s3_endpoint(endpoint_url: str | None = None) -> str | None:
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def filesystem_for(uri: str, endpoint_url: str | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem_for(
+    uri: str, endpoint_url: str | None = None, *, own_retries: bool = True
+) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``uri`` and the path inside it (scheme removed).
 
     Args:
         uri: local path, ``file://`` URI or ``s3://bucket/key``.
         endpoint_url: S3-compatible endpoint (e.g. ``http://127.0.0.1:9000``); None = from the environment
             (see :func:`s3_endpoint`), else AWS.
+        own_retries: False = an S3 filesystem without s3fs's and botocore's own retries (one attempt per
+            call), for callers that retry with :func:`retry_transient`.
 
     Returns:
         ``(fs, path)``; for S3 an ``s3fs.S3FileSystem`` (listing cache off, so objects written by other
@@ -146,7 +337,16 @@ def filesystem_for(uri: str, endpoint_url: str | None = None) -> tuple[fsspec.Ab
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             client_kwargs["region_name"] = region
-        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False)
+        if own_retries:
+            fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False)
+        else:
+            fs = s3fs.S3FileSystem(
+                client_kwargs=client_kwargs,
+                use_listings_cache=False,
+                # A connection that takes 10 s is a failed attempt (botocore waits 60 s by default).
+                config_kwargs={"retries": {"max_attempts": 1, "mode": "standard"}, "connect_timeout": 10},
+            )
+            fs.retries = 1  # s3fs's own retry loop (a class attribute; the instance is ours by its kwargs)
         return fs, strip_scheme(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
@@ -176,19 +376,26 @@ def pyarrow_filesystem_for(uri: str, endpoint_url: str | None = None) -> tuple[A
 
 def exists(uri: str, endpoint_url: str | None = None) -> bool:
     """True when a file or folder (for S3: an object or a non-empty prefix) exists at ``uri``."""
-    fs, path = filesystem_for(uri, endpoint_url)
-    return bool(fs.exists(path))
+    fs, path = filesystem_for(uri, endpoint_url, own_retries=False)
+    return retry_transient(lambda: bool(fs.exists(path)), f"looking up {uri}")
 
 
 def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
-    """The whole content of one file.
+    """The whole content of one file (one GET on S3), transient faults retried (module docstring).
 
     Raises:
         FileNotFoundError: when it does not exist; PermissionError when it cannot be read.
+        StorageUnavailableError: when storage stayed unreachable through every retry.
     """
-    fs, path = filesystem_for(uri, endpoint_url)
-    with fs.open(path, "rb") as f:
-        return bytes(f.read())
+    fs, path = filesystem_for(uri, endpoint_url, own_retries=False)
+
+    def read() -> bytes:
+        if scheme_of(uri) == "file":
+            with fs.open(path, "rb") as f:
+                return bytes(f.read())
+        return bytes(fs.cat_file(path))
+
+    return retry_transient(read, f"reading {uri}")
 
 
 def read_text(uri: str, endpoint_url: str | None = None) -> str:
@@ -207,9 +414,9 @@ def list_files(uri: str, endpoint_url: str | None = None) -> list[str]:
 
     A missing folder gives ``[]``.
     """
-    fs, path = filesystem_for(uri, endpoint_url)
+    fs, path = filesystem_for(uri, endpoint_url, own_retries=False)
     try:
-        found = fs.find(path)
+        found = retry_transient(lambda: fs.find(path), f"listing {uri}")
     except FileNotFoundError:
         return []
     base = path.rstrip("/")
@@ -236,9 +443,9 @@ def list_images(
     names the folders named like an image (``photo.jpg/``), whose files are listed like any others.
     """
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    fs, path = filesystem_for(uri, endpoint_url)
+    fs, path = filesystem_for(uri, endpoint_url, own_retries=False)
     try:
-        found = fs.find(path, withdirs=True, detail=True)
+        found = retry_transient(lambda: fs.find(path, withdirs=True, detail=True), f"listing {uri}")
     except FileNotFoundError:
         return []
     base = path.rstrip("/")
@@ -418,8 +625,8 @@ def copy_dir_from(uri: str, local_dir: str, endpoint_url: str | None = None) -> 
         rel = src[len(prefix) :].lstrip("/")
         dest = os.path.join(local_dir, *rel.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        fs, path = filesystem_for(src, endpoint_url)
-        fs.get_file(path, dest)
+        fs, path = filesystem_for(src, endpoint_url, own_retries=False)
+        retry_transient(lambda fs=fs, path=path, dest=dest: fs.get_file(path, dest), f"downloading {src}")
         out.append(dest)
     return out
 

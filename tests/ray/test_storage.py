@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
 
-from pipelines import storage
+from coloc_core.datasets import ImageRecord
+from pipelines import ingest, storage
+from tests.ray.labeling_data import jpeg_bytes, square_image
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
@@ -179,3 +186,140 @@ def test_pyarrow_filesystem_writes_parquet_to_s3(s3_server):
     assert s3_server.keys(prefix) == [f"{prefix}/t.parquet"]
     got = pq.read_table(pa.BufferReader(storage.read_bytes(s3_server.uri(prefix, "t.parquet"))))
     assert got.equals(table)
+
+
+# ------------------------------------------------------------------- storage outage while reading
+
+OUTAGE_RETRIES = {storage.ATTEMPTS_ENV: "3", storage.BACKOFF_ENV: "0.01", storage.BACKOFF_MAX_ENV: "0.02"}
+
+
+class OwnS3:
+    """A moto S3 server of one test (never the session's), on a fixed loopback port: stop and restart it."""
+
+    def __init__(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.bucket = "coloc-outage"
+        self.objects: dict[str, bytes] = {}
+        self.server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        """Start (again) on the same port, with the same bucket and objects (uploaded again if lost)."""
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.upload()
+
+    def upload(self) -> None:
+        """Create the bucket and put every object of :meth:`put` (again)."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+        with contextlib.suppress(
+            client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+        ):
+            client.create_bucket(Bucket=self.bucket)
+        for key, data in self.objects.items():
+            client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def put(self, key: str, data: bytes) -> str:
+        self.objects[key] = data
+        return f"s3://{self.bucket}/{key}"
+
+
+@pytest.fixture
+def own_s3(s3_server) -> Iterator[OwnS3]:
+    """Our own server (``s3_server`` only for the session's fake credentials in the environment)."""
+    server = OwnS3()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _outage_collection(server: OwnS3, num: int = 4) -> tuple[list[str], list[tuple[int, int]]]:
+    rng = np.random.default_rng(12)
+    paths, sizes = [], []
+    for i in range(num):
+        width, height = 40 + 8 * i, 48
+        array, _box = square_image(rng, width, height)
+        paths.append(server.put(f"photos/img{i}.jpg", jpeg_bytes(array)))
+        sizes.append((width, height))
+    server.upload()
+    return paths, sizes
+
+
+def test_storage_outage_while_reading_raises_instead_of_error_rows(own_s3, monkeypatch, caplog):
+    """Stopped storage: reads are retried, then "storage unreachable" is raised; no error row is made.
+
+    A missing object stays an error row; once storage is back, the same read gives every image.
+    """
+    for name, value in OUTAGE_RETRIES.items():
+        monkeypatch.setenv(name, value)
+    paths, sizes = _outage_collection(own_s3)
+    records = [ImageRecord(path=p, split="all") for p in paths]
+    missing = ImageRecord(path=f"s3://{own_s3.bucket}/photos/gone.jpg", split="all")
+    table = ingest.records_table([*records, missing])
+    ep = own_s3.endpoint_url
+
+    before = ingest.decode_batch(table, size=32, endpoint_url=ep)
+    errors = before.column(ingest.ERROR).to_pylist()
+    assert errors[:-1] == [None] * len(paths)
+    assert "FileNotFoundError" in errors[-1], errors[-1]  # really missing: an error row, as always
+
+    own_s3.stop()
+    with pytest.raises(storage.StorageUnavailableError, match="storage unreachable: reading s3://") as info:
+        storage.read_bytes(paths[0], ep)
+    assert storage.is_transient(info.value.__cause__), repr(info.value.__cause__)
+    with caplog.at_level("WARNING", logger="pipelines.storage"):
+        with pytest.raises(storage.StorageUnavailableError, match="failed 3 times"):
+            ingest.decode_batch(table, size=32, endpoint_url=ep)
+        with pytest.raises(storage.StorageUnavailableError, match="storage unreachable: listing"):
+            storage.list_images(f"s3://{own_s3.bucket}/photos", endpoint_url=ep)
+    assert any("attempt 2 of 3" in r.getMessage() for r in caplog.records), caplog.text
+
+    own_s3.start()  # storage is back (same port, same objects)
+    after = ingest.decode_batch(table, size=32, endpoint_url=ep)
+    assert after.column(ingest.ERROR).to_pylist()[:-1] == [None] * len(paths)
+    got = list(
+        zip(after.column(ingest.WIDTH).to_pylist(), after.column(ingest.HEIGHT).to_pylist(), strict=True)
+    )
+    assert got[:-1] == sizes
+
+
+@pytest.mark.timeout(300)
+def test_storage_outage_fails_the_ray_data_task(own_s3, ray_cluster):
+    """Through Ray Data (as labeling decodes): the outage fails the dataset with "storage unreachable"."""
+    import ray.data
+
+    paths, _sizes = _outage_collection(own_s3)
+    table = ingest.records_table([ImageRecord(path=p, split="all") for p in paths])
+    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+
+    def decoded() -> object:
+        return ray.data.from_arrow([table.slice(0, 2), table.slice(2)]).map_batches(
+            ingest.decode_batch,
+            batch_format="pyarrow",
+            batch_size=None,
+            num_cpus=0.5,
+            fn_kwargs={"size": 32, "endpoint_url": own_s3.endpoint_url},
+            runtime_env={"env_vars": {**env, **OUTAGE_RETRIES}},
+        )
+
+    assert [row[ingest.ERROR] for row in decoded().take_all()] == [None] * len(paths)
+    own_s3.stop()
+    with pytest.raises(Exception, match="storage unreachable") as info:
+        decoded().take_all()
+    assert isinstance(info.value, storage.StorageUnavailableError) or "StorageUnavailableError" in str(
+        info.value
+    )
+    own_s3.start()
+    assert [row[ingest.ERROR] for row in decoded().take_all()] == [None] * len(paths)
