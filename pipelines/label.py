@@ -871,31 +871,27 @@ def fit_statistics(
         for key in keys:
             part = batch[key].sum(axis=0)
             sums[key] = part if key not in sums else sums[key] + part
-    if head is not None:
-        if not sums:
-            raise ValueError("SELFTRAIN: no decodable image in the fit sample")
-        channels = int(round(math.sqrt(sums["fg_xxT"].shape[0])))
-        out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
-        for key in ("fg_xxT", "bg_xxT"):
+    if not sums or (head is None and int(sums["count"]) < 2):
+        raise ValueError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
+    channels = sums["sum_x" if head is None else "fg_x"].shape[0]
+    out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
+    for key in keys:
+        if key.endswith("xxT"):
             out[key] = out[key].reshape(channels, channels)
+    if head is None:
+        log.info(
+            "label: %s fitted on %d images (%d descriptors, %d channels)",
+            cfg.method.upper(),
+            inputs.num_rows,
+            int(sums["count"]),
+            channels,
+        )
+    else:
         log.info(
             "label: self-training round: %d foreground and %d background pixels",
             int(sums["fg_count"]),
             int(sums["bg_count"]),
         )
-        return out
-    if not sums or int(sums["count"]) < 2:
-        raise ValueError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
-    channels = sums["sum_x"].shape[0]
-    out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
-    out["sum_xxT"] = out["sum_xxT"].reshape(channels, channels)
-    log.info(
-        "label: %s fitted on %d images (%d descriptors, %d channels)",
-        cfg.method.upper(),
-        inputs.num_rows,
-        int(sums["count"]),
-        channels,
-    )
     return out
 
 

@@ -16,12 +16,12 @@ few passes over at most 2,000 images) and replaces the model file.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
 
+from coloc_core.checkpoint import save_model_file
 from pipelines import storage
 from pipelines.config import LabelJobConfig, TrainJobConfig, dump, resolve_train_config
 from pipelines.label import _baseline_model, list_inputs
@@ -77,11 +77,8 @@ def run_selftrain(cfg: TrainJobConfig) -> TrainResult:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     model_uri = run.export or storage.join(run_uri, MODEL_FILE)
-    buffer = io.BytesIO()
-    import torch  # noqa: PLC0415
-
-    torch.save(payload, buffer)
-    storage.write_bytes_atomic(model_uri, buffer.getvalue())
+    with storage.atomic_write(model_uri, "wb") as fh:
+        save_model_file(fh, payload)
     metrics: dict[str, Any] = {
         "fit_images": int(payload["meta"].get("fit_images", 0)),
         "rounds": len(rounds),
