@@ -309,6 +309,45 @@ def boxes_from_scoremap(scoremap: np.ndarray, threshold: float, multi_contour: b
     return _boxes_one_threshold(u8, int(_integer_thresholds(u8, [threshold])[0]), multi_contour)
 
 
+def region_boxes_from_scoremap(scoremap: np.ndarray, threshold: float) -> IntArray:
+    """One box per region of the mask at τ: every object box of the multi-contour extraction.
+
+    The mask is the protocol's (``u8 > int(tau * max(u8))``, as :func:`boxes_from_scoremap`). Of the
+    contours that ``boxes_from_scoremap(..., multi_contour=True)`` returns, the borders of *holes* are
+    left out (a hole's box lies inside its region's box and is not an object), and so are exact
+    duplicates; what remains is one box per 8-connected region, in the protocol's box convention.
+    Ordered by contour area, largest first (ties: OpenCV's order), so the first box is the region of
+    the single-box mode whenever the largest contour is unique.
+
+    Args:
+        scoremap: Shape: (H, W), float in [0, 1].
+        threshold: tau.
+
+    Returns:
+        Boxes ``[x0, y0, x1, y1]``, dtype int64. Shape: (n, 4), n >= 0 (empty when no pixel passes:
+        unlike :func:`boxes_from_scoremap`, no ``[0, 0, 0, 0]`` placeholder).
+
+    Raises:
+        TypeError, ValueError: see :func:`check_scoremap_validity`.
+    """
+    check_scoremap_validity(scoremap)
+    u8 = _quantize(scoremap)
+    t = int(_integer_thresholds(u8, [threshold])[0])
+    contours = cv2.findContours(_binarize(u8, t), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if len(contours) == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    boxes, areas = _boxes_of_contours(contours, u8.shape[0], u8.shape[1], with_areas=True)
+    order = np.argsort(-areas, kind="stable")
+    seen: set[tuple[int, ...]] = set()
+    keep = []
+    for i in order:
+        key = tuple(int(v) for v in boxes[i])
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.asarray(boxes[keep], dtype=np.int64).reshape(-1, 4)
+
+
 def _distinct_masks(u8: npt.NDArray[np.uint8], int_thresholds: IntArray) -> tuple[IntArray, IntArray]:
     """Group integer thresholds by the mask they give.
 
@@ -472,6 +511,46 @@ def _iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> npt.NDArray[np.float64]:
     iou = np.asarray(inter / np.where(degenerate, 1, union), dtype=np.float64)
     iou[degenerate] = 0.0
     return iou
+
+
+def match_boxes(
+    pred_boxes: npt.ArrayLike, pred_scores: npt.ArrayLike, gt_boxes: npt.ArrayLike, iou_threshold: float = 0.5
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Greedy one-to-one matching of detections to ground truth (the PASCAL VOC / COCO rule).
+
+    Predictions are taken by decreasing score (ties: the earlier one); each is matched to the
+    still-unmatched GT box it overlaps most, when that IoU (:func:`iou_matrix`, inclusive pixels) is at
+    least ``iou_threshold``. So a GT box is found at most once, and a second box on the same object
+    counts as a false positive.
+
+    Args:
+        pred_boxes: Shape: (N, 4), ``[x0, y0, x1, y1]`` (N may be 0).
+        pred_scores: Shape: (N,).
+        gt_boxes: Shape: (M, 4) (M may be 0).
+        iou_threshold: the IoU a match needs.
+
+    Returns:
+        ``(pred_matched (N,) bool, gt_matched (M,) bool)``.
+
+    Raises:
+        ValueError: invalid boxes, or scores whose length differs from the boxes'.
+    """
+    pred = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    if len(scores) != len(pred):
+        raise ValueError(f"{len(pred)} boxes but {len(scores)} scores")
+    pred_matched = np.zeros(len(pred), dtype=bool)
+    gt_matched = np.zeros(len(gt), dtype=bool)
+    if len(pred) == 0 or len(gt) == 0:
+        return pred_matched, gt_matched
+    ious = iou_matrix(pred, gt)
+    for i in np.argsort(-scores, kind="stable"):
+        candidates = np.where(gt_matched, -1.0, ious[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou_threshold:
+            pred_matched[i] = gt_matched[j] = True
+    return pred_matched, gt_matched
 
 
 def best_iou_at_thresholds(

@@ -4,7 +4,10 @@
         --predictions s3://bucket/labels/cub-test --gt s3://bucket/CUB_200_2011 --format cub --split test
 
 Writes ``metrics.json``, ``metrics.md`` and ``sheet.png`` to ``--out`` (default
-``<predictions>/_eval``); without ``--gt`` only score statistics and a sheet ranked by score. Exit code
+``<predictions>/_eval``); without ``--gt`` only score statistics and a sheet ranked by score. With
+``--gt`` the metrics include box recall and precision at IoU 0.5 (``box_recall@0.5``,
+``box_precision@0.5``, ``boxes_per_image``), of every box for a table labelled with ``--boxes=all``
+(beside ``single_box_*``, its single box), for images with several objects. Exit code
 0 on success, 1 on failure, 2 on a bad command line.
 """
 

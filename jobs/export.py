@@ -10,7 +10,9 @@
 
 COCO writes one dataset JSON file, COCO results one JSON list of detections (same image ids as the
 dataset file), YOLO a folder of ``.txt`` files plus ``classes.txt``, VOC a folder of ``.xml`` files;
-error rows are skipped, and ``--min_score`` / ``--top_k`` drop low-scored rows in every format.
+error rows are skipped, and ``--min_score`` / ``--top_k`` drop low-scored boxes in every format. A
+table labelled with ``--boxes=all`` exports every box of an image (one annotation, detection, YOLO line
+or VOC object each), with its own score; the filters then act on those boxes.
 Needs no Ray. Exit code 0 on success, 1 on failure, 2 on a bad command line.
 """
 
@@ -41,9 +43,11 @@ class ExportJobConfig:
             ``COCO(dataset).loadRes(results)`` and COCOeval), ``yolo`` (one ``.txt`` per image plus
             ``classes.txt``) or ``voc`` (one Pascal VOC ``.xml`` per image).
         images_root: root that exported file names are relative to ("" = the table's manifest).
-        min_score: keep only the rows whose ``score`` is at least this (null = no score filter).
-        top_k: then keep only the ``top_k`` highest-scored rows (ties: table order); 0 = all.
-            Filtered rows are left out of every format like error rows; the counts are logged.
+        min_score: keep only the boxes whose score is at least this (null = no score filter); in a
+            one-box table a box is a row.
+        top_k: then keep only the ``top_k`` highest-scored boxes (ties: table order); 0 = all.
+            An image left without a box is left out of every format like an error row; the counts
+            are logged.
     """
 
     predictions: str = ""

@@ -7,6 +7,8 @@
     # training-free baselines: --method=ddt | rps | caam | full (--backbone=efficientnet_lite0)
     python jobs/label.py --images=/data/birds --out=/data/labels/birds
     python jobs/label.py --method=ddt --images=/data/birds --out=/data/labels/birds-ddt
+    # every box above τ (several objects per image) besides the single box, in the `boxes` column
+    python jobs/label.py --boxes=all --images=/data/herds --out=/data/labels/herds
 
 Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value`` (``--help`` lists them,
 ``--config file.yaml`` applies a file first). Starting the same command again resumes: only images

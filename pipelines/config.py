@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 DATASET_FORMATS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
 # Labelers of the labeling job: a trained model file, or a training-free method (pipelines.label).
 LABEL_METHODS = ("model", "full", "caam", "ddt", "rps", "selftrain")
+# Boxes per image of the labeling job: the single box (co-localization) or every region's box.
+LABEL_BOXES = ("one", "all")
 # What `coloc train` fits: the self-trained head (default) or the paper's CAML network.
 TRAIN_METHODS = ("selftrain", "caml")
 
@@ -156,6 +158,9 @@ class LabelJobConfig:
         use_gpu: one GPU per actor.
         rows_per_file: maximum rows per Parquet file (bounds file size).
         limit: label at most this many images (0 = all).
+        boxes: ``one`` (the default: the single largest-contour box of co-localization) or ``all``
+            (also every region's box above τ, each with its score, in the table's ``boxes`` column
+            and in every export; for images with several objects).
     """
 
     model: str = ""
@@ -175,6 +180,7 @@ class LabelJobConfig:
     use_gpu: bool = False
     rows_per_file: int = 5000
     limit: int = 0
+    boxes: str = "one"
 
     RANGES: ClassVar[dict[str, Range]] = {
         "threshold": Range(high=1, open_high=True),  # negative: the model's own τ
@@ -253,6 +259,8 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"stride16={cfg.stride16!r} is not one of auto, plain, dilated")
     if cfg.format not in DATASET_FORMATS:
         raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+    if cfg.boxes not in LABEL_BOXES:
+        raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
     if cfg.method != "model":
         _check_backbone("backbone", cfg.backbone)
     if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:

@@ -17,6 +17,14 @@ How each number is computed (SPEC §6, the wsolevaluation protocol):
   same misses count.
 - Score ranking: Spearman ρ between the stored ``score`` and the image's IoU (best over its GT boxes),
   and CorLoc@0.5 of the top-scored half vs the bottom half (images with a prediction only).
+- Box recall and precision at IoU 0.5 (``box_recall@0.5``, ``box_precision@0.5``), for images with
+  several objects: the stored boxes in original pixels (every box of a ``boxes=all`` table, else the
+  single box) matched one-to-one to the GT boxes by decreasing score
+  (``coloc_core.boxes.match_boxes``, IoU with inclusive pixels); recall = matched GT boxes / all GT
+  boxes (those of images without a usable prediction count as missed), precision = matched boxes /
+  boxes predicted on GT images; ``boxes_per_image`` = boxes predicted per GT image with a prediction.
+  A ``boxes=all`` table also gets ``single_box_recall@0.5`` / ``single_box_precision@0.5``, the same
+  numbers for its single box, so one evaluation shows what the extra boxes add.
 
 Part files are evaluated in parallel Ray tasks (one per file, partial counts merged on the driver, as
 ``coloc_core.metrics`` is designed for); without an initialised Ray it runs in-process.
@@ -44,7 +52,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coloc_core.boxes import resize_boxes, scoremap_from_attention
+from coloc_core.boxes import match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import dequantize_heatmap
 from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
@@ -65,7 +73,10 @@ _COLUMNS = [
     schema.HEATMAP_H,
     schema.HEATMAP_W,
     schema.ERROR,
+    *schema.BOX_COLUMNS,
+    schema.BOXES,
 ]
+BOX_MATCH_IOU = 0.5  # IoU of a match for box recall / precision
 
 
 def path_key(path: str) -> str:
@@ -121,6 +132,36 @@ class PartResult:
     errors: int = 0
     gt_errors: int = 0  # error rows that have GT (misses)
     rows: int = 0
+    # Box matching at BOX_MATCH_IOU on GT images with a prediction: per kind ("boxes": the table's
+    # boxes, "single": the single box) [GT boxes, matched GT, predicted boxes, matched predictions].
+    matches: dict[str, list[int]] = field(default_factory=dict)
+    multi_box: bool = False  # the part holds a boxes=all column
+
+
+def _row_boxes(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (N, 4), scores (N,)) of a row in original pixels: ``boxes`` when set, else the single box."""
+    entries = row.get(schema.BOXES)
+    if entries is not None:
+        boxes = np.array([[e[c] for c in schema.BOX_COLUMNS] for e in entries], dtype=np.float64).reshape(
+            -1, 4
+        )
+        return boxes, np.array([e[schema.SCORE_FIELD] for e in entries], dtype=np.float64)
+    return _single_box(row)
+
+
+def _single_box(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    if row[schema.X0] is None:
+        return np.zeros((0, 4)), np.zeros(0)
+    box = np.array([[row[c] for c in schema.BOX_COLUMNS]], dtype=np.float64)
+    return box, np.array([0.0 if row[schema.SCORE] is None else row[schema.SCORE]], dtype=np.float64)
+
+
+def _count_matches(counts: list[int], boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> None:
+    pred_hit, gt_hit = match_boxes(boxes, scores, gt, BOX_MATCH_IOU)
+    counts[0] += len(gt)
+    counts[1] += int(gt_hit.sum())
+    counts[2] += len(boxes)
+    counts[3] += int(pred_hit.sum())
 
 
 def _table_scoremap(row: dict[str, Any]) -> np.ndarray | None:
@@ -138,8 +179,10 @@ def evaluate_part(
     threshold: float | None,
 ) -> PartResult:
     """Metrics of one part file (runs inside a Ray task, or in-process)."""
-    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
+    table = schema.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
     result = PartResult(rows=table.num_rows)
+    result.multi_box = table.column(schema.BOXES).null_count < table.num_rows
+    result.matches = {"boxes": [0, 0, 0, 0], "single": [0, 0, 0, 0]}
     corloc: CorLocAccumulator | None = None
     maxbox = MaxBoxAccAccumulator(iou_thresholds, cam_curve_interval, multi_contour=True)
     for row in table.to_pylist():
@@ -161,6 +204,9 @@ def evaluate_part(
             gt224 = resize_boxes(np.asarray(gt), (row[schema.WIDTH], row[schema.HEIGHT]), SCOREMAP_SIZE[::-1])
             iou = corloc.update(scoremap, gt224)
             maxbox.update(scoremap, gt224)
+            gt_array = np.asarray(gt, dtype=np.float64)
+            _count_matches(result.matches["boxes"], *_row_boxes(row), gt_array)
+            _count_matches(result.matches["single"], *_single_box(row), gt_array)
         result.keys.append(key)
         result.paths.append(row[schema.PATH])
         result.ious.append(iou)
@@ -312,6 +358,7 @@ def run_evaluation(
                 {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
             )
             metrics.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
+        metrics.update(_box_match_metrics(results, gt, seen))
         has = ~np.isnan(ious)
         metrics.update(score_ranking(scores[has], ious[has]))
         metrics["mean_iou"] = float(ious[has].mean()) if has.any() else math.nan
@@ -349,6 +396,28 @@ def run_evaluation(
             files.append(sheet)
     log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return EvaluationResult(metrics=metrics, out=out, files=files)
+
+
+def _box_match_metrics(results: list[PartResult], gt: GroundTruth, seen: set[str]) -> dict[str, float]:
+    """Box recall / precision at :data:`BOX_MATCH_IOU` (module docstring), merged over the parts."""
+    total_gt = sum(len(boxes) for boxes in gt.boxes.values())
+    with_prediction = sum(1 for k in gt.boxes if k in seen)
+    multi = any(r.multi_box for r in results)
+    out: dict[str, float] = {"gt_boxes": float(total_gt)}
+    for kind, prefix in (("boxes", ""), ("single", "single_")):
+        if kind == "single" and not multi:
+            continue
+        # [GT boxes of images with a prediction, matched GT, predicted, matched predicted]; recall is
+        # over every GT box (an image without a usable prediction misses all of its boxes)
+        _, gt_hit, predicted, pred_hit = (
+            sum(r.matches.get(kind, [0] * 4)[i] for r in results) for i in range(4)
+        )
+        out[f"{prefix}box_recall@{BOX_MATCH_IOU:g}"] = 100.0 * gt_hit / total_gt if total_gt else math.nan
+        out[f"{prefix}box_precision@{BOX_MATCH_IOU:g}"] = (
+            100.0 * pred_hit / predicted if predicted else math.nan
+        )
+        out[f"{prefix}boxes_per_image"] = predicted / with_prediction if with_prediction else math.nan
+    return out
 
 
 def _json_safe(value: Any) -> Any:
@@ -505,7 +574,7 @@ def calibrate_threshold(
     gt = read_ground_truth(gt_root, gt_format, split, limit=limit)
     acc = MaxBoxAccAccumulator((delta,), cam_curve_interval, multi_contour=False)
     for uri in part_files(predictions):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
+        table = schema.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
         for row in table.to_pylist():
             boxes = gt.boxes.get(path_key(row[schema.PATH]))
             scoremap = _table_scoremap(row) if boxes is not None else None

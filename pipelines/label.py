@@ -8,6 +8,8 @@ Stages (Ray Data, streaming; nothing is collected on the driver but the rows of 
       → LocalizeBatch                  actor pool (num_actors × actor_cpus, a GPU each when use_gpu):
                                        model file loaded once; normalise → attention map → uint8 heatmap
       → heatmaps_to_box_rows           CPU tasks: score map (SPEC §6) → box at τ → original pixels, score
+                                       (with boxes=all also every region's box and score;
+                                       coloc_core.predict.locate, the Python API's own step)
       → driver: rows grouped by shard; a complete shard is written as ONE Parquet file, atomically
 
 Exactly-once and resumable
@@ -54,7 +56,10 @@ input image. The folder's own bookkeeping is not Parquet: folders written before
 (:func:`read_inputs`).
 
 Boxes and score: see :mod:`pipelines.schema` (the box is computed from the stored, quantised heatmap,
-so evaluation from the table reproduces it exactly).
+so evaluation from the table reproduces it exactly). ``boxes=all`` also fills the ``boxes`` column
+(every region's box and score); the folder records the choice in its manifest, and a rerun must make
+the same one. A folder written before that column existed (schema version 1) is resumed in its own
+layout (no ``boxes`` column, ``boxes=one`` only), so its part files stay alike.
 """
 
 from __future__ import annotations
@@ -77,9 +82,7 @@ import pyarrow.parquet as pq
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import (
     baseline_payload,
-    box_score,
     ddt_from_moments,
-    dequantize_heatmap,
     fit_selftrain,
     localizer_from_payload,
     payload_input_size,
@@ -87,6 +90,7 @@ from coloc_core.localizer import (
     quantize_heatmap,
     rps_from_statistics,
 )
+from coloc_core.predict import attention_maps, locate
 from pipelines import ingest, schema, storage
 from pipelines.config import LABEL_METHODS, LabelJobConfig, check_label_config, dump
 
@@ -198,6 +202,26 @@ class LabelPlan:
         return int(self.inputs.num_rows)
 
     @property
+    def all_boxes(self) -> bool:
+        """Whether the folder holds every box (``boxes=all``, recorded in the manifest)."""
+        return self.manifest.get("boxes", "one") == "all"
+
+    @property
+    def schema_version(self) -> int:
+        """The part files' schema version: the folder's own (1 when it was started before ``boxes``)."""
+        listed = self.manifest.get("schema")
+        if int(self.manifest.get("schema_version", schema.SCHEMA_VERSION)) < 2 or (
+            listed is not None and not any(str(c).startswith(f"{schema.BOXES}:") for c in listed)
+        ):
+            return 1
+        return schema.SCHEMA_VERSION
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The part files' schema (:attr:`schema_version`)."""
+        return schema.V1_SCHEMA if self.schema_version == 1 else schema.PREDICTIONS_SCHEMA
+
+    @property
     def num_shards(self) -> int:
         """Shards (= part files when complete)."""
         return len(self._starts) - 1
@@ -234,6 +258,7 @@ class LocalizeBatch:
             that costs ~1 ms next to ~100 ms of network per image and saves a stage; on GPU it is left
             to a separate CPU stage so the accelerator never waits for contour searches.
         endpoint_url: S3 endpoint override.
+        all_boxes: with ``postprocess``, also every region's box and score (``boxes=all``).
     """
 
     def __init__(
@@ -245,6 +270,7 @@ class LocalizeBatch:
         num_threads: int = 1,
         postprocess: bool = True,
         endpoint_url: str | None = None,
+        all_boxes: bool = False,
     ) -> None:
         import torch  # noqa: PLC0415
 
@@ -264,6 +290,7 @@ class LocalizeBatch:
         self.threshold = float(threshold)
         self.model_id = model_id
         self.postprocess = postprocess
+        self.all_boxes = all_boxes
 
     def attention(self, images: np.ndarray) -> np.ndarray:
         """Attention maps of uint8 images.
@@ -271,20 +298,7 @@ class LocalizeBatch:
         Shape:
             images: (B, H, W, 3) uint8. Returns (B, h, w) float32 (CPU numpy).
         """
-        import torch  # noqa: PLC0415
-
-        from coloc_core.model import normalize_images  # noqa: PLC0415
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
-            x = normalize_images(x, self.localizer.mean, self.localizer.std)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                    maps = self.localizer(x)
-            else:
-                maps = self.localizer(x)
-            return maps.float().cpu().numpy()
+        return attention_maps(self.localizer, images)  # the Python API's step too
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """A numpy batch of ingest rows → prediction rows (heatmap rows only when not ``postprocess``).
@@ -319,7 +333,7 @@ class LocalizeBatch:
                 schema.ERROR: pa.array([None if e is None else str(e) for e in errors], pa.string()),
             }
         )
-        return heatmaps_to_box_rows(table) if self.postprocess else table
+        return heatmaps_to_box_rows(table, self.all_boxes) if self.postprocess else table
 
 
 def _nullable_ints(values: Iterable[Any]) -> list[int | None]:
@@ -332,32 +346,19 @@ def _nullable_ints(values: Iterable[Any]) -> list[int | None]:
     return out
 
 
-def heatmap_box(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Score map, single largest-contour box at 224 and its score, from a stored uint8 heatmap.
-
-    Returns:
-        ``(scoremap (224, 224) float, box (4,) [x0, y0, x1, y1] inclusive at 224, score)``.
-    """
-    from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention  # noqa: PLC0415
-
-    scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
-    boxes = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
-    box = boxes.reshape(-1, 4)[0]
-    return scoremap, box, box_score(scoremap, box, threshold)
-
-
-def heatmaps_to_box_rows(batch: pa.Table) -> pa.Table:
+def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
     """Heatmap rows (from :class:`LocalizeBatch`) → full prediction rows + the internal index column.
 
-    Per image: the stored heatmap → SPEC §6 score map at 224 → the single largest-contour box at τ →
-    original pixel coordinates (``coloc_core.boxes.boxes_to_original``) and :func:`box_score`.
+    Per image, :func:`coloc_core.predict.locate` (what ``Predictor.predict`` runs too): the stored
+    heatmap → SPEC §6 score map at 224 → the single largest-contour box at τ → original pixel
+    coordinates (``coloc_core.boxes.boxes_to_original``) and ``box_score``; with ``all_boxes`` also
+    every region's box and score into the ``boxes`` column (null otherwise).
     """
-    from coloc_core.boxes import boxes_to_original  # noqa: PLC0415
-
     rows = batch.to_pydict()
     n = batch.num_rows
     coords: list[list[float | None]] = [[None] * n for _ in range(4)]
     scores: list[float | None] = [None] * n
+    every: list[list[dict[str, float]] | None] = [None] * n
     errors = list(rows[schema.ERROR])
     for i in range(n):
         heat = schema.decode_heatmap(
@@ -369,16 +370,18 @@ def heatmaps_to_box_rows(batch: pa.Table) -> pa.Table:
         if not width or not height:
             errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
             continue
-        _, box, score = heatmap_box(heat, float(rows[schema.THRESHOLD][i]))
-        original = np.asarray(boxes_to_original(box[None, :], (int(width), int(height))), dtype=np.float64)
+        loc = locate(heat, float(rows[schema.THRESHOLD][i]), (int(width), int(height)), all_boxes=all_boxes)
         for c in range(4):
-            coords[c][i] = float(original.reshape(-1, 4)[0, c])
-        scores[i] = float(score)
+            coords[c][i] = float(loc.box[c])
+        scores[i] = float(loc.score)
+        if loc.boxes is not None and loc.scores is not None:
+            every[i] = schema.box_entries(loc.boxes, loc.scores)
     columns = {name: rows[name] for name in schema.COLUMNS if name in rows}
     for name, values in zip(schema.BOX_COLUMNS, coords, strict=True):
         columns[name] = values
     columns[schema.SCORE] = scores
     columns[schema.ERROR] = errors
+    columns[schema.BOXES] = every
     table = schema.to_table(columns)
     return table.append_column(ingest.INDEX, batch.column(ingest.INDEX))
 
@@ -548,6 +551,8 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     for key in ("rows_per_file", "images", "format", "split", "limit"):
         if key in manifest and manifest[key] != getattr(cfg, key):
             raise _mismatch(out, key, manifest[key], getattr(cfg, key))
+    if manifest.get("boxes", "one") != cfg.boxes:  # folders from before the option hold one box
+        raise _mismatch(out, "boxes", manifest.get("boxes", "one"), cfg.boxes)
     if cfg.method == "model":
         payload = read_model_payload(storage.read_bytes(cfg.model))
         model_uri, model_id = cfg.model, str(payload["model_id"])
@@ -668,6 +673,7 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
         segments,
         images_added=new.num_rows,
         missing=missing,
+        image_size=plan.image_size,
     )
     manifest.update(
         num_images=extended.num_images,
@@ -720,6 +726,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "format": cfg.format,
         "split": cfg.split,
         "limit": cfg.limit,
+        "boxes": cfg.boxes,
         "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
         "schema_version": schema.SCHEMA_VERSION,
         "config": dump(cfg),
@@ -1001,8 +1008,8 @@ class _ShardWriter:
     def _write(self, shard: int) -> None:
         table = pa.concat_tables(self.open.pop(shard))
         table = table.sort_by(ingest.INDEX).drop_columns([ingest.INDEX])
-        table = table.select(list(schema.COLUMNS)).cast(schema.PREDICTIONS_SCHEMA)
-        table = schema.with_file_metadata(table, self.plan.model_id)
+        table = table.select(self.plan.schema.names).cast(self.plan.schema)
+        table = schema.with_file_metadata(table, self.plan.model_id, self.plan.schema_version)
         _write_parquet(storage.join(self.out, part_name(shard)), table)
         self.pending.discard(shard)
         errors = table.num_rows - table.column(schema.ERROR).null_count
@@ -1097,6 +1104,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 "use_gpu": cfg.use_gpu,
                 "num_threads": max(1, math.ceil(cfg.actor_cpus)),
                 "postprocess": not cfg.use_gpu,
+                "all_boxes": plan.all_boxes,
             },
             udf_modifying_row_count=False,
         )
@@ -1106,6 +1114,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 batch_format="pyarrow",
                 batch_size=None,
                 num_cpus=cfg.decode_cpus,
+                fn_kwargs={"all_boxes": plan.all_boxes},
                 udf_modifying_row_count=False,
             )
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -1165,12 +1174,16 @@ def part_files(out: str) -> list[str]:
 
 
 def iter_predictions(out: str, columns: list[str] | None = None) -> Iterable[pa.Table]:
-    """The predictions table, one part file at a time (memory bounded by one part file)."""
+    """The predictions table, one part file at a time (memory bounded by one part file).
+
+    Every part file comes back in the current schema: a version-1 file (no ``boxes`` column) gets
+    that column as nulls (``schema.read_table``).
+    """
     parts = part_files(out)
     if not parts:
         raise FileNotFoundError(f"no predictions (part-*.parquet) under {out}")
     for uri in parts:
-        table = _read_parquet(uri, columns=columns)
+        data = pa.BufferReader(storage.read_bytes(uri))
         if columns is None:
-            schema.check_schema(table.schema)
-        yield table
+            schema.check_schema(pq.read_schema(data))
+        yield schema.read_table(data, columns=columns)

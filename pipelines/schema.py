@@ -13,6 +13,7 @@ One row per input image (ARCHITECTURE.md):
 | ``heatmap_h``, ``heatmap_w`` | int16 | its shape (null on error) |
 | ``model`` | string | model id (content hash of the model file's weights) |
 | ``error`` | string | null, or why this image could not be labelled |
+| ``boxes`` | list<struct<x0, y0, x1, y1, score>> | ``boxes=all``: every box, best first; else null |
 
 **score** (``coloc_core.localizer.box_score``), in [−1, 2], on S, the 224×224 score map (the stored
 heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
@@ -24,6 +25,14 @@ captures). docs/RESULTS.md measures how it ranks IoU.
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(decode_heatmap(row)), τ)``
 reproduces the stored box at 224 exactly; it is scaled to the original size with
 ``coloc_core.boxes.boxes_to_original``.
+
+**All boxes** (``boxes``, schema version 2; labeling with ``boxes=all``): one box per region of the
+mask at τ (``coloc_core.boxes.region_boxes_from_scoremap``: the multi-contour boxes without the
+borders of holes), in original pixels like the single box, each with its own ``box_score`` (the
+stability term is the map's, the compactness term the box's), sorted by score; an empty list when no
+pixel passes τ. The single box (``x0..y1``, ``score``) is one of them and keeps its meaning, so readers
+of the single box need no change. Null with ``boxes=one`` (the default) and on error rows. Computed by
+``coloc_core.predict.locate``, as ``Predictor.predict(..., all_boxes=True)`` does.
 
 **Box convention** (wsolevaluation's, ``coloc_core.boxes``): ``x0, y0, x1, y1`` are pixel positions and
 the far corner is *inclusive*: the box covers columns ``x0..x1`` and rows ``y0..y1``, so its width is
@@ -61,7 +70,8 @@ import pyarrow as pa
 from coloc_core import __version__
 
 # Version of the table's columns and their meaning; raised on any change to them.
-SCHEMA_VERSION = 1
+# 1: the single box; 2: + ``boxes`` (every box, --boxes=all). Version-1 tables are still read.
+SCHEMA_VERSION = 2
 META_VERSION = b"coloc.version"
 META_SCHEMA_VERSION = b"coloc.schema_version"
 META_MODEL_ID = b"coloc.model_id"
@@ -78,6 +88,9 @@ HEATMAP_H = "heatmap_h"
 HEATMAP_W = "heatmap_w"
 MODEL = "model"
 ERROR = "error"
+BOXES = "boxes"
+SCORE_FIELD = "score"  # the score of one entry of ``boxes``
+BOX_TYPE = pa.struct([pa.field(name, pa.float32()) for name in (*BOX_COLUMNS, SCORE_FIELD)])
 
 _FIELDS = [
     pa.field(PATH, pa.string(), nullable=False),
@@ -94,7 +107,10 @@ _FIELDS = [
     pa.field(HEATMAP_W, pa.int16()),
     pa.field(MODEL, pa.string()),
     pa.field(ERROR, pa.string()),
+    pa.field(BOXES, pa.list_(BOX_TYPE)),
 ]
+# Columns added after version 1: absent from older tables, read as null (see read_table).
+ADDED_COLUMNS = (BOXES,)
 # Columns that pandas must read as nullable integers (not float64) whatever the rows hold.
 INTEGER_COLUMNS = tuple(f.name for f in _FIELDS if pa.types.is_integer(f.type))
 
@@ -127,36 +143,85 @@ def empty_columns() -> dict[str, list[Any]]:
 def to_table(columns: dict[str, list[Any]]) -> pa.Table:
     """Python lists per column (``None`` = null) → an Arrow table with exactly the schema.
 
+    A column of :data:`ADDED_COLUMNS` left out or left empty (as :func:`empty_columns` gives it) is all
+    null, so code written for version 1 keeps working.
+
     Raises:
         KeyError: when a column is missing; pyarrow errors on values of the wrong type.
     """
-    missing = [name for name in COLUMNS if name not in columns]
+    missing = [name for name in COLUMNS if name not in columns and name not in ADDED_COLUMNS]
     if missing:
         raise KeyError(f"missing prediction columns: {missing}")
-    arrays = [pa.array(columns[f.name], type=f.type) for f in PREDICTIONS_SCHEMA]
+    rows = len(columns[PATH])
+    arrays = []
+    for f in PREDICTIONS_SCHEMA:
+        values = columns.get(f.name) or []
+        if f.name in ADDED_COLUMNS and not values:
+            values = [None] * rows
+        arrays.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(arrays, schema=PREDICTIONS_SCHEMA)
 
 
-def file_metadata(model_id: str) -> dict[bytes, bytes]:
+def file_metadata(model_id: str, schema_version: int = SCHEMA_VERSION) -> dict[bytes, bytes]:
     """The key-value metadata of a part file: coloc version, schema version, model id."""
     return {
         META_VERSION: __version__.encode(),
-        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_SCHEMA_VERSION: str(schema_version).encode(),
         META_MODEL_ID: model_id.encode(),
     }
 
 
-def with_file_metadata(table: pa.Table, model_id: str) -> pa.Table:
+def with_file_metadata(table: pa.Table, model_id: str, schema_version: int = SCHEMA_VERSION) -> pa.Table:
     """``table`` with :func:`file_metadata` added to its schema metadata (the ``pandas`` key is kept)."""
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), **file_metadata(model_id)})
+    meta = {**(table.schema.metadata or {}), **file_metadata(model_id, schema_version)}
+    return table.replace_schema_metadata(meta)
+
+
+_V1_FIELDS = [f for f in _FIELDS if f.name not in ADDED_COLUMNS]
+# The schema before ``boxes``: the part files of a folder started then keep it when it is resumed.
+V1_SCHEMA = pa.schema(_V1_FIELDS, metadata={b"pandas": _pandas_metadata(_V1_FIELDS)})
 
 
 def check_schema(schema: pa.Schema) -> None:
-    """Raise ``ValueError`` unless ``schema`` has exactly the prediction columns and types."""
+    """Raise ``ValueError`` unless ``schema`` has exactly the prediction columns and types.
+
+    A version-1 table (every column but :data:`ADDED_COLUMNS`) passes too.
+    """
     got = [(f.name, f.type) for f in schema]
     want = [(f.name, f.type) for f in PREDICTIONS_SCHEMA]
-    if got != want:
+    if got != want and got != [(f.name, f.type) for f in V1_SCHEMA]:
         raise ValueError(f"not a predictions table: columns {got}, expected {want}")
+
+
+def read_table(source: Any, columns: list[str] | None = None) -> pa.Table:
+    """Read a part file (path, file object or buffer for ``pyarrow.parquet``) as the current schema.
+
+    Columns of :data:`ADDED_COLUMNS` that an older file lacks come back as nulls of their type, so
+    readers need not know which version wrote the file.
+    """
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    parquet = pq.ParquetFile(source)
+    present = set(parquet.schema_arrow.names)
+    wanted = list(COLUMNS) if columns is None else list(columns)
+    table = parquet.read(columns=[c for c in wanted if c in present])
+    for name in wanted:
+        if name not in present and name in ADDED_COLUMNS:
+            field = PREDICTIONS_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(wanted)
+
+
+def box_entries(boxes: Any, scores: Any) -> list[dict[str, float]]:
+    """(N, 4) boxes and (N,) scores → the ``boxes`` column's value for one row."""
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(values) != len(arr):
+        raise ValueError(f"{len(arr)} boxes but {len(values)} scores")
+    return [
+        {X0: float(b[0]), Y0: float(b[1]), X1: float(b[2]), Y1: float(b[3]), SCORE_FIELD: float(v)}
+        for b, v in zip(arr, values, strict=True)
+    ]
 
 
 def encode_heatmap(heatmap: np.ndarray) -> tuple[bytes, int, int]:

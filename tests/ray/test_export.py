@@ -143,7 +143,7 @@ def test_filtered_results_keep_the_dataset_image_ids(tmp_path, table_dir, caplog
     ids = {im["file_name"]: im["id"] for im in json.load(open(gt_file))["images"]}
     caplog.set_level(logging.INFO, logger="pipelines.export")
     assert _export(pred, res_file, "coco_results", "--min_score=0.4") == 0  # drops two.png (0.1)
-    assert "--min_score=0.4 dropped 1 rows" in caplog.text
+    assert "--min_score=0.4 dropped 1 boxes" in caplog.text
     results = json.load(open(res_file))
     assert [r["image_id"] for r in results] == [ids["a/one.jpg"], ids["b/three.jpeg"]]
     _, stats = _evaluate(gt_file, res_file)
@@ -197,7 +197,7 @@ def test_filters_apply_the_same_to_every_format(tmp_path, table_dir, caplog, ext
     assert stems == sorted(kept)
     assert sorted(os.path.basename(f)[:-4] for f in _files(outs["voc"], ".xml")) == sorted(kept)
     min_logs = (
-        caplog.text.count(f"--min_score=0.5 dropped {dropped[0]} rows") if "--min_score=0.5" in extra else 4
+        caplog.text.count(f"--min_score=0.5 dropped {dropped[0]} boxes") if "--min_score=0.5" in extra else 4
     )
     assert min_logs == 4  # one line per format
     for arg in extra:
@@ -206,7 +206,7 @@ def test_filters_apply_the_same_to_every_format(tmp_path, table_dir, caplog, ext
         if key == "top_k" and value == "0":
             assert "--top_k" not in caplog.text
             continue
-        assert caplog.text.count(f"--{key}={value} dropped {count} rows") == 4  # one line per format
+        assert caplog.text.count(f"--{key}={value} dropped {count} boxes") == 4  # one line per format
 
 
 def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_path):
@@ -217,11 +217,11 @@ def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_pat
     out = str(tmp_path / "pred")
     data.write_parts(out, data.prediction_rows(items), rows_per_file=2)
     sel = select_rows(out, top_k=3)
-    assert sel.keep == {0, 2, 4} and sel.errors == 1 and sel.dropped_top_k == 2  # rows 0.5, 0.9, 0.5
+    assert set(sel.keep) == {0, 2, 4} and sel.errors == 1 and sel.dropped_top_k == 2  # rows 0.5, 0.9, 0.5
     sel = select_rows(out, top_k=5)
-    assert sel.keep == {0, 2, 3, 4, 5} and sel.dropped_top_k == 0  # the unscored row is last, still kept
+    assert set(sel.keep) == {0, 2, 3, 4, 5} and sel.dropped_top_k == 0  # the unscored row is last, still kept
     sel = select_rows(out, min_score=-1.0)
-    assert sel.keep == {0, 2, 4, 5} and sel.dropped_min_score == 1  # a row without a score fails any bound
+    assert set(sel.keep) == {0, 2, 4, 5} and sel.dropped_min_score == 1  # a row without a score fails any bound
     sel = select_rows(out)
     assert sel.keep is None and sel.errors == 1
 

@@ -17,7 +17,9 @@ from coloc_core.boxes import (
     check_box_convention,
     check_scoremap_validity,
     iou_matrix,
+    match_boxes,
     normalize_scoremap,
+    region_boxes_from_scoremap,
     resize_boxes,
     scoremap_from_attention,
     scoremaps_from_attention,
@@ -442,3 +444,40 @@ def test_boxes_to_original_scales_and_clips() -> None:
     b224 = np.array([[13, 27, 150, 201]])
     back = resize_boxes(boxes_to_original(b224, (333, 517)), (333, 517), (224, 224))
     assert np.abs(back - b224).max() <= 1
+
+
+# --------------------------------------------------------------------------------------------
+# Every region's box (labeling with boxes=all) and one-to-one matching (box recall / precision)
+# --------------------------------------------------------------------------------------------
+
+
+def test_region_boxes_are_the_multi_contour_boxes_without_holes_largest_first():
+    s = np.zeros((40, 60))
+    s[2:10, 3:13] = 1.0  # small region
+    s[15:35, 20:50] = 0.9  # large region with a hole
+    s[22:28, 30:40] = 0.0
+    multi = boxes_from_scoremap(s, 0.5, multi_contour=True)
+    regions = region_boxes_from_scoremap(s, 0.5)
+    # protocol boxes: x1/y1 one past the last pixel; the hole's contour is a third multi-contour box
+    assert regions.tolist() == [[20, 15, 50, 35], [3, 2, 13, 10]]
+    assert len(multi) == 3 and {tuple(b) for b in regions} < {tuple(b) for b in multi}
+    # the first region is the single-box mode's box
+    assert regions[0].tolist() == boxes_from_scoremap(s, 0.5).reshape(-1).tolist()
+    assert region_boxes_from_scoremap(np.zeros((8, 8)), 0.5).shape == (0, 4)
+    with pytest.raises(ValueError):
+        region_boxes_from_scoremap(np.full((4, 4), np.nan), 0.5)
+
+
+def test_match_boxes_is_one_to_one_by_decreasing_score():
+    gt = np.array([[0, 0, 9, 9], [20, 20, 29, 29]])
+    pred = np.array([[0, 0, 9, 9], [1, 1, 9, 9], [20, 20, 29, 29], [50, 50, 60, 60]])
+    # IoU([1,1,9,9], [0,0,9,9]) = 81/100: a duplicate of the first object; by score it comes first
+    pred_hit, gt_hit = match_boxes(pred, [0.5, 0.9, 0.4, 0.8], gt, 0.5)
+    assert pred_hit.tolist() == [False, True, True, False]
+    assert gt_hit.tolist() == [True, True]
+    pred_hit, gt_hit = match_boxes(pred, [0.5, 0.9, 0.4, 0.8], gt, 0.85)  # 0.81 < 0.85: the exact box wins
+    assert pred_hit.tolist() == [True, False, True, False]
+    empty_hit, gt_none = match_boxes(np.zeros((0, 4)), [], gt)
+    assert empty_hit.shape == (0,) and gt_none.tolist() == [False, False]
+    with pytest.raises(ValueError, match="scores"):
+        match_boxes(pred, [0.5], gt)

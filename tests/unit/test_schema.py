@@ -88,3 +88,42 @@ def test_the_schema_metadata_names_only_the_integer_columns():
     frame = table.to_pandas()
     assert str(frame.heatmap_h.dtype) == "Int16" and str(frame.width.dtype) == "Int32"
     assert str(frame.x0.dtype) == "float32"
+
+
+def test_the_boxes_column_round_trips_and_reads_in_pandas(tmp_path: Path):
+    table = _rows(good=2, bad=1)
+    entries = schema.box_entries([[1, 2, 300, 200], [400, 10, 500, 90]], [0.9, 0.25])
+    table = table.set_column(
+        table.schema.get_field_index(schema.BOXES),
+        schema.PREDICTIONS_SCHEMA.field(schema.BOXES),
+        pa.array([entries, [], None], schema.PREDICTIONS_SCHEMA.field(schema.BOXES).type),
+    )
+    pq.write_table(table, tmp_path / "part-00000.parquet")
+    back = schema.read_table(tmp_path / "part-00000.parquet")
+    assert back.schema.equals(schema.PREDICTIONS_SCHEMA)
+    rows = back.column(schema.BOXES).to_pylist()
+    assert rows[1] == [] and rows[2] is None
+    assert [(b["x0"], b["x1"], b["score"]) for b in rows[0]] == [
+        (1.0, 300.0, pytest.approx(0.9)),
+        (400.0, 500.0, 0.25),
+    ]
+    frame = pd.read_parquet(tmp_path / "part-00000.parquet")
+    assert len(frame.boxes.iloc[0]) == 2 and frame.boxes.iloc[0][1]["y1"] == 90.0
+    with pytest.raises(ValueError, match="2 boxes but 1 scores"):
+        schema.box_entries([[0, 0, 1, 1], [0, 0, 2, 2]], [0.5])
+
+
+def test_a_version_1_table_reads_as_the_current_schema_with_null_boxes(tmp_path: Path):
+    table = _rows(good=2, bad=1)
+    assert table.column(schema.BOXES).null_count == 3  # left empty: all null
+    v1 = table.drop_columns([schema.BOXES])
+    schema.check_schema(v1.schema)  # a version-1 file is a predictions table
+    pq.write_table(v1, tmp_path / "part-00000.parquet")
+    back = schema.read_table(tmp_path / "part-00000.parquet", columns=[schema.PATH, schema.BOXES])
+    assert back.column_names == [schema.PATH, schema.BOXES]
+    assert back.column(schema.BOXES).null_count == 3
+    assert back.schema.field(schema.BOXES).type == schema.PREDICTIONS_SCHEMA.field(schema.BOXES).type
+    with pytest.raises(ValueError, match="not a predictions table"):
+        schema.check_schema(v1.drop_columns([schema.SCORE]).schema)
+    assert schema.SCHEMA_VERSION == 2
+    assert schema.file_metadata("m", schema_version=1)[schema.META_SCHEMA_VERSION] == b"1"

@@ -1,0 +1,372 @@
+"""Predict boxes in code: load a model once, then ``predict(image)`` (the labeling stage's own steps).
+
+    from coloc_core import Predictor
+
+    predictor = Predictor.load("runs/cub/model.pt")           # or Predictor.from_method("caam")
+    p = predictor.predict("photo.jpg", all_boxes=True)         # a path, a PIL image or an HxWx3 uint8 array
+    p.box, p.score, p.heatmap, p.boxes, p.scores               # boxes in the photo's own pixels
+
+What runs, per image (the same functions as ``pipelines.label``, which calls them too):
+
+1. :func:`prepare_image`: EXIF orientation applied, RGB (transparency on white), bilinear resize to the
+   model's square input (:func:`coloc_core.localizer.payload_input_size`: 224, or a CAML model's crop);
+   a JPEG file is decoded at a reduced DCT scale first, as the labeling stage's decoder does.
+2. :func:`attention_maps`: normalise → the localizer's attention map (bf16 autocast on CUDA).
+3. :func:`coloc_core.localizer.quantize_heatmap`: the uint8 heatmap the predictions table stores.
+4. :func:`locate`: from that heatmap the SPEC §6 score map at 224, the single largest-contour box at τ
+   and its :func:`coloc_core.localizer.box_score`, and with ``all_boxes`` one box per region of the
+   mask (:func:`coloc_core.boxes.region_boxes_from_scoremap`) with its own score; all mapped to the
+   original image with :func:`coloc_core.boxes.boxes_to_original`.
+
+So ``predict`` on an image file gives the row ``coloc label`` writes for it with the same model file.
+
+**Which models.** Any model file: a trained CAML network or the self-trained head that ``coloc train``
+exports (``model.pt``), a calibrated one (``coloc calibrate``), or the ``_model.pt`` that ``coloc
+label`` writes into its output folder for the methods it fits on the collection (``selftrain``,
+``ddt``, ``rps``). The fitted methods need statistics of a whole collection, so they are not built
+from a name: fit them with ``coloc train`` (or ``coloc label --method=...``) and load the file.
+:meth:`Predictor.from_method` builds the two that need no fit, ``caam`` and ``full``.
+
+Image decoding here covers ordinary files (JPEG, PNG, ... in any PIL mode); ``pipelines.ingest`` adds
+the collection-scale guards (declared-size limit, truncated-JPEG check) on top of the same steps.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image, ImageOps
+
+from coloc_core.boxes import (
+    boxes_from_scoremap,
+    boxes_to_original,
+    region_boxes_from_scoremap,
+    scoremap_from_attention,
+)
+from coloc_core.checkpoint import read_model_payload
+from coloc_core.localizer import (
+    Localizer,
+    baseline_payload,
+    box_score,
+    dequantize_heatmap,
+    localizer_from_payload,
+    payload_input_size,
+    quantize_heatmap,
+)
+from coloc_core.model import normalize_images
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+"""What :meth:`Predictor.predict` takes: a file path, a PIL image, or an (H, W, 3) uint8 RGB array."""
+
+#: The training-free methods that need no collection statistics (:meth:`Predictor.from_method`).
+UNFITTED_METHODS = ("caam", "full")
+#: Methods fitted on a collection: load their model file instead (module docstring).
+FITTED_METHODS = ("selftrain", "ddt", "rps")
+_ALPHA_BACKGROUND = (255, 255, 255)
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    # Transparency composited on white (as viewers show it); 16/32-bit and float grey via PIL's "L".
+    has_alpha = im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*_ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], int, int]:
+    """An image → (the model's input, original width, original height).
+
+    Args:
+        image: a file path, a PIL image (EXIF orientation applied, as for files) or a NumPy array
+            (H, W, 3) uint8 RGB (or (H, W) grey), taken as displayed.
+        size: side of the square model input.
+
+    Returns:
+        ``(pixels (size, size, 3) uint8, width, height)``; width/height of the displayed image.
+
+    Raises:
+        ValueError: an array of another shape or dtype, or a non-positive size.
+        OSError: a file PIL cannot read.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    declared: tuple[int, int] | None = None  # a file's size as its header says (before a reduced decode)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(
+                f"an image array must be (H, W, 3) or (H, W) uint8, got {image.dtype} {image.shape}"
+            )
+        im = Image.fromarray(np.ascontiguousarray(image))
+    elif isinstance(image, Image.Image):
+        im = image
+    elif isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as fh:
+            im = Image.open(io.BytesIO(fh.read()))
+        declared = im.size
+        if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers size×size
+            im.draft(None, (size, size))
+        im.load()
+    else:
+        raise TypeError(
+            f"cannot predict on a {type(image).__name__}: pass a path, a PIL image or a uint8 array"
+        )
+    width, height = im.size if declared is None else declared
+    if not isinstance(image, np.ndarray):
+        try:
+            orientation = im.getexif().get(0x0112, 1)
+        except Exception:  # noqa: BLE001 - a malformed EXIF block: the image as stored (like ingest)
+            orientation = 1
+        if orientation != 1:
+            if orientation in _TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+            im = ImageOps.exif_transpose(im) or im
+    pixels = np.asarray(_rgb(im).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return pixels, int(width), int(height)
+
+
+# ------------------------------------------------------------------------------------- the network
+
+
+def attention_maps(
+    localizer: Localizer, images: npt.NDArray[np.uint8] | torch.Tensor
+) -> npt.NDArray[np.float32]:
+    """Attention maps of a batch of uint8 images, on the localizer's device.
+
+    On CUDA the input is channels_last and the forward pass runs under bf16 autocast.
+
+    Shape:
+        images: (B, H, W, 3) uint8 RGB. Returns (B, h, w) float32 (CPU NumPy).
+    """
+    device = next((p.device for p in localizer.parameters()), torch.device("cpu"))
+    with torch.inference_mode():
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+        x = normalize_images(x.to(device, non_blocking=True), localizer.mean, localizer.std)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                maps = localizer(x)
+        else:
+            maps = localizer(x)
+        return np.asarray(maps.float().cpu().numpy(), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------- boxes
+
+
+@dataclass
+class Location:
+    """Boxes of one stored heatmap, in original pixel coordinates (far corner inclusive).
+
+    Attributes:
+        box: the single largest-contour box at τ. Shape: (4,) float32 ``[x0, y0, x1, y1]``.
+        score: its :func:`coloc_core.localizer.box_score`.
+        boxes: with ``all_boxes``, one box per region of the mask at τ, best score first
+            (Shape: (N, 4) float32, N >= 0); else None.
+        scores: their scores (Shape: (N,) float32); else None.
+    """
+
+    box: npt.NDArray[np.float32]
+    score: float
+    boxes: npt.NDArray[np.float32] | None = None
+    scores: npt.NDArray[np.float32] | None = None
+
+
+def locate(
+    heatmap: npt.NDArray[np.uint8], threshold: float, orig_wh: tuple[int, int], all_boxes: bool = False
+) -> Location:
+    """The box(es) and score(s) of a stored uint8 heatmap, in the original image's pixels.
+
+    Score map S = :func:`coloc_core.boxes.scoremap_from_attention` of the dequantised heatmap (224×224,
+    SPEC §6); the single box is ``boxes_from_scoremap(S, τ)``; with ``all_boxes`` every box of
+    :func:`coloc_core.boxes.region_boxes_from_scoremap` at τ, each scored with
+    ``box_score(S, box, τ)`` (the stability term is the map's, the compactness term the box's own), sorted
+    by score (ties: larger region first). Boxes are computed at 224 and mapped with
+    :func:`coloc_core.boxes.boxes_to_original`.
+
+    Args:
+        heatmap: Shape: (h, w) uint8 (the predictions table's ``heatmap``).
+        threshold: τ in [0, 1).
+        orig_wh: (width, height) of the original image.
+        all_boxes: also return every region's box.
+
+    Raises:
+        ValueError: a bad heatmap shape or image size.
+    """
+    scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
+    box224 = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
+    box224 = box224.reshape(-1, 4)[:1]
+    width, height = int(orig_wh[0]), int(orig_wh[1])
+    box = boxes_to_original(box224, (width, height)).reshape(4)
+    location = Location(box=box, score=float(box_score(scoremap, box224[0], threshold)))
+    if all_boxes:
+        regions = region_boxes_from_scoremap(scoremap, threshold)
+        scores = np.array([box_score(scoremap, b, threshold) for b in regions], dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")
+        if len(regions):
+            location.boxes = boxes_to_original(regions[order], (width, height)).reshape(-1, 4)
+        else:
+            location.boxes = np.zeros((0, 4), dtype=np.float32)
+        location.scores = scores[order].astype(np.float32)
+    return location
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+
+@dataclass
+class Prediction:
+    """What :meth:`Predictor.predict` returns for one image (original pixel coordinates).
+
+    Attributes:
+        box: Shape: (4,) float32 ``[x0, y0, x1, y1]``, far corner inclusive (``0 <= x0 <= x1 <= width - 1``).
+        score: the box's confidence in [−1, 2] (``coloc_core.localizer.box_score``).
+        heatmap: the min-max normalised attention map at feature resolution. Shape: (h, w) uint8.
+        width: the image's width (displayed orientation).
+        height: its height.
+        threshold: τ the boxes were cut at.
+        boxes: with ``all_boxes=True``, every region's box, best score first (Shape: (N, 4) float32);
+            else None.
+        scores: their scores (Shape: (N,) float32); else None.
+    """
+
+    box: npt.NDArray[np.float32]
+    score: float
+    heatmap: npt.NDArray[np.uint8]
+    width: int
+    height: int
+    threshold: float
+    boxes: npt.NDArray[np.float32] | None = None
+    scores: npt.NDArray[np.float32] | None = None
+
+    def scoremap(self) -> npt.NDArray[np.float64]:
+        """The SPEC §6 score map the boxes were cut from. Shape: (224, 224) float64 in [0, 1]."""
+        return scoremap_from_attention(dequantize_heatmap(self.heatmap))
+
+
+class Predictor:
+    """A localizer loaded once, predicting boxes on images one by one or in batches.
+
+    Build it with :meth:`load` (a model file) or :meth:`from_method` (``caam`` | ``full``).
+
+    Args:
+        payload: a model-file payload (``coloc_core.checkpoint.read_model_payload``).
+        threshold: τ; None = the one stored with the model.
+        device: torch device (``"cpu"``, ``"cuda"``, ...); None = CPU.
+    """
+
+    def __init__(
+        self, payload: dict[str, Any], threshold: float | None = None, device: str | None = None
+    ) -> None:
+        self.localizer = localizer_from_payload(payload)
+        self.device = torch.device(device or "cpu")
+        if self.device.type == "cuda":
+            self.localizer = self.localizer.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        else:
+            self.localizer = self.localizer.to(self.device)
+        self.localizer.eval()
+        self.model_id = str(payload.get("model_id", ""))
+        tau = float(payload["threshold"] if threshold is None else threshold)
+        if not 0.0 <= tau < 1.0:
+            raise ValueError(f"threshold={tau} must be in [0, 1)")
+        # τ as the predictions table stores it (float32), so the boxes are the labeling stage's
+        self.threshold = float(np.float32(tau))
+        self.input_size = payload_input_size(payload)
+
+    @classmethod
+    def load(
+        cls, model: str | os.PathLike[str] | bytes, threshold: float | None = None, device: str | None = None
+    ) -> Predictor:
+        """A predictor from a model file (path or its bytes): CAML, self-trained head, DDT, RPS, ...
+
+        Raises:
+            ValueError: when the file is not a coloc model file.
+        """
+        if isinstance(model, (bytes, bytearray)):
+            payload = read_model_payload(bytes(model))
+        else:
+            with open(model, "rb") as fh:
+                payload = read_model_payload(fh.read())
+        return cls(payload, threshold=threshold, device=device)
+
+    @classmethod
+    def from_method(
+        cls,
+        method: str,
+        backbone: str = "efficientnet_lite0",
+        weights: str | None = "auto",
+        threshold: float | None = None,
+        device: str | None = None,
+    ) -> Predictor:
+        """A training-free predictor that needs no fit: ``caam`` (the backbone's channel mean) or ``full``.
+
+        Raises:
+            ValueError: for ``selftrain``/``ddt``/``rps`` (fitted on a collection: load the model file
+                that ``coloc train`` or ``coloc label --method=...`` wrote) and unknown names.
+        """
+        if method in FITTED_METHODS:
+            raise ValueError(
+                f"method {method!r} is fitted on a collection's statistics: fit it with `coloc train` "
+                f"(selftrain) or `coloc label --method={method}` and load the model file it writes "
+                "(model.pt, or <labels>/_model.pt) with Predictor.load"
+            )
+        if method not in UNFITTED_METHODS:
+            raise ValueError(f"method {method!r} is not one of {', '.join(UNFITTED_METHODS)}")
+        payload = baseline_payload(method, backbone=backbone, weights=weights)
+        return cls(payload, threshold=threshold, device=device)
+
+    def predict(self, image: ImageInput, all_boxes: bool = False) -> Prediction:
+        """Box, score and heatmap of one image (path, PIL image or (H, W, 3) uint8 array).
+
+        Raises:
+            ValueError: when the model's attention map is not finite, or on a bad array.
+        """
+        return self.predict_batch([image], all_boxes=all_boxes)[0]
+
+    def predict_batch(
+        self, images: Sequence[ImageInput], all_boxes: bool = False, batch_size: int = 32
+    ) -> list[Prediction]:
+        """:meth:`predict` on many images, ``batch_size`` per forward pass; results in input order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            prepared = [prepare_image(im, self.input_size) for im in images[start : start + batch_size]]
+            maps = attention_maps(self.localizer, np.stack([p[0] for p in prepared]))
+            for (_, width, height), attn in zip(prepared, maps, strict=True):
+                if not np.isfinite(attn).all():
+                    raise ValueError("the model's attention map is not finite")
+                heatmap = quantize_heatmap(attn)
+                loc = locate(heatmap, self.threshold, (width, height), all_boxes=all_boxes)
+                out.append(
+                    Prediction(
+                        box=loc.box,
+                        score=loc.score,
+                        heatmap=heatmap,
+                        width=width,
+                        height=height,
+                        threshold=self.threshold,
+                        boxes=loc.boxes,
+                        scores=loc.scores,
+                    )
+                )
+        return out
+
+
+def load(
+    model: str | os.PathLike[str] | bytes, threshold: float | None = None, device: str | None = None
+) -> Predictor:
+    """:meth:`Predictor.load`: a predictor from a model file."""
+    return Predictor.load(model, threshold=threshold, device=device)

@@ -1,0 +1,206 @@
+"""coloc_core.predict: the one-call Python API, checked against the labeling stage on real image files."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coloc_core import Prediction, Predictor
+from coloc_core.backbones import build_backbone
+from coloc_core.boxes import iou_matrix
+from coloc_core.localizer import baseline_payload, payload_input_size
+from coloc_core.synthetic import make_synthetic_image
+
+
+def _brightness_payload(threshold: float = 0.2) -> dict:
+    """CAAM over a tiny backbone whose channels are blurred brightness detectors: it finds bright squares."""
+    state = {}
+    for key, value in build_backbone("tiny", weights=None).state_dict().items():
+        if key.endswith("weight"):
+            state[key] = torch.full_like(value, 1.0 / (value.shape[1] * value.shape[2] * value.shape[3]))
+        else:
+            state[key] = torch.zeros_like(value)
+    return baseline_payload("caam", backbone="tiny", backbone_state=state, threshold=threshold)
+
+
+def _random_payload() -> dict:
+    torch.manual_seed(0)
+    return baseline_payload("caam", backbone="tiny", weights=None)
+
+
+def _save(payload: dict, path: Path) -> Path:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def _dark(width: int, height: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(10, 50, (height, width, 3)).astype(np.uint8)
+
+
+def _label_row(model_file: Path, image_file: Path, all_boxes: bool) -> dict:
+    """The row the labeling stage writes for one file: its decoder, model actor and box step (no Ray)."""
+    from coloc_core.checkpoint import read_model_payload
+    from pipelines import ingest
+    from pipelines.label import LocalizeBatch
+
+    payload = read_model_payload(model_file.read_bytes())
+    image, width, height = ingest.decode_image(image_file.read_bytes(), payload_input_size(payload))
+    actor = LocalizeBatch(
+        model_uri=str(model_file),
+        threshold=float(payload["threshold"]),
+        model_id=payload["model_id"],
+        num_threads=torch.get_num_threads(),
+        all_boxes=all_boxes,
+    )
+    batch = {
+        ingest.PATH: np.array([str(image_file)], dtype=object),
+        ingest.INDEX: np.array([0], dtype=np.int64),
+        ingest.WIDTH: np.array([width]),
+        ingest.HEIGHT: np.array([height]),
+        ingest.IMAGE: image[None],
+        ingest.ERROR: np.array([None], dtype=object),
+    }
+    return actor(batch).to_pylist()[0]
+
+
+def _assert_same_as_row(pred: Prediction, row: dict) -> None:
+    from pipelines import schema
+
+    assert (pred.width, pred.height) == (row["width"], row["height"])
+    np.testing.assert_array_equal(pred.heatmap, schema.decode_heatmap_row(row))
+    np.testing.assert_array_equal(pred.box, np.array([row[c] for c in schema.BOX_COLUMNS], np.float32))
+    assert pred.score == pytest.approx(row["score"], abs=1e-6)  # the table stores float32
+    assert pred.threshold == row["threshold"]
+    if row["boxes"] is None:
+        assert pred.boxes is None and pred.scores is None
+    else:
+        table_boxes = np.array([[b[c] for c in schema.BOX_COLUMNS] for b in row["boxes"]], np.float32)
+        np.testing.assert_array_equal(pred.boxes, table_boxes.reshape(-1, 4))
+        np.testing.assert_allclose(pred.scores, [b["score"] for b in row["boxes"]], atol=1e-6)
+
+
+@pytest.mark.parametrize("all_boxes", [False, True])
+def test_predict_on_a_file_gives_the_labeling_stage_row(tmp_path, all_boxes):
+    # A generated bird on clutter, non-square, as PNG, and a random tiny model: whatever the map looks
+    # like, the API and the labeling stage must agree to the bit.
+    image, _ = make_synthetic_image(np.random.default_rng(1), 300, 200)
+    png = tmp_path / "bird.png"
+    image.save(png)
+    model = _save(_random_payload(), tmp_path / "model.pt")
+    pred = Predictor.load(model).predict(png, all_boxes=all_boxes)
+    _assert_same_as_row(pred, _label_row(model, png, all_boxes))
+
+
+def test_a_large_exif_rotated_jpeg_decodes_as_the_labeling_stage_decodes_it(tmp_path):
+    # 640x480 stored, EXIF orientation 6 (rotate 90° clockwise to display): displayed 480x640; large
+    # enough for the reduced-scale JPEG decode, which the API must do the same way.
+    array = _dark(640, 480)
+    array[100:300, 350:600] = 230
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpg = tmp_path / "rotated.jpg"
+    Image.fromarray(array).save(jpg, format="JPEG", quality=92, exif=exif.tobytes())
+    model = _save(_brightness_payload(), tmp_path / "oracle.pt")
+    pred = Predictor.load(model).predict(str(jpg), all_boxes=True)
+    assert (pred.width, pred.height) == (480, 640)
+    _assert_same_as_row(pred, _label_row(model, jpg, all_boxes=True))
+
+
+def test_boxes_are_in_original_pixels_for_every_input_kind(tmp_path):
+    # A bright 120x80 rectangle in a 400x250 image: the oracle's box lands on it in the image's pixels.
+    array = _dark(400, 250)
+    truth = (200, 60, 319, 139)  # inclusive
+    array[truth[1] : truth[3] + 1, truth[0] : truth[2] + 1] = 230
+    png = tmp_path / "rect.png"
+    Image.fromarray(array).save(png)
+    predictor = Predictor(_brightness_payload())
+    by_array = predictor.predict(array)
+    by_pil = predictor.predict(Image.fromarray(array))
+    by_path = predictor.predict(png)
+    for pred in (by_pil, by_path):
+        np.testing.assert_array_equal(pred.box, by_array.box)
+        np.testing.assert_array_equal(pred.heatmap, by_array.heatmap)
+    assert (by_array.width, by_array.height) == (400, 250)
+    assert by_array.heatmap.dtype == np.uint8 and by_array.heatmap.shape == (56, 56)
+    assert iou_matrix(by_array.box, truth)[0, 0] > 0.8
+    assert by_array.box[2] <= 399 and by_array.box[3] <= 249
+
+
+def test_all_boxes_finds_each_object_with_its_own_score():
+    array = _dark(320, 240, seed=2)
+    big, small = (20, 30, 139, 149), (220, 150, 279, 209)
+    for x0, y0, x1, y1 in (big, small):
+        array[y0 : y1 + 1, x0 : x1 + 1] = 230
+    predictor = Predictor(_brightness_payload())
+    pred = predictor.predict(array, all_boxes=True)
+    assert pred.boxes is not None and pred.scores is not None
+    assert pred.boxes.shape == (2, 4) and pred.scores.shape == (2,)
+    ious = iou_matrix(pred.boxes, np.array([big, small]))
+    assert ious[0, 0] > 0.7 and ious[1, 1] > 0.7  # best score first: the big square holds more mass
+    assert pred.scores[0] > pred.scores[1]
+    # The single box is the big one, and it is one of the list with the same score.
+    np.testing.assert_array_equal(pred.box, pred.boxes[0])
+    assert pred.score == pytest.approx(float(pred.scores[0]), abs=1e-6)
+    assert predictor.predict(array).boxes is None  # only when asked
+
+
+def test_predict_batch_equals_predict_one_by_one(tmp_path):
+    rng = np.random.default_rng(5)
+    images = [np.asarray(make_synthetic_image(rng, w, h)[0]) for w, h in ((200, 150), (96, 160), (128, 128))]
+    predictor = Predictor(_random_payload())
+    batch = predictor.predict_batch(images, all_boxes=True, batch_size=2)
+    assert len(batch) == 3
+    for image, pred in zip(images, batch, strict=True):
+        one = predictor.predict(image, all_boxes=True)
+        np.testing.assert_array_equal(pred.box, one.box)
+        np.testing.assert_array_equal(pred.boxes, one.boxes)
+        assert (pred.width, pred.height) == (image.shape[1], image.shape[0])
+        # ... but the three maps are not all the same (the images differ).
+    assert not np.array_equal(batch[0].heatmap, batch[1].heatmap)
+
+
+def test_load_takes_bytes_and_an_explicit_threshold(tmp_path):
+    payload = _brightness_payload(threshold=0.2)
+    data = _save(payload, tmp_path / "m.pt").read_bytes()
+    predictor = Predictor.load(data, threshold=0.5)
+    assert predictor.threshold == pytest.approx(0.5) and predictor.model_id == payload["model_id"]
+    assert Predictor.load(data).threshold == pytest.approx(0.2)
+    array = _dark(100, 100)
+    array[20:60, 20:60] = 230
+    assert predictor.predict(array).threshold == pytest.approx(0.5)
+
+
+def test_bad_inputs_and_fitted_methods_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="fitted on a collection"):
+        Predictor.from_method("selftrain")
+    with pytest.raises(ValueError, match="not one of"):
+        Predictor.from_method("nope")
+    with pytest.raises(ValueError, match="not a coloc model file"):
+        Predictor.load(_save({"weights": 1}, tmp_path / "other.pt"))
+    predictor = Predictor(_random_payload())
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(TypeError, match="cannot predict"):
+        predictor.predict(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold"):
+        Predictor(_random_payload(), threshold=1.5)
+
+
+def test_full_method_needs_no_fit_and_boxes_the_whole_image():
+    pred = Predictor.from_method("full").predict(_dark(90, 60))
+    np.testing.assert_allclose(pred.box, [0, 0, 89, 59], atol=1.0)
+
+
+def test_importing_coloc_core_stays_cheap():
+    code = "import sys, coloc_core; assert 'torch' not in sys.modules; print(coloc_core.Predictor.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Predictor"
