@@ -40,7 +40,11 @@ Ray Train V2 restore its checkpoint list from storage; ``ray.train.get_checkpoin
 latest one and the loop continues at the next epoch (the lr schedule is a pure function of the epoch).
 Pretext labels are drawn from a generator seeded by ``(seed, epoch, rank)`` and the crops by
 ``(seed, epoch, index)``, so a resumed run reproduces the uninterrupted one on the same worker count.
-The same path serves Ray Train's failure handling: after a worker failure the worker group is
+After a kill of the driver (the controller and the workers die with it), the rerun resumes the same
+way; what the kill may leave half-written (Ray's checkpoint snapshot cut short, a checkpoint folder
+uploaded in part) is dealt with by :func:`prepare_resume` before the trainer starts, and the loop
+resumes from the newest whole checkpoint folder when Ray has none as new. The same path serves Ray
+Train's failure handling: after a worker failure the worker group is
 restarted (``FailureConfig(max_failures)``) and resumes from the latest checkpoint the controller has
 *registered*. The controller collects reports when it polls the workers (every
 ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), so a folder uploaded within the last poll may
@@ -56,9 +60,11 @@ a timeout, not a torch collective), so a long evaluation cannot trip the process
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -96,6 +102,10 @@ STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
+# Ray Train V2's list of the checkpoints its controller registered, in the run folder.
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+_CHECKPOINT_FILES = frozenset({STATE_FILE, CONFIG_FILE, METRICS_FILE})
+_EPOCH_FOLDER = re.compile(r"^epoch_(\d{4,})$")
 EVAL_BATCH_SIZE = 64
 # Metrics of coloc_core.step.train_step averaged over the epoch's images (plus acc_<task> per task).
 _STEP_METRICS = ("loss", "loss_cls", "loss_caml", "bg_fraction")
@@ -157,6 +167,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
         datasets[TEST_DATASET] = test_ds
 
     run_uri = storage.join(_storage_uri(run.storage_path), run.name)
+    resume_from = prepare_resume(run_uri)
     storage_fs, storage_path = _ray_storage(run.storage_path)
     resources = {"CPU": run.cpus_per_worker}
     if run.use_gpu:
@@ -167,6 +178,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
             "cfg": to_dict(cfg),
             # Lets a restart after a worker failure tell its own checkpoints from earlier invocations'.
             "invocation": uuid.uuid4().hex,
+            "resume_from": resume_from,
             "num_decode_errors": num_errors,
             "num_test_images": num_test,
             "num_test_decode_errors": num_test_errors,
@@ -309,6 +321,93 @@ def _ray_storage(storage_path: str) -> tuple[Any | None, str]:
 def _checkpoint_uri(checkpoint: Any, storage_path: str) -> str:
     path = str(checkpoint.path)
     return f"s3://{path.lstrip('/')}" if storage.is_s3(storage_path) else path
+
+
+def prepare_resume(run_uri: str) -> dict[str, Any] | None:
+    """Make a run folder that a killed driver left half-written resumable; its newest whole checkpoint.
+
+    Ray Train V2 resumes from the checkpoints its controller registered in ``SNAPSHOT_FILE``. The
+    controller dies with its driver, so a SIGKILL of the driver can leave that file cut short (Ray
+    then fails at start-up with a JSON error, on every rerun) and a checkpoint folder uploaded in part.
+    Before the trainer is created:
+
+    - a snapshot that does not parse, or that names a checkpoint folder that is missing or incomplete,
+      is set aside as ``SNAPSHOT_FILE + ".unreadable"`` (a warning says so): Ray starts with an empty
+      list, and the checkpoint returned here is resumed from instead;
+    - the newest ``epoch_NNNN`` folder holding all three files with a ``state.pt`` that loads and
+      names that epoch is returned (folders uploaded in part are passed over, with a warning, and
+      overwritten when their epoch is trained again).
+
+    The worker loop resumes from this checkpoint when it is newer than Ray's (``ray.train.get_checkpoint``):
+    also the case of a folder uploaded completely just before the kill, before the controller
+    registered it. Checkpoints of a set-aside snapshot are no longer counted by
+    ``run.checkpoints_to_keep`` (they stay in storage).
+
+    Returns:
+        ``{"uri": folder URI, "epoch": completed epochs}``, or None when the run has no whole checkpoint.
+    """
+    folders: dict[str, set[str]] = {}
+    for uri in storage.list_files(run_uri):
+        parts = uri[len(run_uri) :].strip("/").split("/")
+        if len(parts) == 2 and _EPOCH_FOLDER.match(parts[0]):
+            folders.setdefault(parts[0], set()).add(parts[1])
+    _set_aside_unreadable_snapshot(run_uri, folders)
+    for name in sorted(folders, key=lambda n: int(n.split("_")[1]), reverse=True):
+        epoch = int(name.split("_")[1])
+        folder = storage.join(run_uri, name)
+        problem = _checkpoint_problem(folder, folders[name], epoch)
+        if problem is None:
+            return {"uri": folder, "epoch": epoch}
+        log.warning("checkpoint folder %s is not complete (%s): not resumed from", folder, problem)
+    return None
+
+
+def _checkpoint_problem(folder: str, files: set[str], epoch: int) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it can."""
+    missing = sorted(_CHECKPOINT_FILES - files)
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        state = torch.load(
+            io.BytesIO(storage.read_bytes(storage.join(folder, STATE_FILE))),
+            map_location="cpu",
+            weights_only=True,
+        )
+        json.loads(storage.read_bytes(storage.join(folder, METRICS_FILE)))
+    except storage.StorageUnavailableError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a torn file: any reading error says so
+        return f"{STATE_FILE} or {METRICS_FILE} does not read: {type(err).__name__}"
+    if not isinstance(state, dict) or state.get("epoch") != epoch or "model" not in state:
+        return f"{STATE_FILE} is not the state of epoch {epoch}"
+    return None
+
+
+def _set_aside_unreadable_snapshot(run_uri: str, folders: dict[str, set[str]]) -> None:
+    """Rename Ray Train's snapshot away when it does not parse or names a missing or partial folder."""
+    uri = storage.join(run_uri, SNAPSHOT_FILE)
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        return
+    try:
+        names = [r["checkpoint_dir_name"] for r in json.loads(data)["checkpoint_results"]]
+        missing = [n for n in names if not _CHECKPOINT_FILES <= folders.get(n, set())]
+        problem = f"it names missing or partial checkpoint folders {missing}" if missing else None
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        problem = f"{type(err).__name__}: {err}"
+    if problem is None:
+        return
+    aside = uri + ".unreadable"
+    storage.write_bytes_atomic(aside, data)
+    storage.remove(uri)
+    log.warning(
+        "Ray Train's checkpoint snapshot %s is unreadable (%s), as a driver killed while writing it "
+        "leaves it: set aside as %s; resuming from the newest complete checkpoint folder instead",
+        uri,
+        problem,
+        aside,
+    )
 
 
 def open_checkpoint(uri: str) -> Any:
@@ -472,6 +571,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
+        state = read_checkpoint_state(checkpoint)
+    found = config.get("resume_from")
+    if found is not None and (state is None or int(state["epoch"]) < int(found["epoch"])):
+        # A checkpoint Ray's controller had not registered (or whose snapshot was set aside) when
+        # the previous driver was killed: see prepare_resume.
+        checkpoint = open_checkpoint(found["uri"])
         state = read_checkpoint_state(checkpoint)
     # Pretrained weights only matter for a fresh start; a checkpoint overwrites every tensor.
     model = build_model(cfg, weights=state is None)
