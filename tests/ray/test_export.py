@@ -221,7 +221,9 @@ def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_pat
     sel = select_rows(out, top_k=5)
     assert set(sel.keep) == {0, 2, 3, 4, 5} and sel.dropped_top_k == 0  # the unscored row is last, still kept
     sel = select_rows(out, min_score=-1.0)
-    assert set(sel.keep) == {0, 2, 4, 5} and sel.dropped_min_score == 1  # a row without a score fails any bound
+    assert (
+        set(sel.keep) == {0, 2, 4, 5} and sel.dropped_min_score == 1
+    )  # a row without a score fails any bound
     sel = select_rows(out)
     assert sel.keep is None and sel.errors == 1
 
@@ -259,3 +261,80 @@ def test_voc_export_is_valid_pascal_voc(tmp_path, table_dir):
         assert 1 <= box["xmin"] <= box["xmax"] <= w_img and 1 <= box["ymin"] <= box["ymax"] <= h_img
     two = ET.parse(os.path.join(out, "a/two.xml")).getroot().find("object/bndbox")
     assert [two.findtext(t) for t in ("xmin", "ymin", "xmax", "ymax")] == ["1", "1", "64", "48"]
+
+
+@pytest.fixture
+def multi_box_dir(tmp_path):
+    """A boxes=all table: one.jpg has two boxes, two.png an empty list, three.jpeg one box; an error row."""
+    import pyarrow as pa
+
+    from pipelines import schema
+
+    heat = np.zeros((7, 7), np.uint8)
+    heat[2:5, 2:5] = 255
+    items = [
+        (f"{ROOT}/a/one.jpg", 200, 100, heat, (10.0, 20.0, 109.0, 59.0), 0.7),
+        (f"{ROOT}/a/two.png", 64, 48, heat, (0.0, 0.0, 0.0, 0.0), 0.05),
+        (f"{ROOT}/b/broken.jpg", None, None, None, None, None),
+        (f"{ROOT}/b/three.jpeg", 300, 400, heat, (150.5, 100.25, 299.0, 399.0), 0.5),
+    ]
+    every = [
+        schema.box_entries([[10, 20, 109, 59], [150, 10, 199, 99]], [0.7, 0.3]),
+        [],
+        None,
+        schema.box_entries([[150.5, 100.25, 299, 399]], [0.5]),
+    ]
+    table = data.prediction_rows(items, model="m1")
+    field = schema.PREDICTIONS_SCHEMA.field(schema.BOXES)
+    table = table.set_column(table.schema.get_field_index(schema.BOXES), field, pa.array(every, field.type))
+    out = str(tmp_path / "pred-multi")
+    data.write_parts(out, table, rows_per_file=2)
+    storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps({"images": ROOT}))
+    return out
+
+
+def test_every_box_of_a_boxes_all_table_reaches_every_format(tmp_path, multi_box_dir):
+    pred = multi_box_dir
+    outs = {to: str(tmp_path / to) for to in ("coco", "coco_results", "yolo", "voc")}
+    for to, out in outs.items():
+        assert _export(pred, out, to) == 0
+    coco = json.load(open(outs["coco"]))
+    # two.png (no box above τ) is an image without annotation; ids stay the non-error positions
+    assert [im["id"] for im in coco["images"]] == [1, 2, 3]
+    anns = [(a["image_id"], a["bbox"], a["score"]) for a in coco["annotations"]]
+    assert anns == [
+        (1, [10.0, 20.0, 100.0, 40.0], 0.7),
+        (1, [150.0, 10.0, 50.0, 90.0], pytest.approx(0.3)),
+        (3, [150.5, 100.25, 149.5, 299.75], 0.5),
+    ]
+    results = json.load(open(outs["coco_results"]))
+    assert [(r["image_id"], r["bbox"]) for r in results] == [(a[0], a[1]) for a in anns]
+    _, stats = _evaluate(outs["coco"], outs["coco_results"])
+    assert stats[0] == pytest.approx(1.0)  # the detections are the dataset's own boxes
+    lines = open(os.path.join(outs["yolo"], "a/one.txt")).read().split("\n")
+    assert [ln.split()[:2] for ln in lines if ln] == [["0", "0.300000"], ["0", "0.875000"]]
+    assert open(os.path.join(outs["yolo"], "a/two.txt")).read().strip() == ""  # background image
+    root = ET.parse(os.path.join(outs["voc"], "a/one.xml")).getroot()
+    assert [o.findtext("bndbox/xmin") for o in root.findall("object")] == ["11", "151"]
+    assert ET.parse(os.path.join(outs["voc"], "a/two.xml")).getroot().findall("object") == []
+
+
+def test_filters_act_on_the_boxes_of_a_boxes_all_table(tmp_path, multi_box_dir, caplog):
+    pred = multi_box_dir
+    caplog.set_level(logging.INFO, logger="pipelines.export")
+    sel = select_rows(pred, min_score=0.4)
+    assert sel.keep == {0: [0], 3: [0]} and sel.dropped_min_score == 1  # one.jpg keeps its 0.7 box
+    sel = select_rows(pred, top_k=2)
+    assert sel.keep == {0: [0], 3: [0]} and sel.dropped_top_k == 1  # 0.7 and 0.5 of 0.7, 0.3, 0.5
+    sel = select_rows(pred, top_k=1, min_score=0.2)
+    assert sel.keep == {0: [0]} and (sel.dropped_min_score, sel.dropped_top_k) == (0, 2)
+    out = str(tmp_path / "coco-top2.json")
+    assert _export(pred, out, "coco", "--top_k=2") == 0
+    coco = json.load(open(out))
+    assert [im["id"] for im in coco["images"]] == [1, 3]  # two.png has no box left to keep
+    assert [a["score"] for a in coco["annotations"]] == [0.7, 0.5]
+    assert "--top_k=2 dropped 1 boxes" in caplog.text
+    yolo = str(tmp_path / "yolo-min")
+    assert _export(pred, yolo, "yolo", "--min_score=0.6") == 0
+    assert sorted(_files(yolo, ".txt")) == ["a/one.txt", "classes.txt"]
+    assert len(open(os.path.join(yolo, "a/one.txt")).read().splitlines()) == 1

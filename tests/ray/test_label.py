@@ -553,3 +553,76 @@ def test_a_rerun_reports_removed_images_and_reuses_the_fitted_model(ray_cluster,
     with pytest.raises(ValueError, match="none of its 7 labelled images"):
         run_labeling(cfg)
     assert _folder_state(out) == before
+
+
+# ------------------------------------------------------------------------------ several boxes per image
+
+
+def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, tmp_path):
+    from PIL import Image
+
+    from coloc_core import Predictor
+
+    root, out = tmp_path / "pairs", str(tmp_path / "labels")
+    root.mkdir()
+    rng = np.random.default_rng(7)
+    truth = {}
+    for i in range(5):
+        w, h = int(rng.integers(180, 260)), int(rng.integers(120, 180))
+        img = rng.integers(10, 50, (h, w, 3)).astype(np.uint8)
+        big = (8, 10, 8 + w // 3, 10 + h // 2)  # inclusive boxes, far apart
+        small = (w - 10 - w // 5, h - 10 - h // 4, w - 10, h - 10)
+        for x0, y0, x1, y1 in (big, small):
+            img[y0 : y1 + 1, x0 : x1 + 1] = 230
+        Image.fromarray(img).save(root / f"pair_{i}.png")
+        truth[str(root / f"pair_{i}.png")] = np.array([big, small])
+    cfg = dataclasses.replace(_brightness_folder_cfg(tmp_path, str(root), out, rows_per_file=3), boxes="all")
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.errors, summary.shards) == (5, 0, 2)
+    assert json.loads(storage.read_text(storage.join(out, MANIFEST)))["boxes"] == "all"
+    predictor = Predictor.load(cfg.model)
+    for row in _read_parts(out).to_pylist():
+        boxes = np.array([[b[c] for c in schema.BOX_COLUMNS] for b in row["boxes"]])
+        scores = [b["score"] for b in row["boxes"]]
+        assert boxes.shape == (2, 4) and scores == sorted(scores, reverse=True)
+        ious = iou_matrix(boxes, truth[row["path"]])
+        assert ious[0, 0] > 0.7 and ious[1, 1] > 0.7, ious  # in original pixels, big one first
+        single = [row[c] for c in schema.BOX_COLUMNS]
+        assert single == boxes[0].tolist() and row["score"] == pytest.approx(scores[0])
+        # The Python API on the same file gives the row (same model file, same steps).
+        pred = predictor.predict(row["path"], all_boxes=True)
+        np.testing.assert_array_equal(pred.boxes, boxes.astype(np.float32))
+        np.testing.assert_array_equal(pred.heatmap, schema.decode_heatmap_row(row))
+    # The folder holds every box: a rerun must ask for the same.
+    with pytest.raises(ValueError, match="boxes='all'.*boxes='one'"):
+        run_labeling(dataclasses.replace(cfg, boxes="one"))
+
+
+def test_a_version_1_folder_resumes_in_its_own_layout(square_labels, tmp_path):
+    """A folder labelled before the ``boxes`` column: its new part files match its old ones."""
+    import shutil
+
+    cfg, _, expected = square_labels
+    old = str(tmp_path / "v1")
+    shutil.copytree(cfg.out, old)
+    for uri in part_files(old):
+        table = pq.read_table(uri).drop_columns([schema.BOXES])
+        meta = {**table.schema.metadata, b"coloc.schema_version": b"1"}
+        pq.write_table(table.replace_schema_metadata(meta), uri)
+    manifest = json.loads(storage.read_text(storage.join(old, MANIFEST)))
+    manifest.pop("boxes")
+    manifest["schema_version"] = 1
+    manifest["schema"] = [c for c in manifest["schema"] if not c.startswith("boxes:")]
+    storage.write_text_atomic(storage.join(old, MANIFEST), json.dumps(manifest))
+    os.remove(os.path.join(old, "part-00001.parquet"))
+    os.remove(os.path.join(old, SUCCESS))
+
+    with pytest.raises(ValueError, match="boxes"):
+        run_labeling(dataclasses.replace(cfg, out=old, boxes="all"))
+    summary = run_labeling(dataclasses.replace(cfg, out=old))
+    assert (summary.images, summary.shards_written) == (len(expected), 1)
+    for uri in part_files(old):
+        file_schema = pq.read_schema(uri)
+        assert schema.BOXES not in file_schema.names and file_schema.metadata[b"coloc.schema_version"] == b"1"
+    n = len(expected)
+    assert _glob_counts(old) == {"duckdb": (n, n), "duckdb union_by_name": (n, n), "polars": (n, n)}
