@@ -596,6 +596,10 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
     # The folder holds every box: a rerun must ask for the same.
     with pytest.raises(ValueError, match="boxes='all'.*boxes='one'"):
         run_labeling(dataclasses.replace(cfg, boxes="one"))
+    from jobs.label import main as label_main
+
+    assert label_main([f"--images={root}", f"--out={out}-x", "--boxes=many"]) == 2  # before any work
+    assert not os.path.exists(f"{out}-x")
 
 
 def test_a_version_1_folder_resumes_in_its_own_layout(square_labels, tmp_path):
