@@ -7,7 +7,8 @@
 ``dataset.root``; every other key of ``pipelines.config.TrainJobConfig`` can be set with ``--key=value``
 (``--help`` lists them). Exit code 0 on success, 1 when training fails, 2 on a bad command line, an
 unknown backbone or a local ``--data`` / ``model.weights`` path that does not exist (checked before Ray
-or torch is imported; ``s3://`` paths are looked up by the job).
+or torch is imported; ``s3://`` paths are looked up by the job), and when CAML's workers would not fit
+in the node's memory (``pipelines.memory``, checked before the data is read; ``run.check_memory``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
         return 2
     import ray  # noqa: PLC0415 - only once the command line is known to be good
 
+    from pipelines.memory import MemoryBudgetError  # noqa: PLC0415 - imports torch
     from pipelines.train import format_metrics, run_training  # noqa: PLC0415 - imports Ray Train, torch
 
     if not ray.is_initialized():
         ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:
         result = run_training(cfg)
+    except MemoryBudgetError as err:  # found before any data is read: a configuration to change
+        log.error("bad arguments: %s", err)
+        return 2
     except Exception:
         log.exception("training failed")
         return 1

@@ -86,6 +86,10 @@ class RunConfig:
         export: where to write the final model file; ``""`` = ``<storage_path>/<name>/model.pt``.
         stop_after_epochs: stop (cleanly, with a checkpoint) after this many epochs in this
             invocation; 0 = run to ``optim.epochs``. Handy to split a long run into jobs.
+        check_memory: CAML: before the data is prepared, estimate each worker's peak memory from
+            its batch, ``augment.crop`` and the model, and stop (exit 2, naming the largest
+            ``optim.batch_size`` that fits) when the workers would not fit in the node's memory under
+            Ray's memory-monitor threshold; false skips the check.
     """
 
     name: str = "coloc"
@@ -99,6 +103,7 @@ class RunConfig:
     checkpoints_to_keep: int = 2
     export: str = ""
     stop_after_epochs: int = 0
+    check_memory: bool = True
 
     RANGES: ClassVar[dict[str, Range]] = {
         "num_workers": AT_LEAST_ONE,
@@ -161,6 +166,9 @@ class LabelJobConfig:
         boxes: ``one`` (the default: the single largest-contour box of co-localization) or ``all``
             (also every region's box above τ, each with its score, in the table's ``boxes`` column
             and in every export; for images with several objects).
+        image_size: side of the square images a method fitted or built here reads (0 = the method's
+            default: 320 for selftrain, DDT and RPS, 224 for CAAM and full;
+            ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). A model file carries its own.
     """
 
     model: str = ""
@@ -181,9 +189,11 @@ class LabelJobConfig:
     rows_per_file: int = 5000
     limit: int = 0
     boxes: str = "one"
+    image_size: int = 0
 
     RANGES: ClassVar[dict[str, Range]] = {
         "threshold": Range(high=1, open_high=True),  # negative: the model's own τ
+        "image_size": NON_NEGATIVE,
         "batch_size": AT_LEAST_ONE,
         "num_actors": AT_LEAST_ONE,
         "actor_cpus": POSITIVE,
@@ -263,6 +273,13 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
     if cfg.method != "model":
         _check_backbone("backbone", cfg.backbone)
+    elif cfg.image_size:
+        raise ValueError(
+            f"image_size={cfg.image_size} applies to the methods fitted here; a model file reads the "
+            "size it was fitted or trained at (drop --image_size, or fit with --method)"
+        )
+    if 0 < cfg.image_size < 32:
+        raise ValueError(f"image_size={cfg.image_size} must be 0 (the method's default) or at least 32")
     if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
         raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
     if cfg.threshold >= 1.0:

@@ -68,6 +68,7 @@ import logging
 import math
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,10 @@ log = logging.getLogger(__name__)
 INDEX = "index"
 BOXES = "boxes"
 IMAGE = "image"
+# A second size of the same decode (images_dataset(eval_size=...)): training's evaluation images when
+# the test split is the training split, so each image is decoded once.
+EVAL_IMAGE = "eval_image"
+PROGRESS_EVERY_S = 10.0  # seconds between two progress lines of materialize_with_progress
 
 _AUGMENT = AugmentConfig()
 EVAL_SIZE = _AUGMENT.crop  # evaluation / labeling: plain resize to 224 (SPEC §5)
@@ -264,7 +269,22 @@ def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[
     """Encoded image bytes → (RGB uint8 array of shape (size, size, 3), width, height).
 
     ``width``/``height`` are the original size in the displayed orientation (after EXIF transpose), not
-    the possibly reduced size a JPEG draft decodes at.
+    the possibly reduced size a JPEG draft decodes at. :func:`decode_image_sizes` with one size.
+
+    Raises:
+        as :func:`decode_image_sizes`.
+    """
+    images, width, height = decode_image_sizes(data, (size,), max_pixels)
+    return images[0], width, height
+
+
+def decode_image_sizes(
+    data: bytes, sizes: Sequence[int], max_pixels: int = MAX_PIXELS
+) -> tuple[list[np.ndarray], int, int]:
+    """Encoded image bytes, decoded once → one RGB uint8 (s, s, 3) resize per size in ``sizes``.
+
+    A JPEG is decoded at the DCT scale that still covers the largest size (module docstring), and
+    every resize is made from that one decoded image.
 
     Raises:
         ImageTooLargeError: when the header declares more than ``max_pixels`` pixels.
@@ -291,8 +311,8 @@ def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[
                 "(possible decompression bomb)"
             )
         if im.format == "JPEG":
-            # Decode at 1/2, 1/4 or 1/8 scale when the result still covers size×size.
-            im.draft(None, (size, size))
+            # Decode at 1/2, 1/4 or 1/8 scale when the result still covers the largest size.
+            im.draft(None, (max(sizes), max(sizes)))
         im.load()
         if _grey_filled_tail(im):
             raise TruncatedImageError(
@@ -304,11 +324,11 @@ def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[
             if orientation in _TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
         rgb = to_rgb(im)
-        resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    image = np.asarray(resized, dtype=np.uint8)
-    if image.shape != (size, size, 3):  # defensive: PIL returned something unexpected
-        raise ValueError(f"decoded to shape {image.shape}, expected {(size, size, 3)}")
-    return image, int(width), int(height)
+        images = [np.asarray(rgb.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8) for s in sizes]
+    for size, image in zip(sizes, images, strict=True):
+        if image.shape != (size, size, 3):  # defensive: PIL returned something unexpected
+            raise ValueError(f"decoded to shape {image.shape}, expected {(size, size, 3)}")
+    return images, int(width), int(height)
 
 
 def _warn_once(key: str, message: str, *args: Any) -> None:
@@ -361,9 +381,16 @@ def _tensor_column(images: np.ndarray) -> pa.Array:
 
 
 def decode_batch(
-    batch: pa.Table, *, size: int = EVAL_SIZE, max_pixels: int = MAX_PIXELS, endpoint_url: str | None = None
+    batch: pa.Table,
+    *,
+    size: int = EVAL_SIZE,
+    max_pixels: int = MAX_PIXELS,
+    endpoint_url: str | None = None,
+    eval_size: int | None = None,
 ) -> pa.Table:
     """A block of :data:`RECORD_SCHEMA` rows → the same rows plus ``image`` and ``error`` (module schema).
+
+    With ``eval_size``, also an ``eval_image`` column: the same decode resized to ``eval_size``.
 
     Never raises on a bad image: decoding errors and missing or unreadable files become error rows
     (zeros image, ``error = "<path>: <reason>"``), logged once per file.
@@ -373,7 +400,9 @@ def decode_batch(
             retried in vain; module docstring): the block fails as a whole, no row is made up.
     """
     num_rows = batch.num_rows
+    sizes = (size,) if eval_size is None else (size, eval_size)
     images = np.zeros((num_rows, size, size, 3), dtype=np.uint8)
+    eval_images = np.zeros((num_rows, eval_size or 0, eval_size or 0, 3), dtype=np.uint8)
     widths = batch.column(WIDTH).to_pylist()
     heights = batch.column(HEIGHT).to_pylist()
     errors: list[str | None] = [None] * num_rows
@@ -382,7 +411,7 @@ def decode_batch(
         try:
             if isinstance(data, Exception):
                 raise data
-            image, width, height = decode_image(data, size, max_pixels)
+            decoded, width, height = decode_image_sizes(data, sizes, max_pixels)
         except Exception as e:  # noqa: BLE001 - every failure is surfaced as an error row and counted
             reason = _ADDRESS.sub("", str(e)) or type(e).__name__
             errors[i] = f"{path}: {type(e).__name__}: {reason}"
@@ -399,7 +428,9 @@ def decode_batch(
                 widths[i],
                 heights[i],
             )
-        images[i] = image
+        images[i] = decoded[0]
+        if eval_size is not None:
+            eval_images[i] = decoded[1]
         widths[i], heights[i] = width, height
     columns = {
         PATH: batch.column(PATH),
@@ -410,6 +441,8 @@ def decode_batch(
         IMAGE: _tensor_column(images),
         ERROR: pa.array(errors, type=pa.string()),
     }
+    if eval_size is not None:
+        columns[EVAL_IMAGE] = _tensor_column(eval_images)
     return pa.table(columns)
 
 
@@ -421,6 +454,7 @@ def images_dataset(
     rows_per_block: int | None = None,
     max_pixels: int = MAX_PIXELS,
     endpoint_url: str | None = None,
+    eval_size: int | None = None,
 ) -> Any:
     """Records, or a folder URI (every image under it), → a lazy Ray Dataset with the module's row schema.
 
@@ -433,6 +467,8 @@ def images_dataset(
         rows_per_block: rows per block (= per decode task); None = :func:`default_rows_per_block`.
         max_pixels: decoded-pixel limit per image (see module docstring).
         endpoint_url: S3 endpoint override, passed to the decode tasks.
+        eval_size: also an ``eval_image`` column at this side, from the same decode (training with
+            the test split equal to the training split: one decode per image serves both).
 
     Returns:
         ``ray.data.Dataset`` (lazy: nothing is read until it is consumed). Error rows included; use
@@ -454,7 +490,12 @@ def images_dataset(
         batch_format="pyarrow",
         batch_size=None,  # one call per block
         num_cpus=decode_cpus,
-        fn_kwargs={"size": size, "max_pixels": max_pixels, "endpoint_url": endpoint_url},
+        fn_kwargs={
+            "size": size,
+            "max_pixels": max_pixels,
+            "endpoint_url": endpoint_url,
+            "eval_size": eval_size,
+        },
         udf_modifying_row_count=False,
     )
 
@@ -468,15 +509,60 @@ def drop_errors(ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS) -> Any:
     return ds.map_batches(_is_ok, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)
 
 
-def split_errors(ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS) -> tuple[Any, list[dict[str, str]]]:
+def materialize_with_progress(
+    ds: Any, total: int, what: str = "ingest", every_s: float = PROGRESS_EVERY_S
+) -> Any:
+    """Run ``ds`` (a decode pipeline of ``total`` rows) to the end and return it materialized.
+
+    Logs ``<what>: decoding N images`` at the start, ``<what>: n/N images decoded (r images/s)`` at
+    most every ``every_s`` seconds as blocks come out of the decode tasks, and the total at the end,
+    so preparing a large collection is never silent. The blocks stay in the object store (owned by
+    this process), as with ``ds.materialize()``.
+
+    Raises:
+        RuntimeError: when the pipeline produced another number of rows than ``total``.
+    """
+    import ray.data  # noqa: PLC0415
+
+    log.info("%s: decoding %d images", what, total)
+    refs, rows = [], 0
+    started = last = time.monotonic()
+    for bundle in ds.iter_internal_ref_bundles():
+        for entry in bundle.blocks:
+            refs.append(entry.ref)
+            rows += int(entry.metadata.num_rows or 0)
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            log.info("%s: %d/%d images decoded (%.1f images/s)", what, rows, total, rows / (now - started))
+    seconds = time.monotonic() - started
+    log.info(
+        "%s: %d/%d images decoded in %.1f s (%.1f images/s)",
+        what,
+        rows,
+        total,
+        seconds,
+        rows / max(seconds, 1e-9),
+    )
+    if rows != total:
+        raise RuntimeError(f"{what}: the decode produced {rows} rows for {total} images")
+    return ray.data.from_arrow_refs(refs)
+
+
+def split_errors(
+    ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS, *, total: int | None = None, what: str = "ingest"
+) -> tuple[Any, list[dict[str, str]]]:
     """Materialize ``ds`` and split it into the good rows and the error rows; log both counts.
+
+    With ``total`` (the number of rows ``ds`` makes), the decode logs its progress
+    (:func:`materialize_with_progress`, lines prefixed with ``what``).
 
     Returns:
         ``(good, errors)``: ``good`` a materialized Dataset without error rows (decoded once, reused
         every epoch); ``errors`` a list of ``{"path": ..., "error": ...}`` sorted by path. The number
         of decode errors is ``len(errors)``.
     """
-    materialized = ds.materialize()
+    materialized = ds.materialize() if total is None else materialize_with_progress(ds, total, what)
     errors = [
         {PATH: row[PATH], ERROR: row[ERROR]}
         for row in materialized.select_columns([PATH, ERROR])

@@ -91,7 +91,7 @@ from coloc_core.datasets import ImageRecord
 from coloc_core.model import ColocNet, build_model, normalize_images
 from coloc_core.pretext import PretextTransform
 from coloc_core.step import inference_step, lr_at_epoch, make_optimizer, set_lr, train_step
-from pipelines import ingest, storage
+from pipelines import ingest, memory, storage
 from pipelines.config import TrainJobConfig, dump, resolve_train_config
 
 log = logging.getLogger(__name__)
@@ -160,11 +160,13 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     log.info("training config (resolved):\n%s", dump(cfg))
     run = cfg.run
 
-    train_ds, num_train, num_errors = _train_dataset(cfg)
-    datasets: dict[str, Any] = {TRAIN_DATASET: train_ds}
-    test_ds, num_test, num_test_errors = _test_dataset(cfg)
-    if test_ds is not None:
-        datasets[TEST_DATASET] = test_ds
+    if run.check_memory:
+        check_memory(cfg)  # before minutes of decoding
+    data = prepare_data(cfg)
+    num_train, num_errors, num_test = data.num_train, data.num_errors, data.num_test
+    datasets: dict[str, Any] = {TRAIN_DATASET: data.train}
+    if data.test is not None:
+        datasets[TEST_DATASET] = data.test
 
     run_uri = storage.join(_storage_uri(run.storage_path), run.name)
     resume_from = prepare_resume(run_uri)
@@ -181,7 +183,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
             "resume_from": resume_from,
             "num_decode_errors": num_errors,
             "num_test_images": num_test,
-            "num_test_decode_errors": num_test_errors,
+            "num_test_decode_errors": data.num_test_errors,
         },
         scaling_config=ScalingConfig(
             num_workers=run.num_workers, use_gpu=run.use_gpu, resources_per_worker=resources
@@ -253,41 +255,128 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     )
 
 
+def check_memory(cfg: TrainJobConfig) -> memory.MemoryEstimate:
+    """Estimate a worker's peak memory and check it against the nodes (:mod:`pipelines.memory`).
+
+    One node (a local cluster, or a cluster of one machine): this machine's memory under Ray's
+    memory-monitor threshold, minus what is in use now, for all ``run.num_workers`` workers. More
+    nodes: each node that can host a worker (a GPU for ``run.use_gpu``, else a CPU) offers Ray's
+    ``memory`` resource, and the workers spread evenly over them.
+
+    Raises:
+        pipelines.memory.MemoryBudgetError: when it does not fit (the message names the batch that does).
+    """
+    run = cfg.run
+    estimate = memory.estimate_worker_memory(cfg, run.num_workers, use_gpu=run.use_gpu)
+    kind = "GPU" if run.use_gpu else "CPU"
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(kind, 0) > 0]
+    if len(nodes) <= 1:
+        budget, on_node = memory.local_node_budget(), run.num_workers
+    else:
+        budget = min(int(n["Resources"].get("memory", 0)) for n in nodes)
+        on_node = memory.workers_per_node(run.num_workers, len(nodes))
+    log.info(
+        "memory: about %.1f GiB per training worker (%d images per step, %.0f MiB of activations per "
+        "image, %s at %d px); %d worker(s) on a node with %.1f GiB to give",
+        estimate.peak / memory.GIB,
+        estimate.local_batch,
+        estimate.saved_per_image / 2**20,
+        cfg.model.backbone,
+        cfg.augment.crop,
+        on_node,
+        budget / memory.GIB,
+    )
+    memory.check_fits(estimate, workers_on_node=on_node, budget=budget, global_batch=cfg.optim.batch_size)
+    return estimate
+
+
 def _read_records(cfg: TrainJobConfig, split: str) -> list[ImageRecord]:
     records = ingest.read_records(cfg.dataset.format, cfg.dataset.root, split)
     return records[: cfg.dataset.limit] if cfg.dataset.limit > 0 else records
 
 
-def _train_dataset(cfg: TrainJobConfig) -> tuple[Any, int, int]:
-    """The materialized good rows (images at ``augment.resize``), their count, the decode error count."""
+@dataclass
+class PreparedData:
+    """The decoded, materialized datasets of a CAML run and their counts.
+
+    Attributes:
+        train: good training rows at ``augment.resize`` (error rows excluded).
+        test: good test rows (with boxes) at ``augment.crop``, or None without evaluation.
+        num_train: good training images.
+        num_errors: training images that could not be used (error rows).
+        num_test: test images with boxes (decoded or not).
+        num_test_errors: test images that could not be used.
+        decoded: images decoded in all (each decode of the same file counts).
+    """
+
+    train: Any
+    test: Any | None
+    num_train: int
+    num_errors: int
+    num_test: int
+    num_test_errors: int
+    decoded: int
+
+
+def prepare_data(cfg: TrainJobConfig) -> PreparedData:
+    """List, decode (with progress lines) and materialize the train split and the test split.
+
+    When the test split lists the same images as the training split (``boxes_csv`` and ``folder``
+    collections, or ``dataset.test_split`` set to the training split), every image is decoded once:
+    one decode makes both the ``augment.resize`` training image and the ``augment.crop`` evaluation
+    image (:func:`pipelines.ingest.images_dataset` with ``eval_size``), and the test rows are the
+    good training rows (JPEGs are then decoded at the DCT scale that covers the training size, so an
+    evaluation image can differ by a grey level from a separate decode). Otherwise each split is
+    decoded on its own.
+
+    Raises:
+        ValueError: on an empty training split, or fewer good images than workers.
+    """
+    run = cfg.run
     records = _read_records(cfg, cfg.dataset.train_split)
     if not records:
         raise ValueError(f"no images in split {cfg.dataset.train_split!r} of {cfg.dataset.root}")
-    decoded = ingest.images_dataset(records, size=cfg.augment.resize, decode_cpus=cfg.run.decode_cpus)
+    test_records: list[ImageRecord] = []
+    if cfg.dataset.test_split:
+        test_records = [r for r in _read_records(cfg, cfg.dataset.test_split) if r.boxes]
+        if not test_records:
+            log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
+    shared = bool(test_records) and [r.path for r in test_records] == [r.path for r in records]
+    decoded = ingest.images_dataset(
+        records,
+        size=cfg.augment.resize,
+        decode_cpus=run.decode_cpus,
+        eval_size=cfg.augment.crop if shared else None,
+    )
     # Materialized good rows: decoded once, reused every epoch, and no Ray Data task runs while the
     # trainer holds the CPUs. The string columns stay (dropping them would copy every image once more);
     # AugmentCollate reads only ``index`` and ``image``.
-    train, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
-    num_good = train.count()
-    if num_good < cfg.run.num_workers:
+    what = "preparing the training images" + (" (also the test split: the same images)" if shared else "")
+    good, errors = ingest.split_errors(decoded, num_cpus=run.decode_cpus, total=len(records), what=what)
+    num_good = good.count()
+    if num_good < run.num_workers:
         raise ValueError(
-            f"only {num_good} decodable training images for {cfg.run.num_workers} workers "
+            f"only {num_good} decodable training images for {run.num_workers} workers "
             f"({len(errors)} decode errors, e.g. {errors[:1]})"
         )
-    return train, num_good, len(errors)
-
-
-def _test_dataset(cfg: TrainJobConfig) -> tuple[Any | None, int, int]:
-    """The materialized test split at the eval size (only images with boxes), or None without one."""
-    if not cfg.dataset.test_split:
-        return None, 0, 0
-    records = [r for r in _read_records(cfg, cfg.dataset.test_split) if r.boxes]
-    if not records:
-        log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
-        return None, 0, 0
-    decoded = ingest.images_dataset(records, size=cfg.augment.crop, decode_cpus=cfg.run.decode_cpus)
-    test, errors = ingest.split_errors(decoded, num_cpus=cfg.run.decode_cpus)
-    return test, len(records), len(errors)
+    num_decoded = len(records)
+    if shared:
+        # Two projections of the one decode (object-store copies, no decode): the training rows
+        # without the evaluation image, the test rows with it as their ``image``.
+        train = good.drop_columns([ingest.EVAL_IMAGE]).materialize()
+        test = (
+            good.drop_columns([ingest.IMAGE]).rename_columns({ingest.EVAL_IMAGE: ingest.IMAGE}).materialize()
+        )
+        return PreparedData(train, test, num_good, len(errors), len(test_records), len(errors), num_decoded)
+    test, num_test_errors = None, 0
+    if test_records:
+        test_decoded = ingest.images_dataset(test_records, size=cfg.augment.crop, decode_cpus=run.decode_cpus)
+        test, test_errors = ingest.split_errors(
+            test_decoded, num_cpus=run.decode_cpus, total=len(test_records), what="preparing the test images"
+        )
+        num_test_errors = len(test_errors)
+        num_decoded += len(test_records)
+    return PreparedData(good, test, num_good, len(errors), len(test_records), num_test_errors, num_decoded)
 
 
 def _storage_uri(storage_path: str) -> str:

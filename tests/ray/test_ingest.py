@@ -288,10 +288,10 @@ def test_an_address_in_any_other_reason_is_cut(tmp_path: Path, monkeypatch):
     path = tmp_path / "odd.png"
     path.write_bytes(GOOD_FILES["rgb.jpg"][0])
 
-    def decode_image(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+    def decode_image_sizes(data: bytes, sizes: tuple[int, ...], max_pixels: int) -> tuple[list, int, int]:
         raise OSError(f"cannot read from {object()!r} in {io.BytesIO(data)!r}")
 
-    monkeypatch.setattr(ingest, "decode_image", decode_image)
+    monkeypatch.setattr(ingest, "decode_image_sizes", decode_image_sizes)
     out = ingest.decode_batch(ingest.records_table([ImageRecord(path=str(path), split="all")]), size=16)
     assert out.column("error")[0].as_py() == (
         f"{path}: OSError: cannot read from <object object> in <_io.BytesIO object>"
@@ -444,3 +444,30 @@ def test_training_stage_is_reproducible_and_varies_by_epoch(ray_cluster, tmp_pat
     batch = next(iter(ingest.augment(good, seed=11, epoch=0).iter_torch_batches(batch_size=4)))
     assert set(batch) == {"index", "image"}
     assert batch["image"].dtype == torch.uint8 and tuple(batch["image"].shape) == (4, 224, 224, 3)
+
+
+def test_one_decode_makes_every_size_like_separate_decodes() -> None:
+    # JPEG (DCT-reduced: a 2x large photo), PNG with alpha, EXIF-rotated JPEG: the sizes of one decode.
+    for name, (data, _) in GOOD_FILES.items():
+        (image_256, image_224), width, height = ingest.decode_image_sizes(data, (256, 224))
+        alone_256, w, h = ingest.decode_image(data, 256)
+        assert (width, height) == (w, h), name
+        np.testing.assert_array_equal(image_256, alone_256, err_msg=name)
+        assert image_224.shape == (224, 224, 3), name
+        alone_224 = ingest.decode_image(data, 224)[0]
+        # The same pixels, up to the DCT scale a JPEG is decoded at (chosen for the larger size).
+        assert np.abs(image_224.astype(int) - alone_224.astype(int)).mean() < 2.0, name
+
+
+def test_decode_batch_adds_the_eval_image_of_the_same_decode(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.jpg"
+    path.write_bytes(GOOD_FILES["rgb.jpg"][0])
+    table = ingest.records_table([ImageRecord(path=str(path), split="all")])
+    out = ingest.decode_batch(table, size=32, eval_size=24)
+    assert out.column(ingest.IMAGE).chunk(0).to_numpy().shape == (1, 32, 32, 3)
+    eval_images = out.column(ingest.EVAL_IMAGE).chunk(0).to_numpy()
+    assert eval_images.shape == (1, 24, 24, 3)
+    np.testing.assert_array_equal(
+        eval_images[0], ingest.decode_image_sizes(path.read_bytes(), (32, 24))[0][1]
+    )
+    assert ingest.EVAL_IMAGE not in ingest.decode_batch(table, size=32).column_names

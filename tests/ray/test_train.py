@@ -11,6 +11,7 @@ pretrained weights, 16 training images of 64-96 px resized to 72 and cropped to 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -360,3 +361,71 @@ def test_default_training_self_trains_a_head_that_labels(ray_cluster, cub_root, 
     assert summary.errors == 0 and summary.images == NUM_IMAGES - payload["meta"]["fit_images"]
     with pytest.raises(ValueError, match="method='sgd'"):
         run_training(dataclasses.replace(cfg, method="sgd"))
+
+
+def test_one_decode_per_image_when_the_test_split_is_the_train_split(
+    ray_cluster, cub_root, caplog: pytest.LogCaptureFixture, tmp_path: Path
+):  # noqa: ANN001
+    from pipelines import ingest
+    from pipelines.train import _read_records, prepare_data
+
+    caplog.set_level(logging.INFO, logger="pipelines")
+    cfg = small_config(cub_root, str(tmp_path / "runs"), "one-pass", "--dataset.test_split=train")
+    data = prepare_data(cfg)
+
+    num_train = NUM_IMAGES // 2
+    assert data.decoded == num_train  # not twice: one decode gives both sizes
+    assert (data.num_train, data.num_errors, data.num_test, data.num_test_errors) == (
+        num_train,
+        0,
+        num_train,
+        0,
+    )
+    # Progress lines with counts during the decode.
+    assert (
+        f"preparing the training images (also the test split: the same images): decoding {num_train} images"
+        in caplog.text
+    )
+    assert f"{num_train}/{num_train} images decoded in" in caplog.text
+    # The training rows are the 72 px resize, the test rows the 64 px one, from the same decode, equal
+    # to what a separate decode at 64 px gives (these small PNG/JPEGs are never DCT-reduced).
+    train = data.train.take_all()
+    test = data.test.take_all()
+    assert ingest.EVAL_IMAGE not in train[0] and ingest.EVAL_IMAGE not in test[0]
+    assert {r[ingest.IMAGE].shape for r in train} == {(72, 72, 3)}
+    assert {r[ingest.IMAGE].shape for r in test} == {(64, 64, 3)}
+    records = _read_records(cfg, "train")
+    separate = ingest.images_dataset(records, size=64).take_all()
+    by_path = {r[ingest.PATH]: r for r in test}
+    assert sorted(by_path) == sorted(r[ingest.PATH] for r in separate)
+    for row in separate:
+        np.testing.assert_array_equal(by_path[row[ingest.PATH]][ingest.IMAGE], row[ingest.IMAGE])
+        assert list(by_path[row[ingest.PATH]][ingest.BOXES]) == list(row[ingest.BOXES])
+
+    # Different splits: each is decoded on its own (train + test images).
+    other = prepare_data(small_config(cub_root, str(tmp_path / "runs"), "two-pass"))
+    assert other.decoded == NUM_IMAGES and other.num_test == NUM_IMAGES - num_train
+
+
+def test_a_config_that_does_not_fit_in_memory_stops_before_reading_data(
+    ray_cluster, cub_root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):  # noqa: ANN001
+    from jobs.train import main as train_main
+    from pipelines.memory import MemoryBudgetError
+    from pipelines.train import run_training
+
+    # A node with (almost) nothing to give under the memory monitor's threshold.
+    monkeypatch.setenv("RAY_memory_usage_threshold", "0.001")
+    cfg = small_config(cub_root, str(tmp_path / "runs"), "too-big")
+    with pytest.raises(MemoryBudgetError, match="before Ray's memory monitor kills a worker"):
+        run_training(cfg)
+    assert not (tmp_path / "runs" / "too-big").exists()  # nothing was started
+    argv = [
+        "--method=caml",
+        "--format=cub",
+        f"--data={cub_root}",
+        "--model.backbone=tiny",
+        "--model.weights=none",
+        f"--run.storage_path={tmp_path / 'runs'}",
+    ]
+    assert train_main(argv) == 2
