@@ -32,7 +32,7 @@ from coloc_core.localizer import (
     box_compactness,
     box_score,
     box_stability,
-    ddt_from_moments,
+    ddt_from_statistics,
     dequantize_heatmap,
     feature_statistics,
     localizer_from_payload,
@@ -109,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = feature_statistics(feats)
     state = {k[len("backbone.") :]: v for k, v in caam.state_dict().items() if k.startswith("backbone.")}
     if args.method == "ddt":
-        mean, vector = ddt_from_moments(
-            stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
-        )
+        mean, vector = ddt_from_statistics(stats)
         payload = baseline_payload("ddt", backbone_state=state, ddt_mean=mean, ddt_vector=vector, **options)
     elif args.method == "rps":
         w = rps_from_statistics(

@@ -62,6 +62,7 @@ from coloc_core.localizer import (
     RPSLocalizer,
     box_score,
     ddt_from_moments,
+    ddt_from_statistics,
     dequantize_heatmap,
     feature_moments,
     feature_statistics,
@@ -326,9 +327,7 @@ def training_free_row(row: str, data: ImageSet, full_state: dict) -> dict[str, f
     if method == "caam":
         localizer = CAAMLocalizer(net, layer)
     elif method == "ddt":
-        mean, vector = ddt_from_moments(
-            stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
-        )
+        mean, vector = ddt_from_statistics(stats)
         localizer = DDTLocalizer(net, mean, vector, layer)
     else:
         w = rps_from_statistics(

@@ -36,7 +36,7 @@ from coloc_core.backbones import build_backbone
 from coloc_core.boxes import boxes_at_thresholds, iou_matrix, scoremap_from_attention
 from coloc_core.localizer import (
     class_statistics,
-    ddt_from_moments,
+    ddt_from_statistics,
     dequantize_heatmap,
     feature_statistics,
     fit_selftrain,
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         ).float()
     st = feature_statistics(feats)
-    mean, vector = ddt_from_moments(st["sum_x"], st["sum_xxT"], int(st["count"]), st["sum_xn"], st["sum_n"])
+    mean, vector = ddt_from_statistics(st)
     proj = torch.einsum("bchw,c->bhw", feats - mean.view(1, -1, 1, 1), vector)
     w = rps_from_statistics(st["sum_gap"], int(st["images"]), st["sum_unit"], int(st["count"]))
     cos = torch.einsum("bchw,c->bhw", F.normalize(feats, dim=1), w)

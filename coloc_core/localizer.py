@@ -42,6 +42,7 @@ cover: :func:`quantize_heatmap` / :func:`dequantize_heatmap` (the stored map) an
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,16 @@ KINDS = ("colocnet", "caam", "ddt", "rps", "selftrain", "full")
 #: choice over the three. Calibrate (``coloc calibrate``) where a few boxes exist. The DDT, RPS and
 #: head maps are the positive part of a projection, so their useful τ is lower than a CAM's.
 DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.15, "selftrain": 0.2, "caam": 0.2, "full": 0.2}
+
+#: Side of the square input of model files that do not store one (SPEC §5's evaluation resize): CAML
+#: models without an ``augment.crop``, and files of the other kinds written before ``input_size``.
+BASELINE_INPUT_SIZE = 224
+
+#: Default input side of each fitted or training-free kind (:func:`baseline_payload`). The fitted
+#: kinds read 320×320 images (20×20 maps at stride 16): measured on raccoon against 224 and 416, and
+#: confirmed on kangaroo and the generated birds (docs/RESULTS.md, "Input size").
+DEFAULT_INPUT_SIZES = {"ddt": 320, "rps": 320, "selftrain": 320, "caam": 224, "full": 224}
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -259,7 +270,18 @@ def feature_moments(features: Tensor) -> tuple[Tensor, Tensor, int]:
 
 
 #: Keys of :func:`feature_statistics`: sums over the pixels (or images) of a batch, to be added up.
-STATISTICS = ("sum_x", "sum_xxT", "count", "sum_xn", "sum_n", "sum_unit", "sum_gap", "images")
+STATISTICS = (
+    "sum_x",
+    "sum_xxT",
+    "count",
+    "sum_xn",
+    "sum_n",
+    "sum_unit",
+    "sum_gap",
+    "images",
+    "sum_x_border",
+    "border_count",
+)
 
 
 def feature_statistics(features: Tensor) -> dict[str, Tensor]:
@@ -268,7 +290,9 @@ def feature_statistics(features: Tensor) -> dict[str, Tensor]:
     With x the (C,) pixel descriptors and n = ‖x‖: ``sum_x`` Σx, ``sum_xxT`` ΣxxT (DDT),
     ``sum_xn`` Σx·n and ``sum_n`` Σn (DDT's sign), ``sum_unit`` Σx/‖x‖ (RPS's u), ``count`` the number
     of pixels; ``sum_gap`` the sum over images of the spatially averaged feature (RPS's v) and
-    ``images`` their number. All float64 (counts int64 tensors).
+    ``images`` their number; ``sum_x_border`` Σx over the pixels of the map's outer ring and
+    ``border_count`` their number (DDT's choice of component, :func:`ddt_from_moments`). All float64
+    (counts int64 tensors).
 
     Shape:
         features: (B, C, h, w).
@@ -277,6 +301,9 @@ def feature_statistics(features: Tensor) -> dict[str, Tensor]:
     x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
     norms = x.norm(dim=1)
     unit = x / norms.clamp_min(1e-12)[:, None]
+    ring = torch.ones(features.shape[2], features.shape[3], dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    border = features.detach().permute(0, 2, 3, 1)[:, ring].reshape(-1, features.shape[1]).double()
     return {
         "sum_x": sx,
         "sum_xxT": sxx,
@@ -286,6 +313,8 @@ def feature_statistics(features: Tensor) -> dict[str, Tensor]:
         "sum_unit": unit.sum(dim=0),
         "sum_gap": features.detach().double().mean(dim=(2, 3)).sum(dim=0),
         "images": torch.tensor(features.shape[0], dtype=torch.int64),
+        "sum_x_border": border.sum(dim=0),
+        "border_count": torch.tensor(int(border.shape[0]), dtype=torch.int64),
     }
 
 
@@ -411,9 +440,7 @@ def fit_selftrain(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     count = int(statistics["count"])
-    mean, vector = ddt_from_moments(
-        statistics["sum_x"], statistics["sum_xxT"], count, statistics["sum_xn"], statistics["sum_n"]
-    )
+    mean, vector = ddt_from_statistics(statistics)
     weight, bias = vector, -float(mean.double() @ vector.double())
     history: list[dict[str, int]] = []
     for r in range(rounds):
@@ -432,8 +459,10 @@ def ddt_from_moments(
     count: int,
     sum_xn: Tensor | None = None,
     sum_n: Tensor | float | None = None,
+    sum_x_border: Tensor | None = None,
+    border_count: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Mean descriptor and first principal direction from streamed moments (DDT, Wei et al. 2017).
+    """Mean descriptor and principal direction from streamed moments (DDT, Wei et al. 2017).
 
     cov = sum_xxT / n - mean meanᵀ; the direction is the eigenvector of the largest eigenvalue. Its
     sign is chosen so that the projection correlates positively with the descriptor norm ‖x‖ (the
@@ -441,8 +470,17 @@ def ddt_from_moments(
     v · (E[x‖x‖] − E[x] E[‖x‖]) > 0, which works for signed features (an earlier layer) as well as
     post-ReLU ones; without them, ``vector.sum() > 0`` (post-ReLU features only).
 
+    With ``sum_x_border``/``border_count`` (the descriptors of the maps' outer ring), the direction is
+    the one of the :data:`DDT_CANDIDATES` largest components (each signed as above) whose projection
+    is highest inside the maps relative to their border, in units of its own standard deviation:
+    v · (E[x | interior] − E[x | border]) / √λ. The first component is usually that one; where it
+    is not (a factor of the photos' framing, e.g. padding at the border, that varies more than the
+    object: measured on kangaroo at 416×416, docs/RESULTS.md), this weak centre prior keeps the
+    object's component.
+
     Shape:
-        sum_x: (C,); sum_xxT: (C, C); sum_xn: (C,). Returns mean (C,) and unit vector (C,), float32.
+        sum_x: (C,); sum_xxT: (C, C); sum_xn: (C,); sum_x_border: (C,). Returns mean (C,) and unit
+        vector (C,), float32.
 
     Raises:
         ValueError: when ``count < 2``, the shapes disagree, or the moments are not finite.
@@ -458,16 +496,47 @@ def ddt_from_moments(
     mean = sx / count
     cov = sxx / count - torch.outer(mean, mean)
     cov = 0.5 * (cov + cov.T)
-    _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
-    vector = vectors[:, -1]
+    values, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
+    cov_norm = None
     if sum_xn is not None and sum_n is not None:
         cov_norm = sum_xn.double() / count - mean * (float(sum_n) / count)
-        flip = float(vector @ cov_norm) < 0
-    else:
-        flip = float(vector.sum()) < 0
-    if flip:
-        vector = -vector
+
+    def signed(vector: Tensor) -> Tensor:
+        agree = float(vector @ cov_norm) if cov_norm is not None else float(vector.sum())
+        return -vector if agree < 0 else vector
+
+    vector = signed(vectors[:, -1])
+    inner = count - int(border_count or 0)
+    if sum_x_border is not None and border_count and inner > 0:
+        ring = sum_x_border.double() / int(border_count)
+        lift = (sx - sum_x_border.double()) / inner - ring  # interior mean − border mean
+        best = -math.inf
+        for k in range(1, min(DDT_CANDIDATES, channels) + 1):
+            if float(values[-k]) <= 0:
+                break
+            candidate = signed(vectors[:, -k])
+            contrast = float(candidate @ lift) / math.sqrt(float(values[-k]))
+            if contrast > best:
+                best, vector = contrast, candidate
     return mean.float(), (vector / vector.norm()).float()
+
+
+#: Components :func:`ddt_from_moments` chooses among by their centre-versus-border contrast.
+DDT_CANDIDATES = 3
+
+
+def ddt_from_statistics(statistics: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """:func:`ddt_from_moments` of summed :func:`feature_statistics` (uses every key it finds)."""
+    border = statistics.get("border_count")
+    return ddt_from_moments(
+        statistics["sum_x"],
+        statistics["sum_xxT"],
+        int(statistics["count"]),
+        statistics.get("sum_xn"),
+        statistics.get("sum_n"),
+        statistics.get("sum_x_border"),
+        None if border is None else int(border),
+    )
 
 
 # ------------------------------------------------------------------------------- stored map and score
@@ -581,12 +650,15 @@ def _scoremap_2d(scoremap: np.ndarray) -> np.ndarray:
 
 def _baseline_id(kind: str, state: dict[str, Tensor], config: dict[str, Any] | None = None) -> str:
     # Prefix keys with the kind so that e.g. CAAM and DDT on the same backbone get different ids; the
-    # layer and dilation change the maps without changing the weights, so they are part of the key.
+    # layer, dilation and input side change the maps without changing the weights, so they are part of
+    # the key (the side only when it is not the historical 224, so older files keep their ids).
     if not state:
         return hashlib.sha256(kind.encode()).hexdigest()[:16]
     variant = ""
     if config and (config.get("feature_layer", "output") != "output" or config.get("dilate") is not None):
         variant = f"[{config.get('feature_layer', 'output')},dilate={config.get('dilate')}]"
+    if config and int(config.get("input_size", BASELINE_INPUT_SIZE)) != BASELINE_INPUT_SIZE:
+        variant += f"@{int(config['input_size'])}"
     return model_id({f"{kind}{variant}.{k}": v for k, v in state.items()})
 
 
@@ -606,6 +678,7 @@ def baseline_payload(
     rps_vector: Tensor | None = None,
     head_weight: Tensor | None = None,
     head_bias: float | None = None,
+    input_size: int | None = None,
 ) -> dict[str, Any]:
     """Build a model-file payload for a fitted or training-free localizer (every kind but ``colocnet``).
 
@@ -627,22 +700,29 @@ def baseline_payload(
         rps_vector: (C,) direction from :func:`rps_from_statistics` (``rps`` only).
         head_weight: (C,) weight from :func:`fit_selftrain` (``selftrain`` only).
         head_bias: its bias (``selftrain`` only).
+        input_size: side of the square images the map is computed on (the side the statistics of a
+            fitted kind were gathered at); ``None`` = :data:`DEFAULT_INPUT_SIZES` of the kind.
 
     Raises:
-        ValueError: on an unknown kind, an unknown layer, or missing vectors of the kind.
+        ValueError: on an unknown kind, an unknown layer, missing vectors of the kind, or an input
+            side below 32.
     """
     if kind not in ("caam", "ddt", "rps", "selftrain", "full"):
         raise ValueError(f"baseline kind {kind!r} is not one of caam, ddt, rps, selftrain, full")
+    size = int(DEFAULT_INPUT_SIZES[kind] if input_size is None else input_size)
+    if size < 32:
+        raise ValueError(f"input_size must be at least 32, got {size}")
     config: dict[str, Any] = {
         "backbone": backbone,
         "output_stride": output_stride,
         "weights": weights,
         "feature_layer": feature_layer,
         "dilate": dilate,
+        "input_size": size,
     }
     localizer: Localizer
     if kind == "full":
-        config = {"map_size": [int(map_size[0]), int(map_size[1])]}
+        config = {"map_size": [int(map_size[0]), int(map_size[1])], "input_size": size}
         localizer = FullImageLocalizer(map_size)
     else:
         if backbone_state is not None:
@@ -703,20 +783,18 @@ def payload_kind(payload: dict[str, Any]) -> str:
     return kind
 
 
-#: Side of the square input of the training-free and fitted kinds (SPEC §5's evaluation resize).
-BASELINE_INPUT_SIZE = 224
-
-
 def payload_input_size(payload: dict[str, Any]) -> int:
     """Side of the square image a model file's network expects (labeling resizes every image to it).
 
     A trained ColocNet: the crop it was trained at (``augment.crop`` of its stored config; SPEC §5
-    evaluates at that size); every other kind: :data:`BASELINE_INPUT_SIZE`.
+    evaluates at that size); every other kind: the ``input_size`` it was fitted at (its config), or
+    :data:`BASELINE_INPUT_SIZE` for files written before that key.
     """
+    config = payload.get("config") or {}
     if payload_kind(payload) == "colocnet":
-        augment = (payload.get("config") or {}).get("augment") or {}
+        augment = config.get("augment") or {}
         return int(augment.get("crop", BASELINE_INPUT_SIZE))
-    return BASELINE_INPUT_SIZE
+    return int(config.get("input_size", BASELINE_INPUT_SIZE))
 
 
 def localizer_from_payload(payload: dict[str, Any]) -> Localizer:

@@ -81,8 +81,9 @@ import pyarrow.parquet as pq
 
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import (
+    DEFAULT_INPUT_SIZES,
     baseline_payload,
-    ddt_from_moments,
+    ddt_from_statistics,
     fit_selftrain,
     localizer_from_payload,
     payload_input_size,
@@ -534,6 +535,8 @@ def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
     for key in ("feature_layer", "stride16"):
         if getattr(cfg, key) != "auto":
             spec[key] = getattr(cfg, key)
+    if cfg.image_size:
+        spec["image_size"] = cfg.image_size
     return spec
 
 
@@ -771,7 +774,12 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None =
         weights = None
     meta: dict[str, Any] = {"created_by": "pipelines.label", "images": cfg.images}
     layer, dilate = baseline_backbone_options(cfg)
-    options: dict[str, Any] = {"backbone": cfg.backbone, "feature_layer": layer, "dilate": dilate}
+    options: dict[str, Any] = {
+        "backbone": cfg.backbone,
+        "feature_layer": layer,
+        "dilate": dilate,
+        "input_size": cfg.image_size or DEFAULT_INPUT_SIZES[cfg.method],
+    }
     if cfg.method in ("full", "caam"):
         return baseline_payload(cfg.method, weights=weights, meta=meta, **options)
     # DDT / RPS: the backbone is frozen in a file first so every statistics task uses the very same
@@ -784,13 +792,11 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None =
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
     sample = _ddt_sample(inputs)
-    stats = fit_statistics(backbone_uri, sample, cfg)
+    stats = fit_statistics(backbone_uri, sample, cfg, size=options["input_size"])
     meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
     backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
     if cfg.method == "ddt":
-        mean, vector = ddt_from_moments(
-            stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
-        )
+        mean, vector = ddt_from_statistics(stats)
         return baseline_payload(
             "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
         )
@@ -798,7 +804,7 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None =
 
         def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
             head = ([float(v) for v in weight], float(bias), float(level))
-            return fit_statistics(backbone_uri, sample, cfg, head=head)
+            return fit_statistics(backbone_uri, sample, cfg, head=head, size=options["input_size"])
 
         weight, bias, rounds = fit_selftrain(stats, class_pass)
         meta.update(selftrain_rounds=rounds)
@@ -851,11 +857,13 @@ def fit_statistics(
     inputs: pa.Table,
     cfg: LabelJobConfig,
     head: tuple[list[float], float, float] | None = None,
+    size: int = ingest.EVAL_SIZE,
 ) -> dict[str, Any]:
     """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
 
     Keys: ``coloc_core.localizer.STATISTICS`` (``sum_xxT`` reshaped to (C, C)); with ``head``
     (``(weight, bias, level)``, a self-training round), ``CLASS_STATISTICS`` (``*_xxT`` (C, C)).
+    ``size``: the side every image is resized to (the input size of the model being fitted).
 
     Raises:
         ValueError: when no image of ``inputs`` could be decoded.
@@ -864,7 +872,7 @@ def fit_statistics(
 
     from coloc_core.localizer import CLASS_STATISTICS, STATISTICS  # noqa: PLC0415
 
-    ds = _decoded(inputs, np.arange(inputs.num_rows), cfg)
+    ds = _decoded(inputs, np.arange(inputs.num_rows), cfg, size)
     moments = ds.map_batches(
         descriptor_moments_batch,
         num_cpus=cfg.actor_cpus,
@@ -887,9 +895,11 @@ def fit_statistics(
             out[key] = out[key].reshape(channels, channels)
     if head is None:
         log.info(
-            "label: %s fitted on %d images (%d descriptors, %d channels)",
+            "label: %s fitted on %d images at %d×%d (%d descriptors, %d channels)",
             cfg.method.upper(),
             inputs.num_rows,
+            size,
+            size,
             int(sums["count"]),
             channels,
         )

@@ -236,3 +236,15 @@ def test_label_method_auto_resolves_to_the_model_or_the_self_trained_head():
     assert check_label_config(LabelJobConfig(images="/x", out="/y")).method == "selftrain"
     assert check_label_config(LabelJobConfig(images="/x", out="/y", model="m.pt")).method == "model"
     assert check_label_config(LabelJobConfig(images="/x", out="/y", method="rps")).method == "rps"
+
+
+def test_label_image_size_is_for_methods_fitted_here():
+    from pipelines.config import LabelJobConfig, check_label_config
+
+    assert check_label_config(LabelJobConfig(images="/x", out="/y", image_size=384)).image_size == 384
+    with pytest.raises(ValueError, match="model file reads the size"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", model="m.pt", image_size=384))
+    with pytest.raises(ValueError, match="at least 32"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", image_size=16))
+    with pytest.raises(ValueError, match="image_size"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", image_size=-1))

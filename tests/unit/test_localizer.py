@@ -7,6 +7,8 @@ import torch
 from coloc_core.checkpoint import model_payload, read_model_payload, save_model_file
 from coloc_core.config import ColocConfig, apply_overrides
 from coloc_core.localizer import (
+    BASELINE_INPUT_SIZE,
+    DEFAULT_INPUT_SIZES,
     CAAMLocalizer,
     ColocNetLocalizer,
     DDTLocalizer,
@@ -19,6 +21,7 @@ from coloc_core.localizer import (
     box_stability,
     class_statistics,
     ddt_from_moments,
+    ddt_from_statistics,
     dequantize_heatmap,
     feature_moments,
     feature_statistics,
@@ -26,6 +29,7 @@ from coloc_core.localizer import (
     lda_from_class_statistics,
     linear_score_std,
     localizer_from_payload,
+    payload_input_size,
     payload_kind,
     quantize_heatmap,
     rps_from_statistics,
@@ -246,6 +250,44 @@ def test_ddt_sign_follows_the_descriptor_norm_for_signed_features():
     assert float(vector.double() @ direction) > 0.99
     _, legacy = ddt_from_moments(stats["sum_x"], stats["sum_xxT"], int(stats["count"]))
     assert float(legacy.double() @ direction) < -0.99  # the channel-sum rule gets it wrong here
+
+
+def test_ddt_keeps_the_component_that_is_high_inside_the_maps_not_at_their_border():
+    # Planted 8x8 maps of 4 channels: channel 0 varies most, and only along the maps' outer ring (a
+    # framing factor such as padding); channel 1 varies less and is high on an object in the interior.
+    # The first principal component is the ring's; the centre-versus-border rule picks the object's.
+    gen = torch.Generator().manual_seed(0)
+    feats = 0.05 * torch.randn(64, 4, 8, 8, generator=gen, dtype=torch.float64)
+    ring = torch.ones(8, 8, dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    feats[:, 0][:, ring] += 3.0 * torch.randn(64, int(ring.sum()), generator=gen, dtype=torch.float64)
+    feats[:, 1, 2:5, 3:6] += 2.0
+    stats = feature_statistics(feats)
+    assert int(stats["border_count"]) == 64 * 28
+    torch.testing.assert_close(stats["sum_x_border"], feats.permute(0, 2, 3, 1)[:, ring].sum(dim=(0, 1)))
+    _, first = ddt_from_moments(
+        stats["sum_x"], stats["sum_xxT"], int(stats["count"]), stats["sum_xn"], stats["sum_n"]
+    )
+    assert abs(float(first[0])) > 0.99  # without the ring statistics: the largest component
+    mean, vector = ddt_from_statistics(stats)
+    assert float(vector[1]) > 0.99  # the object's channel, on its positive side
+    proj = torch.einsum("bchw,c->bhw", feats - mean.double()[None, :, None, None], vector.double())
+    assert float(proj[:, 2:5, 3:6].mean()) > float(proj[:, ring].mean()) + 1.0
+
+
+def test_fitted_kinds_read_their_own_input_size_and_older_files_read_224():
+    torch.manual_seed(0)
+    vector = torch.nn.functional.normalize(torch.rand(32), dim=0)
+    default = baseline_payload("rps", backbone="tiny", weights=None, rps_vector=vector)
+    assert payload_input_size(_round_trip(default)) == DEFAULT_INPUT_SIZES["rps"] == 320
+    small = baseline_payload("rps", backbone="tiny", weights=None, rps_vector=vector, input_size=224)
+    assert payload_input_size(small) == 224
+    assert small["model_id"] != default["model_id"]  # the same weights read at another size: other maps
+    legacy = dict(small, config={k: v for k, v in small["config"].items() if k != "input_size"})
+    assert payload_input_size(legacy) == BASELINE_INPUT_SIZE == 224
+    assert payload_input_size(baseline_payload("caam", backbone="tiny", weights=None)) == 224
+    with pytest.raises(ValueError, match="input_size"):
+        baseline_payload("caam", backbone="tiny", weights=None, input_size=16)
 
 
 def test_rps_direction_and_map():
