@@ -500,13 +500,33 @@ def images_dataset(
     )
 
 
-def _is_ok(batch: pa.Table) -> pa.Table:
-    return batch.filter(pc.is_null(batch.column(ERROR)))
+def _is_ok(batch: pa.Table, drop: Sequence[str] = (), rename: dict[str, str] | None = None) -> pa.Table:
+    ok = batch.filter(pc.is_null(batch.column(ERROR)))
+    if drop:
+        ok = ok.drop_columns(list(drop))
+    if rename:
+        ok = ok.rename_columns([rename.get(name, name) for name in ok.column_names])
+    return ok
 
 
-def drop_errors(ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS) -> Any:
-    """The rows of ``ds`` without an error (lazy; nothing is counted: see :func:`split_errors`)."""
-    return ds.map_batches(_is_ok, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)
+def drop_errors(
+    ds: Any,
+    num_cpus: float = DEFAULT_DECODE_CPUS,
+    *,
+    drop: Sequence[str] = (),
+    rename: dict[str, str] | None = None,
+) -> Any:
+    """The rows of ``ds`` without an error (lazy; nothing is counted: see :func:`split_errors`).
+
+    ``drop`` removes columns and ``rename`` renames them (old → new) in the same pass.
+    """
+    return ds.map_batches(
+        _is_ok,
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=num_cpus,
+        fn_kwargs={"drop": tuple(drop), "rename": dict(rename or {})},
+    )
 
 
 def materialize_with_progress(
@@ -563,17 +583,23 @@ def split_errors(
         of decode errors is ``len(errors)``.
     """
     materialized = ds.materialize() if total is None else materialize_with_progress(ds, total, what)
-    errors = [
-        {PATH: row[PATH], ERROR: row[ERROR]}
-        for row in materialized.select_columns([PATH, ERROR])
-        .map_batches(_error_rows, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)
-        .take_all()
-    ]
-    errors.sort(key=lambda row: row[PATH])
+    errors = error_list(materialized, num_cpus)
     good = drop_errors(materialized, num_cpus).materialize()
     total = materialized.count()
     log.info("ingest: %d images read, %d usable, %d errors", total, total - len(errors), len(errors))
     return good, errors
+
+
+def error_list(ds: Any, num_cpus: float = DEFAULT_DECODE_CPUS) -> list[dict[str, str]]:
+    """The error rows of ``ds`` (best materialized) as ``{"path": ..., "error": ...}``, sorted by path."""
+    errors = [
+        {PATH: row[PATH], ERROR: row[ERROR]}
+        for row in ds.select_columns([PATH, ERROR])
+        .map_batches(_error_rows, batch_format="pyarrow", batch_size=None, num_cpus=num_cpus)
+        .take_all()
+    ]
+    errors.sort(key=lambda row: row[PATH])
+    return errors
 
 
 def _error_rows(batch: pa.Table) -> pa.Table:

@@ -352,8 +352,10 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
     # trainer holds the CPUs. The string columns stay (dropping them would copy every image once more);
     # AugmentCollate reads only ``index`` and ``image``.
     what = "preparing the training images" + (" (also the test split: the same images)" if shared else "")
-    good, errors = ingest.split_errors(decoded, num_cpus=run.decode_cpus, total=len(records), what=what)
-    num_good = good.count()
+    materialized = ingest.materialize_with_progress(decoded, len(records), what)
+    errors = ingest.error_list(materialized, run.decode_cpus)
+    num_good = len(records) - len(errors)
+    log.info("ingest: %d images read, %d usable, %d errors", len(records), num_good, len(errors))
     if num_good < run.num_workers:
         raise ValueError(
             f"only {num_good} decodable training images for {run.num_workers} workers "
@@ -361,13 +363,15 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
         )
     num_decoded = len(records)
     if shared:
-        # Two projections of the one decode (object-store copies, no decode): the training rows
-        # without the evaluation image, the test rows with it as their ``image``.
-        train = good.drop_columns([ingest.EVAL_IMAGE]).materialize()
-        test = (
-            good.drop_columns([ingest.IMAGE]).rename_columns({ingest.EVAL_IMAGE: ingest.IMAGE}).materialize()
-        )
+        # Two projections of the one decode (object-store copies, no decode; the error rows dropped in
+        # the same pass): the training rows without the evaluation image, the test rows with it as
+        # their ``image``.
+        train = ingest.drop_errors(materialized, run.decode_cpus, drop=[ingest.EVAL_IMAGE]).materialize()
+        test = ingest.drop_errors(
+            materialized, run.decode_cpus, drop=[ingest.IMAGE], rename={ingest.EVAL_IMAGE: ingest.IMAGE}
+        ).materialize()
         return PreparedData(train, test, num_good, len(errors), len(test_records), len(errors), num_decoded)
+    good = ingest.drop_errors(materialized, run.decode_cpus).materialize()
     test, num_test_errors = None, 0
     if test_records:
         test_decoded = ingest.images_dataset(test_records, size=cfg.augment.crop, decode_cpus=run.decode_cpus)

@@ -1,0 +1,103 @@
+"""CAML's data preparation when the test split is the training split: one decode per image vs two.
+
+    python bench/bench_train_prepare.py --data ../shared/data/raccoon --format boxes_csv --rounds 2
+
+On a local Ray cluster of ``--cpus`` CPUs started by this script (its own temp dir; shut down at the
+end), the wall time from the record list to the materialized training and test datasets:
+
+- **before** (the baseline, the code before issue 12 item 10): the training images decoded at
+  ``augment.resize`` (256) and split from their error rows, then the test images (the same files)
+  decoded again at ``augment.crop`` (224) and split: two decodes per image;
+- **after**: ``pipelines.train.prepare_data``: one decode per image gives both sizes.
+
+Rounds alternate (before, after, before, after, ...) so a change of machine load hits both sides; the
+ratio is the median before over the median after. Decode tasks use ``run.decode_cpus`` (0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+
+from coloc_core.config import apply_overrides
+from pipelines.config import DatasetConfig, RunConfig, TrainJobConfig
+
+
+def before(cfg: TrainJobConfig) -> tuple[int, int]:
+    """The preparation of the code before the fix: two decodes per image. (train rows, test rows)."""
+    from pipelines import ingest
+    from pipelines.train import _read_records
+
+    records = _read_records(cfg, cfg.dataset.train_split)
+    train, _ = ingest.split_errors(
+        ingest.images_dataset(records, size=cfg.augment.resize, decode_cpus=cfg.run.decode_cpus),
+        num_cpus=cfg.run.decode_cpus,
+    )
+    test_records = [r for r in _read_records(cfg, cfg.dataset.test_split) if r.boxes]
+    test, _ = ingest.split_errors(
+        ingest.images_dataset(test_records, size=cfg.augment.crop, decode_cpus=cfg.run.decode_cpus),
+        num_cpus=cfg.run.decode_cpus,
+    )
+    return train.count(), test.count()
+
+
+def after(cfg: TrainJobConfig) -> tuple[int, int]:
+    """``pipelines.train.prepare_data``: one decode per image. (train rows, test rows)."""
+    from pipelines.train import prepare_data
+
+    data = prepare_data(cfg)
+    assert data.decoded == data.num_train + data.num_errors, data  # one decode per image
+    return data.train.count(), data.test.count()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--format", default="boxes_csv")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import ray
+
+    cfg = apply_overrides(
+        TrainJobConfig(
+            method="caml",
+            dataset=DatasetConfig(root=args.data, format=args.format, train_split="all", test_split="all"),
+            run=RunConfig(decode_cpus=0.5),
+        ),
+        {},
+    )
+    temp_dir = tempfile.mkdtemp(prefix="coloc-bench-", dir="/tmp")
+    ray.init(num_cpus=args.cpus, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        after(cfg)  # warm-up: worker processes started, modules imported (not timed)
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        rows = {}
+        for _ in range(args.rounds):
+            for name, fn in (("before", before), ("after", after)):
+                started = time.perf_counter()
+                rows[name] = fn(cfg)
+                times[name].append(time.perf_counter() - started)
+                print(
+                    f"{name}: {times[name][-1]:.1f} s ({rows[name][0]} train rows, {rows[name][1]} test rows)",
+                    flush=True,
+                )
+    finally:
+        ray.shutdown()
+    assert rows["before"] == rows["after"], rows
+    b, a = statistics.median(times["before"]), statistics.median(times["after"])
+    print(f"{args.data} ({args.format}), {rows['after'][0]} images, {args.cpus} CPUs, {args.rounds} rounds")
+    print(
+        f"before (two decodes per image): median {b:.1f} s  {' '.join(f'{t:.1f}' for t in times['before'])}"
+    )
+    print(f"after  (one decode per image):  median {a:.1f} s  {' '.join(f'{t:.1f}' for t in times['after'])}")
+    print(f"ratio before / after: {b / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()
