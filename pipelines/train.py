@@ -3,16 +3,20 @@
 Driver (:func:`run_training`):
 
 1. Validate and log the resolved config (``pipelines.config.dump``).
-2. List the records of the train split (and of the test split, for evaluation, when it has boxes)
+2. Check memory (:func:`check_memory`, ``run.check_memory``): each worker's peak estimated from its
+   batch, ``augment.crop`` and the model (:mod:`pipelines.memory`) against the node's memory; a run
+   that would not fit stops here (``MemoryBudgetError``), before any image is read.
+3. List the records of the train split (and of the test split, for evaluation, when it has boxes)
    with ``coloc_core.datasets`` through :func:`pipelines.ingest.read_records` (local or ``s3://``).
-3. Decode once with Ray Data (:func:`pipelines.ingest.images_dataset` at ``augment.resize`` for
-   training, ``augment.crop`` for the test split), split off the error rows
-   (:func:`pipelines.ingest.split_errors`: counted, logged, excluded) and keep the good rows
-   materialized in the object store. Nothing is decoded while the trainer runs, so the training
-   workers can hold every CPU of a small machine without starving a Ray Data task.
-4. ``TorchTrainer(...).fit()``; the ``train`` dataset is split across the workers
+4. Decode once with Ray Data (:func:`prepare_data`: :func:`pipelines.ingest.images_dataset` at
+   ``augment.resize`` for training, ``augment.crop`` for the test split; one decode makes both when
+   the test split lists the same images), with a progress line every 10 s, split off the error rows
+   (counted, logged, excluded) and keep the good rows materialized in the object store. Nothing is
+   decoded while the trainer runs, so the training workers can hold every CPU of a small machine
+   without starving a Ray Data task.
+5. ``TorchTrainer(...).fit()``; the ``train`` dataset is split across the workers
    (``streaming_split``), the ``test`` dataset is not (rank 0 evaluates the whole test split).
-5. Export the last epoch's model as one file (``coloc_core.checkpoint`` format), written atomically
+6. Export the last epoch's model as one file (``coloc_core.checkpoint`` format), written atomically
    through :mod:`pipelines.storage` to ``run.export`` or ``<storage_path>/<name>/model.pt``.
 
 Worker (:func:`train_loop_per_worker`), each epoch:
