@@ -11,7 +11,9 @@ end), the wall time from the record list to the materialized training and test d
 - **after**: ``pipelines.train.prepare_data``: one decode per image gives both sizes.
 
 Rounds alternate (before, after, before, after, ...) so a change of machine load hits both sides; the
-ratio is the median before over the median after. Decode tasks use ``run.decode_cpus`` (0.5).
+ratio is the median before over the median after. Decode tasks use ``run.decode_cpus`` (0.5). First,
+without Ray, the CPU time (``time.process_time``, little affected by other load) of the decode work
+alone: ``decode_image`` at 256 and at 224 per image vs ``decode_image_sizes`` at both from one decode.
 """
 
 from __future__ import annotations
@@ -53,6 +55,25 @@ def after(cfg: TrainJobConfig) -> tuple[int, int]:
     return data.train.count(), data.test.count()
 
 
+def decode_cpu(cfg: TrainJobConfig) -> tuple[float, float]:
+    """CPU seconds (this process, no Ray) to decode every image twice (256, then 224) vs once for both."""
+    from pipelines import ingest, storage
+    from pipelines.train import _read_records
+
+    blobs = [storage.read_bytes(r.path) for r in _read_records(cfg, cfg.dataset.train_split)]
+    resize, crop = cfg.augment.resize, cfg.augment.crop
+    started = time.process_time()
+    for data in blobs:
+        ingest.decode_image(data, resize)
+        ingest.decode_image(data, crop)
+    twice = time.process_time() - started
+    started = time.process_time()
+    for data in blobs:
+        ingest.decode_image_sizes(data, (resize, crop))
+    once = time.process_time() - started
+    return twice, once
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
@@ -71,6 +92,14 @@ def main() -> None:
         ),
         {},
     )
+    twice, once = decode_cpu(cfg)
+    print(
+        f"decode CPU, one process: two decodes per image {twice:.2f} s, one decode for both sizes "
+        f"{once:.2f} s, ratio {twice / once:.2f}",
+        flush=True,
+    )
+    if args.rounds == 0:
+        return
     temp_dir = tempfile.mkdtemp(prefix="coloc-bench-", dir="/tmp")
     ray.init(num_cpus=args.cpus, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -357,8 +357,13 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
     # AugmentCollate reads only ``index`` and ``image``.
     what = "preparing the training images" + (" (also the test split: the same images)" if shared else "")
     materialized = ingest.materialize_with_progress(decoded, len(records), what)
-    errors = ingest.error_list(materialized, run.decode_cpus)
-    num_good = len(records) - len(errors)
+    # The error rows dropped (and, with a shared decode, the evaluation image) in one pass; the
+    # errors are listed only when there are some (each was logged by its decode task already).
+    train = ingest.drop_errors(
+        materialized, run.decode_cpus, drop=[ingest.EVAL_IMAGE] if shared else []
+    ).materialize()
+    num_good = train.count()
+    errors = ingest.error_list(materialized, run.decode_cpus) if num_good < len(records) else []
     log.info("ingest: %d images read, %d usable, %d errors", len(records), num_good, len(errors))
     if num_good < run.num_workers:
         raise ValueError(
@@ -367,15 +372,12 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
         )
     num_decoded = len(records)
     if shared:
-        # Two projections of the one decode (object-store copies, no decode; the error rows dropped in
-        # the same pass): the training rows without the evaluation image, the test rows with it as
-        # their ``image``.
-        train = ingest.drop_errors(materialized, run.decode_cpus, drop=[ingest.EVAL_IMAGE]).materialize()
+        # The test rows: a projection of the same decode (an object-store copy, no decode) with the
+        # evaluation image as their ``image``.
         test = ingest.drop_errors(
             materialized, run.decode_cpus, drop=[ingest.IMAGE], rename={ingest.EVAL_IMAGE: ingest.IMAGE}
         ).materialize()
         return PreparedData(train, test, num_good, len(errors), len(test_records), len(errors), num_decoded)
-    good = ingest.drop_errors(materialized, run.decode_cpus).materialize()
     test, num_test_errors = None, 0
     if test_records:
         test_decoded = ingest.images_dataset(test_records, size=cfg.augment.crop, decode_cpus=run.decode_cpus)
@@ -384,7 +386,7 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
         )
         num_test_errors = len(test_errors)
         num_decoded += len(test_records)
-    return PreparedData(good, test, num_good, len(errors), len(test_records), num_test_errors, num_decoded)
+    return PreparedData(train, test, num_good, len(errors), len(test_records), num_test_errors, num_decoded)
 
 
 def _storage_uri(storage_path: str) -> str:
