@@ -83,14 +83,16 @@ def _peak(parts: MemoryEstimate, local_batch: int, *, use_gpu: bool) -> int:
     return int(WORKER_BASE_BYTES + PARAM_COPIES * parts.param_bytes + activations)
 
 
-def saved_activation_bytes(cfg: ColocConfig) -> int:
+def saved_activation_bytes(cfg: ColocConfig, model: torch.nn.Module | None = None) -> int:
     """Bytes autograd saves for backward per training image, at ``augment.crop`` (float32, CPU).
 
-    One forward pass of ``cfg``'s model (no pretrained weights: the shapes are what counts) on the two
-    views of one image, in training mode, with ``torch.autograd.graph.saved_tensors_hooks`` adding up
-    the distinct storages it keeps, parameters excluded. Takes a fraction of a second.
+    One forward pass of ``cfg``'s model (``model``, or one built without pretrained weights: the
+    shapes are what counts) on the two views of one image, in training mode, with
+    ``torch.autograd.graph.saved_tensors_hooks`` adding up the distinct storages it keeps, parameters
+    excluded. Takes a fraction of a second.
     """
-    model = build_model(cfg, weights=False)
+    if model is None:
+        model = build_model(cfg, weights=False)
     model.train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
@@ -121,9 +123,10 @@ def estimate_worker_memory(
         saved_per_image: :func:`saved_activation_bytes`, when already measured.
     """
     local_batch = max(1, cfg.optim.batch_size // num_workers)
+    model = build_model(cfg, weights=False)
     if saved_per_image is None:
-        saved_per_image = saved_activation_bytes(cfg)
-    param_bytes = 4 * sum(p.numel() for p in build_model(cfg, weights=False).parameters())
+        saved_per_image = saved_activation_bytes(cfg, model)
+    param_bytes = 4 * sum(p.numel() for p in model.parameters())
     parts = MemoryEstimate(local_batch, saved_per_image, param_bytes, 0)
     return MemoryEstimate(
         local_batch, saved_per_image, param_bytes, _peak(parts, local_batch, use_gpu=use_gpu)
