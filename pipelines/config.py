@@ -126,11 +126,17 @@ class TrainJobConfig(ColocConfig):
             checkpoints; of the method settings only ``model.backbone`` and ``model.weights`` are
             used) — the measured best boxes (docs/RESULTS.md). ``caml``: the paper's ColocNet trained
             with CAML on Ray Train (every other setting applies).
+        image_size: ``selftrain``: the side the images are resized to, stored in the model file (0 =
+            the default, 320; ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). ``caml`` trains at
+            ``augment.crop`` and refuses this option.
     """
 
     method: str = "selftrain"
+    image_size: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    RANGES: ClassVar[dict[str, Range]] = {**ColocConfig.RANGES, "image_size": NON_NEGATIVE}
 
 
 @dataclass
@@ -218,6 +224,13 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
     validate(cfg)
     if cfg.method not in TRAIN_METHODS:
         raise ValueError(f"method={cfg.method!r} is not one of {', '.join(TRAIN_METHODS)}")
+    if cfg.image_size and cfg.method != "selftrain":
+        raise ValueError(
+            f"image_size={cfg.image_size} applies to method=selftrain; method={cfg.method} trains at "
+            "augment.crop"
+        )
+    if 0 < cfg.image_size < 32:
+        raise ValueError(f"image_size={cfg.image_size} must be 0 (the default) or at least 32")
     if cfg.dataset.format not in DATASET_FORMATS:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:

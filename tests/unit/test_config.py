@@ -248,3 +248,14 @@ def test_label_image_size_is_for_methods_fitted_here():
         check_label_config(LabelJobConfig(images="/x", out="/y", image_size=16))
     with pytest.raises(ValueError, match="image_size"):
         check_label_config(LabelJobConfig(images="/x", out="/y", image_size=-1))
+
+
+def test_train_image_size_is_for_the_self_trained_head():
+    from pipelines.config import DatasetConfig, TrainJobConfig, resolve_train_config
+
+    base = dict(dataset=DatasetConfig(root="/x"))
+    assert resolve_train_config(TrainJobConfig(image_size=256, **base)).image_size == 256
+    with pytest.raises(ValueError, match="applies to method=selftrain"):
+        resolve_train_config(TrainJobConfig(method="caml", image_size=256, **base))
+    with pytest.raises(ValueError, match="at least 32"):
+        resolve_train_config(TrainJobConfig(image_size=8, **base))
