@@ -28,6 +28,9 @@ Row schema of :func:`images_dataset` (Arrow types):
 - ``error`` (string): null, or ``"<path>: <ExceptionType>: <reason>"``; the same file gives the same
   text on every run (no memory addresses: PIL's "cannot identify image file <_io.BytesIO object at
   0x…>" is reworded, and any ``object at 0x…`` left in a reason is cut to ``object``).
+- ``error_kind`` (string): null, or the error's kind (:func:`error_kind`; the predictions table's
+  ``error_kind``, :data:`pipelines.schema.ERROR_KINDS`): ``missing`` / ``unreadable`` when reading
+  failed, ``too_large`` / ``unsupported`` / ``decode`` when decoding did.
 
 Decoding choices (:func:`decode_image`):
 
@@ -72,6 +75,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,8 +85,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from coloc_core.config import AugmentConfig
 from coloc_core.datasets import ImageRecord, read_dataset
-from pipelines import storage
-from pipelines.schema import ERROR, HEIGHT, PATH, WIDTH
+from pipelines import schema, storage
+from pipelines.schema import ERROR, ERROR_KIND, HEIGHT, PATH, WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +335,37 @@ def decode_image_sizes(
     return images, int(width), int(height)
 
 
+# PIL's message when a format is recognised but its codec is not built in ("decoder jpeg2k not available").
+_NO_CODEC = re.compile(r"(decoder|encoder) \S+ not available")
+
+
+def error_kind(err: BaseException, *, reading: bool, path: str = "") -> str:
+    """The ``error_kind`` of an image that could not be used (:data:`pipelines.schema.ERROR_KINDS`).
+
+    Args:
+        err: the exception reading or decoding the file raised (never a storage outage: that one
+            fails the task, :mod:`pipelines.storage`).
+        reading: True when reading the bytes failed, False when decoding them did.
+        path: the file's path; its extension tells a corrupt file from an unsupported format.
+
+    Returns:
+        ``missing`` (``FileNotFoundError``), ``unreadable`` (any other read error), ``too_large``
+        (:class:`ImageTooLargeError`), ``unsupported`` (a format whose decoder is not built in, or
+        bytes PIL does not identify under an extension outside ``storage.IMAGE_EXTENSIONS``, e.g. a
+        ``.heic`` or ``.svg``), else ``decode``: empty, truncated or corrupt data, including bytes PIL
+        does not identify in a file named as a format it reads (a ``.jpg`` of garbage is a bad JPEG).
+    """
+    if reading:
+        return schema.KIND_MISSING if isinstance(err, FileNotFoundError) else schema.KIND_UNREADABLE
+    if isinstance(err, ImageTooLargeError):
+        return schema.KIND_TOO_LARGE
+    if _NO_CODEC.search(str(err)):
+        return schema.KIND_UNSUPPORTED
+    if isinstance(err, UnidentifiedImageError) and not path.lower().endswith(storage.IMAGE_EXTENSIONS):
+        return schema.KIND_UNSUPPORTED
+    return schema.KIND_DECODE
+
+
 def _warn_once(key: str, message: str, *args: Any) -> None:
     """Log a warning once per key and worker process (a re-read dataset does not repeat it)."""
     if key in _LOGGED_ERRORS:
@@ -374,6 +409,35 @@ def _read_all(paths: list[str], endpoint_url: str | None) -> list[bytes | Except
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class FileError:
+    """Why one file gives an error row: the row's ``error`` text and ``error_kind``."""
+
+    error: str
+    kind: str
+
+
+def decode_or_error(
+    path: str, data: bytes | Exception, sizes: Sequence[int], max_pixels: int = MAX_PIXELS
+) -> tuple[list[np.ndarray], int, int] | FileError:
+    """One file's read result (its bytes, or the permanent error reading it) → its decodes, or its error.
+
+    Returns:
+        ``(images, width, height)`` as :func:`decode_image_sizes`, or a :class:`FileError` with the
+        deterministic text ``"<path>: <ExceptionType>: <reason>"`` and the :func:`error_kind`.
+    """
+    try:
+        if isinstance(data, Exception):
+            raise data
+        return decode_image_sizes(data, sizes, max_pixels)
+    except Exception as e:  # noqa: BLE001 - every failure is surfaced as an error row and counted
+        reason = _ADDRESS.sub("", str(e)) or type(e).__name__
+        return FileError(
+            f"{path}: {type(e).__name__}: {reason}",
+            error_kind(e, reading=isinstance(data, Exception), path=path),
+        )
+
+
 def _tensor_column(images: np.ndarray) -> pa.Array:
     from ray.data.extensions import ArrowTensorArray  # noqa: PLC0415 (Ray only in the Ray layer)
 
@@ -406,17 +470,15 @@ def decode_batch(
     widths = batch.column(WIDTH).to_pylist()
     heights = batch.column(HEIGHT).to_pylist()
     errors: list[str | None] = [None] * num_rows
+    kinds: list[str | None] = [None] * num_rows
     paths = batch.column(PATH).to_pylist()
     for i, (path, data) in enumerate(zip(paths, _read_all(paths, endpoint_url), strict=True)):
-        try:
-            if isinstance(data, Exception):
-                raise data
-            decoded, width, height = decode_image_sizes(data, sizes, max_pixels)
-        except Exception as e:  # noqa: BLE001 - every failure is surfaced as an error row and counted
-            reason = _ADDRESS.sub("", str(e)) or type(e).__name__
-            errors[i] = f"{path}: {type(e).__name__}: {reason}"
+        result = decode_or_error(path, data, sizes, max_pixels)
+        if isinstance(result, FileError):
+            errors[i], kinds[i] = result.error, result.kind
             _warn_once(f"error:{path}", "ingest: cannot use image %s", errors[i])
             continue
+        decoded, width, height = result
         if widths[i] is not None and (widths[i], heights[i]) != (width, height):
             # The annotation's size disagrees with the file: the file wins (its boxes may not).
             _warn_once(
@@ -440,6 +502,7 @@ def decode_batch(
         BOXES: batch.column(BOXES),
         IMAGE: _tensor_column(images),
         ERROR: pa.array(errors, type=pa.string()),
+        ERROR_KIND: pa.array(kinds, type=pa.string()),
     }
     if eval_size is not None:
         columns[EVAL_IMAGE] = _tensor_column(eval_images)

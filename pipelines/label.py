@@ -131,6 +131,8 @@ class LabelSummary:
         out: the output folder.
         images: rows in the table (= input images) when complete.
         errors: error rows in the table.
+        errors_by_kind: those rows counted by ``error_kind`` (``pipelines.schema.ERROR_KINDS``); rows of
+            part files written before that column existed count as ``"unknown"``.
         shards: part files in the table.
         shards_written: part files written by this run (the rest were there already).
         images_labelled: images labelled by this run.
@@ -148,6 +150,7 @@ class LabelSummary:
     out: str
     images: int
     errors: int
+    errors_by_kind: dict[str, int]
     shards: int
     shards_written: int
     images_labelled: int
@@ -209,18 +212,20 @@ class LabelPlan:
 
     @property
     def schema_version(self) -> int:
-        """The part files' schema version: the folder's own (1 when it was started before ``boxes``)."""
+        """The part files' schema version: the folder's own (1 before ``boxes``, 2 before ``error_kind``).
+
+        The manifest's ``schema_version``, lowered to what its column list (``schema``) holds.
+        """
+        version = int(self.manifest.get("schema_version", schema.SCHEMA_VERSION))
         listed = self.manifest.get("schema")
-        if int(self.manifest.get("schema_version", schema.SCHEMA_VERSION)) < 2 or (
-            listed is not None and not any(str(c).startswith(f"{schema.BOXES}:") for c in listed)
-        ):
-            return 1
-        return schema.SCHEMA_VERSION
+        if listed is not None:
+            version = min(version, schema.version_of_columns(str(c).split(":", 1)[0] for c in listed))
+        return version
 
     @property
     def schema(self) -> pa.Schema:
         """The part files' schema (:attr:`schema_version`)."""
-        return schema.V1_SCHEMA if self.schema_version == 1 else schema.PREDICTIONS_SCHEMA
+        return schema.schema_of_version(self.schema_version)
 
     @property
     def num_shards(self) -> int:
@@ -307,8 +312,9 @@ class LocalizeBatch:
         A model output that is not finite becomes an error row (never a silent empty box).
         """
         errors = list(batch[ingest.ERROR])
-        ok = np.array([e is None for e in errors], dtype=bool)
         n = len(errors)
+        kinds = list(batch[ingest.ERROR_KIND]) if ingest.ERROR_KIND in batch else [None] * n
+        ok = np.array([e is None for e in errors], dtype=bool)
         heatmaps: list[bytes | None] = [None] * n
         hs: list[int | None] = [None] * n
         ws: list[int | None] = [None] * n
@@ -317,6 +323,7 @@ class LocalizeBatch:
             for i, attn in zip(np.flatnonzero(ok), maps, strict=True):
                 if not np.isfinite(attn).all():
                     errors[i] = f"{batch[ingest.PATH][i]}: the model's attention map is not finite"
+                    kinds[i] = schema.KIND_MODEL
                     continue
                 data, h, w = schema.encode_heatmap(quantize_heatmap(attn))
                 heatmaps[i], hs[i], ws[i] = data, h, w
@@ -332,6 +339,7 @@ class LocalizeBatch:
                 schema.THRESHOLD: pa.array([self.threshold] * n, pa.float32()),
                 schema.MODEL: pa.array([self.model_id] * n, pa.string()),
                 schema.ERROR: pa.array([None if e is None else str(e) for e in errors], pa.string()),
+                schema.ERROR_KIND: pa.array([None if k is None else str(k) for k in kinds], pa.string()),
             }
         )
         return heatmaps_to_box_rows(table, self.all_boxes) if self.postprocess else table
@@ -361,6 +369,7 @@ def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
     scores: list[float | None] = [None] * n
     every: list[list[dict[str, float]] | None] = [None] * n
     errors = list(rows[schema.ERROR])
+    kinds = list(rows.get(schema.ERROR_KIND) or [None] * n)
     for i in range(n):
         heat = schema.decode_heatmap(
             rows[schema.HEATMAP][i], rows[schema.HEATMAP_H][i], rows[schema.HEATMAP_W][i]
@@ -370,6 +379,7 @@ def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
         width, height = rows[schema.WIDTH][i], rows[schema.HEIGHT][i]
         if not width or not height:
             errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
+            kinds[i] = schema.KIND_DECODE  # the decode gave no size (defensive: it always does)
             continue
         loc = locate(heat, float(rows[schema.THRESHOLD][i]), (int(width), int(height)), all_boxes=all_boxes)
         for c in range(4):
@@ -382,6 +392,7 @@ def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
         columns[name] = values
     columns[schema.SCORE] = scores
     columns[schema.ERROR] = errors
+    columns[schema.ERROR_KIND] = kinds
     columns[schema.BOXES] = every
     table = schema.to_table(columns)
     return table.append_column(ingest.INDEX, batch.column(ingest.INDEX))
@@ -916,11 +927,23 @@ def fit_statistics(
 
 
 def _valid_part(uri: str, expected_rows: int) -> bool:
-    try:
-        fs, path = storage.filesystem_for(uri)
+    """Whether the part file at ``uri`` is complete: footer readable, schema and row count right.
+
+    Raises:
+        storage.StorageUnavailableError: when storage cannot be reached (transient faults retried):
+            that says nothing about the file, which must not be taken for a torn one and deleted.
+    """
+    fs, path = storage.filesystem_for(uri, own_retries=False)
+
+    def footer() -> Any:
         with fs.open(path, "rb") as f:
-            meta = pq.read_metadata(f)
+            return pq.read_metadata(f)
+
+    try:
+        meta = storage.retry_transient(footer, f"reading the footer of {uri}")
         schema.check_schema(meta.schema.to_arrow_schema())
+    except storage.StorageUnavailableError:
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable part is redone, and said so
         log.warning("label: %s is not a readable predictions file (%s); it will be redone", uri, err)
         return False
@@ -1049,14 +1072,43 @@ class _ShardWriter:
             )
 
 
-def _table_totals(out: str, plan: LabelPlan) -> tuple[int, int]:
-    """(rows, error rows) over all part files, reading only the ``error`` column of each."""
-    rows = errors = 0
+UNKNOWN_KIND = "unknown"  # errors_by_kind's key for error rows without a kind (files before schema 3)
+
+
+def _storage_outage(err: BaseException) -> str | None:
+    """The "storage unreachable" message when ``err`` is, or wraps, a storage outage; else None.
+
+    Ray hands a task's exception back wrapped (``RayTaskError``, Ray Data's ``UserCodeException``),
+    sometimes only as text: its causes (``__cause__``, ``cause``) are followed and its text looked at.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, storage.StorageUnavailableError):
+            return str(current).splitlines()[0] if str(current) else type(current).__name__
+        inner = getattr(current, "cause", None)
+        current = current.__cause__ or (inner if isinstance(inner, BaseException) else None)
+    text = str(err)
+    start = text.find("storage unreachable:")
+    if start >= 0 or "StorageUnavailableError" in text:
+        return text[max(start, 0) :].splitlines()[0]
+    return None
+
+
+def _table_totals(out: str, plan: LabelPlan) -> tuple[int, dict[str, int]]:
+    """(rows, error rows by ``error_kind``) over all part files, reading only those two columns."""
+    rows = 0
+    by_kind: dict[str, int] = {}
     for shard in range(plan.num_shards):
-        table = _read_parquet(storage.join(out, part_name(shard)), columns=[schema.ERROR])
+        data = pa.BufferReader(storage.read_bytes(storage.join(out, part_name(shard))))
+        table = schema.read_table(data, columns=[schema.ERROR, schema.ERROR_KIND])
         rows += table.num_rows
-        errors += table.num_rows - table.column(schema.ERROR).null_count
-    return rows, errors
+        erred = table.filter(pc.is_valid(table.column(schema.ERROR)))
+        for kind in erred.column(schema.ERROR_KIND).to_pylist():
+            key = UNKNOWN_KIND if kind is None else str(kind)
+            by_kind[key] = by_kind.get(key, 0) + 1
+    return rows, dict(sorted(by_kind.items()))
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -1127,19 +1179,33 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 fn_kwargs={"all_boxes": plan.all_boxes},
                 udf_modifying_row_count=False,
             )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for shard in writer.add(batch):
-                if on_shard_written is not None:
-                    on_shard_written(shard)
+        try:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for shard in writer.add(batch):
+                    if on_shard_written is not None:
+                        on_shard_written(shard)
+        except Exception as err:
+            outage = _storage_outage(err)
+            if outage is None:
+                raise
+            # No row was made up for the images not read: their shards stay unwritten, so a rerun
+            # labels them (the shards written so far are kept).
+            raise storage.StorageUnavailableError(
+                f"label: storage unreachable, labeling of {cfg.out} stopped: {writer.written} of "
+                f"{len(pending)} pending part files written by this run, the other "
+                f"{len(writer.pending)} not written (no error row for their images) and no {SUCCESS}; "
+                f"run the same command again once storage is reachable. Cause: {outage}"
+            ) from err
         writer.check_complete()
     elapsed = time.monotonic() - start
-    rows, errors = _table_totals(cfg.out, plan)
+    rows, errors_by_kind = _table_totals(cfg.out, plan)
     if rows != plan.num_images:
         raise RuntimeError(f"label: the table has {rows} rows for {plan.num_images} images")
     summary = LabelSummary(
         out=cfg.out,
         images=rows,
-        errors=errors,
+        errors=sum(errors_by_kind.values()),
+        errors_by_kind=errors_by_kind,
         shards=plan.num_shards,
         shards_written=writer.written,
         images_labelled=writer.rows_written,
@@ -1157,10 +1223,11 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     if writer.written or not storage.exists(success):
         storage.write_text_atomic(success, json.dumps(summary.to_dict(), indent=2))
     log.info(
-        "label: done: %d images (%d errors) in %d part files; "
+        "label: done: %d images (%d errors%s) in %d part files; "
         "this run labelled %d images in %.1f s (%.1f images/s)",
         summary.images,
         summary.errors,
+        "".join(f", {n} {kind}" for kind, n in summary.errors_by_kind.items()),
         summary.shards,
         summary.images_labelled,
         summary.seconds,

@@ -14,6 +14,24 @@ One row per input image (ARCHITECTURE.md):
 | ``model`` | string | model id (content hash of the model file's weights) |
 | ``error`` | string | null, or why this image could not be labelled |
 | ``boxes`` | list<struct<x0, y0, x1, y1, score>> | ``boxes=all``: every box, best first; else null |
+| ``error_kind`` | string | on an error row, what went wrong (:data:`ERROR_KINDS`); null on good rows |
+
+**error_kind** (schema version 3): one word per error row, so rows can be filtered by cause without
+parsing ``error`` (:data:`ERROR_KINDS`):
+
+- ``missing``: the file is not there any more (listed, then gone: ``FileNotFoundError``, S3 ``NoSuchKey``);
+- ``unreadable``: it exists but cannot be read (no permission, a folder, another read error);
+- ``too_large``: its header declares more pixels than the limit (``ingest.MAX_PIXELS``, a possible
+  decompression bomb), refused before any pixel is decoded;
+- ``unsupported``: not an image format the decoder reads (e.g. ``.heic``, ``.svg`` without a plugin;
+  ``storage.OTHER_IMAGE_EXTENSIONS`` are listed so that they get this row), or a format whose decoder
+  is not built in;
+- ``decode``: a file in a known format whose data is bad: empty, truncated, corrupt bytes;
+- ``model``: the image decoded but the model's attention map is not finite.
+
+A storage outage is never an error row (see ``pipelines.storage``: the job fails and a rerun reads the
+files). Tables written before version 3 have no ``error_kind`` column: :func:`read_table` gives it as
+null there.
 
 **score** (``coloc_core.localizer.box_score``), in [−1, 2], on S, the 224×224 score map (the stored
 heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
@@ -70,8 +88,9 @@ import pyarrow as pa
 from coloc_core import __version__
 
 # Version of the table's columns and their meaning; raised on any change to them.
-# 1: the single box; 2: + ``boxes`` (every box, --boxes=all). Version-1 tables are still read.
-SCHEMA_VERSION = 2
+# 1: the single box; 2: + ``boxes`` (every box, --boxes=all); 3: + ``error_kind``. Older tables are still
+# read (and resumed in their own layout).
+SCHEMA_VERSION = 3
 META_VERSION = b"coloc.version"
 META_SCHEMA_VERSION = b"coloc.schema_version"
 META_MODEL_ID = b"coloc.model_id"
@@ -89,6 +108,15 @@ HEATMAP_W = "heatmap_w"
 MODEL = "model"
 ERROR = "error"
 BOXES = "boxes"
+ERROR_KIND = "error_kind"
+# The values of ``error_kind`` (module docstring), one per cause of an error row.
+KIND_MISSING = "missing"
+KIND_UNREADABLE = "unreadable"
+KIND_TOO_LARGE = "too_large"
+KIND_UNSUPPORTED = "unsupported"
+KIND_DECODE = "decode"
+KIND_MODEL = "model"
+ERROR_KINDS = (KIND_DECODE, KIND_TOO_LARGE, KIND_UNSUPPORTED, KIND_MISSING, KIND_UNREADABLE, KIND_MODEL)
 SCORE_FIELD = "score"  # the score of one entry of ``boxes``
 BOX_TYPE = pa.struct([pa.field(name, pa.float32()) for name in (*BOX_COLUMNS, SCORE_FIELD)])
 
@@ -108,9 +136,12 @@ _FIELDS = [
     pa.field(MODEL, pa.string()),
     pa.field(ERROR, pa.string()),
     pa.field(BOXES, pa.list_(BOX_TYPE)),
+    pa.field(ERROR_KIND, pa.string()),
 ]
-# Columns added after version 1: absent from older tables, read as null (see read_table).
-ADDED_COLUMNS = (BOXES,)
+# The columns each schema version added (the last ones of the table, in order): absent from older
+# tables, read as null (see read_table).
+ADDED_IN = {2: (BOXES,), 3: (ERROR_KIND,)}
+ADDED_COLUMNS = tuple(name for version in sorted(ADDED_IN) for name in ADDED_IN[version])
 # Columns that pandas must read as nullable integers (not float64) whatever the rows hold.
 INTEGER_COLUMNS = tuple(f.name for f in _FIELDS if pa.types.is_integer(f.type))
 
@@ -177,20 +208,52 @@ def with_file_metadata(table: pa.Table, model_id: str, schema_version: int = SCH
     return table.replace_schema_metadata(meta)
 
 
-_V1_FIELDS = [f for f in _FIELDS if f.name not in ADDED_COLUMNS]
-# The schema before ``boxes``: the part files of a folder started then keep it when it is resumed.
-V1_SCHEMA = pa.schema(_V1_FIELDS, metadata={b"pandas": _pandas_metadata(_V1_FIELDS)})
+def _fields_of_version(version: int) -> list[pa.Field]:
+    later = {name for v, names in ADDED_IN.items() if v > version for name in names}
+    return [f for f in _FIELDS if f.name not in later]
+
+
+def schema_of_version(version: int) -> pa.Schema:
+    """The part files' schema of a schema version (1 .. :data:`SCHEMA_VERSION`).
+
+    A folder started under an older version keeps its layout when it is resumed.
+
+    Raises:
+        ValueError: for an unknown version.
+    """
+    if not 1 <= version <= SCHEMA_VERSION:
+        raise ValueError(f"unknown predictions schema version {version} (known: 1..{SCHEMA_VERSION})")
+    fields = _fields_of_version(version)
+    return pa.schema(fields, metadata={b"pandas": _pandas_metadata(fields)})
+
+
+def version_of_columns(names: Any) -> int:
+    """The newest schema version whose columns are all among ``names`` (1 when none added is)."""
+    present = set(names)
+    version = 1
+    for v in sorted(ADDED_IN):
+        if not all(name in present for name in ADDED_IN[v]):
+            break
+        version = v
+    return version
+
+
+# The schemas before ``boxes`` (1) and before ``error_kind`` (2).
+V1_SCHEMA = schema_of_version(1)
+V2_SCHEMA = schema_of_version(2)
 
 
 def check_schema(schema: pa.Schema) -> None:
     """Raise ``ValueError`` unless ``schema`` has exactly the prediction columns and types.
 
-    A version-1 table (every column but :data:`ADDED_COLUMNS`) passes too.
+    The table of an older version (every column but those added after it, :data:`ADDED_IN`) passes too.
     """
     got = [(f.name, f.type) for f in schema]
+    for version in range(SCHEMA_VERSION, 0, -1):
+        if got == [(f.name, f.type) for f in _fields_of_version(version)]:
+            return
     want = [(f.name, f.type) for f in PREDICTIONS_SCHEMA]
-    if got != want and got != [(f.name, f.type) for f in V1_SCHEMA]:
-        raise ValueError(f"not a predictions table: columns {got}, expected {want}")
+    raise ValueError(f"not a predictions table: columns {got}, expected {want}")
 
 
 def read_table(source: Any, columns: list[str] | None = None) -> pa.Table:

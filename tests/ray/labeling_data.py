@@ -25,12 +25,13 @@ from coloc_core.model import build_model
 
 @dataclass
 class Expected:
-    """What the labeling of one file must give: an error row, or a box near ``box`` at this size."""
+    """What the labeling of one file must give: an error row (of ``kind``), or a box near ``box``."""
 
     rel: str
     error: bool
     size: tuple[int, int] | None = None  # displayed (width, height)
     box: tuple[float, float, float, float] | None = None
+    kind: str | None = None  # the error row's error_kind
 
 
 def square_image(
@@ -116,11 +117,11 @@ def bad_collection(root: str, seed: int = 1) -> list[Expected]:
     files["img/ok.jpg"] = good
     expected.append(Expected("img/ok.jpg", False, (150, 110), box))
     files["img/zero_bytes.jpg"] = b""
-    expected.append(Expected("img/zero_bytes.jpg", True))
+    expected.append(Expected("img/zero_bytes.jpg", True, kind="decode"))
     files["img/truncated.jpg"] = good[: len(good) // 3]
-    expected.append(Expected("img/truncated.jpg", True))
+    expected.append(Expected("img/truncated.jpg", True, kind="decode"))
     files["img/random_bytes.jpg"] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
-    expected.append(Expected("img/random_bytes.jpg", True))
+    expected.append(Expected("img/random_bytes.jpg", True, kind="decode"))
 
     img, box = square_image(rng, 140, 120)
     rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
@@ -154,23 +155,26 @@ def bad_collection(root: str, seed: int = 1) -> list[Expected]:
     files["img/one_pixel.png"] = png_bytes(Image.new("RGB", (1, 1), (200, 10, 10)))
     expected.append(Expected("img/one_pixel.png", False, (1, 1), None))
     files["img/bomb.png"] = bomb_png()
-    expected.append(Expected("img/bomb.png", True))
-    expected.append(Expected("img/missing.jpg", True))  # listed in boxes.csv, never written
+    expected.append(Expected("img/bomb.png", True, kind="too_large"))
+    expected.append(Expected("img/missing.jpg", True, kind="missing"))  # listed in boxes.csv, never written
     # A 0.7 kB JPEG declaring 30000x30000 (refused by its declared size), a JPEG cut in half with an
     # end-of-image marker appended (decodes without error in PIL; caught by its grey-filled tail).
     bomb = bytearray(jpeg_bytes(np.full((64, 64, 3), 90, np.uint8)))
     sof = bomb.index(b"\xff\xc0")
     bomb[sof + 5 : sof + 9] = (30_000).to_bytes(2, "big") * 2
     files["img/declared_30000.jpg"] = bytes(bomb)
-    expected.append(Expected("img/declared_30000.jpg", True))
+    expected.append(Expected("img/declared_30000.jpg", True, kind="too_large"))
     noisy = jpeg_bytes(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
     files["img/cut_with_eoi.jpg"] = noisy[: len(noisy) // 2] + b"\xff\xd9"
-    expected.append(Expected("img/cut_with_eoi.jpg", True))
+    expected.append(Expected("img/cut_with_eoi.jpg", True, kind="decode"))
     img, box = square_image(rng, 150, 100)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="GIF")
     files["img/photo.gif"] = buf.getvalue()  # labelled: a GIF is its first frame
     expected.append(Expected("img/photo.gif", False, (150, 100), box))
+    # A format that is listed (storage.OTHER_IMAGE_EXTENSIONS) but that PIL does not read.
+    files["img/drawing.svg"] = b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30"/>\n'
+    expected.append(Expected("img/drawing.svg", True, kind="unsupported"))
 
     for rel, data in files.items():
         with open(os.path.join(root, rel), "wb") as fh:

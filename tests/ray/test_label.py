@@ -190,14 +190,21 @@ def test_every_bad_input_gets_a_row_and_the_job_finishes(ray_cluster, tmp_path):
     rows = {os.path.relpath(r["path"], root): r for r in _read_parts(out).to_pylist()}
     assert set(rows) == {e.rel for e in expected}
     assert summary.errors == sum(e.error for e in expected)
+    kinds = [e.kind for e in expected if e.error]
+    assert summary.errors_by_kind == {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+    assert set(kinds) == {"decode", "too_large", "unsupported", "missing"}
+    assert (
+        json.loads(storage.read_text(storage.join(out, SUCCESS)))["errors_by_kind"] == summary.errors_by_kind
+    )
     for exp in expected:
         row = rows[exp.rel]
         if exp.error:
             assert row["error"] and exp.rel in row["error"], (exp.rel, row["error"])
+            assert row["error_kind"] == exp.kind, (exp.rel, row["error_kind"], row["error"])
             assert all(row[c] is None for c in (*schema.BOX_COLUMNS, "score", "heatmap", "heatmap_h"))
             assert row["model"] and row["threshold"] == pytest.approx(0.2)
             continue
-        assert row["error"] is None, (exp.rel, row["error"])
+        assert row["error"] is None and row["error_kind"] is None, (exp.rel, row["error"])
         assert (row["width"], row["height"]) == exp.size, exp.rel
         box = [row[c] for c in schema.BOX_COLUMNS]
         assert 0 <= box[0] <= box[2] <= exp.size[0] - 1 and 0 <= box[1] <= box[3] <= exp.size[1] - 1
@@ -602,31 +609,43 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
     assert not os.path.exists(f"{out}-x")
 
 
-def test_a_version_1_folder_resumes_in_its_own_layout(square_labels, tmp_path):
-    """A folder labelled before the ``boxes`` column: its new part files match its old ones."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, version):
+    """A folder labelled before ``boxes`` (1) or ``error_kind`` (2): its new part files match its old ones."""
     import shutil
 
+    from pipelines.label import iter_predictions
+
     cfg, _, expected = square_labels
-    old = str(tmp_path / "v1")
+    old = str(tmp_path / f"v{version}")
     shutil.copytree(cfg.out, old)
+    later = [name for v, names in schema.ADDED_IN.items() if v > version for name in names]
+    assert later == ([schema.BOXES, schema.ERROR_KIND] if version == 1 else [schema.ERROR_KIND])
     for uri in part_files(old):
-        table = pq.read_table(uri).drop_columns([schema.BOXES])
-        meta = {**table.schema.metadata, b"coloc.schema_version": b"1"}
+        table = pq.read_table(uri).drop_columns(later)
+        meta = {**table.schema.metadata, b"coloc.schema_version": str(version).encode()}
         pq.write_table(table.replace_schema_metadata(meta), uri)
     manifest = json.loads(storage.read_text(storage.join(old, MANIFEST)))
-    manifest.pop("boxes")
-    manifest["schema_version"] = 1
-    manifest["schema"] = [c for c in manifest["schema"] if not c.startswith("boxes:")]
+    if version == 1:
+        manifest.pop("boxes")
+    manifest["schema_version"] = version
+    manifest["schema"] = [c for c in manifest["schema"] if c.split(":", 1)[0] not in later]
     storage.write_text_atomic(storage.join(old, MANIFEST), json.dumps(manifest))
     os.remove(os.path.join(old, "part-00001.parquet"))
     os.remove(os.path.join(old, SUCCESS))
 
-    with pytest.raises(ValueError, match="boxes"):
-        run_labeling(dataclasses.replace(cfg, out=old, boxes="all"))
+    if version == 1:
+        with pytest.raises(ValueError, match="boxes"):
+            run_labeling(dataclasses.replace(cfg, out=old, boxes="all"))
     summary = run_labeling(dataclasses.replace(cfg, out=old))
-    assert (summary.images, summary.shards_written) == (len(expected), 1)
+    assert (summary.images, summary.shards_written, summary.errors_by_kind) == (len(expected), 1, {})
     for uri in part_files(old):
         file_schema = pq.read_schema(uri)
-        assert schema.BOXES not in file_schema.names and file_schema.metadata[b"coloc.schema_version"] == b"1"
+        assert [f.name for f in file_schema] == schema.schema_of_version(version).names, file_schema
+        assert file_schema.metadata[b"coloc.schema_version"] == str(version).encode()
+    # Read in the current schema: the columns the folder lacks come back as nulls.
+    table = pa.concat_tables(iter_predictions(old))
+    assert table.schema.names == list(schema.COLUMNS)
+    assert table.column(schema.ERROR_KIND).null_count == len(expected)
     n = len(expected)
     assert _glob_counts(old) == {"duckdb": (n, n), "duckdb union_by_name": (n, n), "polars": (n, n)}

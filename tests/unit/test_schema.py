@@ -116,8 +116,9 @@ def test_the_boxes_column_round_trips_and_reads_in_pandas(tmp_path: Path):
 def test_a_version_1_table_reads_as_the_current_schema_with_null_boxes(tmp_path: Path):
     table = _rows(good=2, bad=1)
     assert table.column(schema.BOXES).null_count == 3  # left empty: all null
-    v1 = table.drop_columns([schema.BOXES])
+    v1 = table.drop_columns([schema.BOXES, schema.ERROR_KIND])
     schema.check_schema(v1.schema)  # a version-1 file is a predictions table
+    assert v1.schema.equals(schema.V1_SCHEMA) and schema.version_of_columns(v1.column_names) == 1
     pq.write_table(v1, tmp_path / "part-00000.parquet")
     back = schema.read_table(tmp_path / "part-00000.parquet", columns=[schema.PATH, schema.BOXES])
     assert back.column_names == [schema.PATH, schema.BOXES]
@@ -125,5 +126,42 @@ def test_a_version_1_table_reads_as_the_current_schema_with_null_boxes(tmp_path:
     assert back.schema.field(schema.BOXES).type == schema.PREDICTIONS_SCHEMA.field(schema.BOXES).type
     with pytest.raises(ValueError, match="not a predictions table"):
         schema.check_schema(v1.drop_columns([schema.SCORE]).schema)
-    assert schema.SCHEMA_VERSION == 2
+    assert schema.SCHEMA_VERSION == 3
     assert schema.file_metadata("m", schema_version=1)[schema.META_SCHEMA_VERSION] == b"1"
+
+
+def test_a_version_2_table_reads_with_a_null_error_kind_and_keeps_its_layout(tmp_path: Path):
+    table = _rows(good=1, bad=2)
+    v2 = table.drop_columns([schema.ERROR_KIND])
+    schema.check_schema(v2.schema)
+    assert v2.schema.equals(schema.V2_SCHEMA) and schema.schema_of_version(2).equals(schema.V2_SCHEMA)
+    assert schema.version_of_columns(v2.column_names) == 2
+    assert schema.version_of_columns(table.column_names) == schema.SCHEMA_VERSION == 3
+    pq.write_table(v2, tmp_path / "part-00000.parquet")
+    back = schema.read_table(tmp_path / "part-00000.parquet")
+    assert back.schema.equals(schema.PREDICTIONS_SCHEMA)
+    assert back.column(schema.ERROR_KIND).to_pylist() == [None, None, None]
+    # Columns of a later version without those of an earlier one: not a table of any version.
+    with pytest.raises(ValueError, match="not a predictions table"):
+        schema.check_schema(table.drop_columns([schema.BOXES]).schema)
+    with pytest.raises(ValueError, match="unknown predictions schema version 4"):
+        schema.schema_of_version(4)
+
+
+def test_error_kind_is_a_string_column_null_on_good_rows_and_read_by_pandas(tmp_path: Path):
+    columns = {name: values for name, values in _rows(good=1, bad=1).to_pydict().items()}
+    columns[schema.ERROR_KIND] = [None, schema.KIND_UNSUPPORTED]
+    table = schema.to_table(columns)
+    assert table.schema.field(schema.ERROR_KIND).type == pa.string()
+    assert schema.COLUMNS[-1] == schema.ERROR_KIND and set(schema.ERROR_KINDS) == {
+        "decode",
+        "too_large",
+        "unsupported",
+        "missing",
+        "unreadable",
+        "model",
+    }
+    pq.write_table(table, tmp_path / "part-00000.parquet")
+    frame = pd.read_parquet(tmp_path / "part-00000.parquet")
+    assert frame.error_kind.isna().tolist() == [True, False]
+    assert frame[frame.error_kind == "unsupported"].path.tolist() == ["/photos/001.jpg"]
