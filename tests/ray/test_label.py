@@ -151,7 +151,11 @@ def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):
     with pytest.raises(_Crash):
         run_labeling(cfg, on_shard_written=crash_after_first)
     parts = sorted(p for p in os.listdir(out) if p.startswith("part-"))
-    assert len(parts) == 1 and not os.path.exists(os.path.join(out, SUCCESS))
+    # The crash comes after the first part file; one streamed batch can complete two shards when the
+    # blocks come out of order (both are written before the hook runs), never more here (shards of 6,
+    # batches of 8).
+    assert len(parts) in (1, 2) and not os.path.exists(os.path.join(out, SUCCESS)), parts
+    sizes = {f"part-{i:05d}.parquet": n for i, n in enumerate((6, 6, 6, 2))}
     first = os.path.join(out, parts[0])
     first_stat = os.stat(first)
     first_bytes = open(first, "rb").read()
@@ -163,8 +167,8 @@ def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):
         fh.write(first_bytes[: len(first_bytes) // 2])
 
     summary = run_labeling(cfg)
-    assert summary.images == 20 and summary.shards == 4 and summary.shards_written == 3
-    assert summary.images_labelled == 20 - 6
+    assert summary.images == 20 and summary.shards == 4 and summary.shards_written == 4 - len(parts)
+    assert summary.images_labelled == 20 - sum(sizes[p] for p in parts)
     assert sorted(os.listdir(out)) == sorted(
         ["_SUCCESS", "_inputs.arrow", "_manifest.json"] + [f"part-{i:05d}.parquet" for i in range(4)]
     )

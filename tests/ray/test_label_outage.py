@@ -1,11 +1,12 @@
 """A storage outage while labeling (issue 12 item 1), end to end: the job fails, a rerun completes.
 
-The images are on a moto S3 server of this module's own (never the session's). ``coloc label`` runs as
-a real driver process joined to the session's Ray cluster; its job's ``runtime_env`` gives its workers
-their own S3 endpoint and short retries (``COLOC_STORAGE_*``), as a submitted job's would. During the
-outage the driver still lists the images (the plan is written) while every read of the workers goes to
-a closed loopback port: the reads fail the way they do when the server is down, deterministically
-(stopping the server between the plan and the first read would be a race).
+``coloc label`` runs as a real driver process joined to the session's Ray cluster; its job's
+``runtime_env`` gives its workers short retries (``COLOC_STORAGE_*``) and an S3 endpoint on a closed
+loopback port, as a submitted job's would. So the driver lists the images (the plan is written) while
+every read of the workers fails the way it does when the server is down, deterministically (stopping the
+server between the plan and the first read would be a race), and the session's server is never
+stopped. The rerun, with storage reachable, runs in this process. An outage while a resumed run checks
+its part files is made by stopping a server of the test's own (``OwnS3``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import schema, storage
-from pipelines.label import MANIFEST, SUCCESS, _valid_part, part_files
+from pipelines.config import LabelJobConfig
+from pipelines.label import MANIFEST, SUCCESS, _valid_part, part_files, run_labeling
 from tests.ray import labeling_data as data
 from tests.ray.test_storage import OUTAGE_RETRIES, OwnS3
 
@@ -32,6 +34,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_IMAGES = 6
 ROWS_PER_FILE = 2
+FAST = dict(batch_size=8, num_actors=1, actor_cpus=0.5, decode_cpus=0.25)
 
 
 @pytest.fixture
@@ -52,24 +55,21 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _photos(server: OwnS3) -> str:
-    """Square JPEGs and one garbage ``.jpg`` (a really bad file) on ``server``; the folder's URI."""
+def _photos(s3_server) -> str:
+    """Square JPEGs and one garbage ``.jpg`` (a really bad file) on the session's server; their folder."""
     import numpy as np
 
     rng = np.random.default_rng(5)
+    prefix = s3_server.unique_prefix("outage-photos")
     for i in range(NUM_IMAGES - 1):
         img, _box = data.square_image(rng, 64 + 8 * i, 72)
-        server.put(f"photos/img{i}.jpg", data.jpeg_bytes(img))
-    server.put("photos/zz_garbage.jpg", rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
-    server.upload()
-    return f"s3://{server.bucket}/photos"
+        s3_server.put(f"{prefix}/img{i}.jpg", data.jpeg_bytes(img))
+    s3_server.put(f"{prefix}/zz_garbage.jpg", rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    return s3_server.uri(prefix)
 
 
-def _label(
-    images: str, out: str, model: str, *, list_at: str, read_at: str
-) -> subprocess.CompletedProcess[str]:
-    """``coloc label`` as its own driver on the session's cluster: it lists at ``list_at``, its workers
-    read at ``read_at``."""
+def _label_cli(images: str, out: str, model: str, *, read_at: str) -> subprocess.CompletedProcess[str]:
+    """``coloc label`` as its own driver on the session's cluster; its workers read S3 at ``read_at``."""
     import ray
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
@@ -85,7 +85,6 @@ def _label(
     env = {
         **os.environ,
         **OUTAGE_RETRIES,
-        "AWS_ENDPOINT_URL": list_at,
         "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
         RAY_JOB_CONFIG_JSON_ENV_VAR: json.dumps({"runtime_env": {"env_vars": worker_env}}),
     }
@@ -95,10 +94,7 @@ def _label(
         f"--out={out}",
         "--method=model",
         f"--rows_per_file={ROWS_PER_FILE}",
-        "--batch_size=8",
-        "--num_actors=1",
-        "--actor_cpus=0.5",
-        "--decode_cpus=0.25",
+        *(f"--{key}={value}" for key, value in FAST.items()),
     ]
     return subprocess.run(
         [sys.executable, "-m", "jobs.cli", "label", *args],
@@ -110,15 +106,15 @@ def _label(
     )
 
 
-def test_a_storage_outage_fails_the_labeling_job_and_the_rerun_completes(ray_cluster, own_s3, tmp_path):
-    images = _photos(own_s3)
+def test_a_storage_outage_fails_the_labeling_job_and_the_rerun_completes(ray_cluster, s3_server, tmp_path):
+    images = _photos(s3_server)
     model = tmp_path / "bright.pt"
     model.write_bytes(data.save_payload(data.brightness_payload()))
     out = str(tmp_path / "labels")
 
     # Storage unreachable for every read: the job fails (exit 1) saying so, after the plan is written.
     down = f"http://127.0.0.1:{_closed_port()}"
-    failed = _label(images, out, str(model), list_at=own_s3.endpoint_url, read_at=down)
+    failed = _label_cli(images, out, str(model), read_at=down)
     log = failed.stdout + failed.stderr
     assert failed.returncode == 1, log[-4000:]
     assert "storage unreachable" in log, log[-4000:]
@@ -128,11 +124,11 @@ def test_a_storage_outage_fails_the_labeling_job_and_the_rerun_completes(ray_clu
     assert part_files(out) == []  # no shard written: no error row for an image that was not read
 
     # Storage back: the rerun labels every image; only the really bad file is an error row.
-    rerun = _label(images, out, str(model), list_at=own_s3.endpoint_url, read_at=own_s3.endpoint_url)
-    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
-    summary = json.loads(Path(out, SUCCESS).read_text())
-    assert (summary["images"], summary["errors"], summary["errors_by_kind"]) == (NUM_IMAGES, 1, {"decode": 1})
-    assert summary["shards_written"] == NUM_IMAGES // ROWS_PER_FILE
+    cfg = LabelJobConfig(model=str(model), images=images, out=out, rows_per_file=ROWS_PER_FILE, **FAST)
+    rerun = run_labeling(cfg)
+    assert (rerun.images, rerun.errors, rerun.errors_by_kind) == (NUM_IMAGES, 1, {"decode": 1})
+    assert rerun.shards_written == NUM_IMAGES // ROWS_PER_FILE
+    assert json.loads(Path(out, SUCCESS).read_text()) == rerun.to_dict()
     table = pq.read_table(out)
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in table.to_pylist()}
     assert len(rows) == table.num_rows == NUM_IMAGES
