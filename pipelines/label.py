@@ -30,6 +30,13 @@ ends with exactly one row per input image, and finished shards are never rewritt
 model, method, τ or rows_per_file on the same output is an error (checked before anything is
 written). One run at a time per output folder.
 
+A storage outage is not a bad image: reads retry transient faults (``pipelines.storage``), and when
+storage stays unreachable the run stops with ``StorageUnavailableError`` ("storage unreachable ..."):
+the part files written so far stay, the other shards are not written (no error row is made up for an
+image that was not read), ``_SUCCESS`` is not written, and the same command run again once storage is
+back labels the rest. Checking the part files of a resumed run is no exception: a part file whose footer
+cannot be read because storage is down is not taken for a torn one (and deleted).
+
 New inputs on a rerun
 ---------------------
 A rerun lists the inputs again. Images not in the frozen list are appended to it as a new *segment*:
