@@ -127,8 +127,8 @@ class TrainJobConfig(ColocConfig):
             used) — the measured best boxes (docs/RESULTS.md). ``caml``: the paper's ColocNet trained
             with CAML on Ray Train (every other setting applies).
         image_size: ``selftrain``: the side the images are resized to, stored in the model file (0 =
-            the default, 320; ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). ``caml`` trains at
-            ``augment.crop`` and refuses this option.
+            the default, 320; ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). ``caml`` refuses it: its
+            input side is ``augment.crop`` (and ``model.image_size``).
     """
 
     method: str = "selftrain"
@@ -227,7 +227,7 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
     if cfg.image_size and cfg.method != "selftrain":
         raise ValueError(
             f"image_size={cfg.image_size} applies to method=selftrain; method={cfg.method} trains at "
-            "augment.crop"
+            "augment.crop (and model.image_size)"
         )
     if 0 < cfg.image_size < 32:
         raise ValueError(f"image_size={cfg.image_size} must be 0 (the default) or at least 32")
