@@ -19,24 +19,26 @@ looks complete:
 - S3: an object becomes visible only when its upload completes (a single PUT, or the completion call of a
   multipart upload), and is then complete. So the bytes are staged locally (in memory up to
   ``_SPOOL_BYTES``, then in a temporary file) and uploaded in one go only after the writer's block
-  finished without an exception; a failing writer uploads nothing. We do not write to a temporary key and
-  copy it: S3 has no rename, a copy is not more atomic than the PUT itself, and it doubles the traffic.
+  finished without an exception; a failing writer uploads nothing. The one upload of the whole object
+  is idempotent, so its transient faults are retried like reads (:func:`retry_transient`). We do not
+  write to a temporary key and copy it: S3 has no rename, a copy is not more atomic than the PUT
+  itself, and it doubles the traffic.
   (s3fs aborts a multipart upload that fails; one that is killed mid-way stays invisible and is cleaned up
   by the bucket's lifecycle rule for incomplete multipart uploads.)
 
 Transient faults (:func:`retry_transient`): reads (:func:`read_bytes`, :func:`read_text`, listings,
-:func:`exists`, :func:`copy_dir_from`) retry the failures that say nothing about the file, only about
-the way to it: a refused, reset or closed connection, a connection or read timeout, an endpoint that
-cannot be reached, throttling (``SlowDown``, HTTP 429) and HTTP 5xx (:func:`is_transient` decides, on
-the exception and its ``__cause__`` chain). They wait ``COLOC_STORAGE_BACKOFF_S`` seconds (default 2)
-and double it after each failed attempt, up to ``COLOC_STORAGE_BACKOFF_MAX_S`` (default 16), for
-``COLOC_STORAGE_ATTEMPTS`` attempts in all (default 5: waits of 2, 4, 8 and 16 s, about 30 s); the
-variables are read at each call, so set them in the workers' environment too. When every attempt
-fails, :class:`StorageUnavailableError` is raised ("storage unreachable: ..."): the caller fails rather
-than taking the file for a bad one. Permanent errors (missing: ``FileNotFoundError``, no access:
-``PermissionError``, any other) are raised at once, unchanged. The S3 filesystem used for these reads
-has s3fs's and botocore's own retries turned off (and a 10 s connect timeout), so that the bound above
-is the whole wait.
+:func:`exists`, :func:`copy_dir_from`) and object-store uploads (:func:`atomic_write`) retry the
+failures that say nothing about the file, only about the way to it: a refused, reset or closed
+connection, a connection or read timeout, an endpoint that cannot be reached, throttling (``SlowDown``,
+HTTP 429) and HTTP 5xx (:func:`is_transient` decides, on the exception and its ``__cause__`` chain).
+They wait ``COLOC_STORAGE_BACKOFF_S`` seconds (default 2) and double it after each failed attempt, up to
+``COLOC_STORAGE_BACKOFF_MAX_S`` (default 16), for ``COLOC_STORAGE_ATTEMPTS`` attempts in all (default 5:
+waits of 2, 4, 8 and 16 s, about 30 s); the variables are read at each call, so set them in the workers'
+environment too. When every attempt fails, :class:`StorageUnavailableError` is raised ("storage
+unreachable: ..."): the caller fails rather than taking the file for a bad one. Permanent errors
+(missing: ``FileNotFoundError``, no access: ``PermissionError``, any other) are raised at once,
+unchanged. The S3 filesystem used for these reads has s3fs's and botocore's own retries turned off (and
+a 10 s connect timeout), so that the bound above is the whole wait.
 
 A folder of several files (a checkpoint) is not atomic as a whole: copy it with :func:`copy_dir_to`, which
 writes each file atomically, and write a completion marker last (``marker=``); readers trust a folder only
@@ -522,17 +524,19 @@ def atomic_write(uri: str, mode: str = "wb", endpoint_url: str | None = None) ->
             text.detach()
         else:
             yield staged
-        # Only reached when the block raised nothing: upload the complete bytes in one go.
+        # Only reached when the block raised nothing: upload the complete bytes in one go. One upload
+        # of the whole object is idempotent, so a transient fault is retried like a read.
         staged.flush()
         size = staged.tell()
         staged.seek(0)
         if size <= _SPOOL_BYTES:
-            fs.pipe_file(path, staged.read())
+            data = staged.read()
+            retry_transient(lambda: fs.pipe_file(path, data), f"writing {uri}")
         else:
             with tempfile.NamedTemporaryFile(delete=True) as spill:
                 _copy_stream(staged, spill)
                 spill.flush()
-                fs.put_file(spill.name, path)
+                retry_transient(lambda: fs.put_file(spill.name, path), f"writing {uri}")
 
 
 def _text(raw: IO[bytes]) -> io.TextIOWrapper:

@@ -144,3 +144,31 @@ def test_retry_settings(monkeypatch):
     monkeypatch.setenv(storage.BACKOFF_ENV, "nan")
     with pytest.raises(ValueError, match=storage.BACKOFF_ENV):
         storage.retry_settings()
+
+
+class FlakyUploads:
+    """A stand-in object store whose first ``failures`` uploads fail with a connection reset."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.objects: dict[str, bytes] = {}
+
+    def pipe_file(self, path: str, data: bytes) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        self.objects[path] = bytes(data)
+
+
+def test_object_store_writes_retry_transient_faults(fast_retries, monkeypatch):
+    fake = FlakyUploads(failures=2)
+    monkeypatch.setattr(storage, "filesystem_for", lambda uri, endpoint_url=None: (fake, "b/k.json"))
+    storage.write_text_atomic("s3://b/k.json", '{"a": 1}')
+    assert fake.calls == 3 and fake.objects == {"b/k.json": b'{"a": 1}'}
+
+    down = FlakyUploads(failures=10)
+    monkeypatch.setattr(storage, "filesystem_for", lambda uri, endpoint_url=None: (down, "b/k.json"))
+    with pytest.raises(storage.StorageUnavailableError, match="storage unreachable: writing s3://b/k.json"):
+        storage.write_bytes_atomic("s3://b/k.json", b"x")
+    assert down.calls == 4 and down.objects == {}
