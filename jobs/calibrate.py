@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
-from pipelines.config import build_config
+from pipelines import console
+from pipelines.config import build_config, version_text
 
 log = logging.getLogger("jobs.calibrate")
 
@@ -59,14 +60,24 @@ class CalibrateJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return 2
     try:
-        cfg = build_config(CalibrateJobConfig, sys.argv[1:] if argv is None else argv)
+        cfg = build_config(CalibrateJobConfig, args)
         if not cfg.predictions or not cfg.gt:
             raise ValueError("--predictions and --gt are required")
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    console.header(
+        f"{version_text()} · calibrate τ",
+        {
+            "predictions": cfg.predictions,
+            "ground truth": f"{cfg.gt} ({cfg.format}, split {cfg.split})",
+            "out": cfg.out or "<model>.calibrated.pt",
+        },
+    )
     # Only once the command line is known to be good: these import pyarrow and torch.
     from pipelines import storage  # noqa: PLC0415
     from pipelines.evaluate import calibrate_threshold, write_calibrated_model  # noqa: PLC0415

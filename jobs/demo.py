@@ -11,23 +11,27 @@ COCO/YOLO. Rerunning with the same ``--out`` reuses the data and resumes the CAM
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
-from pipelines.config import build_config
+from pipelines import console
+from pipelines.config import build_config, version_text
 from pipelines.demo import DemoConfig, run_demo
 
 log = logging.getLogger("jobs.demo")
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return 2
     try:
-        cfg = build_config(DemoConfig, sys.argv[1:] if argv is None else argv)
+        cfg = build_config(DemoConfig, args)
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    title = f"the whole pipeline on {cfg.num_images} generated images of birds with known boxes"
+    console.header(f"{version_text()} · demo: {title} (local Ray, CPU)", _fields(cfg))
     try:
         result = run_demo(cfg)
     except Exception:
@@ -66,8 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         f"whole-image boxes (self-trained): {result['whole_image_boxes']} of "
         f"{result['label_summary']['images']}"
     )
-    print("summary:      ", json.dumps({"seconds": result["seconds"], "model": result["model"]}))
     return 0
+
+
+def _fields(cfg: DemoConfig) -> dict[str, str]:
+    """The header's lines: what the demo generates, trains and labels, and where it writes."""
+    trains = "the self-trained head (coloc train's default)"
+    if cfg.epochs > 0:
+        trains += f", and CAML on Ray Train for {cfg.epochs} epoch(s)"
+    compare = f"the training-free {cfg.baseline.upper()}" if cfg.baseline and cfg.baseline != "none" else ""
+    if cfg.calibrate:
+        compare += (" and " if compare else "") + "τ fitted to the train split's boxes"
+    return {
+        "trains": f"{trains}; backbone {cfg.backbone}",
+        "compares": compare,
+        "out": f"{cfg.out} (data/, runs/, labels*/, evaluation*/, exports/, summary.json)",
+    }
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
-from pipelines.config import build_config
+from pipelines import console
+from pipelines.config import build_config, version_text
 
 log = logging.getLogger("jobs.evaluate")
 
@@ -60,20 +61,29 @@ class EvaluateJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return 2
     try:
-        cfg = build_config(EvaluateJobConfig, sys.argv[1:] if argv is None else argv)
+        cfg = build_config(EvaluateJobConfig, args)
         if not cfg.predictions:
             raise ValueError("--predictions is required")
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
-    import ray  # noqa: PLC0415 - only once the command line is known to be good
-
+    gt = f"{cfg.gt} ({cfg.format}, split {cfg.split})" if cfg.gt else "none (score statistics only)"
+    out = cfg.out or cfg.predictions.rstrip("/") + "/_eval"
+    console.header(
+        f"{version_text()} · evaluate",
+        {
+            "predictions": cfg.predictions,
+            "ground truth": gt,
+            "out": f"{out} (metrics.json, metrics.md, sheet.png)",
+        },
+    )
     from pipelines.evaluate import run_evaluation  # noqa: PLC0415 - imports torch
 
-    if not ray.is_initialized():
-        ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
+    console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:
         result = run_evaluation(
             cfg.predictions,

@@ -23,7 +23,8 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from pipelines.config import build_config
+from pipelines import console
+from pipelines.config import build_config, version_text
 
 FORMATS = ("coco", "coco_results", "yolo", "voc")  # pipelines.export.FORMATS, without importing it
 
@@ -60,9 +61,11 @@ class ExportJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return 2
     try:
-        cfg = build_config(ExportJobConfig, sys.argv[1:] if argv is None else argv)
+        cfg = build_config(ExportJobConfig, args)
         required = ("predictions", "out") if cfg.to == "coco_results" else ("predictions", "out", "category")
         missing = [k for k in required if not getattr(cfg, k)]
         if missing:
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
+    console.header(
+        f"{version_text()} · export",
+        {"predictions": cfg.predictions, "out": f"{cfg.out} ({cfg.to})"},
+    )
     from pipelines.export import run_export  # noqa: PLC0415 - imports pyarrow and torch
 
     try:

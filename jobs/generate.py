@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from coloc_core.config import AT_LEAST_ONE, NON_NEGATIVE, Range
 from coloc_core.synthetic import generate_cub_layout
+from pipelines import console
 from pipelines.config import build_config
 
 log = logging.getLogger("jobs.generate")
@@ -29,9 +30,11 @@ class GenerateConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return 2
     try:
-        cfg = build_config(GenerateConfig, sys.argv[1:] if argv is None else argv)
+        cfg = build_config(GenerateConfig, args)
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2

@@ -23,26 +23,34 @@ import json
 import logging
 import sys
 
-from pipelines.config import LabelJobConfig, build_config, check_label_config, check_label_paths, dump
+from pipelines import console
+from pipelines.config import (
+    LabelJobConfig,
+    build_config,
+    check_label_config,
+    check_label_paths,
+    dump,
+    version_text,
+)
 
 log = logging.getLogger("jobs.label")
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return 2
     try:
-        cfg = check_label_config(build_config(LabelJobConfig, sys.argv[1:] if argv is None else argv))
+        cfg = check_label_config(build_config(LabelJobConfig, args))
         check_label_paths(cfg)  # local --images / --model must exist: exit 2 before Ray starts
     except (KeyError, ValueError) as err:
         log.error("bad arguments: %s", err)
         return 2
     log.info("config:\n%s", dump(cfg))
-    import ray  # noqa: PLC0415 - only once the command line is known to be good
-
+    console.header(f"{version_text()} · label: a box, a score and a heatmap for every image", _fields(cfg))
     from pipelines.label import run_labeling  # noqa: PLC0415 - imports torch
 
-    if not ray.is_initialized():
-        ray.init()  # address from the job environment (RAY_ADDRESS) when submitted
+    console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:
         summary = run_labeling(cfg)
     except ValueError as err:
@@ -53,6 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
+
+
+def _fields(cfg: LabelJobConfig) -> dict[str, str]:
+    """The header's lines: what is labelled, with what, into where."""
+    where = cfg.format if cfg.format == "folder" else f"{cfg.format} layout, split {cfg.split}"
+    if cfg.method == "model":
+        labeler = f"model file {cfg.model}"
+    elif cfg.method == "selftrain":
+        labeler = f"self-trained head, fitted on these images first ({cfg.backbone})"
+    else:
+        labeler = f"training-free {cfg.method.upper()} ({cfg.backbone})"
+    return {
+        "images": f"{cfg.images} ({where}{f', first {cfg.limit}' if cfg.limit else ''})",
+        "labeler": labeler + (f", τ={cfg.threshold:g}" if cfg.threshold >= 0 else ""),
+        "boxes": "every region above τ (--boxes=all)" if cfg.boxes == "all" else "",
+        "out": f"{cfg.out} (Parquet, one row per image; a rerun resumes)",
+    }
 
 
 if __name__ == "__main__":

@@ -345,6 +345,45 @@ def check_label_paths(cfg: LabelJobConfig) -> LabelJobConfig:
     return cfg
 
 
+VERBOSE_HELP = (
+    "  --verbose  (or --verbose=true)\n"
+    "        run-level output option of every command: also print Ray's own output (Ray Data's progress "
+    "blocks, Ray Train's and the workers' messages, Ray's INFO and warning lines) and our INFO log "
+    "lines with timestamps (the resolved config, every file written); by default a run prints a "
+    "header, one progress bar per long stage, per-epoch lines and a summary (pipelines/console.py)"
+)
+
+
+def split_verbose(argv: list[str]) -> tuple[bool, list[str]]:
+    """Take the run-level ``--verbose`` option (``--verbose``, ``--verbose=true|false``) out of ``argv``.
+
+    It is not a key of any job config (not stored with checkpoints or predictions); the job passes it
+    to :func:`pipelines.console.setup`.
+
+    Raises:
+        ValueError: on ``--verbose=<not a boolean>``.
+    """
+    booleans = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    verbose, rest = False, []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--verbose" and i + 1 < len(argv) and argv[i + 1].lower() in booleans:
+            verbose = booleans[argv[i + 1].lower()]  # --verbose true (the --key value form)
+            i += 1
+        elif arg == "--verbose":
+            verbose = True
+        elif arg.startswith("--verbose="):
+            value = arg.split("=", 1)[1]
+            if value.lower() not in booleans:
+                raise ValueError(f"--verbose={value!r} is not a boolean (true or false)")
+            verbose = booleans[value.lower()]
+        else:
+            rest.append(arg)
+        i += 1
+    return verbose, rest
+
+
 def version_text() -> str:
     """``coloc <version>``: what ``--version`` prints."""
     from coloc_core import __version__  # noqa: PLC0415
@@ -441,6 +480,7 @@ def help_text(cls: type, aliases: dict[str, str]) -> str:
         lines.append(f"  --{key}={json.dumps(value)}{extra}")
         if key in docs:
             lines.append(f"        {docs[key]}")
+    lines.append(VERBOSE_HELP)
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from coloc_core.config import apply_overrides
 from coloc_core.synthetic import generate_cub_layout
+from pipelines import console
 from pipelines.config import DatasetConfig, LabelJobConfig, RunConfig, TrainJobConfig, resolve_train_config
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ def label_config(data: Path, out: Path, **options: Any) -> LabelJobConfig:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage and return a summary (also written to ``<out>/summary.json``)."""
-    import ray
-
     from pipelines.evaluate import calibrate_threshold, run_evaluation, write_calibrated_model
     from pipelines.export import run_export
     from pipelines.label import run_labeling
@@ -114,22 +113,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.out).resolve()
     data = out / "data"
     started = time.perf_counter()
+    console.ray_init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)  # unless Ray is up
     if not (data / "images.txt").exists():
-        log.info("[1/5] generating %d images in CUB-200-2011 layout under %s", cfg.num_images, data)
+        console.note(log, "[1/5] generating %d images in CUB-200-2011 layout under %s", cfg.num_images, data)
         generate_cub_layout(str(data), num_images=cfg.num_images, seed=cfg.seed)
     else:
-        log.info("[1/5] reusing the generated data set in %s", data)
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
+        console.note(log, "[1/5] reusing the generated data set in %s", data)
 
     def evaluate(labels: Path, name: str) -> Any:
         return run_evaluation(
             str(labels), gt_root=str(data), gt_format="cub", split="test", out=str(out / name)
         )
 
-    log.info(
-        "[2/5] coloc train (default): self-training a head on the train split's %s features", cfg.backbone
+    console.note(
+        log,
+        "[2/5] coloc train (default): self-training a head on the train split's %s features",
+        cfg.backbone,
     )
     trained = run_training(train_config(cfg, str(data)))
     log.info("      %s", format_metrics(trained.metrics))
@@ -137,7 +136,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         raise RuntimeError("training did not export a model")
     caml: dict[str, Any] | None = None
     if cfg.epochs > 0:
-        log.info(
+        console.note(
+            log,
             "      and the paper's CAML on Ray Train, for comparison (%d epochs, %d worker(s))",
             cfg.epochs,
             cfg.workers,
@@ -149,7 +149,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         caml = {"model": caml_run.model_path, "train_metrics": caml_run.metrics}
 
     labels = out / "labels"
-    log.info("[3/5] labeling every image with Ray Data model actors → %s", labels)
+    console.note(log, "[3/5] labeling every image with Ray Data model actors → %s", labels)
     summary = run_labeling(label_config(data, labels, model=trained.model_path))
     log.info(
         "      %d images (%d errors) at %.1f images/s", summary.images, summary.errors, summary.images_per_s
@@ -158,7 +158,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         run_labeling(label_config(data, out / "labels_caml", model=caml["model"]))
 
     report = out / "evaluation"
-    log.info("[4/5] evaluating the labels of the test split against the generated boxes → %s", report)
+    console.note(
+        log, "[4/5] evaluating the labels of the test split against the generated boxes → %s", report
+    )
     evaluation = evaluate(labels, "evaluation")
     if caml is not None:
         caml["evaluation"] = evaluate(out / "labels_caml", "evaluation_caml").metrics
@@ -167,7 +169,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         fitted = calibrate_threshold(str(labels), str(data), "cub", "train")
         model_file = str(Path(trained.model_path).with_suffix("")) + ".calibrated.pt"
         write_calibrated_model(trained.model_path, model_file, fitted)
-        log.info(
+        console.note(
+            log,
             "      τ fitted to the train split's boxes: %.3f (CorLoc@0.5 %.2f there); relabeling with it",
             fitted.threshold,
             fitted.corloc,
@@ -182,13 +185,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     baseline: dict[str, Any] | None = None
     if cfg.baseline and cfg.baseline != "none":
         base_labels = out / f"labels_{cfg.baseline}"
-        log.info(
-            "      the training-free %s baseline on the same images → %s", cfg.baseline.upper(), base_labels
+        console.note(
+            log,
+            "      the training-free %s baseline on the same images → %s",
+            cfg.baseline.upper(),
+            base_labels,
         )
         run_labeling(label_config(data, base_labels, method=cfg.baseline, backbone=cfg.backbone))
         base_eval = evaluate(base_labels, "evaluation_baseline")
         baseline = {"method": cfg.baseline, "labels": str(base_labels), "evaluation": base_eval.metrics}
-    log.info("[5/5] exporting COCO JSON and YOLO labels")
+    console.note(log, "[5/5] exporting COCO JSON and YOLO labels → %s", out / "exports")
     run_export(str(labels), str(out / "exports" / "coco.json"), category="bird", fmt="coco")
     run_export(str(labels), str(out / "exports" / "yolo"), category="bird", fmt="yolo")
 

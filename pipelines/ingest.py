@@ -607,6 +607,8 @@ def materialize_with_progress(
     """
     import ray.data  # noqa: PLC0415
 
+    from pipelines import console  # noqa: PLC0415 - the run's progress bar (pipelines/console.py)
+
     log.info("%s: decoding %d images", what, total)
     refs, rows = [], 0
     started = last = time.monotonic()
@@ -614,6 +616,7 @@ def materialize_with_progress(
         for entry in bundle.blocks:
             refs.append(entry.ref)
             rows += int(entry.metadata.num_rows or 0)
+            console.advance(int(entry.metadata.num_rows or 0))
         now = time.monotonic()
         if now - last >= every_s:
             last = now

@@ -89,6 +89,7 @@ import pyarrow.parquet as pq
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import (
     DEFAULT_INPUT_SIZES,
+    SELFTRAIN_ROUNDS,
     baseline_payload,
     ddt_from_statistics,
     fit_selftrain,
@@ -99,7 +100,7 @@ from coloc_core.localizer import (
     rps_from_statistics,
 )
 from coloc_core.predict import attention_maps, locate
-from pipelines import ingest, schema, storage
+from pipelines import console, ingest, schema, storage
 from pipelines.config import LABEL_METHODS, LabelJobConfig, check_label_config, dump
 
 log = logging.getLogger(__name__)
@@ -408,6 +409,8 @@ def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
 # The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
 # process reads the backbone file once and keeps it here for the later batches it gets.
 _FIT_LOCALIZERS: dict[str, Any] = {}
+# The column of a statistics row that counts its input rows (for the driver's progress bar).
+FIT_ROWS = "rows"
 
 
 def descriptor_moments_batch(
@@ -428,6 +431,7 @@ def descriptor_moments_batch(
     Returns:
         One row per key of ``coloc_core.localizer.STATISTICS`` (``feature_statistics``) or, with
         ``head``, of ``CLASS_STATISTICS``; summed on the driver; matrices are flattened ((1, C*C)).
+        Plus :data:`FIT_ROWS`, the number of input rows (the driver's progress bar counts them).
     """
     import torch  # noqa: PLC0415
 
@@ -457,9 +461,9 @@ def descriptor_moments_batch(
             weight, bias, level = head
             stats = class_statistics(feats, torch.tensor(weight, dtype=torch.float64), bias, level)
             keys = CLASS_STATISTICS
-    return {
-        k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1) for k in keys
-    }
+    out = {k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1) for k in keys}
+    out[FIT_ROWS] = np.array([len(ok)], dtype=np.int64)  # input rows of this batch: the driver's progress
+    return out
 
 
 # ---------------------------------------------------------------------------------------- planning
@@ -810,7 +814,18 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None =
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
     sample = _ddt_sample(inputs)
-    stats = fit_statistics(backbone_uri, sample, cfg, size=options["input_size"])
+    passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
+    what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
+    # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
+    with console.progress(f"fit {cfg.method.upper()} ({what})", total=passes * sample.num_rows):
+        stats = fit_statistics(backbone_uri, sample, cfg, size=options["input_size"])
+        if cfg.method == "selftrain":
+
+            def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
+                head = ([float(v) for v in weight], float(bias), float(level))
+                return fit_statistics(backbone_uri, sample, cfg, head=head, size=options["input_size"])
+
+            weight, bias, rounds = fit_selftrain(stats, class_pass)
     meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
     backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
     if cfg.method == "ddt":
@@ -819,12 +834,6 @@ def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None =
             "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
         )
     if cfg.method == "selftrain":
-
-        def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
-            head = ([float(v) for v in weight], float(bias), float(level))
-            return fit_statistics(backbone_uri, sample, cfg, head=head, size=options["input_size"])
-
-        weight, bias, rounds = fit_selftrain(stats, class_pass)
         meta.update(selftrain_rounds=rounds)
         return baseline_payload(
             "selftrain",
@@ -901,6 +910,7 @@ def fit_statistics(
     keys = STATISTICS if head is None else CLASS_STATISTICS
     sums: dict[str, np.ndarray] = {}
     for batch in moments.iter_batches(batch_format="numpy", batch_size=None):
+        console.advance(int(batch[FIT_ROWS].sum()))  # the fit's bar (fit_baseline_model)
         for key in keys:
             part = batch[key].sum(axis=0)
             sums[key] = part if key not in sums else sums[key] + part
@@ -1186,11 +1196,15 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 fn_kwargs={"all_boxes": plan.all_boxes},
                 udf_modifying_row_count=False,
             )
+        todo = int(sum(plan.shard_size(s) for s in pending))
+        name = cfg.out.rstrip("/").rsplit("/", 1)[-1]
         try:
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                for shard in writer.add(batch):
-                    if on_shard_written is not None:
-                        on_shard_written(shard)
+            with console.progress(f"label {name}", total=todo) as bar:
+                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    bar.update(batch.num_rows)
+                    for shard in writer.add(batch):
+                        if on_shard_written is not None:
+                            on_shard_written(shard)
         except Exception as err:
             outage = _storage_outage(err)
             if outage is None:

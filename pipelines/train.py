@@ -69,7 +69,6 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -95,7 +94,7 @@ from coloc_core.datasets import ImageRecord
 from coloc_core.model import ColocNet, build_model, normalize_images
 from coloc_core.pretext import PretextTransform
 from coloc_core.step import inference_step, lr_at_epoch, make_optimizer, set_lr, train_step
-from pipelines import ingest, memory, storage
+from pipelines import console, ingest, memory, storage
 from pipelines.config import TrainJobConfig, dump, resolve_train_config
 
 log = logging.getLogger(__name__)
@@ -166,7 +165,8 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
 
     if run.check_memory:
         check_memory(cfg)  # before minutes of decoding
-    data = prepare_data(cfg)
+    with console.progress("decode the images (train, test)", total=None):  # prepare_data sets the total
+        data = prepare_data(cfg)
     num_train, num_errors, num_test = data.num_train, data.num_errors, data.num_test
     datasets: dict[str, Any] = {TRAIN_DATASET: data.train}
     if data.test is not None:
@@ -346,6 +346,7 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
         if not test_records:
             log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
     shared = bool(test_records) and [r.path for r in test_records] == [r.path for r in records]
+    console.set_total(len(records) + (0 if shared else len(test_records)))  # run_training's progress bar
     decoded = ingest.images_dataset(
         records,
         size=cfg.augment.resize,
@@ -634,15 +635,11 @@ class AugmentCollate(NumpyBatchCollateFn):
 
 
 def _setup_worker_logging(rank: int) -> None:
-    """Rank 0 logs at INFO to stderr (forwarded to the driver / job log); other ranks only warnings."""
-    for name in ("pipelines", "coloc_core"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logger.addHandler(handler)
-            logger.propagate = False
-        logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    """Rank 0 logs at INFO to stderr (forwarded to the driver / job log); other ranks only warnings.
+
+    The driver's console shows the NOTICE lines (per epoch) and warnings by default, all with --verbose.
+    """
+    console.worker_logging(logging.INFO if rank == 0 else logging.WARNING)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -760,7 +757,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
                 )
                 metrics["eval_s"] = time.perf_counter() - started
         if rank == 0:
-            log.info("epoch %d/%d: %s", epoch + 1, cfg.optim.epochs, format_metrics(metrics))
+            console.note(log, "epoch %d/%d: %s", epoch + 1, cfg.optim.epochs, format_metrics(metrics))
         with tempfile.TemporaryDirectory() as folder:
             saved = None
             if rank == 0:

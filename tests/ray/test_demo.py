@@ -42,6 +42,13 @@ def test_demo_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "coloc demo finished" in output
+    # What a person reads (not a terminal here): the header, one line per long stage, the per-epoch
+    # line, the summary, and none of Ray's own output (--verbose brings it back).
+    assert "· demo" in output and "  out: " in output and "  ray: " in output
+    assert "label labels: 24/24 images in " in output and "epoch 1/1: " in output
+    for ray_line in ("Running Dataset", "Starting execution of Dataset", "PlacementGroupCleaner", "INFO"):
+        assert ray_line not in output, (ray_line, output)
+    assert len(output.splitlines()) < 60, output
 
     # The trained model, one prediction row per generated image, the evaluation and the exports.
     models = list(out.rglob("model.pt"))

@@ -180,9 +180,11 @@ def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, 
     )
     assert code == 0, output[-4000:]
     assert "succeeded" in output
-    # The job log shows the resolved config and the metrics of the epoch, evaluation included.
-    assert "training config (resolved)" in output
+    # The job log shows the header, the metrics of the epoch, evaluation included, and none of Ray's
+    # own progress blocks (the resolved config only with --verbose).
+    assert "· train" in output and "  method: CAML" in output
     assert "final metrics:" in output
+    assert "Running Dataset" not in output and "training config (resolved)" not in output
     for key in ("loss=", "loss_caml=", "acc_rotation=", "images_per_s=", "corloc_mean=", "maxboxaccv2="):
         assert key in output, key
     assert (runs / "job" / "epoch_0001" / "state.pt").is_file()
