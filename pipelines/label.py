@@ -727,7 +727,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         payload = read_model_payload(storage.read_bytes(cfg.model))
         model_uri = cfg.model
     else:
-        payload = _baseline_model(cfg, inputs)
+        payload = fit_baseline_model(cfg, inputs)
         model_uri = storage.join(out, MODEL_FILE)
         buffer = io.BytesIO()
         import torch  # noqa: PLC0415
@@ -790,8 +790,13 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
 # ----------------------------------------------------------------------------------------- DDT fit
 
 
-def _baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:
-    # weights: the backbone's weights source ("auto", a file or URI; "none"/None = random init).
+def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:
+    """The model file payload of ``cfg.method`` (full, caam, ddt, rps, selftrain), fitted on ``inputs``.
+
+    ``weights``: the backbone's weights source ("auto", a file or URI; "none"/None = random init).
+    The fitted kinds run Ray Data passes over ``inputs`` (:func:`fit_statistics`), with ``cfg.out`` as
+    scratch space for the frozen backbone.
+    """
     if weights is not None and weights.lower() == "none":
         weights = None
     meta: dict[str, Any] = {"created_by": "pipelines.label", "images": cfg.images}

@@ -24,8 +24,8 @@ from typing import Any
 from coloc_core.checkpoint import save_model_file
 from pipelines import storage
 from pipelines.config import LabelJobConfig, TrainJobConfig, dump, resolve_train_config
-from pipelines.label import _baseline_model, list_inputs
-from pipelines.train import MODEL_FILE, TrainResult, _storage_uri
+from pipelines.label import fit_baseline_model, list_inputs
+from pipelines.train import MODEL_FILE, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def run_selftrain(cfg: TrainJobConfig) -> TrainResult:
     cfg = resolve_train_config(cfg)
     log.info("training config (resolved):\n%s", dump(cfg))
     run = cfg.run
-    run_uri = storage.join(_storage_uri(run.storage_path), run.name)
+    run_uri = storage.join(storage.absolute_uri(run.storage_path), run.name)
     label_cfg = selftrain_label_config(cfg, run_uri)
     inputs = list_inputs(label_cfg)
     log.info(
@@ -70,7 +70,7 @@ def run_selftrain(cfg: TrainJobConfig) -> TrainResult:
         run_uri,
     )
     started = time.monotonic()
-    payload = _baseline_model(label_cfg, inputs, weights=cfg.model.weights)
+    payload = fit_baseline_model(label_cfg, inputs, weights=cfg.model.weights)
     rounds = payload["meta"].get("selftrain_rounds", [])
     payload["meta"].update(
         run=run.name,

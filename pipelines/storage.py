@@ -305,6 +305,16 @@ def join(uri: str, *parts: str) -> str:
     return (uri if uri.endswith("/") else uri + "/") + "/".join(rels)
 
 
+def absolute_uri(uri: str) -> str:
+    """A local path as an absolute plain path (Ray Train's storage path needs one); ``s3://`` unchanged.
+
+    ``file://`` is stripped; a trailing ``/`` of an ``s3://`` URI is dropped.
+    """
+    if is_s3(uri):
+        return uri.rstrip("/")
+    return os.path.abspath(strip_scheme(uri))
+
+
 def s3_endpoint(endpoint_url: str | None = None) -> str | None:
     """The S3 endpoint to use: the argument, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``."""
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

@@ -172,7 +172,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     if data.test is not None:
         datasets[TEST_DATASET] = data.test
 
-    run_uri = storage.join(_storage_uri(run.storage_path), run.name)
+    run_uri = storage.join(storage.absolute_uri(run.storage_path), run.name)
     resume_from = prepare_resume(run_uri)
     storage_fs, storage_path = _ray_storage(run.storage_path)
     resources = {"CPU": run.cpus_per_worker}
@@ -390,13 +390,6 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
     return PreparedData(train, test, num_good, len(errors), len(test_records), num_test_errors, num_decoded)
 
 
-def _storage_uri(storage_path: str) -> str:
-    """Local storage as an absolute plain path (Ray Train needs one), ``s3://`` unchanged."""
-    if storage.is_s3(storage_path):
-        return storage_path.rstrip("/")
-    return os.path.abspath(storage.strip_scheme(storage_path))
-
-
 def _warn_if_relative(storage_path: str) -> None:
     local = storage.strip_scheme(storage_path)
     if not storage.is_s3(storage_path) and not os.path.isabs(local):
@@ -415,7 +408,7 @@ def _ray_storage(storage_path: str) -> tuple[Any | None, str]:
     if storage.is_s3(storage_path):
         fs, path = storage.pyarrow_filesystem_for(storage_path)
         return fs, path.rstrip("/")
-    return None, _storage_uri(storage_path)
+    return None, storage.absolute_uri(storage_path)
 
 
 def _checkpoint_uri(checkpoint: Any, storage_path: str) -> str:

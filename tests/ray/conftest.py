@@ -6,6 +6,8 @@
 - ``ray_cluster`` (session): ``ray.init(num_cpus=2)`` started *after* the S3 variables are set, so
   Ray's worker processes inherit them (read tasks otherwise fail with ACCESS_DENIED), and with the
   repository on ``PYTHONPATH`` so workers import ``pipelines``/``coloc_core`` by reference.
+- ``own_s3`` (per test): an :class:`OwnS3` server of the test's own, which it can stop and restart to
+  make a storage outage (``OUTAGE_RETRIES``: the quick storage retries those tests set).
 
 One cluster for the whole session, shut down only at its end. A Ray driver whose GCS goes away keeps
 retrying, and after ``gcs_rpc_server_reconnect_timeout_s`` (60 s by default) its core worker ends the
@@ -27,6 +29,7 @@ The first Ray test's own timeout counts this start too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,6 +44,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from pipelines import storage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _S3_ENV = {
@@ -286,3 +291,62 @@ def restore_data_context(ray_cluster: object) -> Iterator[object]:
     original = copy.deepcopy(ray.data.DataContext.get_current())
     yield ray.data.DataContext.get_current()
     ray.data.DataContext._set_current(original)
+
+
+# ------------------------------------------------------------ a server a test can stop (outages)
+
+# Storage retries of the outage tests: three quick attempts, so an outage fails fast.
+OUTAGE_RETRIES = {storage.ATTEMPTS_ENV: "3", storage.BACKOFF_ENV: "0.01", storage.BACKOFF_MAX_ENV: "0.02"}
+
+
+class OwnS3:
+    """A moto S3 server of one test (never the session's), on a fixed loopback port: stop and restart it."""
+
+    def __init__(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.bucket = "coloc-outage"
+        self.objects: dict[str, bytes] = {}
+        self.server: Any = None  # moto.server.ThreadedMotoServer while running
+
+    def start(self) -> None:
+        """Start (again) on the same port, with the same bucket and objects (uploaded again if lost)."""
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.upload()
+
+    def upload(self) -> None:
+        """Create the bucket and put every object of :meth:`put` (again)."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+        with contextlib.suppress(
+            client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+        ):
+            client.create_bucket(Bucket=self.bucket)
+        for key, data in self.objects.items():
+            client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def put(self, key: str, data: bytes) -> str:
+        self.objects[key] = data
+        return f"s3://{self.bucket}/{key}"
+
+
+@pytest.fixture
+def own_s3(s3_server) -> Iterator[OwnS3]:
+    """Our own server (``s3_server`` only for the session's fake credentials in the environment)."""
+    server = OwnS3()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +26,7 @@ from pipelines import schema, storage
 from pipelines.config import LabelJobConfig
 from pipelines.label import MANIFEST, SUCCESS, _valid_part, part_files, run_labeling
 from tests.ray import labeling_data as data
-from tests.ray.test_storage import OUTAGE_RETRIES, OwnS3
+from tests.ray.conftest import OUTAGE_RETRIES
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
@@ -35,17 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_IMAGES = 6
 ROWS_PER_FILE = 2
 FAST = dict(batch_size=8, num_actors=1, actor_cpus=0.5, decode_cpus=0.25)
-
-
-@pytest.fixture
-def own_s3(s3_server) -> Iterator[OwnS3]:
-    """Our own server (``s3_server`` only for the session's fake credentials in the environment)."""
-    server = OwnS3()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _closed_port() -> int:

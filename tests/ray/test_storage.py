@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from coloc_core.datasets import ImageRecord
 from pipelines import ingest, storage
+from tests.ray.conftest import OUTAGE_RETRIES, OwnS3
 from tests.ray.labeling_data import jpeg_bytes, square_image
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
@@ -51,6 +48,9 @@ def test_uri_helpers():
     assert storage.to_uri("s3://b/x", like="/tmp") == "s3://b/x"
     assert storage.scheme_of("/x") == "file" and storage.scheme_of("S3://b") == "s3"
     assert storage.relative_path("s3://b/root/a/b.jpg", "s3://b/root/") == "a/b.jpg"
+    assert storage.absolute_uri("s3://b/runs/") == "s3://b/runs"
+    assert storage.absolute_uri("file:///tmp/runs") == "/tmp/runs"
+    assert storage.absolute_uri("runs") == os.path.join(os.getcwd(), "runs")
     with pytest.raises(ValueError, match="not under"):
         storage.relative_path("s3://b/other/x", "s3://b/root")
 
@@ -189,60 +189,6 @@ def test_pyarrow_filesystem_writes_parquet_to_s3(s3_server):
 
 
 # ------------------------------------------------------------------- storage outage while reading
-
-OUTAGE_RETRIES = {storage.ATTEMPTS_ENV: "3", storage.BACKOFF_ENV: "0.01", storage.BACKOFF_MAX_ENV: "0.02"}
-
-
-class OwnS3:
-    """A moto S3 server of one test (never the session's), on a fixed loopback port: stop and restart it."""
-
-    def __init__(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self.bucket = "coloc-outage"
-        self.objects: dict[str, bytes] = {}
-        self.server: ThreadedMotoServer | None = None
-
-    def start(self) -> None:
-        """Start (again) on the same port, with the same bucket and objects (uploaded again if lost)."""
-
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        self.upload()
-
-    def upload(self) -> None:
-        """Create the bucket and put every object of :meth:`put` (again)."""
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
-        with contextlib.suppress(
-            client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
-        ):
-            client.create_bucket(Bucket=self.bucket)
-        for key, data in self.objects.items():
-            client.put_object(Bucket=self.bucket, Key=key, Body=data)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def put(self, key: str, data: bytes) -> str:
-        self.objects[key] = data
-        return f"s3://{self.bucket}/{key}"
-
-
-@pytest.fixture
-def own_s3(s3_server) -> Iterator[OwnS3]:
-    """Our own server (``s3_server`` only for the session's fake credentials in the environment)."""
-    server = OwnS3()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _outage_collection(server: OwnS3, num: int = 4) -> tuple[list[str], list[tuple[int, int]]]:
