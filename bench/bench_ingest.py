@@ -38,9 +38,9 @@ def ray_ingest(paths: list[str], cpus: int, decode_cpus: float) -> float:
     records = [ImageRecord(path=p, split="all") for p in paths]
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
-        images_dataset(records[:64], decode_cpus=decode_cpus).materialize()  # warm the workers
+        images_dataset(records[:64], size=224, decode_cpus=decode_cpus).materialize()  # warm the workers
         start = time.perf_counter()
-        ds = images_dataset(records, decode_cpus=decode_cpus).materialize()
+        ds = images_dataset(records, size=224, decode_cpus=decode_cpus).materialize()
         elapsed = time.perf_counter() - start
         assert ds.count() == len(paths)
     finally:

@@ -10,7 +10,7 @@ part file was written, the driver's peak RSS (``ru_maxrss``) and the peak summed
 driver's whole process tree (raylet, workers, actors), sampled every 0.25 s from ``/proc``. PSS shares
 each shared page (torch libraries, the object store) among the processes mapping it; RSS counts it once
 per process (an upper bound). Two sizes give the marginal rate (n2 - n1) / (t2 - t1), free of start-up.
-Baseline: the same decode (``pipelines.ingest.decode_image``) and the same localizer in one process
+Baseline: the same decode (``coloc_core.decode.decode_image``) and the same localizer in one process
 with ``--cpus`` torch threads, on ``--baseline_n`` images. Prints one JSON object.
 
 Memory at scale (the model's cost is constant per actor, so a light one keeps a 20k run short)::
@@ -79,18 +79,18 @@ class PeakSampler(threading.Thread):
 def plain_baseline(paths: list[str], threads: int, batch: int, method: str, backbone: str) -> float:
     import torch
 
-    from coloc_core.localizer import baseline_payload, localizer_from_payload
+    from coloc_core.decode import decode_image
+    from coloc_core.localizer import baseline_payload, localizer_from_payload, payload_input_size
     from coloc_core.model import normalize_images
-    from pipelines import ingest, storage
+    from pipelines import storage
 
     torch.set_num_threads(threads)
-    loc = localizer_from_payload(baseline_payload(method, backbone=backbone, weights="auto"))
+    payload = baseline_payload(method, backbone=backbone, weights="auto")
+    loc, size = localizer_from_payload(payload), payload_input_size(payload)
     start = time.monotonic()
     with torch.inference_mode():
         for i in range(0, len(paths), batch):
-            imgs = [
-                ingest.decode_image(storage.read_bytes(p), ingest.EVAL_SIZE)[0] for p in paths[i : i + batch]
-            ]
+            imgs = [decode_image(storage.read_bytes(p), size)[0] for p in paths[i : i + batch]]
             x = normalize_images(torch.from_numpy(np.stack(imgs)), loc.mean, loc.std)
             loc(x)
     return len(paths) / (time.monotonic() - start)

@@ -57,19 +57,20 @@ def after(cfg: TrainJobConfig) -> tuple[int, int]:
 
 def decode_cpu(cfg: TrainJobConfig) -> tuple[float, float]:
     """CPU seconds (this process, no Ray) to decode every image twice (256, then 224) vs once for both."""
-    from pipelines import ingest, storage
+    from coloc_core.decode import decode_image, decode_image_sizes
+    from pipelines import storage
     from pipelines.train import _read_records
 
     blobs = [storage.read_bytes(r.path) for r in _read_records(cfg, cfg.dataset.train_split)]
     resize, crop = cfg.augment.resize, cfg.augment.crop
     started = time.process_time()
     for data in blobs:
-        ingest.decode_image(data, resize)
-        ingest.decode_image(data, crop)
+        decode_image(data, resize)
+        decode_image(data, crop)
     twice = time.process_time() - started
     started = time.process_time()
     for data in blobs:
-        ingest.decode_image_sizes(data, (resize, crop))
+        decode_image_sizes(data, (resize, crop))
     once = time.process_time() - started
     return twice, once
 

@@ -8,9 +8,10 @@
 
 What runs, per image (the same functions as ``pipelines.label``, which calls them too):
 
-1. :func:`prepare_image`: EXIF orientation applied, RGB (transparency on white), bilinear resize to the
-   model's square input (:func:`coloc_core.localizer.payload_input_size`: 224, or a CAML model's crop);
-   a JPEG file is decoded at a reduced DCT scale first, as the labeling stage's decoder does.
+1. :func:`prepare_image`: a file through the labeling stage's own decode (:mod:`coloc_core.decode`:
+   a JPEG at a reduced DCT scale, the declared-size limit, the truncated-file check); EXIF orientation
+   applied, RGB (transparency on white), bilinear resize to the model's square input
+   (:func:`coloc_core.localizer.payload_input_size`: 224, or a CAML model's crop).
 2. :func:`attention_maps`: normalise → the localizer's attention map (bf16 autocast on CUDA).
 3. :func:`coloc_core.localizer.quantize_heatmap`: the uint8 heatmap the predictions table stores.
 4. :func:`locate`: from that heatmap the SPEC §6 score map at 224, the single largest-contour box at τ
@@ -27,13 +28,14 @@ label`` writes into its output folder for the methods it fits on the collection 
 from a name: fit them with ``coloc train`` (or ``coloc label --method=...``) and load the file.
 :meth:`Predictor.from_method` builds the two that need no fit, ``caam`` and ``full``.
 
-Image decoding here covers ordinary files (JPEG, PNG, ... in any PIL mode); ``pipelines.ingest`` adds
-the collection-scale guards (declared-size limit, truncated-JPEG check) on top of the same steps.
+A file that cannot be used raises what the labeling stage records as the row's error: e.g.
+:class:`coloc_core.decode.ImageTooLargeError` for a header declaring more than
+:data:`coloc_core.decode.MAX_PIXELS` pixels, :class:`coloc_core.decode.TruncatedImageError` for a JPEG
+whose data ends early.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from coloc_core.boxes import (
     boxes_from_scoremap,
@@ -51,6 +53,7 @@ from coloc_core.boxes import (
     scoremap_from_attention,
 )
 from coloc_core.checkpoint import read_model_payload
+from coloc_core.decode import decode_image, resize_displayed
 from coloc_core.localizer import (
     Localizer,
     baseline_payload,
@@ -69,25 +72,17 @@ ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 UNFITTED_METHODS = ("caam", "full")
 #: Methods fitted on a collection: load their model file instead (module docstring).
 FITTED_METHODS = ("selftrain", "ddt", "rps")
-_ALPHA_BACKGROUND = (255, 255, 255)
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 # ------------------------------------------------------------------------------------------ images
 
 
-def _rgb(im: Image.Image) -> Image.Image:
-    # Transparency composited on white (as viewers show it); 16/32-bit and float grey via PIL's "L".
-    has_alpha = im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (*_ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return im.convert("RGB") if im.mode != "RGB" else im
-
-
 def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], int, int]:
     """An image → (the model's input, original width, original height).
+
+    A file is decoded by :func:`coloc_core.decode.decode_image` (the labeling stage's decode: JPEG
+    draft mode, the declared-size limit, the truncated-file check); a PIL image or array is oriented,
+    converted and resized by the same steps (:func:`coloc_core.decode.resize_displayed`).
 
     Args:
         image: a file path, a PIL image (EXIF orientation applied, as for files) or a NumPy array
@@ -98,43 +93,32 @@ def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], 
         ``(pixels (size, size, 3) uint8, width, height)``; width/height of the displayed image.
 
     Raises:
-        ValueError: an array of another shape or dtype, or a non-positive size.
-        OSError: a file PIL cannot read.
+        ValueError: an array of another shape or dtype, a non-positive size, an empty file, or
+            :class:`coloc_core.decode.ImageTooLargeError` (a file whose header declares more than
+            :data:`coloc_core.decode.MAX_PIXELS` pixels).
+        OSError: a file PIL cannot read, or :class:`coloc_core.decode.TruncatedImageError` (its data
+            ends early).
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    declared: tuple[int, int] | None = None  # a file's size as its header says (before a reduced decode)
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as fh:
+            pixels, width, height = decode_image(fh.read(), size)
+        return pixels, width, height
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
             raise ValueError(
                 f"an image array must be (H, W, 3) or (H, W) uint8, got {image.dtype} {image.shape}"
             )
-        im = Image.fromarray(np.ascontiguousarray(image))
+        im = Image.fromarray(np.ascontiguousarray(image))  # no EXIF: taken as displayed
     elif isinstance(image, Image.Image):
         im = image
-    elif isinstance(image, (str, os.PathLike)):
-        with open(image, "rb") as fh:
-            im = Image.open(io.BytesIO(fh.read()))
-        declared = im.size
-        if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers size×size
-            im.draft(None, (size, size))
-        im.load()
     else:
         raise TypeError(
             f"cannot predict on a {type(image).__name__}: pass a path, a PIL image or a uint8 array"
         )
-    width, height = im.size if declared is None else declared
-    if not isinstance(image, np.ndarray):
-        try:
-            orientation = im.getexif().get(0x0112, 1)
-        except Exception:  # noqa: BLE001 - a malformed EXIF block: the image as stored (like ingest)
-            orientation = 1
-        if orientation != 1:
-            if orientation in _TRANSPOSING_ORIENTATIONS:
-                width, height = height, width
-            im = ImageOps.exif_transpose(im) or im
-    pixels = np.asarray(_rgb(im).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    return pixels, int(width), int(height)
+    (pixels,), width, height = resize_displayed(im, (size,))
+    return pixels, width, height
 
 
 # ------------------------------------------------------------------------------------- the network

@@ -5,16 +5,20 @@ Stages (all CPU, Ray Data):
 1. ``ray.data.from_arrow`` of the record list (path + annotations; no pixels), in blocks of
    ``rows_per_block`` rows.
 2. :func:`decode_batch` via ``map_batches``: read the bytes through :mod:`pipelines.storage` (``s3fs``
-   inside the task), decode with PIL (:func:`decode_image`), resize to ``size``×``size``. A file that
-   was read and cannot be decoded (bad bytes, too large, not an image), or that is missing or not
+   inside the task), decode with PIL and resize to ``size``×``size`` (:mod:`coloc_core.decode`). A file
+   that was read and cannot be decoded (bad bytes, too large, not an image), or that is missing or not
    readable (``FileNotFoundError``/``PermissionError``), becomes an *error row* instead of failing the
    job. Storage that cannot be reached is not a fact about the file: transient faults (connection,
    timeout, throttling, HTTP 5xx) are retried with bounded backoff by ``storage.read_bytes`` (see
    :mod:`pipelines.storage`, ``COLOC_STORAGE_*``), and when they persist the task raises
    ``storage.StorageUnavailableError`` ("storage unreachable: ..."), so the job fails and a rerun
    reads the files again; no error row is written for them.
-3. Training only, :func:`augment` / :func:`augment_batch`: random 224 crop of the 256 resize with 4-px
-   reflect padding (SPEC §5), with a per-row RNG seeded by ``(seed, epoch, index)``.
+3. Training only, :func:`augment` / :func:`augment_batch`: random ``augment.crop`` crop (224) of the
+   ``augment.resize`` resize (256) with ``augment.crop_padding``-px reflect padding (SPEC §5), with a
+   per-row RNG seeded by ``(seed, epoch, index)``.
+
+No size is fixed here: every caller passes the one its model reads (labeling: the model file's
+``payload_input_size``; training: its ``AugmentConfig``).
 
 Row schema of :func:`images_dataset` (Arrow types):
 
@@ -32,32 +36,9 @@ Row schema of :func:`images_dataset` (Arrow types):
   ``error_kind``, :data:`pipelines.schema.ERROR_KINDS`): ``missing`` / ``unreadable`` when reading
   failed, ``too_large`` / ``unsupported`` / ``decode`` when decoding did.
 
-Decoding choices (:func:`decode_image`):
-
-- EXIF orientation is applied (``ImageOps.exif_transpose``); width/height are the displayed ones.
-- Any mode becomes RGB. Transparent pixels (``RGBA``, ``LA``, ``PA``, ``P``/``L`` with a transparency
-  key) are composited on **white**, as image viewers and web pages show them: cut-out product photos
-  and logos are drawn for a white page (dark strokes on a transparent background would vanish on black).
-  16-bit and 32-bit grey (``I;16*``, ``I``) are scaled from their range to 8 bits (``/257`` for
-  values up to 65535, min-max above); float (``F``) from [0, 1] or [0, 255], else min-max.
-- Resize: PIL bilinear on the whole image (PIL widens the kernel when shrinking, i.e. antialiased).
-- Size limit, the one decompression-bomb limit of the project: an image whose header *declares* more
-  than ``max_pixels`` pixels (default :data:`MAX_PIXELS` = 2**27, about 134 million, e.g. 11585×11585;
-  a 108-megapixel 12000×9000 phone photo passes) is an error row (``ImageTooLargeError``, "possible
-  decompression bomb") before any pixel is decoded, whatever its format. The declared size is what
-  counts, not what the file holds: a 690-byte JPEG declaring 30000×30000 is refused, not decoded into
-  grey filler. Below the limit, JPEGs are decoded at a reduced DCT scale (``Image.draft``: 1/2, 1/4 or
-  1/8, the strongest reduction that keeps both sides >= ``size``), so a large photo costs little; other
-  formats are decoded at full size (at the limit ~0.4 GB as RGB, ~1.2 GB peak with the conversions).
-  PIL's own ``MAX_IMAGE_PIXELS`` check is lifted while the header is read and this limit applies instead.
-- Truncated files: a file whose data ends early is an error row ("image file is truncated"). A JPEG
-  cut short *with an end-of-image marker appended* decodes without any error in PIL (libjpeg only warns,
-  and PIL does not report it) and fills the missing blocks with mid-grey. The cheap check
-  :func:`_grey_filled_tail` catches the common case, a baseline (sequential) JPEG whose last decoded
-  row is exactly grey 128 in every channel while rows above it are not: an error row saying the scan
-  data ends early. Not caught: progressive JPEGs cut this way (their early scans already cover the
-  whole image, so it only loses detail), and a cut inside the last row of blocks. Refused by mistake:
-  a sequential JPEG whose bottom row is exactly flat grey 128 (rare in photos).
+Decoding (EXIF, modes, transparency, resize, the declared-size limit :data:`MAX_PIXELS`, truncated
+files) is :func:`coloc_core.decode.decode_image_sizes`, the same decode ``coloc_core.predict`` runs on a
+path; its module docstring says every choice. Each error it raises becomes the file's error row.
 
 Error rows are logged once per file and worker process, counted by :func:`split_errors` (which logs
 the totals), and :func:`drop_errors` / :func:`split_errors` / :func:`augment` exclude them from training.
@@ -65,15 +46,11 @@ the totals), and :func:`drop_errors` / :func:`split_errors` / :func:`augment` ex
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import math
 import re
-import threading
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -81,10 +58,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from coloc_core.config import AugmentConfig
 from coloc_core.datasets import ImageRecord, read_dataset
+from coloc_core.decode import MAX_PIXELS, ImageTooLargeError, decode_image_sizes
 from pipelines import schema, storage
 from pipelines.schema import ERROR, ERROR_KIND, HEIGHT, PATH, WIDTH
 
@@ -99,12 +76,6 @@ IMAGE = "image"
 EVAL_IMAGE = "eval_image"
 PROGRESS_EVERY_S = 10.0  # seconds between two progress lines of materialize_with_progress
 
-_AUGMENT = AugmentConfig()
-EVAL_SIZE = _AUGMENT.crop  # evaluation / labeling: plain resize to 224 (SPEC §5)
-TRAIN_SIZE = _AUGMENT.resize  # training: resize to 256, then the random crop
-CROP = _AUGMENT.crop
-CROP_PADDING = _AUGMENT.crop_padding
-MAX_PIXELS = 2**27  # declared pixels per image; the only size limit (module docstring)
 DEFAULT_DECODE_CPUS = 0.5
 
 RECORD_SCHEMA = pa.schema(
@@ -116,23 +87,11 @@ RECORD_SCHEMA = pa.schema(
         pa.field(BOXES, pa.list_(pa.float32())),
     ]
 )
-# The orientations (EXIF tag 0x0112) that swap width and height when applied.
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-_ALPHA_BACKGROUND = (255, 255, 255)
-_PIL_LIMIT_LOCK = threading.Lock()
 _LOGGED_ERRORS: set[str] = set()
 _MAX_LOGGED = 10_000
 _READ_THREADS = 8
 # A repr's memory address, e.g. "<_io.BytesIO object at 0x7f3a...>": differs between runs.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-class ImageTooLargeError(ValueError):
-    """An image whose declared pixel count exceeds the limit (a possible decompression bomb)."""
-
-
-class TruncatedImageError(OSError):
-    """An image whose data ends before its last pixel (see module docstring, "Truncated files")."""
 
 
 # ---------------------------------------------------------------------------------- record listing
@@ -197,143 +156,6 @@ def default_rows_per_block(num_rows: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------ decode
-
-
-@contextlib.contextmanager
-def _pil_limit_lifted() -> Iterator[None]:
-    """Lift PIL's process-wide MAX_IMAGE_PIXELS while a header is read (we apply our own limit)."""
-    with _PIL_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-
-
-def _orientation(im: Image.Image) -> int:
-    try:
-        value = im.getexif().get(0x0112, 1)
-        return int(value) if value in range(1, 9) else 1
-    except Exception:  # a malformed EXIF block: show the image as stored
-        return 1
-
-
-def _grey_to_uint8(values: np.ndarray, floating: bool) -> np.ndarray:
-    """A high-bit-depth grey array → uint8, scaled from its nominal range (see module docstring)."""
-    values = values.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if floating and lo >= 0.0 and hi <= 1.0:
-        scaled = values * 255.0
-    elif lo >= 0.0 and hi <= 255.0:
-        scaled = values
-    elif not floating and lo >= 0.0 and hi <= 65535.0:
-        scaled = values / 257.0
-    else:
-        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
-    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def to_rgb(im: Image.Image, background: tuple[int, int, int] = _ALPHA_BACKGROUND) -> Image.Image:
-    """Any PIL mode → an ``RGB`` image (a new image; ``im`` is not modified).
-
-    Transparency is composited on ``background`` (white by default); 16/32-bit and float grey are
-    scaled to 8 bits (see module docstring).
-    """
-    mode = im.mode
-    if mode.startswith("I") or mode == "F":
-        grey = _grey_to_uint8(np.asarray(im), floating=mode == "F")
-        return Image.fromarray(grey).convert("RGB")
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return im.convert("RGB") if mode != "RGB" else im.copy()
-
-
-def _grey_filled_tail(im: Image.Image) -> bool:
-    """True for a loaded sequential JPEG whose last row is libjpeg's grey filler (data ended early).
-
-    When the entropy-coded data runs out (a cut file with an end-of-image marker appended), libjpeg
-    only warns and decodes the missing blocks as all-zero coefficients: exactly 128 in every channel.
-    The last row being exactly that, while some row above it is not, is taken as the sign.
-    """
-    if im.format != "JPEG" or im.mode not in ("L", "RGB") or im.info.get("progressive"):
-        return False
-    pixels = np.asarray(im)
-    if not (pixels[-1] == 128).all():
-        return False
-    return bool((pixels != 128).any())
-
-
-def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int, int]:
-    """Encoded image bytes → (RGB uint8 array of shape (size, size, 3), width, height).
-
-    ``width``/``height`` are the original size in the displayed orientation (after EXIF transpose), not
-    the possibly reduced size a JPEG draft decodes at. :func:`decode_image_sizes` with one size.
-
-    Raises:
-        as :func:`decode_image_sizes`.
-    """
-    images, width, height = decode_image_sizes(data, (size,), max_pixels)
-    return images[0], width, height
-
-
-def decode_image_sizes(
-    data: bytes, sizes: Sequence[int], max_pixels: int = MAX_PIXELS
-) -> tuple[list[np.ndarray], int, int]:
-    """Encoded image bytes, decoded once → one RGB uint8 (s, s, 3) resize per size in ``sizes``.
-
-    A JPEG is decoded at the DCT scale that still covers the largest size (module docstring), and
-    every resize is made from that one decoded image.
-
-    Raises:
-        ImageTooLargeError: when the header declares more than ``max_pixels`` pixels.
-        TruncatedImageError: a sequential JPEG whose scan data ends early (module docstring).
-        OSError / ValueError (PIL): an unreadable, truncated or unsupported file.
-    """
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with _pil_limit_lifted():
-            try:
-                im: Image.Image = Image.open(io.BytesIO(data))  # reads the header only
-            except UnidentifiedImageError:
-                # PIL's message names the BytesIO object and its memory address: not the same twice.
-                raise UnidentifiedImageError(
-                    f"cannot identify image file: not an image format PIL reads ({len(data)} bytes)"
-                ) from None
-        width, height = im.size
-        declared = width * height
-        if declared > max_pixels:
-            raise ImageTooLargeError(
-                f"image declares {width}x{height} = {declared} pixels, over the limit of {max_pixels} "
-                "(possible decompression bomb)"
-            )
-        if im.format == "JPEG":
-            # Decode at 1/2, 1/4 or 1/8 scale when the result still covers the largest size.
-            im.draft(None, (max(sizes), max(sizes)))
-        im.load()
-        if _grey_filled_tail(im):
-            raise TruncatedImageError(
-                "image file is truncated: the JPEG scan data ends early (the bottom rows are grey filler)"
-            )
-        orientation = _orientation(im)
-        if orientation != 1:
-            im = ImageOps.exif_transpose(im)
-            if orientation in _TRANSPOSING_ORIENTATIONS:
-                width, height = height, width
-        rgb = to_rgb(im)
-        images = [np.asarray(rgb.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8) for s in sizes]
-    for size, image in zip(sizes, images, strict=True):
-        if image.shape != (size, size, 3):  # defensive: PIL returned something unexpected
-            raise ValueError(f"decoded to shape {image.shape}, expected {(size, size, 3)}")
-    return images, int(width), int(height)
-
 
 # PIL's message when a format is recognised but its codec is not built in ("decoder jpeg2k not available").
 _NO_CODEC = re.compile(r"(decoder|encoder) \S+ not available")
@@ -447,7 +269,7 @@ def _tensor_column(images: np.ndarray) -> pa.Array:
 def decode_batch(
     batch: pa.Table,
     *,
-    size: int = EVAL_SIZE,
+    size: int,
     max_pixels: int = MAX_PIXELS,
     endpoint_url: str | None = None,
     eval_size: int | None = None,
@@ -512,7 +334,7 @@ def decode_batch(
 def images_dataset(
     source: Sequence[ImageRecord] | str,
     *,
-    size: int = EVAL_SIZE,
+    size: int,
     decode_cpus: float = DEFAULT_DECODE_CPUS,
     rows_per_block: int | None = None,
     max_pixels: int = MAX_PIXELS,
@@ -523,8 +345,8 @@ def images_dataset(
 
     Args:
         source: records from a dataset reader (:func:`read_records`) or an image folder URI.
-        size: output side: :data:`EVAL_SIZE` (224) for evaluation/labeling, :data:`TRAIN_SIZE` (256)
-            for training (then :func:`augment`).
+        size: output side: the model's input side for evaluation/labeling (``payload_input_size``,
+            ``augment.crop``), ``augment.resize`` for training (then :func:`augment`).
         decode_cpus: CPU share of each decode task; keep it < 1 on small machines so training or
             labeling actors never starve the readers.
         rows_per_block: rows per block (= per decode task); None = :func:`default_rows_per_block`.
@@ -708,9 +530,9 @@ def pad_and_crop(images: np.ndarray, offsets: np.ndarray, *, crop: int, padding:
 
 
 def augment_batch(
-    batch: dict[str, np.ndarray], *, seed: int, epoch: int, crop: int = CROP, padding: int = CROP_PADDING
+    batch: dict[str, np.ndarray], *, seed: int, epoch: int, crop: int, padding: int
 ) -> dict[str, np.ndarray]:
-    """SPEC §5 training transform on a batch of ``index`` + ``image`` (the 256×256 resize).
+    """SPEC §5 training transform on a batch of ``index`` + ``image`` (the ``augment.resize`` resize).
 
     Returns the batch with ``image`` replaced by a (B, crop, crop, 3) uint8 random crop of the
     reflect-padded image; the same ``(seed, epoch, index)`` always gives the same crop.
@@ -735,13 +557,13 @@ def augment(
     *,
     seed: int,
     epoch: int,
-    crop: int = CROP,
-    padding: int = CROP_PADDING,
+    crop: int,
+    padding: int,
     num_cpus: float = DEFAULT_DECODE_CPUS,
 ) -> Any:
     """The training dataset of one epoch: error rows dropped, ``index`` + augmented ``image`` only.
 
-    ``ds`` is :func:`images_dataset` at :data:`TRAIN_SIZE` (ideally the materialized ``good`` part of
+    ``ds`` is :func:`images_dataset` at ``augment.resize`` (ideally the materialized ``good`` part of
     :func:`split_errors`, so decoding happens once). Only the numeric columns are kept, so the result
     goes straight into ``iter_torch_batches``.
     """

@@ -193,7 +193,7 @@ class LabelPlan:
     segments: list[int] | None = None
     images_added: int = 0  # this run's new images (the last segment), 0 when none
     missing: list[str] = field(default_factory=list)  # frozen inputs this run's listing lacks
-    image_size: int = ingest.EVAL_SIZE  # side the images are resized to (the model's input size)
+    image_size: int = field(kw_only=True)  # side the images are resized to (the model's input size)
 
     def __post_init__(self) -> None:
         if self.segments is None:
@@ -889,7 +889,8 @@ def fit_statistics(
     inputs: pa.Table,
     cfg: LabelJobConfig,
     head: tuple[list[float], float, float] | None = None,
-    size: int = ingest.EVAL_SIZE,
+    *,
+    size: int,
 ) -> dict[str, Any]:
     """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
 
@@ -999,7 +1000,7 @@ def finished_shards(plan: LabelPlan, out: str) -> set[int]:
     return done
 
 
-def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int = ingest.EVAL_SIZE) -> Any:
+def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int) -> Any:
     """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``).
 
     ``size``: the side every image is resized to (the model's input size, ``payload_input_size``).

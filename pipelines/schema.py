@@ -21,7 +21,7 @@ parsing ``error`` (:data:`ERROR_KINDS`):
 
 - ``missing``: the file is not there any more (listed, then gone: ``FileNotFoundError``, S3 ``NoSuchKey``);
 - ``unreadable``: it exists but cannot be read (no permission, a folder, another read error);
-- ``too_large``: its header declares more pixels than the limit (``ingest.MAX_PIXELS``, a possible
+- ``too_large``: its header declares more pixels than the limit (``coloc_core.decode.MAX_PIXELS``, a possible
   decompression bomb), refused before any pixel is decoded;
 - ``unsupported``: not an image format the decoder reads (e.g. ``.heic``, ``.svg`` without a plugin;
   ``storage.OTHER_IMAGE_EXTENSIONS`` are listed so that they get this row), or a format whose decoder

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from coloc_core import decode
 from coloc_core.datasets import ImageRecord
 from coloc_core.synthetic import generate_cub_layout
 from pipelines import ingest, storage
@@ -130,7 +131,7 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
 @pytest.mark.parametrize("name", sorted(GOOD_FILES))
 def test_decode_image_good_inputs(name: str):
     data, (width, height) = GOOD_FILES[name]
-    image, got_w, got_h = ingest.decode_image(data, size=ingest.EVAL_SIZE)
+    image, got_w, got_h = decode.decode_image(data, size=224)
     assert image.dtype == np.uint8 and image.shape == (224, 224, 3)
     assert (got_w, got_h) == (width, height)
 
@@ -139,11 +140,11 @@ def test_decode_image_good_inputs(name: str):
 def test_decode_image_bad_inputs_raise(name: str):
     data, reason = BAD_FILES[name]
     with pytest.raises(Exception, match=reason):
-        ingest.decode_image(data, size=224)
+        decode.decode_image(data, size=224)
 
 
 def test_exif_orientation_is_applied():
-    image, width, height = ingest.decode_image(exif_rotated_jpeg(), size=224)
+    image, width, height = decode.decode_image(exif_rotated_jpeg(), size=224)
     assert (width, height) == (20, 40)
     # Rotating the stored image 90° clockwise puts its left (red) half on top.
     top, bottom = image[20:90].reshape(-1, 3).mean(0), image[134:204].reshape(-1, 3).mean(0)
@@ -152,28 +153,28 @@ def test_exif_orientation_is_applied():
 
 
 def test_a_gif_is_its_first_frame():
-    image, width, height = ingest.decode_image(animated_gif(), size=224)
+    image, width, height = decode.decode_image(animated_gif(), size=224)
     assert (width, height) == (30, 20)
     assert image[..., 0].min() > 240 and image[..., 2].max() < 15  # red, not the blue second frame
 
 
 def test_alpha_is_composited_on_white():
-    image, _, _ = ingest.decode_image(GOOD_FILES["alpha.png"][0], size=224)
+    image, _, _ = decode.decode_image(GOOD_FILES["alpha.png"][0], size=224)
     assert image[112, 10].tolist() == [255, 255, 255]  # fully transparent (black) pixel → white
     assert image[112, 214].tolist() == [255, 0, 0]  # opaque red stays red
-    la, _, _ = ingest.decode_image(GOOD_FILES["gray_alpha.png"][0], size=224)
+    la, _, _ = decode.decode_image(GOOD_FILES["gray_alpha.png"][0], size=224)
     assert (la == 255).all()
-    pal, _, _ = ingest.decode_image(GOOD_FILES["palette_transparent.png"][0], size=224)
+    pal, _, _ = decode.decode_image(GOOD_FILES["palette_transparent.png"][0], size=224)
     assert pal[5, 5].tolist() == [255, 255, 255] and pal[5, 220].tolist() == [0, 255, 0]
 
 
 def test_high_bit_depth_and_cmyk_colours():
-    sixteen, _, _ = ingest.decode_image(GOOD_FILES["sixteen_bit.png"][0], size=224)
+    sixteen, _, _ = decode.decode_image(GOOD_FILES["sixteen_bit.png"][0], size=224)
     assert (sixteen == 128).all()  # 128*257 of 65535 → 128 of 255
-    cmyk, _, _ = ingest.decode_image(GOOD_FILES["cmyk.jpg"][0], size=224)
+    cmyk, _, _ = decode.decode_image(GOOD_FILES["cmyk.jpg"][0], size=224)
     r, g, b = cmyk.reshape(-1, 3).mean(0)
     assert r > 240 and g < 15 and b < 15  # C=0, M=Y=255 is red
-    one, _, _ = ingest.decode_image(GOOD_FILES["one_pixel.png"][0], size=224)
+    one, _, _ = decode.decode_image(GOOD_FILES["one_pixel.png"][0], size=224)
     assert (one == np.array([9, 99, 199], np.uint8)).all()
 
 
@@ -190,7 +191,7 @@ def test_high_bit_depth_and_cmyk_colours():
 def test_to_rgb_scales_integer_and_float_grey(array: np.ndarray, expected: list[int]):
     im = Image.fromarray(array)
     assert im.mode in ("I", "F")
-    rgb = np.asarray(ingest.to_rgb(im))
+    rgb = np.asarray(decode.to_rgb(im))
     assert rgb.shape == (1, 2, 3)
     assert rgb[0, :, 0].tolist() == expected
     assert (rgb[..., 0] == rgb[..., 2]).all()
@@ -201,26 +202,26 @@ def test_the_limit_applies_to_the_declared_size_of_every_format_and_jpegs_decode
     png = _encode(Image.new("RGB", (2048, 1536), (0, 0, 255)), "PNG")
     # One limit, on the declared 3.1 M pixels, whatever the format (a JPEG draft does not lift it).
     for data in (jpeg, png):
-        with pytest.raises(ingest.ImageTooLargeError, match="2048x1536"):
-            ingest.decode_image(data, size=224, max_pixels=1_000_000)
+        with pytest.raises(decode.ImageTooLargeError, match="2048x1536"):
+            decode.decode_image(data, size=224, max_pixels=1_000_000)
     # Under the limit the JPEG decodes at a 1/4 draft (512x384); the size reported is the declared one.
-    image, width, height = ingest.decode_image(jpeg, size=224, max_pixels=2048 * 1536)
+    image, width, height = decode.decode_image(jpeg, size=224, max_pixels=2048 * 1536)
     assert (width, height) == (2048, 1536)
     assert image[100, 100, 2] > 240
-    assert ingest.decode_image(png, size=224, max_pixels=2048 * 1536)[1:] == (2048, 1536)
+    assert decode.decode_image(png, size=224, max_pixels=2048 * 1536)[1:] == (2048, 1536)
     # The default limit passes a 108-megapixel photo's header and refuses a 30000x30000 one.
-    assert 12_000 * 9_000 <= ingest.MAX_PIXELS < 30_000 * 30_000
+    assert 12_000 * 9_000 <= decode.MAX_PIXELS < 30_000 * 30_000
     # PIL's process-wide limit is untouched afterwards.
     assert Image.MAX_IMAGE_PIXELS is not None
 
 
 def test_a_flat_grey_bottom_is_only_filler_in_a_sequential_jpeg_with_content_above():
     grey = _encode(Image.new("RGB", (64, 48), (128, 128, 128)), "JPEG")  # all grey: a real grey image
-    assert ingest.decode_image(grey, size=224)[1:] == (64, 48)
+    assert decode.decode_image(grey, size=224)[1:] == (64, 48)
     noise = np.random.default_rng(2).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     progressive = _encode(Image.fromarray(noise), "JPEG", quality=90, progressive=True)
     cut = progressive[: len(progressive) // 2] + b"\xff\xd9"
-    assert ingest.decode_image(cut, size=224)[1:] == (160, 120)  # documented as not detected
+    assert decode.decode_image(cut, size=224)[1:] == (160, 120)  # documented as not detected
 
 
 def test_decode_batch_turns_read_failures_into_error_rows(tmp_path: Path, monkeypatch, caplog):
@@ -321,9 +322,9 @@ def test_augment_batch_shape_determinism_and_epochs():
     images = np.random.default_rng(0).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
     before = images.copy()
     batch = {"index": np.array([0, 1, 2]), "image": images}
-    a = ingest.augment_batch(batch, seed=7, epoch=0)
-    b = ingest.augment_batch(batch, seed=7, epoch=0)
-    c = ingest.augment_batch(batch, seed=7, epoch=1)
+    a = ingest.augment_batch(batch, seed=7, epoch=0, crop=224, padding=4)
+    b = ingest.augment_batch(batch, seed=7, epoch=0, crop=224, padding=4)
+    c = ingest.augment_batch(batch, seed=7, epoch=1, crop=224, padding=4)
     assert a["image"].shape == (3, 224, 224, 3) and a["image"].dtype == np.uint8
     assert np.array_equal(a["image"], b["image"])
     assert not np.array_equal(a["image"], c["image"])
@@ -331,7 +332,8 @@ def test_augment_batch_shape_determinism_and_epochs():
     offsets = ingest.crop_offsets(np.arange(500), seed=7, epoch=0, max_offset=40)
     assert offsets.min() == 0 and offsets.max() == 40  # the whole range [0, 256 + 2*4 - 224] is used
     # The crop of one image depends on its own index only, not on its batch.
-    alone = ingest.augment_batch({"index": np.array([2]), "image": images[2:]}, seed=7, epoch=0)
+    one = {"index": np.array([2]), "image": images[2:]}
+    alone = ingest.augment_batch(one, seed=7, epoch=0, crop=224, padding=4)
     assert np.array_equal(alone["image"][0], a["image"][2])
 
 
@@ -359,7 +361,7 @@ def test_cub_layout_on_s3(ray_cluster, s3_server, tmp_path: Path):
     assert records and all(r.path.startswith(f"{root}/images/") for r in records)
     # CUB's files give no sizes: the generator's records know them.
     sizes = {storage.relative_path(r.path, str(tmp_path / "cub")): (r.width, r.height) for r in generated}
-    ds = ingest.images_dataset(records, size=ingest.EVAL_SIZE)
+    ds = ingest.images_dataset(records, size=224)
     schema = ds.schema()
     types = dict(zip(schema.names, schema.types, strict=True))
     assert types["width"] == pa.int32() and types["height"] == pa.int32()
@@ -373,7 +375,7 @@ def test_cub_layout_on_s3(ray_cluster, s3_server, tmp_path: Path):
         assert np.allclose(row["boxes"], np.asarray(record.boxes, np.float32).ravel())
         assert row["image"].dtype == np.uint8 and row["image"].shape == (224, 224, 3)
     local = tmp_path / "cub" / storage.relative_path(records[0].path, root)
-    expected, _, _ = ingest.decode_image(local.read_bytes(), size=224)
+    expected, _, _ = decode.decode_image(local.read_bytes(), size=224)
     assert np.array_equal(rows[0]["image"], expected)
 
 
@@ -420,17 +422,17 @@ def test_folder_uri_source_keeps_file_uris(ray_cluster, restore_data_context, tm
     assert [(row["width"], row["height"]) for row in rows] == [(1, 1), (64, 48)]
     assert all(row["error"] is None for row in rows)
     with pytest.raises(FileNotFoundError):
-        ingest.images_dataset(f"file://{tmp_path}/empty-folder")
+        ingest.images_dataset(f"file://{tmp_path}/empty-folder", size=32)
 
 
 def test_training_stage_is_reproducible_and_varies_by_epoch(ray_cluster, tmp_path: Path):
     records = generate_cub_layout(str(tmp_path / "cub"), num_images=8, seed=5, size_range=(40, 64))
     records.append(ImageRecord(path=str(tmp_path / "gone.jpg"), split="all"))  # excluded from training
-    good, errors = ingest.split_errors(ingest.images_dataset(records, size=ingest.TRAIN_SIZE))
+    good, errors = ingest.split_errors(ingest.images_dataset(records, size=256))
     assert len(errors) == 1 and good.count() == 8
 
     def crops(epoch: int) -> dict[int, np.ndarray]:
-        rows = ingest.augment(good, seed=11, epoch=epoch).take_all()
+        rows = ingest.augment(good, seed=11, epoch=epoch, crop=224, padding=4).take_all()
         return {int(row["index"]): row["image"] for row in rows}
 
     first, again, other = crops(0), crops(0), crops(1)
@@ -441,7 +443,8 @@ def test_training_stage_is_reproducible_and_varies_by_epoch(ray_cluster, tmp_pat
     # Only numeric columns remain, so the stage feeds iter_torch_batches directly.
     import torch
 
-    batch = next(iter(ingest.augment(good, seed=11, epoch=0).iter_torch_batches(batch_size=4)))
+    epoch = ingest.augment(good, seed=11, epoch=0, crop=224, padding=4)
+    batch = next(iter(epoch.iter_torch_batches(batch_size=4)))
     assert set(batch) == {"index", "image"}
     assert batch["image"].dtype == torch.uint8 and tuple(batch["image"].shape) == (4, 224, 224, 3)
 
@@ -449,12 +452,12 @@ def test_training_stage_is_reproducible_and_varies_by_epoch(ray_cluster, tmp_pat
 def test_one_decode_makes_every_size_like_separate_decodes() -> None:
     # JPEG (DCT-reduced: a 2x large photo), PNG with alpha, EXIF-rotated JPEG: the sizes of one decode.
     for name, (data, _) in GOOD_FILES.items():
-        (image_256, image_224), width, height = ingest.decode_image_sizes(data, (256, 224))
-        alone_256, w, h = ingest.decode_image(data, 256)
+        (image_256, image_224), width, height = decode.decode_image_sizes(data, (256, 224))
+        alone_256, w, h = decode.decode_image(data, 256)
         assert (width, height) == (w, h), name
         np.testing.assert_array_equal(image_256, alone_256, err_msg=name)
         assert image_224.shape == (224, 224, 3), name
-        alone_224 = ingest.decode_image(data, 224)[0]
+        alone_224 = decode.decode_image(data, 224)[0]
         # The same pixels, up to the DCT scale a JPEG is decoded at (chosen for the larger size).
         assert np.abs(image_224.astype(int) - alone_224.astype(int)).mean() < 2.0, name
 
@@ -468,6 +471,6 @@ def test_decode_batch_adds_the_eval_image_of_the_same_decode(tmp_path: Path) -> 
     eval_images = out.column(ingest.EVAL_IMAGE).chunk(0).to_numpy()
     assert eval_images.shape == (1, 24, 24, 3)
     np.testing.assert_array_equal(
-        eval_images[0], ingest.decode_image_sizes(path.read_bytes(), (32, 24))[0][1]
+        eval_images[0], decode.decode_image_sizes(path.read_bytes(), (32, 24))[0][1]
     )
     assert ingest.EVAL_IMAGE not in ingest.decode_batch(table, size=32).column_names

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+from coloc_core import decode
 from pipelines import ingest, schema
 
 SIZES = (32,)
@@ -128,9 +129,9 @@ def test_a_file_without_read_permission_is_unreadable(tmp_path: Path):
 def test_error_kind_on_exceptions():
     assert ingest.error_kind(FileNotFoundError("x"), reading=True) == "missing"
     assert ingest.error_kind(PermissionError("x"), reading=True) == "unreadable"
-    assert ingest.error_kind(ingest.ImageTooLargeError("x"), reading=False) == "too_large"
+    assert ingest.error_kind(decode.ImageTooLargeError("x"), reading=False) == "too_large"
     assert ingest.error_kind(UnidentifiedImageError("x"), reading=False, path="a.heic") == "unsupported"
     assert ingest.error_kind(UnidentifiedImageError("x"), reading=False, path="a.JPG") == "decode"
     assert ingest.error_kind(OSError("decoder jpeg2k not available"), reading=False) == "unsupported"
-    assert ingest.error_kind(ingest.TruncatedImageError("x"), reading=False) == "decode"
+    assert ingest.error_kind(decode.TruncatedImageError("x"), reading=False) == "decode"
     assert ingest.error_kind(OSError("image file is truncated"), reading=False) == "decode"

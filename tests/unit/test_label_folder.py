@@ -73,7 +73,7 @@ def _label_folder(out: Path) -> labeling.LabelPlan:
     labeling.write_inputs(str(out), inputs)
     (out / labeling.MANIFEST).write_text("{}")
     (out / labeling.MODEL_FILE).write_bytes(b"weights")
-    plan = labeling.LabelPlan(inputs, "model.pt", MODEL_ID, 0.2, ROWS_PER_FILE, {})
+    plan = labeling.LabelPlan(inputs, "model.pt", MODEL_ID, 0.2, ROWS_PER_FILE, {}, image_size=224)
     writer = labeling._ShardWriter(plan, str(out), list(range(plan.num_shards)))
     order = list(range(NUM_IMAGES))[::-1]  # rows arrive in any order, in batches across shards
     for start in range(0, NUM_IMAGES, 3):

@@ -15,6 +15,7 @@ from PIL import Image
 from coloc_core import Prediction, Predictor
 from coloc_core.backbones import build_backbone
 from coloc_core.boxes import iou_matrix
+from coloc_core.decode import MAX_PIXELS, ImageTooLargeError, TruncatedImageError, decode_image
 from coloc_core.localizer import baseline_payload, payload_input_size
 from coloc_core.synthetic import make_synthetic_image
 
@@ -53,7 +54,7 @@ def _label_row(model_file: Path, image_file: Path, all_boxes: bool) -> dict:
     from pipelines.label import LocalizeBatch
 
     payload = read_model_payload(model_file.read_bytes())
-    image, width, height = ingest.decode_image(image_file.read_bytes(), payload_input_size(payload))
+    image, width, height = decode_image(image_file.read_bytes(), payload_input_size(payload))
     actor = LocalizeBatch(
         model_uri=str(model_file),
         threshold=float(payload["threshold"]),
@@ -193,6 +194,48 @@ def test_bad_inputs_and_fitted_methods_are_refused(tmp_path):
         predictor.predict(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="threshold"):
         Predictor(_random_payload(), threshold=1.5)
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header (SOF0) is rewritten to declare ``width``×``height``."""
+    buf = io.BytesIO()
+    Image.fromarray(_dark(64, 48)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+# 12000x12000 is over MAX_PIXELS but under PIL's own bomb error; 30000x30000 is over both.
+@pytest.mark.parametrize("side", [12_000, 30_000])
+def test_a_file_declaring_a_huge_size_is_refused_by_its_header(tmp_path, side):
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(_jpeg_declaring(side, side))
+    assert side * side > MAX_PIXELS
+    with pytest.raises(ImageTooLargeError, match=f"declares {side}x{side}.*decompression bomb"):
+        Predictor(_random_payload()).predict(path)
+    # The same bytes declaring their real size are a good image: the header alone refused it.
+    path.write_bytes(_jpeg_declaring(64, 48))
+    pred = Predictor(_random_payload()).predict(path)
+    assert (pred.width, pred.height) == (64, 48)
+
+
+def test_a_jpeg_cut_short_is_refused_not_filled_with_grey(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    path = tmp_path / "cut.jpg"
+    # Cut in half with an end-of-image marker appended: PIL decodes it without a word, grey below.
+    path.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    with pytest.raises(TruncatedImageError, match="truncated"):
+        Predictor(_random_payload()).predict(path)
+    path.write_bytes(data[: len(data) // 2])  # cut without a marker: PIL's own truncation error
+    with pytest.raises(OSError, match="truncated"):
+        Predictor(_random_payload()).predict(path)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty file"):
+        Predictor(_random_payload()).predict(path)
 
 
 def test_full_method_needs_no_fit_and_boxes_the_whole_image():

@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from PIL import Image
 from s3fs.errors import translate_boto_error
 
-from pipelines import ingest, storage
+from coloc_core import decode
+from pipelines import storage
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -26,9 +27,9 @@ def client_error(code: str, status: int) -> ClientError:
     )
 
 
-def decode_error(data: bytes, max_pixels: int = ingest.MAX_PIXELS) -> Exception:
+def decode_error(data: bytes, max_pixels: int = decode.MAX_PIXELS) -> Exception:
     with pytest.raises(Exception) as info:
-        ingest.decode_image(data, 32, max_pixels)
+        decode.decode_image(data, 32, max_pixels)
     return info.value
 
 
@@ -83,7 +84,7 @@ def test_decode_errors_are_permanent():
     not_image = decode_error(b"this is not an image at all")
     truncated = decode_error(png(64, 64)[:-40])
     too_large = decode_error(png(64, 64), max_pixels=100)
-    assert isinstance(too_large, ingest.ImageTooLargeError)
+    assert isinstance(too_large, decode.ImageTooLargeError)
     for err in (not_image, truncated, too_large):
         assert not storage.is_transient(err), err
 
