@@ -34,6 +34,7 @@ from experiments import load_set
 
 from coloc_core.backbones import build_backbone
 from coloc_core.boxes import boxes_at_thresholds, iou_matrix, scoremap_from_attention
+from coloc_core.config import CAM_CURVE_INTERVAL, IOU_THRESHOLDS
 from coloc_core.localizer import (
     class_statistics,
     ddt_from_statistics,
@@ -50,7 +51,7 @@ TAUS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def evaluate(maps: torch.Tensor, gts: list[np.ndarray]) -> dict[str, float]:
-    maxbox = MaxBoxAccAccumulator((0.3, 0.5, 0.7), 0.001, multi_contour=True)
+    maxbox = MaxBoxAccAccumulator(IOU_THRESHOLDS, CAM_CURVE_INTERVAL, multi_contour=True)
     hits = np.zeros(len(TAUS))
     for attn, gt in zip(maps.numpy(), gts, strict=True):
         scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))

@@ -45,6 +45,7 @@ import numpy.typing as npt
 import torch
 
 from coloc_core import _level_sets
+from coloc_core.config import CAM_CURVE_INTERVAL
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.int64]
@@ -203,7 +204,7 @@ def check_box_convention(boxes: npt.ArrayLike) -> IntArray | FloatArray:
 # ----------------------------------------------------------------------------------------------
 
 
-def cam_thresholds(cam_curve_interval: float = 0.001) -> npt.NDArray[np.float64]:
+def cam_thresholds(cam_curve_interval: float = CAM_CURVE_INTERVAL) -> npt.NDArray[np.float64]:
     """The protocol's score-map thresholds ``np.arange(0, 1, interval)`` (1,000 values by default).
 
     Exactly the float values of the reference's ``list(np.arange(0, 1, cam_curve_interval))``, so that

@@ -76,6 +76,13 @@ NON_NEGATIVE = Range(0)
 AT_LEAST_ONE = Range(1)
 UNIT_OPEN = Range(0, 1, open_low=True, open_high=True)
 
+#: The IoU criteria δ of CorLoc and MaxBoxAccV2 (Choe et al., CVPR 2020: MaxBoxAccV2 averages over these).
+IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
+#: Spacing of MaxBoxAccV2's score-map threshold grid τ = ``np.arange(0, 1, interval)`` (1,000 values).
+CAM_CURVE_INTERVAL = 0.001
+#: Spacing of the τ grid ``coloc calibrate`` searches (100 values; one box per image and τ).
+CALIBRATION_CURVE_INTERVAL = 0.01
+
 
 # The backbones coloc_core.backbones registers (= available_backbones(); a unit test keeps them equal),
 # named here so a command line is checked without importing torch. ``AUTO_WEIGHTS_BACKBONES``: those
@@ -232,8 +239,8 @@ class BoxConfig:
     """
 
     threshold: float = 0.2
-    cam_curve_interval: float = 0.001
-    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+    cam_curve_interval: float = CAM_CURVE_INTERVAL
+    iou_thresholds: tuple[float, ...] = IOU_THRESHOLDS
     multi_contour: bool = True
 
     RANGES: ClassVar[dict[str, Range]] = {

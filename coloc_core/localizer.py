@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from coloc_core.backbones import Backbone, build_backbone
+from coloc_core.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
 from coloc_core.checkpoint import FORMAT, model_from_payload, model_id
 from coloc_core.config import BoxConfig
 from coloc_core.model import ColocNet
@@ -71,9 +71,6 @@ BASELINE_INPUT_SIZE = 224
 #: kinds read 320×320 images (20×20 maps at stride 16): measured on raccoon against 224 and 416, and
 #: confirmed on kangaroo and the generated birds (docs/RESULTS.md, "Input size").
 DEFAULT_INPUT_SIZES = {"ddt": 320, "rps": 320, "selftrain": 320, "caam": 224, "full": 224}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Localizer(nn.Module):

@@ -10,7 +10,8 @@ Keys returned by ``compute`` (δ printed with ``f"{δ:g}"``, e.g. ``0.5``):
 * CorLoc: ``"corloc@0.5"`` per IoU threshold δ, ``"corloc_mean"`` (mean over the δ's),
   ``"threshold"`` (the score-map threshold τ used) and ``"num_images"``.
 * MaxBoxAcc: ``"maxboxacc@0.5"`` per δ, ``"maxboxaccv2"`` (mean over the δ's; MaxBoxAccV2 of Choe
-  et al., CVPR 2020, with the default δ ∈ {0.3, 0.5, 0.7} and multi-contour boxes),
+  et al., CVPR 2020, with the default δ ∈ ``coloc_core.config.IOU_THRESHOLDS`` = {0.3, 0.5, 0.7} and
+  multi-contour boxes),
   ``"best_threshold@0.5"`` (the first τ reaching the maximum for that δ) and ``"num_images"``.
 
 All values are percentages in [0, 100].
@@ -31,6 +32,7 @@ from coloc_core.boxes import (
     check_box_convention,
     iou_matrix,
 )
+from coloc_core.config import CAM_CURVE_INTERVAL, IOU_THRESHOLDS
 
 
 def _key(prefix: str, delta: float) -> str:
@@ -66,7 +68,7 @@ class CorLocAccumulator:
         threshold: τ.
     """
 
-    def __init__(self, iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7), threshold: float = 0.2) -> None:
+    def __init__(self, iou_thresholds: Sequence[float] = IOU_THRESHOLDS, threshold: float = 0.2) -> None:
         self.iou_thresholds = _check_iou_thresholds(iou_thresholds)
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
@@ -172,8 +174,8 @@ class MaxBoxAccAccumulator:
 
     def __init__(
         self,
-        iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
-        cam_curve_interval: float = 0.001,
+        iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+        cam_curve_interval: float = CAM_CURVE_INTERVAL,
         multi_contour: bool = True,
         fast: bool = True,
     ) -> None:

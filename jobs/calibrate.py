@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
+from coloc_core.config import CALIBRATION_CURVE_INTERVAL, NON_NEGATIVE, UNIT_OPEN, Range
 from pipelines import console
 from pipelines.config import build_config, version_text
 
@@ -49,7 +49,7 @@ class CalibrateJobConfig:
     model: str = ""
     out: str = ""
     delta: float = 0.5
-    cam_curve_interval: float = 0.01
+    cam_curve_interval: float = CALIBRATION_CURVE_INTERVAL
     limit: int = 0
 
     RANGES: ClassVar[dict[str, Range]] = {

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import ClassVar
 
-from coloc_core.config import NON_NEGATIVE, UNIT_OPEN, Range
+from coloc_core.config import CAM_CURVE_INTERVAL, IOU_THRESHOLDS, NON_NEGATIVE, UNIT_OPEN, Range
 from pipelines import console
 from pipelines.config import build_config, version_text
 
@@ -48,8 +48,8 @@ class EvaluateJobConfig:
     split: str = "test"
     out: str = ""
     threshold: float = -1.0
-    iou_thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
-    cam_curve_interval: float = 0.001
+    iou_thresholds: tuple[float, ...] = IOU_THRESHOLDS
+    cam_curve_interval: float = CAM_CURVE_INTERVAL
     sheet_images: int = 8
 
     RANGES: ClassVar[dict[str, Range]] = {

@@ -52,8 +52,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from coloc_core.boxes import match_boxes, resize_boxes, scoremap_from_attention
+from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload
+from coloc_core.config import CALIBRATION_CURVE_INTERVAL, CAM_CURVE_INTERVAL, IOU_THRESHOLDS
 from coloc_core.localizer import dequantize_heatmap
 from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
 from pipelines import ingest, schema, storage
@@ -61,7 +62,6 @@ from pipelines.label import part_files
 
 log = logging.getLogger(__name__)
 
-SCOREMAP_SIZE = (224, 224)
 EVAL_DIR = "_eval"
 _COLUMNS = [
     schema.PATH,
@@ -291,8 +291,8 @@ def run_evaluation(
     gt_format: str = "boxes_csv",
     split: str = "test",
     out: str = "",
-    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
-    cam_curve_interval: float = 0.001,
+    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+    cam_curve_interval: float = CAM_CURVE_INTERVAL,
     threshold: float | None = None,
     sheet_images: int = 8,
 ) -> EvaluationResult:
@@ -557,7 +557,7 @@ def calibrate_threshold(
     gt_format: str = "boxes_csv",
     split: str = "test",
     delta: float = 0.5,
-    cam_curve_interval: float = 0.01,
+    cam_curve_interval: float = CALIBRATION_CURVE_INTERVAL,
     limit: int = 0,
 ) -> CalibrationResult:
     """τ maximising CorLoc@``delta`` (single largest-contour box) from the stored heatmaps and GT.
