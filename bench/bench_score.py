@@ -25,7 +25,13 @@ import sys
 import numpy as np
 import torch
 
-from coloc_core.boxes import boxes_from_scoremap, iou_matrix, resize_boxes, scoremap_from_attention
+from coloc_core.boxes import (
+    SCOREMAP_SIZE,
+    boxes_from_scoremap,
+    iou_matrix,
+    resize_boxes,
+    scoremap_from_attention,
+)
 from coloc_core.localizer import (
     DEFAULT_THRESHOLDS,
     baseline_payload,
@@ -51,7 +57,7 @@ def render(n: int, seed: int, size: int = 224) -> tuple[torch.Tensor, list, np.n
         w, h = int(rng.integers(160, 321)), int(rng.integers(160, 321))
         sample = render_synthetic_sample(rng, w, h, with_object=with_object)
         images.append(np.asarray(sample.image.resize((size, size))))
-        boxes.append(resize_boxes(np.asarray([sample.box]), (w, h), (224, 224)) if with_object else None)
+        boxes.append(resize_boxes(np.asarray([sample.box]), (h, w), SCOREMAP_SIZE) if with_object else None)
         has.append(with_object)
     return torch.from_numpy(np.stack(images)), boxes, np.asarray(has)
 

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from coloc_core.backbones import Backbone, build_backbone
 from coloc_core.boxes import (
+    SCOREMAP_SIZE,
     boxes_at_thresholds,
     boxes_from_scoremap,
     iou_matrix,
@@ -177,7 +178,7 @@ def load_set(
             w, h = im.size
             images.append(np.asarray(im.resize((size, size), Image.BILINEAR)))
         boxes = np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4)
-        gts.append(resize_boxes(boxes, (w, h), (224, 224)))
+        gts.append(resize_boxes(boxes, (h, w), SCOREMAP_SIZE))
         names.append(rec.path)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     return ImageSet(names, torch.from_numpy(np.stack(images)), gts)

@@ -51,7 +51,7 @@ FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.int64]
 
 SCOREMAP_SIZE: tuple[int, int] = (224, 224)
-"""(H, W) of the protocol's score maps."""
+"""(H, W) of the protocol's score maps. Every image size in this module is (H, W), height first."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -608,15 +608,17 @@ def best_iou_at_thresholds(
 # ----------------------------------------------------------------------------------------------
 
 
-def resize_boxes(boxes: npt.ArrayLike, from_wh: tuple[float, float], to_wh: tuple[float, float]) -> IntArray:
+def resize_boxes(
+    boxes: npt.ArrayLike, from_hw: tuple[float, float], to_hw: tuple[float, float] = SCOREMAP_SIZE
+) -> IntArray:
     """Rescale GT boxes between image sizes with truncation, like the protocol's ``resize_bbox``.
 
     ``x' = int(x * to_w / from_w)`` (float64, left to right), same for y.
 
     Args:
-        boxes: Shape: (N, 4) or (4,), ``[x0, y0, x1, y1]`` in the ``from_wh`` image.
-        from_wh: (width, height) of the source image.
-        to_wh: (width, height) of the target image, usually (224, 224).
+        boxes: Shape: (N, 4) or (4,), ``[x0, y0, x1, y1]`` in the ``from_hw`` image.
+        from_hw: (height, width) of the source image.
+        to_hw: (height, width) of the target image, by default the score map's :data:`SCOREMAP_SIZE`.
 
     Returns:
         Shape: (N, 4), int64.
@@ -625,16 +627,16 @@ def resize_boxes(boxes: npt.ArrayLike, from_wh: tuple[float, float], to_wh: tupl
         ValueError: invalid boxes or non-positive sizes.
     """
     arr = check_box_convention(boxes).astype(np.float64)
-    fw, fh = float(from_wh[0]), float(from_wh[1])
-    tw, th = float(to_wh[0]), float(to_wh[1])
+    fh, fw = float(from_hw[0]), float(from_hw[1])
+    th, tw = float(to_hw[0]), float(to_hw[1])
     if min(fw, fh, tw, th) <= 0:
-        raise ValueError(f"image sizes must be positive, got {from_wh} -> {to_wh}")
+        raise ValueError(f"image sizes (H, W) must be positive, got {from_hw} -> {to_hw}")
     scale = np.array([tw, th, tw, th])
     return (arr * scale / np.array([fw, fh, fw, fh])).astype(np.int64)
 
 
 def boxes_to_original(
-    boxes: npt.ArrayLike, orig_wh: tuple[float, float], size: tuple[int, int] = SCOREMAP_SIZE
+    boxes: npt.ArrayLike, orig_hw: tuple[float, float], size: tuple[int, int] = SCOREMAP_SIZE
 ) -> npt.NDArray[np.float32]:
     """Map score-map boxes back to the original image's pixel coordinates (for pseudo-labels).
 
@@ -645,7 +647,7 @@ def boxes_to_original(
 
     Args:
         boxes: Shape: (N, 4) or (4,), in score-map coordinates.
-        orig_wh: (W, H) of the original image.
+        orig_hw: (H, W) of the original image.
         size: (H, W) of the score map.
 
     Returns:
@@ -655,10 +657,10 @@ def boxes_to_original(
         ValueError: invalid boxes or non-positive sizes.
     """
     arr = check_box_convention(boxes).astype(np.float64)
-    width, height = float(orig_wh[0]), float(orig_wh[1])
+    height, width = float(orig_hw[0]), float(orig_hw[1])
     size_h, size_w = float(size[0]), float(size[1])
     if min(width, height, size_h, size_w) <= 0:
-        raise ValueError(f"sizes must be positive, got orig_wh={orig_wh}, size={size}")
+        raise ValueError(f"sizes must be positive, got orig_hw={orig_hw}, size={size}")
     scaled = arr * np.array([width / size_w, height / size_h, width / size_w, height / size_h])
     upper = np.array([width - 1, height - 1, width - 1, height - 1])
     return np.clip(scaled, 0.0, upper).astype(np.float32)

@@ -193,14 +193,14 @@ def locate(
     box224 = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
     box224 = box224.reshape(-1, 4)[:1]
     width, height = int(orig_wh[0]), int(orig_wh[1])
-    box = boxes_to_original(box224, (width, height)).reshape(4)
+    box = boxes_to_original(box224, (height, width)).reshape(4)
     location = Location(box=box, score=float(box_score(scoremap, box224[0], threshold)))
     if all_boxes:
         regions = region_boxes_from_scoremap(scoremap, threshold)
         scores = np.array([box_score(scoremap, b, threshold) for b in regions], dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
         if len(regions):
-            location.boxes = boxes_to_original(regions[order], (width, height)).reshape(-1, 4)
+            location.boxes = boxes_to_original(regions[order], (height, width)).reshape(-1, 4)
         else:
             location.boxes = np.zeros((0, 4), dtype=np.float32)
         location.scores = scores[order].astype(np.float32)

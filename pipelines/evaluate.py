@@ -201,7 +201,7 @@ def evaluate_part(
                 corloc = CorLocAccumulator(iou_thresholds, threshold=tau)
             scoremap = _table_scoremap(row)
             assert scoremap is not None
-            gt224 = resize_boxes(np.asarray(gt), (row[schema.WIDTH], row[schema.HEIGHT]), SCOREMAP_SIZE[::-1])
+            gt224 = resize_boxes(np.asarray(gt), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
             iou = corloc.update(scoremap, gt224)
             maxbox.update(scoremap, gt224)
             gt_array = np.asarray(gt, dtype=np.float64)
@@ -580,9 +580,7 @@ def calibrate_threshold(
             scoremap = _table_scoremap(row) if boxes is not None else None
             if scoremap is None or boxes is None:
                 continue
-            gt224 = resize_boxes(
-                np.asarray(boxes), (row[schema.WIDTH], row[schema.HEIGHT]), SCOREMAP_SIZE[::-1]
-            )
+            gt224 = resize_boxes(np.asarray(boxes), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
             acc.update(scoremap, gt224)
     if acc.count == 0:
         raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")

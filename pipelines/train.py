@@ -844,7 +844,6 @@ def evaluate(
         cam_curve_interval=box_cfg.cam_curve_interval,
         multi_contour=box_cfg.multi_contour,
     )
-    size_wh = (SCOREMAP_SIZE[1], SCOREMAP_SIZE[0])
     for batch in batches:
         images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE])).to(device)
         x = normalize_images(images, model.mean, model.std)  # type: ignore[arg-type]
@@ -855,7 +854,7 @@ def evaluate(
         scoremaps = scoremaps_from_attention(attention.float().cpu(), SCOREMAP_SIZE)
         widths, heights = batch[ingest.WIDTH], batch[ingest.HEIGHT]
         for i, gt in enumerate(_gt_boxes(batch[ingest.BOXES])):
-            gt_224 = resize_boxes(gt, (float(widths[i]), float(heights[i])), size_wh)
+            gt_224 = resize_boxes(gt, (float(heights[i]), float(widths[i])), SCOREMAP_SIZE)
             corloc.update(scoremaps[i], gt_224)
             maxbox.update(scoremaps[i], gt_224)
     if num_errors:

@@ -277,9 +277,10 @@ def box_mask_224(box: tuple[float, ...], size: tuple[int, int], halo: float = 0.
 
     With ``halo``, ``halo``·255 on a box twice its size around it.
     """
-    from coloc_core.boxes import resize_boxes
+    from coloc_core.boxes import SCOREMAP_SIZE, resize_boxes
 
-    x0, y0, x1, y1 = (int(v) for v in resize_boxes(np.asarray(box, dtype=np.float64), size, (224, 224))[0])
+    hw = (size[1], size[0])  # size is (width, height), as the records store it
+    x0, y0, x1, y1 = (int(v) for v in resize_boxes(np.asarray(box, dtype=np.float64), hw, SCOREMAP_SIZE)[0])
     heat = np.zeros((224, 224), dtype=np.uint8)
     if halo:
         w, h = x1 - x0 + 1, y1 - y0 + 1

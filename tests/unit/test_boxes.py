@@ -9,6 +9,7 @@ import torch
 
 from coloc_core import _level_sets
 from coloc_core.boxes import (
+    SCOREMAP_SIZE,
     best_iou_at_thresholds,
     boxes_at_thresholds,
     boxes_from_scoremap,
@@ -426,24 +427,44 @@ def test_fast_best_iou_full_threshold_grid() -> None:
 def test_resize_boxes_truncates_like_the_protocol() -> None:
     # 10 * 224 / 100 = 22.4, 20 * 224 / 150 = 29.87, 99 * 224 / 100 = 221.76, 149 * 224 / 150 = 222.51
     np.testing.assert_array_equal(
-        resize_boxes([10, 20, 99, 149], (100, 150), (224, 224)), [[22, 29, 221, 222]]
+        resize_boxes([10, 20, 99, 149], (150, 100), (224, 224)), [[22, 29, 221, 222]]
     )
     boxes = np.array([[0.5, 1.5, 10.7, 20.2], [3, 4, 5, 6]])
-    out = resize_boxes(boxes, (640, 480), (224, 224))
+    out = resize_boxes(boxes, (480, 640), (224, 224))
     assert out.dtype == np.int64
     np.testing.assert_array_equal(out, (boxes * [224 / 640, 224 / 480, 224 / 640, 224 / 480]).astype(int))
     np.testing.assert_array_equal(boxes, [[0.5, 1.5, 10.7, 20.2], [3, 4, 5, 6]])
 
 
 def test_boxes_to_original_scales_and_clips() -> None:
-    out = boxes_to_original([[0, 0, 112, 56], [0, 0, 224, 224]], orig_wh=(500, 300))
+    out = boxes_to_original([[0, 0, 112, 56], [0, 0, 224, 224]], orig_hw=(300, 500))
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[0], [0, 0, 250, 75])
     np.testing.assert_allclose(out[1], [0, 0, 499, 299])  # clipped into the image
     # round trip through the protocol's truncating resize stays within one pixel
     b224 = np.array([[13, 27, 150, 201]])
-    back = resize_boxes(boxes_to_original(b224, (333, 517)), (333, 517), (224, 224))
+    back = resize_boxes(boxes_to_original(b224, (517, 333)), (517, 333), (224, 224))
     assert np.abs(back - b224).max() <= 1
+
+
+def test_sizes_are_height_first_on_a_non_square_image() -> None:
+    # A 400-wide, 100-high image: (H, W) = (100, 400). Its full-image box is [0, 0, 399, 99].
+    # A call with (W, H) would scale x by 224/100 and y by 224/400 instead.
+    full = [0, 0, 399, 99]
+    np.testing.assert_array_equal(resize_boxes(full, (100, 400)), [[0, 0, 223, 221]])
+    np.testing.assert_array_equal(resize_boxes(full, (100, 400), SCOREMAP_SIZE), [[0, 0, 223, 221]])
+    # Back: x by 400/224, y by 100/224 (then clipped into the 400x100 image).
+    np.testing.assert_allclose(
+        boxes_to_original([[0, 0, 223, 112]], (100, 400)), [[0, 0, 223 * 400 / 224, 50]], rtol=1e-6
+    )
+    # Score maps of another shape are (H, W) too: a 112-high, 448-wide map onto a 100x400 image.
+    back = boxes_to_original([[0, 0, 448, 56]], (100, 400), size=(112, 448))
+    np.testing.assert_allclose(back, [[0, 0, 399, 50]])
+    # The old (W, H) keywords are gone, so a caller not updated fails loudly.
+    with pytest.raises(TypeError):
+        boxes_to_original([[0, 0, 1, 1]], orig_wh=(400, 100))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        resize_boxes([[0, 0, 1, 1]], from_wh=(400, 100), to_wh=(224, 224))  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------------------------
