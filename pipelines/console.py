@@ -303,6 +303,13 @@ def worker_logging(level: int = logging.INFO) -> None:
 # ----------------------------------------------------------------------------------------- progress
 
 
+def _terminal_columns() -> int:
+    try:
+        return os.get_terminal_size(_stream().fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     hours, rest = divmod(seconds, 3600)
@@ -328,7 +335,9 @@ class Progress:
         self._closed = False
         self.mode = "off"
         if _state.configured:
-            self.mode = "bar" if (not _state.verbose and _stream().isatty()) else "lines"
+            # A terminal that reports no size (a bare pty) would hide a tqdm bar: plain lines there.
+            terminal = _stream().isatty() and _terminal_columns() > 0
+            self.mode = "bar" if (not _state.verbose and terminal) else "lines"
         if self.mode == "bar":
             from tqdm import tqdm  # noqa: PLC0415
 

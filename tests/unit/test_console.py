@@ -175,6 +175,7 @@ def test_progress_off_a_terminal_is_quiet_between_intervals(fresh_console):
 
 def test_progress_on_a_terminal_is_a_tqdm_bar(fresh_console, monkeypatch):
     monkeypatch.setattr(fresh_console, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(console, "_terminal_columns", lambda: 120)
     console.setup(verbose=False)
     with console.progress("label photos", total=5) as bar:
         assert bar.mode == "bar" and bar._tqdm is not None
@@ -182,6 +183,16 @@ def test_progress_on_a_terminal_is_a_tqdm_bar(fresh_console, monkeypatch):
         console.write("a line above the bar")
     text = fresh_console.getvalue()
     assert "a line above the bar" in text and "5/5" in text and "label photos" in text
+
+
+def test_a_terminal_without_a_size_gets_plain_lines(fresh_console, monkeypatch):
+    monkeypatch.setattr(fresh_console, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(console, "_terminal_columns", lambda: 0)  # a bare pty: tqdm would draw nothing
+    console.setup(verbose=False)
+    with console.progress("label photos", total=2) as bar:
+        assert bar.mode == "lines"
+        bar.update(2)
+    assert fresh_console.getvalue().startswith("label photos: 2/2 images in ")
 
 
 def test_header_lists_the_fields_that_have_a_value(fresh_console):
