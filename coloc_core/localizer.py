@@ -56,21 +56,29 @@ from coloc_core.model import ColocNet
 
 KINDS = ("colocnet", "caam", "ddt", "rps", "selftrain", "full")
 #: τ stored with a fitted or training-free payload when none is given, per kind. DDT and RPS: raccoon's
-#: best for the default layer (docs/RESULTS.md, issue 10 section); kangaroo's own best is higher (0.2
-#: for DDT, 0.3 for RPS). Self-trained head: raccoon's best is 0.15, kangaroo's 0.25, generated birds'
-#: about 0.4; 0.2 is within 3 CorLoc points of the best on raccoon and kangaroo and the most even
-#: choice over the three. Calibrate (``coloc calibrate``) where a few boxes exist. The DDT, RPS and
-#: head maps are the positive part of a projection, so their useful τ is lower than a CAM's.
-DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.15, "selftrain": 0.2, "caam": 0.2, "full": 0.2}
+#: best for the default layer and input size (docs/RESULTS.md, issue 10 section); kangaroo's own best
+#: is higher (0.2 for DDT, 0.3 for RPS). Self-trained head: raccoon's best is 0.1-0.15, kangaroo's
+#: 0.3, generated birds' about 0.3-0.4; 0.2 is within 1.5 CorLoc points of the best on raccoon and
+#: kangaroo and the most even choice over the three. Calibrate (``coloc calibrate``) where a few boxes
+#: exist. The DDT, RPS and head maps are the positive part of a projection, so their useful τ is lower
+#: than a CAM's.
+DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.2, "selftrain": 0.2, "caam": 0.2, "full": 0.2}
 
 #: Side of the square input of model files that do not store one (SPEC §5's evaluation resize): CAML
 #: models without an ``augment.crop``, and files of the other kinds written before ``input_size``.
 BASELINE_INPUT_SIZE = 224
 
-#: Default input side of each fitted or training-free kind (:func:`baseline_payload`). The fitted
-#: kinds read 320×320 images (20×20 maps at stride 16): measured on raccoon against 224 and 416, and
-#: confirmed on kangaroo and the generated birds (docs/RESULTS.md, "Input size").
-DEFAULT_INPUT_SIZES = {"ddt": 320, "rps": 320, "selftrain": 320, "caam": 224, "full": 224}
+#: Default input side of each fitted or training-free kind when it labels (:func:`baseline_payload`):
+#: the fitted kinds read 480×480 images (30×30 maps at stride 16). Measured with the head on raccoon
+#: at 320 / 416 / 480 / 544 (the smallest side within 0.5 MaxBoxAccV2 of the best), confirmed on
+#: kangaroo and the generated birds; DDT and RPS gain at 480 too (docs/RESULTS.md, "Input size").
+DEFAULT_INPUT_SIZES = {"ddt": 480, "rps": 480, "selftrain": 480, "caam": 224, "full": 224}
+
+#: Default side of the images the fitted kinds' collection statistics are gathered at (the fit passes).
+#: Smaller than the labeling side on purpose: at 416 the first principal component of kangaroo's maps
+#: is a border factor, and a head fitted at 320 labels better at 480 than one fitted at 480
+#: (docs/RESULTS.md, "Input size"). Each fit pass also costs less than at the labeling side.
+DEFAULT_FIT_SIZE = 320
 
 
 class Localizer(nn.Module):
@@ -676,6 +684,7 @@ def baseline_payload(
     head_weight: Tensor | None = None,
     head_bias: float | None = None,
     input_size: int | None = None,
+    fit_size: int | None = None,
 ) -> dict[str, Any]:
     """Build a model-file payload for a fitted or training-free localizer (every kind but ``colocnet``).
 
@@ -697,8 +706,10 @@ def baseline_payload(
         rps_vector: (C,) direction from :func:`rps_from_statistics` (``rps`` only).
         head_weight: (C,) weight from :func:`fit_selftrain` (``selftrain`` only).
         head_bias: its bias (``selftrain`` only).
-        input_size: side of the square images the map is computed on (the side the statistics of a
-            fitted kind were gathered at); ``None`` = :data:`DEFAULT_INPUT_SIZES` of the kind.
+        input_size: side of the square images the map is computed on when labeling; ``None`` =
+            :data:`DEFAULT_INPUT_SIZES` of the kind.
+        fit_size: side the statistics of a fitted kind (ddt, rps, selftrain) were gathered at, recorded
+            in the config (provenance; labeling reads ``input_size``); ``None`` for the other kinds.
 
     Raises:
         ValueError: on an unknown kind, an unknown layer, missing vectors of the kind, or an input
@@ -717,6 +728,10 @@ def baseline_payload(
         "dilate": dilate,
         "input_size": size,
     }
+    if fit_size is not None:
+        if int(fit_size) < 32:
+            raise ValueError(f"fit_size must be at least 32, got {fit_size}")
+        config["fit_size"] = int(fit_size)
     localizer: Localizer
     if kind == "full":
         config = {"map_size": [int(map_size[0]), int(map_size[1])], "input_size": size}
@@ -784,7 +799,7 @@ def payload_input_size(payload: dict[str, Any]) -> int:
     """Side of the square image a model file's network expects (labeling resizes every image to it).
 
     A trained ColocNet: the crop it was trained at (``augment.crop`` of its stored config; SPEC §5
-    evaluates at that size); every other kind: the ``input_size`` it was fitted at (its config), or
+    evaluates at that size); every other kind: the ``input_size`` of its config (the labeling side), or
     :data:`BASELINE_INPUT_SIZE` for files written before that key.
     """
     config = payload.get("config") or {}

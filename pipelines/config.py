@@ -126,17 +126,24 @@ class TrainJobConfig(ColocConfig):
             checkpoints; of the method settings only ``model.backbone`` and ``model.weights`` are
             used) — the measured best boxes (docs/RESULTS.md). ``caml``: the paper's ColocNet trained
             with CAML on Ray Train (every other setting applies).
-        image_size: ``selftrain``: the side the images are resized to, stored in the model file (0 =
-            the default, 320; ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). ``caml`` refuses it: its
-            input side is ``augment.crop`` (and ``model.image_size``).
+        image_size: ``selftrain``: the side the images are resized to when the model labels, stored in
+            the model file (0 = the default, 480; ``coloc_core.localizer.DEFAULT_INPUT_SIZES``).
+            ``caml`` refuses it: its input side is ``augment.crop`` (and ``model.image_size``).
+        fit_size: ``selftrain``: the side the training images are resized to for the fit passes (0 =
+            the default, 320; ``coloc_core.localizer.DEFAULT_FIT_SIZE``). ``caml`` refuses it.
     """
 
     method: str = "selftrain"
     image_size: int = 0
+    fit_size: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
-    RANGES: ClassVar[dict[str, Range]] = {**ColocConfig.RANGES, "image_size": NON_NEGATIVE}
+    RANGES: ClassVar[dict[str, Range]] = {
+        **ColocConfig.RANGES,
+        "image_size": NON_NEGATIVE,
+        "fit_size": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -172,9 +179,11 @@ class LabelJobConfig:
         boxes: ``one`` (the default: the single largest-contour box of co-localization) or ``all``
             (also every region's box above τ, each with its score, in the table's ``boxes`` column
             and in every export; for images with several objects).
-        image_size: side of the square images a method fitted or built here reads (0 = the method's
-            default: 320 for selftrain, DDT and RPS, 224 for CAAM and full;
+        image_size: side of the square images a method fitted or built here labels at (0 = the
+            method's default: 480 for selftrain, DDT and RPS, 224 for CAAM and full;
             ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). A model file carries its own.
+        fit_size: side the images are resized to for the fit passes of selftrain, DDT and RPS (0 = the
+            default, 320; ``coloc_core.localizer.DEFAULT_FIT_SIZE``).
     """
 
     model: str = ""
@@ -196,10 +205,12 @@ class LabelJobConfig:
     limit: int = 0
     boxes: str = "one"
     image_size: int = 0
+    fit_size: int = 0
 
     RANGES: ClassVar[dict[str, Range]] = {
         "threshold": Range(high=1, open_high=True),  # negative: the model's own τ
         "image_size": NON_NEGATIVE,
+        "fit_size": NON_NEGATIVE,
         "batch_size": AT_LEAST_ONE,
         "num_actors": AT_LEAST_ONE,
         "actor_cpus": POSITIVE,
@@ -224,13 +235,15 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
     validate(cfg)
     if cfg.method not in TRAIN_METHODS:
         raise ValueError(f"method={cfg.method!r} is not one of {', '.join(TRAIN_METHODS)}")
-    if cfg.image_size and cfg.method != "selftrain":
-        raise ValueError(
-            f"image_size={cfg.image_size} applies to method=selftrain; method={cfg.method} trains at "
-            "augment.crop (and model.image_size)"
-        )
-    if 0 < cfg.image_size < 32:
-        raise ValueError(f"image_size={cfg.image_size} must be 0 (the default) or at least 32")
+    for key in ("image_size", "fit_size"):
+        value = getattr(cfg, key)
+        if value and cfg.method != "selftrain":
+            raise ValueError(
+                f"{key}={value} applies to method=selftrain; method={cfg.method} trains at "
+                "augment.crop (and model.image_size)"
+            )
+        if 0 < value < 32:
+            raise ValueError(f"{key}={value} must be 0 (the default) or at least 32")
     if cfg.dataset.format not in DATASET_FORMATS:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
@@ -286,13 +299,16 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
     if cfg.method != "model":
         _check_backbone("backbone", cfg.backbone)
-    elif cfg.image_size:
-        raise ValueError(
-            f"image_size={cfg.image_size} applies to the methods fitted here; a model file reads the "
-            "size it was fitted or trained at (drop --image_size, or fit with --method)"
-        )
-    if 0 < cfg.image_size < 32:
-        raise ValueError(f"image_size={cfg.image_size} must be 0 (the method's default) or at least 32")
+    else:
+        for key in ("image_size", "fit_size"):
+            if getattr(cfg, key):
+                raise ValueError(
+                    f"{key}={getattr(cfg, key)} applies to the methods fitted here; a model file reads "
+                    f"the size stored in it (drop --{key}, or fit with --method)"
+                )
+    for key in ("image_size", "fit_size"):
+        if 0 < getattr(cfg, key) < 32:
+            raise ValueError(f"{key}={getattr(cfg, key)} must be 0 (the method's default) or at least 32")
     if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
         raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
     if cfg.threshold >= 1.0:

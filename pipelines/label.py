@@ -88,6 +88,7 @@ import pyarrow.parquet as pq
 
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import (
+    DEFAULT_FIT_SIZE,
     DEFAULT_INPUT_SIZES,
     SELFTRAIN_ROUNDS,
     baseline_payload,
@@ -557,8 +558,9 @@ def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
     for key in ("feature_layer", "stride16"):
         if getattr(cfg, key) != "auto":
             spec[key] = getattr(cfg, key)
-    if cfg.image_size:
-        spec["image_size"] = cfg.image_size
+    for key in ("image_size", "fit_size"):
+        if getattr(cfg, key):
+            spec[key] = getattr(cfg, key)
     return spec
 
 
@@ -809,9 +811,12 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     }
     if cfg.method in ("full", "caam"):
         return baseline_payload(cfg.method, weights=weights, meta=meta, **options)
+    # The fit passes read the collection at the (smaller) fit side; the model labels at input_size.
+    fit_size = cfg.fit_size or DEFAULT_FIT_SIZE
     # DDT / RPS: the backbone is frozen in a file first so every statistics task uses the very same
     # weights (and layer).
     caam = baseline_payload("caam", weights=weights, **options)
+    options["fit_size"] = fit_size
     backbone_uri = storage.join(cfg.out, BACKBONE_FILE)
     buffer = io.BytesIO()
     import torch  # noqa: PLC0415
@@ -823,12 +828,12 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
     # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
     with console.progress(f"fit {cfg.method.upper()} ({what})", total=passes * sample.num_rows):
-        stats = fit_statistics(backbone_uri, sample, cfg, size=options["input_size"])
+        stats = fit_statistics(backbone_uri, sample, cfg, size=fit_size)
         if cfg.method == "selftrain":
 
             def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
                 head = ([float(v) for v in weight], float(bias), float(level))
-                return fit_statistics(backbone_uri, sample, cfg, head=head, size=options["input_size"])
+                return fit_statistics(backbone_uri, sample, cfg, head=head, size=fit_size)
 
             weight, bias, rounds = fit_selftrain(stats, class_pass)
     meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))

@@ -43,6 +43,7 @@ def selftrain_label_config(cfg: TrainJobConfig, run_uri: str) -> LabelJobConfig:
         actor_cpus=cfg.run.cpus_per_worker,
         decode_cpus=cfg.run.decode_cpus,
         image_size=cfg.image_size,
+        fit_size=cfg.fit_size,
     )
 
 

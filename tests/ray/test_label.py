@@ -277,7 +277,7 @@ def test_training_free_rps_labeler(ray_cluster, tmp_path, cub_on_s3):
     from coloc_core.checkpoint import read_model_payload
 
     payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
-    assert payload["kind"] == "rps" and payload["threshold"] == pytest.approx(0.15)
+    assert payload["kind"] == "rps" and payload["threshold"] == pytest.approx(0.2)
     vector = payload["state_dict"]["rps_vector"]
     assert vector.shape == (32,) and float(vector.norm()) == pytest.approx(1.0, abs=1e-5)
     table = pq.read_table(out)
@@ -308,6 +308,32 @@ def test_self_trained_labeler_fits_its_head_on_the_collection(ray_cluster, tmp_p
     assert table.num_rows == 20 and table.column("error").null_count == 20
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}
     assert run_labeling(cfg).shards_written == 0  # the rerun reuses the fitted head
+    from coloc_core.localizer import DEFAULT_FIT_SIZE, DEFAULT_INPUT_SIZES, payload_input_size
+
+    assert payload_input_size(payload) == DEFAULT_INPUT_SIZES["selftrain"]
+    assert payload["config"]["fit_size"] == DEFAULT_FIT_SIZE
+
+
+def test_the_fit_passes_read_fit_size_and_the_model_labels_at_image_size(ray_cluster, tmp_path, cub_on_s3):
+    import torch
+
+    from coloc_core.backbones import build_backbone
+    from coloc_core.checkpoint import read_model_payload
+    from coloc_core.localizer import payload_input_size
+
+    images, _, _ = cub_on_s3
+    out = str(tmp_path / "sizes")
+    cfg = LabelJobConfig(
+        method="ddt", backbone="tiny", images=images, format="cub", split="all", out=out,
+        fit_size=64, image_size=96, **FAST,
+    )  # fmt: skip
+    assert run_labeling(cfg).images == 20
+    payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
+    assert payload_input_size(payload) == 96 and payload["config"]["fit_size"] == 64
+    net = build_backbone("tiny", weights=None, dilate=payload["config"]["dilate"])
+    with torch.no_grad():
+        h, w = net.features_at(torch.zeros(1, 3, 64, 64), payload["config"]["feature_layer"]).shape[2:]
+    assert payload["meta"]["fit_descriptors"] == 20 * h * w  # every fit pass decoded at 64, not 96
 
 
 @pytest.fixture(scope="module")

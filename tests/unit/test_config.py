@@ -248,6 +248,11 @@ def test_label_image_size_is_for_methods_fitted_here():
         check_label_config(LabelJobConfig(images="/x", out="/y", image_size=16))
     with pytest.raises(ValueError, match="image_size"):
         check_label_config(LabelJobConfig(images="/x", out="/y", image_size=-1))
+    assert check_label_config(LabelJobConfig(images="/x", out="/y", fit_size=256)).fit_size == 256
+    with pytest.raises(ValueError, match="drop --fit_size"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", model="m.pt", fit_size=256))
+    with pytest.raises(ValueError, match="fit_size=16 must be 0"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", fit_size=16))
 
 
 def test_train_image_size_is_for_the_self_trained_head():
@@ -259,3 +264,6 @@ def test_train_image_size_is_for_the_self_trained_head():
         resolve_train_config(TrainJobConfig(method="caml", image_size=256, **base))
     with pytest.raises(ValueError, match="at least 32"):
         resolve_train_config(TrainJobConfig(image_size=8, **base))
+    assert resolve_train_config(TrainJobConfig(fit_size=256, **base)).fit_size == 256
+    with pytest.raises(ValueError, match="fit_size=256 applies to method=selftrain"):
+        resolve_train_config(TrainJobConfig(method="caml", fit_size=256, **base))

@@ -279,7 +279,12 @@ def test_fitted_kinds_read_their_own_input_size_and_older_files_read_224():
     torch.manual_seed(0)
     vector = torch.nn.functional.normalize(torch.rand(32), dim=0)
     default = baseline_payload("rps", backbone="tiny", weights=None, rps_vector=vector)
-    assert payload_input_size(_round_trip(default)) == DEFAULT_INPUT_SIZES["rps"] == 320
+    assert payload_input_size(_round_trip(default)) == DEFAULT_INPUT_SIZES["rps"] == 480
+    assert "fit_size" not in default["config"]
+    fitted = baseline_payload("rps", backbone="tiny", weights=None, rps_vector=vector, fit_size=320)
+    assert _round_trip(fitted)["config"]["fit_size"] == 320 and payload_input_size(fitted) == 480
+    with pytest.raises(ValueError, match="fit_size"):
+        baseline_payload("rps", backbone="tiny", weights=None, rps_vector=vector, fit_size=8)
     small = baseline_payload("rps", backbone="tiny", weights=None, rps_vector=vector, input_size=224)
     assert payload_input_size(small) == 224
     assert small["model_id"] != default["model_id"]  # the same weights read at another size: other maps
@@ -321,7 +326,7 @@ def test_rps_payload_round_trip_keeps_layer_and_dilation():
     payload = _round_trip(
         baseline_payload("rps", rps_vector=vector, feature_layer="pre_head", dilate=False, weights=None)
     )
-    assert payload["kind"] == "rps" and payload["threshold"] == pytest.approx(0.15)
+    assert payload["kind"] == "rps" and payload["threshold"] == pytest.approx(0.2)
     loc = localizer_from_payload(payload)
     assert isinstance(loc, RPSLocalizer) and loc.layer == "pre_head" and loc.backbone.dilate is False
     with torch.no_grad():
