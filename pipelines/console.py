@@ -214,8 +214,8 @@ def configure_ray() -> None:
         return
     for name in ("ray", "ray.data", "ray.train"):
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.FileHandler) or type(handler).__name__ == "SessionFileHandler":
-                continue  # Ray's log files keep everything
+            if not _ray_console_handler(handler):
+                continue  # Ray's log files keep everything; handlers that are not Ray's are not ours to touch
             if not _state.verbose:
                 handler.setLevel(logging.ERROR)
             else:  # Ray's own levels: Ray Data's console shows INFO, the others everything
@@ -229,6 +229,20 @@ def configure_ray() -> None:
     except Exception:  # noqa: BLE001 - a Ray without Ray Data: nothing to quiet there
         pass
     _filter_worker_lines()
+
+
+def _ray_console_handler(handler: logging.Handler) -> bool:
+    """Whether ``handler`` is one of Ray's own console handlers (``ray._private.log.PlainRayHandler``, ...).
+
+    Only those get their level changed. Ray's loggers do not propagate, so others put their handlers on
+    them too: pytest attaches its capture handlers (the same objects as on the root logger, where
+    ``caplog`` reads) to every non-propagating logger, and an application may add its own. Setting
+    those to ERROR would silence every record below it in the whole process, not just Ray's.
+    """
+    if isinstance(handler, logging.FileHandler) or type(handler).__name__ == "SessionFileHandler":
+        return False
+    module = type(handler).__module__ or ""
+    return module == "ray" or module.startswith("ray.")
 
 
 def _filter_worker_lines() -> None:
