@@ -687,7 +687,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         stop_at = cfg.optim.epochs
     if rank == 0:
         if state is not None:
-            log.info("resuming after epoch %d from checkpoint %s", start, checkpoint.path)
+            console.note(log, "resuming after epoch %d from checkpoint %s", start, checkpoint.path)
         log.info(
             "training epochs %d..%d of %d on %d worker(s), device %s",
             start + 1,

@@ -153,7 +153,7 @@ def _check_resumed(output: str, run: Path, registered_at_kill: list[str]) -> Non
     start = int(resumed[0])
     # Not from scratch: at least the checkpoint registered when the driver was killed.
     assert last_registered <= start < EPOCHS
-    trained = [int(e) for e in re.findall(rf"pipelines\.train: epoch (\d+)/{EPOCHS}: ", output)]
+    trained = [int(e) for e in re.findall(rf"\bepoch (\d+)/{EPOCHS}: ", output)]
     assert trained == list(range(start + 1, EPOCHS + 1)), trained
     # The epochs before the resume point keep the killed invocation's checkpoints; the rest are new.
     first = _invocation(run, 1)
