@@ -23,7 +23,10 @@ COMMANDS = {
     "label": ("jobs.label", "bulk pseudo-labeling of an image collection to Parquet"),
     "evaluate": ("jobs.evaluate", "CorLoc / MaxBoxAccV2 of a predictions table + picture sheet"),
     "calibrate": ("jobs.calibrate", "pick τ on a labelled subset and store it with the model"),
-    "export": ("jobs.export", "predictions → COCO (dataset or results) JSON, YOLO txt, Pascal VOC XML"),
+    "export": (
+        "jobs.export",
+        "predictions → COCO (dataset or results) JSON, YOLO dataset, Pascal VOC XML, Label Studio tasks",
+    ),
     "demo": ("jobs.demo", "end-to-end demo on generated data (local Ray, CPU)"),
     "generate": ("jobs.generate", "write a synthetic CUB-layout dataset with known boxes"),
 }

@@ -194,9 +194,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         run_labeling(label_config(data, base_labels, method=cfg.baseline, backbone=cfg.backbone))
         base_eval = evaluate(base_labels, "evaluation_baseline")
         baseline = {"method": cfg.baseline, "labels": str(base_labels), "evaluation": base_eval.metrics}
-    console.note(log, "[5/5] exporting COCO JSON and YOLO labels → %s", out / "exports")
+    console.note(log, "[5/5] exporting COCO JSON and a YOLO dataset → %s", out / "exports")
     run_export(str(labels), str(out / "exports" / "coco.json"), category="bird", fmt="coco")
-    run_export(str(labels), str(out / "exports" / "yolo"), category="bird", fmt="yolo")
+    # Relative to images/ (the CUB layout's image folder), the labels land in exports/yolo/labels/.
+    yolo = str(out / "exports" / "yolo")
+    run_export(str(labels), yolo, category="bird", fmt="yolo", images_root=str(data / "images"))
 
     result = {
         "seconds": round(time.perf_counter() - started, 1),

@@ -1,4 +1,4 @@
-"""Predictions table → COCO dataset JSON, COCO results JSON, YOLO label files, Pascal VOC XML.
+"""Predictions table → COCO (dataset, results) JSON, an Ultralytics YOLO dataset, VOC XML, Label Studio.
 
 Box convention: the table's boxes are pixel indices, inclusive on both ends (the wsolevaluation
 convention of SPEC §6, scaled to the original image). Exported boxes cover those pixels:
@@ -8,15 +8,50 @@ convention of SPEC §6, scaled to the original image). Exported boxes cover thos
 - YOLO ``0 cx cy w h`` with ``cx = (x0 + w/2) / W``, ``cy = (y0 + h/2) / H``, ``w/W``, ``h/H`` (same w, h).
 - VOC ``xmin ymin xmax ymax``: whole pixels, 1-based and inclusive (the VOC devkit's convention):
   ``xmin = round(x0) + 1``, ``xmax = round(x1) + 1`` (halves up), clipped to ``1..W`` (likewise y).
+- Label Studio ``value`` ``{"x", "y", "width", "height"}``: the COCO ``[x0, y0, w, h]`` in percent of
+  the image's width (``x``, ``width``) and height (``y``, ``height``), the top-left corner and the size,
+  as Label Studio's ``rectanglelabels`` expect (``original_width``/``original_height`` carry W and H).
+
+**YOLO dataset layout.** Ultralytics finds an image's label file by its path alone: the last
+``/images/`` component of the image path becomes ``/labels/`` and the extension ``.txt``. An image
+under ``/data/photos/a/x.jpg`` therefore has no place for its labels outside the image folder, so the
+export builds the pair itself, without copying an image::
+
+    <out>/data.yaml          path: <out>, train: train.txt, val: val.txt (or train.txt), names: {0: category}
+    <out>/train.txt          ./images/<relative path>, one line per image of the train split
+    <out>/val.txt            the same for the val split (only with val_fraction > 0)
+    <out>/images/<relative path>   a symbolic link to the original image (local images and folder)
+    <out>/labels/<relative path>.txt   its boxes, where Ultralytics' rule looks for them
+    <out>/classes.txt        the category (class 0), for other YOLO readers
+
+``<relative path>`` is the image's path below ``images_root`` (when it has an ``images`` folder of
+its own, the label file goes where the rule then looks: below that last ``images``, ``labels``
+replacing it). Ultralytics resolves the ``./`` of a
+list line against the list file's folder, so ``yolo train data=<out>/data.yaml`` reads the linked
+images and their labels. Images on S3 (or an ``s3://`` output folder) get no link: copy or sync the
+images to ``<out>/images/`` (the listed paths) before training; ``data.yaml``'s ``path`` is the
+output folder as given, so after syncing an ``s3://`` folder down set it to the local folder. The
+split is deterministic: an image is in ``val`` when the SHA-256 of its relative path, read as a
+number in ``[0, 1)``, is below ``val_fraction`` (default 0: every image in ``train``, and ``val:``
+names ``train.txt``, as Ultralytics requires a ``val`` entry).
+
+**Label Studio** pre-annotations: one JSON file, a list of tasks ``{"data": {"image": ...},
+"predictions": [{"model_version", "score", "result": [...]}]}``, one ``rectanglelabels`` region per box
+(``from_name`` ``label``, ``to_name`` ``image``, with its own ``score``); the task's ``score`` is the
+image's. ``data.image`` is the image's path, or with ``images_url`` that prefix followed by the path
+relative to ``images_root`` (e.g. ``/data/local-files/?d=photos/`` for Label Studio's local files, or an
+``https://`` / ``s3://`` prefix of the same folder).
 
 **Several boxes per image**: a table labelled with ``boxes=all`` holds every box of an image in its
 ``boxes`` column; every format then writes all of them (one COCO annotation or detection, one YOLO
-line, one VOC ``<object>`` per box), each with its own score. Otherwise (``boxes`` null) the single box.
+line, one VOC ``<object>``, one Label Studio region per box), each with its own score. Otherwise
+(``boxes`` null) the single box.
 
-Error rows are skipped entirely (no image entry, no label file); they are counted in the returned
-summary. ``file_name`` (COCO) and the label file names (YOLO, VOC) are paths relative to
+Error rows are skipped entirely (no image entry, no label file, no task); they are counted in the
+returned summary. ``file_name`` (COCO) and the label file names (YOLO, VOC) are paths relative to
 ``images_root`` (by default the ``images`` root recorded in the table's manifest), so they line up
-with the image folder; a path outside that root keeps its full form (COCO) or its base name (YOLO, VOC).
+with the image folder; a path outside that root keeps its full form (COCO, Label Studio) or its base
+name (YOLO, VOC).
 
 COCO image ids are the row's 1-based position among the table's non-error rows (table order), in every
 export of the same table whatever its filters, so a results file loads
@@ -27,22 +62,26 @@ Filters (every format, the same way) act on boxes, which in a one-box table are 
 ``min_score`` keeps the boxes whose score is at least it (a box without a score is dropped); then
 ``top_k`` keeps the ``k`` highest-scored of those over the whole table (ties: table order, then the
 box's order in its row). An image none of whose boxes is kept is left out like an error row: no image
-entry, annotation, detection or label file. The counts each filter dropped (boxes) are logged and
+entry, annotation, detection, label file or task. The counts each filter dropped (boxes) are logged and
 returned.
 
 Every writer streams the table one part file at a time (a filter adds one pass over the ``score`` and
-``error`` columns; ``top_k`` holds ``k`` row positions); the COCO files are written in one atomic write.
+``error`` columns; ``top_k`` holds ``k`` row positions); the JSON files and the YOLO list files are
+each written in one atomic write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import logging
 import math
+import os
 import posixpath
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -52,7 +91,7 @@ from pipelines.label import MANIFEST, iter_predictions
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("coco", "coco_results", "yolo", "voc")
+FORMATS = ("coco", "coco_results", "yolo", "voc", "label_studio")
 _COLUMNS = [
     schema.PATH,
     schema.WIDTH,
@@ -71,7 +110,7 @@ class ExportSummary:
     """What an export wrote.
 
     Attributes:
-        out: the file (COCO) or folder (YOLO, VOC) written.
+        out: the file (COCO, Label Studio) or folder (YOLO, VOC) written.
         images: images exported.
         boxes: boxes exported.
         skipped_errors: error rows skipped.
@@ -109,12 +148,16 @@ class Selection:
     dropped_top_k: int = 0
 
 
-def images_root_of(predictions: str) -> str:
-    """The ``images`` root recorded in a predictions folder's manifest (``""`` when there is none)."""
+def _manifest(predictions: str) -> dict[str, Any]:
     uri = storage.join(predictions, MANIFEST)
     if not storage.exists(uri):
-        return ""
-    return str(json.loads(storage.read_text(uri)).get("images", ""))
+        return {}
+    return dict(json.loads(storage.read_text(uri)))
+
+
+def images_root_of(predictions: str) -> str:
+    """The ``images`` root recorded in a predictions folder's manifest (``""`` when there is none)."""
+    return str(_manifest(predictions).get("images") or "")
 
 
 def _relative(path: str, root: str) -> str | None:
@@ -434,20 +477,53 @@ def voc_xml(
     return ET.tostring(ann, encoding="unicode")
 
 
+def _image_name(path: str, root: str) -> str:
+    """The image's path relative to ``root``, or its base name when it is not below ``root``."""
+    return _relative(path, root) or posixpath.basename(storage.strip_scheme(path))
+
+
 def _label_name(path: str, root: str, ext: str = ".txt") -> str:
-    rel = _relative(path, root) or posixpath.basename(storage.strip_scheme(path))
-    return posixpath.splitext(rel)[0] + ext
+    return posixpath.splitext(_image_name(path, root))[0] + ext
+
+
+def ultralytics_label_path(image_path: str) -> str:
+    """Where Ultralytics looks for an image's label file (its ``img2label_paths`` rule, ``/`` paths).
+
+    The last ``/images/`` component becomes ``/labels/`` and everything after the last ``.`` becomes
+    ``txt``: ``/d/images/a/x.jpg`` → ``/d/labels/a/x.txt``.
+
+    Raises:
+        ValueError: the path has no ``/images/`` component (Ultralytics would find no label file).
+    """
+    head, sep, tail = image_path.rpartition("/images/")
+    if not sep:
+        raise ValueError(f"{image_path} has no /images/ component")
+    return f"{head}/labels/{tail}".rsplit(".", 1)[0] + ".txt"
+
+
+def yolo_split(name: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"`` for an image of the YOLO dataset, by a hash of its relative path.
+
+    ``val`` when the first 8 bytes of the SHA-256 of ``name`` (UTF-8), read as a fraction of 2**64, are
+    below ``val_fraction``: deterministic, independent of the table's order and of the other images.
+    """
+    if val_fraction <= 0:
+        return "train"
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
 def _export_per_image(
     predictions: str,
     out: str,
-    root: str,
     selection: Selection,
-    ext: str,
+    name_of: Callable[[dict[str, Any]], str],
     render: Callable[[dict[str, Any], list[dict[str, Any]]], str],
+    visit: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[int, int]:
-    """Write ``render(row, boxes)`` to ``<out>/<relative path><ext>`` for every selected row.
+    """Write ``render(row, boxes)`` to ``<out>/<name_of(row)>`` for every selected row.
+
+    ``visit(row)`` (if given) is called once per written row, in table order.
 
     Returns:
         ``(files, boxes)`` written.
@@ -463,18 +539,53 @@ def _export_per_image(
     with ThreadPoolExecutor(max_workers=threads) as pool:
         batch: list[tuple[str, str]] = []
         for _, row, kept in _kept_rows(predictions, selection):
-            name = _label_name(row[schema.PATH], root, ext)
+            name = name_of(row)
             if name in names:
                 raise ValueError(f"two images map to the label file {name}; pass images_root")
             names.add(name)
             boxes += len(kept)
             batch.append((name, render(row, kept)))
+            if visit is not None:
+                visit(row)
             if len(batch) >= 1000:
                 list(pool.map(write, batch))
                 images, batch = images + len(batch), []
         list(pool.map(write, batch))
         images += len(batch)
     return images, boxes
+
+
+def _is_local(uri: str) -> bool:
+    return storage.scheme_of(uri) == "file"
+
+
+def _link(target: str, link: str) -> None:
+    """Make ``link`` a symbolic link to ``target`` (replacing what is there, atomically)."""
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    staged = f"{link}.coloc-tmp-{os.getpid()}"
+    if os.path.lexists(staged):
+        os.remove(staged)
+    os.symlink(target, staged)
+    os.replace(staged, link)
+
+
+def _yaml_str(text: str) -> str:
+    """A YAML double-quoted scalar (a JSON string is one)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def yolo_data_yaml(path: str, category: str, val_list: str) -> str:
+    """The Ultralytics ``data.yaml`` text of an exported dataset rooted at ``path``."""
+    return (
+        f"# Ultralytics YOLO dataset of coloc pseudo-labels: yolo train data=<this file>\n"
+        f"path: {_yaml_str(path)}\n"
+        f"train: train.txt\n"
+        f"val: {val_list}\n"
+        f"names:\n"
+        f"  0: {_yaml_str(category)}\n"
+    )
 
 
 def export_yolo(
@@ -484,37 +595,84 @@ def export_yolo(
     images_root: str | None = None,
     min_score: float | None = None,
     top_k: int = 0,
+    val_fraction: float = 0.0,
 ) -> ExportSummary:
-    """Write one YOLO label file per image (``<out>/<relative path>.txt``) and ``<out>/classes.txt``.
+    """Write an Ultralytics YOLO dataset: labels, image links, ``train.txt``/``val.txt``, ``data.yaml``.
 
-    One line per box. An image whose row is an error or filtered out gets no label file.
+    The layout (module docstring): ``<out>/labels/<relative path>.txt`` (one line per box; an empty file
+    for an image without a box), ``<out>/images/<relative path>`` (a link to the original image, local
+    images only), the list files of ``./images/<relative path>`` lines, ``data.yaml`` and
+    ``classes.txt``. An image whose row is an error or filtered out gets no label file, link or line.
 
     Args:
         predictions: predictions folder.
         out: output folder (local or ``s3://``).
         category: the collection's name (class 0).
-        images_root: root the label paths are relative to; None = the manifest's ``images``.
-        min_score: keep rows with ``score >= min_score``; None = all.
-        top_k: keep the ``top_k`` highest-scored rows; 0 = all.
+        images_root: root the image and label paths are relative to; None = the manifest's ``images``.
+        min_score: keep boxes with ``score >= min_score``; None = all.
+        top_k: keep the ``top_k`` highest-scored boxes; 0 = all.
+        val_fraction: about this fraction of the images goes to ``val.txt`` (split by a hash of the
+            relative path, :func:`yolo_split`); 0 = every image in ``train.txt``, no ``val.txt``.
     """
     if not category:
         raise ValueError("category (the collection's name) is required")
+    if not (0.0 <= val_fraction < 1.0):
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
     root = images_root_of(predictions) if images_root is None else images_root
     selection = select_rows(predictions, min_score, top_k)
-    images, boxes = _export_per_image(
-        predictions,
-        out,
-        root,
-        selection,
-        ".txt",
-        lambda row, kept: "\n".join(yolo_line(row, b) for b in kept),
-    )
+    local_out = _is_local(out)
+    base = os.path.abspath(storage.strip_scheme(out)) if local_out else out
+    counts = {"train": 0, "val": 0}
+    links = 0
+    with ExitStack() as stack:
+        lists = {"train": stack.enter_context(storage.atomic_write(storage.join(out, "train.txt"), "w"))}
+        if val_fraction > 0:
+            lists["val"] = stack.enter_context(storage.atomic_write(storage.join(out, "val.txt"), "w"))
+
+        def visit(row: dict[str, Any]) -> None:
+            nonlocal links
+            name = _image_name(row[schema.PATH], root)
+            split = yolo_split(name, val_fraction)
+            lists[split].write(f"./images/{name}\n")
+            counts[split] += 1
+            if local_out and _is_local(row[schema.PATH]):
+                target = os.path.abspath(storage.strip_scheme(row[schema.PATH]))
+                _link(target, os.path.join(base, "images", *name.split("/")))
+                links += 1
+
+        images, boxes = _export_per_image(
+            predictions,
+            out,
+            selection,
+            lambda row: ultralytics_label_path("/images/" + _image_name(row[schema.PATH], root))[1:],
+            lambda row, kept: "\n".join(yolo_line(row, b) for b in kept),
+            visit,
+        )
+    val_list = "val.txt"
+    if val_fraction > 0 and not counts["val"]:
+        log.warning(
+            "export: val_fraction=%g put no image in val.txt; data.yaml validates on train", val_fraction
+        )
+        val_list = "train.txt"
+    elif not val_fraction:
+        val_list = "train.txt"
+    storage.write_text_atomic(storage.join(out, "data.yaml"), yolo_data_yaml(base, category, val_list))
     storage.write_text_atomic(storage.join(out, "classes.txt"), category + "\n")
+    if images > links:
+        log.warning(
+            "export: %d of %d images are not local files and have no link under %s: copy them there "
+            "(the paths in train.txt/val.txt) before training",
+            images - links,
+            images,
+            storage.join(out, "images"),
+        )
     _log_filters(selection, min_score, top_k)
     log.info(
-        "export: YOLO %s: %d label files, %d boxes, %d error rows skipped",
+        "export: YOLO dataset %s: %d label files (train %d, val %d), %d boxes, %d error rows skipped",
         out,
         images,
+        counts["train"],
+        counts["val"],
         boxes,
         selection.errors,
     )
@@ -537,15 +695,19 @@ def export_voc(
         category: the collection's name (each object's ``name``).
         images_root: root the XML paths (and ``folder``/``filename``) are relative to; None = the
             manifest's ``images``.
-        min_score: keep rows with ``score >= min_score``; None = all.
-        top_k: keep the ``top_k`` highest-scored rows; 0 = all.
+        min_score: keep boxes with ``score >= min_score``; None = all.
+        top_k: keep the ``top_k`` highest-scored boxes; 0 = all.
     """
     if not category:
         raise ValueError("category (the collection's name) is required")
     root = images_root_of(predictions) if images_root is None else images_root
     selection = select_rows(predictions, min_score, top_k)
     images, boxes = _export_per_image(
-        predictions, out, root, selection, ".xml", lambda row, kept: voc_xml(row, category, root, kept)
+        predictions,
+        out,
+        selection,
+        lambda row: _label_name(row[schema.PATH], root, ".xml"),
+        lambda row, kept: voc_xml(row, category, root, kept),
     )
     _log_filters(selection, min_score, top_k)
     log.info(
@@ -554,7 +716,121 @@ def export_voc(
     return _summary(out, images, boxes, selection)
 
 
-_WRITERS = {"coco": export_coco, "coco_results": export_coco_results, "yolo": export_yolo, "voc": export_voc}
+def image_url(path: str, root: str, images_url: str) -> str:
+    """``images_url`` followed by ``path`` relative to ``root``; ``path`` itself without a prefix.
+
+    The prefix is used as given when it ends with ``/`` or ``=`` (``/data/local-files/?d=``), else a
+    ``/`` joins the two. A path outside ``root`` is returned unchanged.
+    """
+    rel = _relative(path, root) if images_url else None
+    if rel is None:
+        return path
+    return images_url + rel if images_url.endswith(("/", "=")) else f"{images_url}/{rel}"
+
+
+def label_studio_task(
+    row: dict[str, Any], boxes: list[dict[str, Any]], category: str, image: str, model_version: str
+) -> dict[str, Any]:
+    """One Label Studio task with one prediction: a ``rectanglelabels`` region per box of ``boxes``.
+
+    ``value`` holds the box's top-left corner and size in percent of the image (the COCO box of the
+    row divided by the image's width or height, times 100), ``rotation`` 0; each region and the
+    prediction carry their scores when the table has them.
+    """
+    width, height = int(row[schema.WIDTH]), int(row[schema.HEIGHT])
+    result = []
+    for box in boxes:
+        x, y, w, h = pixel_box(row, box)
+        region: dict[str, Any] = {
+            "type": "rectanglelabels",
+            "from_name": "label",
+            "to_name": "image",
+            "original_width": width,
+            "original_height": height,
+            "image_rotation": 0,
+            "value": {
+                "x": round(100.0 * x / width, 6),
+                "y": round(100.0 * y / height, 6),
+                "width": round(100.0 * w / width, 6),
+                "height": round(100.0 * h / height, 6),
+                "rotation": 0,
+                "rectanglelabels": [category],
+            },
+        }
+        score = _score(box[schema.SCORE_FIELD])
+        if score is not None:
+            region["score"] = round(score, 6)
+        result.append(region)
+    prediction: dict[str, Any] = {"model_version": model_version}
+    score = _score(row[schema.SCORE])
+    if score is not None:
+        prediction["score"] = round(score, 6)
+    prediction["result"] = result
+    return {"data": {"image": image}, "predictions": [prediction]}
+
+
+def export_label_studio(
+    predictions: str,
+    out: str,
+    category: str,
+    images_root: str | None = None,
+    min_score: float | None = None,
+    top_k: int = 0,
+    images_url: str = "",
+) -> ExportSummary:
+    """Write Label Studio pre-annotations: one JSON file, a list of tasks with predictions (local or S3).
+
+    One task per exported image (:func:`label_studio_task`), its ``model_version`` the row's model id
+    (the manifest's when the row has none). Import it into a project whose labeling config has
+    ``<Image name="image" value="$image"/>`` and ``<RectangleLabels name="label" toName="image">``
+    with a ``<Label value="{category}"/>``.
+
+    Args:
+        predictions: predictions folder.
+        out: the JSON file to write.
+        category: the collection's name (each region's label).
+        images_root: root the image paths are relative to with ``images_url``; None = the manifest's.
+        min_score: keep boxes with ``score >= min_score``; None = all.
+        top_k: keep the ``top_k`` highest-scored boxes; 0 = all.
+        images_url: prefix that replaces ``images_root`` in ``data.image`` (:func:`image_url`);
+            ``""`` = the image paths as the table holds them.
+    """
+    if not category:
+        raise ValueError("category (the collection's name) is required")
+    manifest = _manifest(predictions)
+    root = str(manifest.get("images") or "") if images_root is None else images_root
+    if images_url and not root:
+        raise ValueError("images_url needs images_root (the table's manifest records none)")
+    default_model = str(manifest.get("model_id") or "")
+    selection = select_rows(predictions, min_score, top_k)
+    images, boxes = 0, 0
+    with storage.atomic_write(out, "w") as fh:
+        fh.write("[")
+        for _, row, kept in _kept_rows(predictions, selection):
+            image = image_url(row[schema.PATH], root, images_url)
+            task = label_studio_task(row, kept, category, image, row[schema.MODEL] or default_model)
+            fh.write(("\n" if images == 0 else ",\n") + json.dumps(task))
+            images += 1
+            boxes += len(kept)
+        fh.write("\n]\n")
+    _log_filters(selection, min_score, top_k)
+    log.info(
+        "export: Label Studio %s: %d tasks, %d regions, %d error rows skipped",
+        out,
+        images,
+        boxes,
+        selection.errors,
+    )
+    return _summary(out, images, boxes, selection)
+
+
+_WRITERS: dict[str, Callable[..., ExportSummary]] = {
+    "coco": export_coco,
+    "coco_results": export_coco_results,
+    "yolo": export_yolo,
+    "voc": export_voc,
+    "label_studio": export_label_studio,
+}
 
 
 def run_export(
@@ -565,11 +841,34 @@ def run_export(
     images_root: str | None = None,
     min_score: float | None = None,
     top_k: int = 0,
+    val_fraction: float = 0.0,
+    images_url: str = "",
 ) -> ExportSummary:
-    """Export in ``fmt``, keeping the rows that pass ``min_score`` and ``top_k``.
+    """Export in ``fmt``, keeping the boxes that pass ``min_score`` and ``top_k``.
 
-    ``coco`` (a dataset JSON file), ``coco_results`` (a results JSON file), ``yolo`` or ``voc`` (a folder).
+    ``coco`` (a dataset JSON file), ``coco_results`` (a results JSON file), ``yolo`` (an Ultralytics
+    dataset folder), ``voc`` (a folder) or ``label_studio`` (a JSON file of tasks).
+
+    Args:
+        predictions: predictions folder.
+        out: the file or folder to write (local or ``s3://``).
+        category: the collection's name (the one class; unused by ``coco_results``).
+        fmt: one of :data:`FORMATS`.
+        images_root: root the exported image paths are relative to; None = the manifest's ``images``.
+        min_score: keep boxes with ``score >= min_score``; None = all.
+        top_k: keep the ``top_k`` highest-scored boxes; 0 = all.
+        val_fraction: ``yolo`` only: the fraction of images in ``val.txt`` (0 = none).
+        images_url: ``label_studio`` only: the URL prefix replacing ``images_root`` in ``data.image``.
     """
     if fmt not in _WRITERS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return _WRITERS[fmt](predictions, out, category, images_root, min_score, top_k)
+    if val_fraction and fmt != "yolo":
+        raise ValueError(f"val_fraction applies to the yolo format, not {fmt}")
+    if images_url and fmt != "label_studio":
+        raise ValueError(f"images_url applies to the label_studio format, not {fmt}")
+    options: dict[str, Any] = {}
+    if fmt == "yolo":
+        options["val_fraction"] = val_fraction
+    if fmt == "label_studio":
+        options["images_url"] = images_url
+    return _WRITERS[fmt](predictions, out, category, images_root, min_score, top_k, **options)

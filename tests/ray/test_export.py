@@ -1,4 +1,4 @@
-"""Export of a predictions table to COCO (dataset and results), YOLO and VOC files (the job entry point)."""
+"""Export of a predictions table to COCO (dataset, results), YOLO, VOC, Label Studio (the job entry point)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+import yaml
 
 from jobs.export import main as export_main
 from pipelines import storage
-from pipelines.export import select_rows
+from pipelines.export import select_rows, ultralytics_label_path, yolo_split
 from pipelines.label import MANIFEST
 from tests.ray import labeling_data as data
 
@@ -63,16 +64,11 @@ def test_yolo_export_matches_the_table(tmp_path, table_dir):
     out = str(tmp_path / "yolo")
     assert export_main([f"--predictions={pred}", f"--out={out}", "--category=raccoon", "--to=yolo"]) == 0
     assert open(os.path.join(out, "classes.txt")).read() == "raccoon\n"
-    files = sorted(
-        os.path.relpath(os.path.join(d, f), out)
-        for d, _, fs in os.walk(out)
-        for f in fs
-        if f != "classes.txt"
-    )
+    files = _files(os.path.join(out, "labels"), ".txt")
     assert files == ["a/one.txt", "a/two.txt", "b/three.txt"]  # no file for the error row
     for rel, item in zip(files, good, strict=True):
         _, w_img, h_img, _, (x0, y0, x1, y1), _ = item
-        fields = open(os.path.join(out, rel)).read().split()
+        fields = open(os.path.join(out, "labels", rel)).read().split()
         assert fields[0] == "0" and len(fields) == 5
         cx, cy, w, h = (float(v) for v in fields[1:])
         bw, bh = x1 - x0 + 1, y1 - y0 + 1
@@ -80,7 +76,7 @@ def test_yolo_export_matches_the_table(tmp_path, table_dir):
             ((x0 + bw / 2) / w_img, (y0 + bh / 2) / h_img, bw / w_img, bh / h_img), abs=1e-5
         )
         assert 0 < w <= 1 and 0 < h <= 1
-    assert open(os.path.join(out, "a/two.txt")).read().split()[1:] == [
+    assert open(os.path.join(out, "labels/a/two.txt")).read().split()[1:] == [
         "0.500000",
         "0.500000",
         "1.000000",
@@ -182,7 +178,7 @@ def _files(folder, ext):
 def test_filters_apply_the_same_to_every_format(tmp_path, table_dir, caplog, extra, kept, dropped):
     pred, _ = table_dir
     caplog.set_level(logging.INFO, logger="pipelines.export")
-    outs = {to: str(tmp_path / to) for to in ("coco", "coco_results", "yolo", "voc")}
+    outs = {to: str(tmp_path / to) for to in ("coco", "coco_results", "yolo", "voc", "label_studio")}
     for to, out in outs.items():
         assert _export(pred, out, to, *extra) == 0
     all_ids = {"one": 1, "two": 2, "three": 3}  # the positions among the non-error rows
@@ -192,21 +188,25 @@ def test_filters_apply_the_same_to_every_format(tmp_path, table_dir, caplog, ext
     assert [a["image_id"] for a in coco["annotations"]] == [all_ids[k] for k in kept]
     assert [r["image_id"] for r in json.load(open(outs["coco_results"]))] == [all_ids[k] for k in kept]
     stems = sorted(
-        os.path.basename(f).split(".")[0] for f in _files(outs["yolo"], ".txt") if f != "classes.txt"
+        os.path.basename(f).split(".")[0] for f in _files(os.path.join(outs["yolo"], "labels"), ".txt")
     )
     assert stems == sorted(kept)
+    listed = open(os.path.join(outs["yolo"], "train.txt")).read().split()
+    assert sorted(os.path.basename(f).split(".")[0] for f in listed) == sorted(kept)
     assert sorted(os.path.basename(f)[:-4] for f in _files(outs["voc"], ".xml")) == sorted(kept)
+    tasks = json.load(open(outs["label_studio"]))
+    assert [os.path.basename(t["data"]["image"]).split(".")[0] for t in tasks] == kept
     min_logs = (
-        caplog.text.count(f"--min_score=0.5 dropped {dropped[0]} boxes") if "--min_score=0.5" in extra else 4
+        caplog.text.count(f"--min_score=0.5 dropped {dropped[0]} boxes") if "--min_score=0.5" in extra else 5
     )
-    assert min_logs == 4  # one line per format
+    assert min_logs == 5  # one line per format
     for arg in extra:
         key, value = arg[2:].split("=")
         count = dropped[0] if key == "min_score" else dropped[1]
         if key == "top_k" and value == "0":
             assert "--top_k" not in caplog.text
             continue
-        assert caplog.text.count(f"--{key}={value} dropped {count} boxes") == 4  # one line per format
+        assert caplog.text.count(f"--{key}={value} dropped {count} boxes") == 5  # one line per format
 
 
 def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_path):
@@ -295,7 +295,7 @@ def multi_box_dir(tmp_path):
 
 def test_every_box_of_a_boxes_all_table_reaches_every_format(tmp_path, multi_box_dir):
     pred = multi_box_dir
-    outs = {to: str(tmp_path / to) for to in ("coco", "coco_results", "yolo", "voc")}
+    outs = {to: str(tmp_path / to) for to in ("coco", "coco_results", "yolo", "voc", "label_studio")}
     for to, out in outs.items():
         assert _export(pred, out, to) == 0
     coco = json.load(open(outs["coco"]))
@@ -311,12 +311,26 @@ def test_every_box_of_a_boxes_all_table_reaches_every_format(tmp_path, multi_box
     assert [(r["image_id"], r["bbox"]) for r in results] == [(a[0], a[1]) for a in anns]
     _, stats = _evaluate(outs["coco"], outs["coco_results"])
     assert stats[0] == pytest.approx(1.0)  # the detections are the dataset's own boxes
-    lines = open(os.path.join(outs["yolo"], "a/one.txt")).read().split("\n")
+    lines = open(os.path.join(outs["yolo"], "labels/a/one.txt")).read().split("\n")
     assert [ln.split()[:2] for ln in lines if ln] == [["0", "0.300000"], ["0", "0.875000"]]
-    assert open(os.path.join(outs["yolo"], "a/two.txt")).read().strip() == ""  # background image
+    assert open(os.path.join(outs["yolo"], "labels/a/two.txt")).read().strip() == ""  # background image
     root = ET.parse(os.path.join(outs["voc"], "a/one.xml")).getroot()
     assert [o.findtext("bndbox/xmin") for o in root.findall("object")] == ["11", "151"]
     assert ET.parse(os.path.join(outs["voc"], "a/two.xml")).getroot().findall("object") == []
+    tasks = json.load(open(outs["label_studio"]))
+    regions = [(i + 1, r) for i, t in enumerate(tasks) for r in t["predictions"][0]["result"]]
+    assert [i for i, _ in regions] == [a[0] for a in anns]  # one region per COCO annotation
+    for (_, region), (_, bbox, score) in zip(regions, anns, strict=True):
+        w_img, h_img = region["original_width"], region["original_height"]
+        v = region["value"]
+        got = [
+            v["x"] * w_img / 100,
+            v["y"] * h_img / 100,
+            v["width"] * w_img / 100,
+            v["height"] * h_img / 100,
+        ]
+        assert got == pytest.approx(bbox, abs=0.01) and region["score"] == score
+    assert tasks[1]["predictions"][0]["result"] == []  # two.png: an image without a region
 
 
 def test_filters_act_on_the_boxes_of_a_boxes_all_table(tmp_path, multi_box_dir, caplog):
@@ -336,5 +350,207 @@ def test_filters_act_on_the_boxes_of_a_boxes_all_table(tmp_path, multi_box_dir, 
     assert "--top_k=2 dropped 1 boxes" in caplog.text
     yolo = str(tmp_path / "yolo-min")
     assert _export(pred, yolo, "yolo", "--min_score=0.6") == 0
-    assert sorted(_files(yolo, ".txt")) == ["a/one.txt", "classes.txt"]
-    assert len(open(os.path.join(yolo, "a/one.txt")).read().splitlines()) == 1
+    assert sorted(_files(yolo, ".txt")) == ["classes.txt", "labels/a/one.txt", "train.txt"]
+    assert len(open(os.path.join(yolo, "labels/a/one.txt")).read().splitlines()) == 1
+    ls_file = str(tmp_path / "ls-min.json")
+    assert _export(pred, ls_file, "label_studio", "--min_score=0.6") == 0
+    tasks = json.load(open(ls_file))
+    assert [len(t["predictions"][0]["result"]) for t in tasks] == [1]
+    assert tasks[0]["predictions"][0]["score"] == pytest.approx(0.7)
+
+
+def _ultralytics_label_file(image_path):
+    """Ultralytics' own rule (``img2label_paths``), written out here: last /images/ → /labels/, → .txt."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return sb.join(image_path.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
+
+
+def _ultralytics_list(list_file):
+    """The image paths Ultralytics reads from a list file (``./`` lines are relative to its folder)."""
+    parent = os.path.dirname(list_file) + os.sep
+    lines = open(list_file).read().strip().splitlines()
+    return [x.replace("./", parent) if x.startswith("./") else x for x in lines]
+
+
+@pytest.fixture
+def local_table(tmp_path):
+    """A table of real local images under ``<tmp>/photos`` (one in a folder named ``images``)."""
+    heat = np.zeros((7, 7), np.uint8)
+    heat[2:5, 2:5] = 255
+    photos = tmp_path / "photos"
+    rels = ["a/one.jpg", "a/two.png", "b/broken.jpg", "b/three.jpeg", "c/images/four.jpg"]
+    rels += [f"d/many_{k:02d}.jpg" for k in range(20)]
+    items = []
+    for rel in rels:
+        (photos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (photos / rel).write_bytes(rel.encode())  # the content tells which image a link reaches
+        if "broken" in rel:
+            items.append((str(photos / rel), None, None, None, None, None))
+        else:
+            items.append((str(photos / rel), 120, 80, heat, (10.0, 20.0, 59.0, 39.0), 0.6))
+    out = str(tmp_path / "pred-local")
+    data.write_parts(out, data.prediction_rows(items, model="m-local"), rows_per_file=4)
+    storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps({"images": str(photos)}))
+    return out, str(photos), [r for r in rels if "broken" not in r]
+
+
+def test_yolo_export_is_an_ultralytics_dataset(tmp_path, local_table):
+    pred, photos, rels = local_table
+    out = str(tmp_path / "yolo")
+    assert _export(pred, out, "yolo", "--val_fraction=0.3") == 0
+    cfg = yaml.safe_load(open(os.path.join(out, "data.yaml")))
+    assert cfg == {"path": out, "train": "train.txt", "val": "val.txt", "names": {0: "raccoon"}}
+    assert open(os.path.join(out, "classes.txt")).read() == "raccoon\n"
+    split = {name: _ultralytics_list(os.path.join(cfg["path"], cfg[name])) for name in ("train", "val")}
+    # Complete and disjoint: every exported image once, in the split its relative path hashes to.
+    listed = split["train"] + split["val"]
+    assert sorted(listed) == sorted(os.path.join(out, "images", r) for r in rels)
+    for name, paths in split.items():
+        assert sorted(os.path.relpath(p, os.path.join(out, "images")) for p in paths) == sorted(
+            r for r in rels if yolo_split(r, 0.3) == name
+        )
+    assert split["train"] and split["val"]  # 24 images at 0.3: both sides hold some
+    for path in listed:
+        rel = os.path.relpath(path, os.path.join(out, "images"))
+        # The listed path reaches the original image (a link, no copy) ...
+        assert os.path.islink(path) and os.path.samefile(path, os.path.join(photos, rel))
+        assert open(path, "rb").read() == rel.encode()
+        # ... and the label file is where Ultralytics' rule looks for it.
+        label = _ultralytics_label_file(path)
+        assert os.path.isfile(label), label
+        assert label == out + ultralytics_label_path("/images/" + rel)
+        assert open(label).read().split()[0] == "0"
+    assert os.path.isfile(os.path.join(out, "labels", "a", "one.txt"))
+    # A relative path with its own images/ folder: the rule replaces that last one.
+    assert os.path.isfile(os.path.join(out, "images", "c", "labels", "four.txt"))
+    # Deterministic: a rerun into the same folder writes the same split and keeps the links.
+    before = {n: open(os.path.join(out, f"{n}.txt")).read() for n in ("train", "val")}
+    assert _export(pred, out, "yolo", "--val_fraction=0.3") == 0
+    assert {n: open(os.path.join(out, f"{n}.txt")).read() for n in ("train", "val")} == before
+    # No split by default: everything in train.txt, which data.yaml also names for val.
+    flat = str(tmp_path / "yolo-flat")
+    assert _export(pred, flat, "yolo") == 0
+    cfg = yaml.safe_load(open(os.path.join(flat, "data.yaml")))
+    assert (cfg["train"], cfg["val"]) == ("train.txt", "train.txt")
+    assert not os.path.exists(os.path.join(flat, "val.txt"))
+    assert len(_ultralytics_list(os.path.join(flat, "train.txt"))) == len(rels)
+
+
+def test_yolo_and_label_studio_options_are_checked(tmp_path, table_dir):
+    pred, _ = table_dir
+    out = str(tmp_path / "x")
+    for bad in ("--val_fraction=1", "--val_fraction=-0.1"):
+        assert _export(pred, out, "yolo", bad) == 2
+    assert _export(pred, out, "coco", "--val_fraction=0.2") == 2  # a yolo option
+    assert _export(pred, out, "yolo", "--images_url=http://h/") == 2  # a label_studio option
+    assert not os.path.exists(out)
+
+
+def test_yolo_export_of_s3_images_lists_them_without_links(tmp_path, table_dir, caplog):
+    pred, _ = table_dir
+    out = str(tmp_path / "yolo")
+    caplog.set_level(logging.WARNING, logger="pipelines.export")
+    assert _export(pred, out, "yolo") == 0
+    assert open(os.path.join(out, "train.txt")).read().split() == [
+        "./images/a/one.jpg",
+        "./images/a/two.png",
+        "./images/b/three.jpeg",
+    ]
+    assert not os.path.exists(os.path.join(out, "images"))
+    assert "3 of 3 images are not local files" in caplog.text
+
+
+LS_REGION_KEYS = {
+    "type",
+    "from_name",
+    "to_name",
+    "original_width",
+    "original_height",
+    "image_rotation",
+    "value",
+    "score",
+}
+
+
+def test_label_studio_export_is_valid_pre_annotation(tmp_path, table_dir):
+    pred, good = table_dir
+    ls_file, coco_file = str(tmp_path / "tasks.json"), str(tmp_path / "coco.json")
+    assert _export(pred, ls_file, "label_studio") == 0
+    assert _export(pred, coco_file, "coco") == 0
+    tasks = json.load(open(ls_file))
+    coco = json.load(open(coco_file))
+    assert isinstance(tasks, list) and len(tasks) == len(good) == len(coco["images"])  # no error row
+    for task, item, im, ann in zip(tasks, good, coco["images"], coco["annotations"], strict=True):
+        path, w_img, h_img, _, _, score = item
+        assert set(task) == {"data", "predictions"} and task["data"] == {"image": path}
+        assert len(task["predictions"]) == 1
+        prediction = task["predictions"][0]
+        assert set(prediction) == {"model_version", "score", "result"}
+        assert prediction["model_version"] == "m1" and prediction["score"] == pytest.approx(score)
+        (region,) = prediction["result"]
+        assert set(region) == LS_REGION_KEYS
+        assert (region["type"], region["from_name"], region["to_name"]) == (
+            "rectanglelabels",
+            "label",
+            "image",
+        )
+        assert (
+            (region["original_width"], region["original_height"])
+            == (w_img, h_img)
+            == (im["width"], im["height"])
+        )
+        assert region["image_rotation"] == 0 and region["score"] == pytest.approx(score)
+        value = region["value"]
+        assert set(value) == {"x", "y", "width", "height", "rotation", "rectanglelabels"}
+        assert value["rotation"] == 0 and value["rectanglelabels"] == ["raccoon"]
+        for key in ("x", "y", "width", "height"):
+            assert 0.0 <= value[key] <= 100.0, (key, value)
+        assert value["x"] + value["width"] <= 100.0 + 1e-6 and value["y"] + value["height"] <= 100.0 + 1e-6
+        # The same box as the COCO export of the row (inclusive far corner: w = x1 - x0 + 1).
+        pixels = [value["x"] * w_img, value["y"] * h_img, value["width"] * w_img, value["height"] * h_img]
+        assert [v / 100 for v in pixels] == pytest.approx(ann["bbox"], abs=0.01)
+    assert tasks[1]["predictions"][0]["result"][0]["value"] == {
+        "x": 0.0,
+        "y": 0.0,
+        "width": 100.0,
+        "height": 100.0,
+        "rotation": 0,
+        "rectanglelabels": ["raccoon"],
+    }  # two.png's box covers the image
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expect"),
+    [
+        ("/data/local-files/?d=photos/", "/data/local-files/?d=photos/a/one.jpg"),
+        ("https://images.example.com/raccoons", "https://images.example.com/raccoons/a/one.jpg"),
+        ("s3://other/copy/", "s3://other/copy/a/one.jpg"),
+    ],
+)
+def test_label_studio_images_url_replaces_the_images_root(tmp_path, table_dir, prefix, expect):
+    pred, _ = table_dir
+    out = str(tmp_path / "tasks.json")
+    assert _export(pred, out, "label_studio", f"--images_url={prefix}") == 0
+    tasks = json.load(open(out))
+    assert tasks[0]["data"]["image"] == expect
+    assert [t["data"]["image"][len(prefix) :].lstrip("/") for t in tasks] == [
+        "a/one.jpg",
+        "a/two.png",
+        "b/three.jpeg",
+    ]
+
+
+def test_yolo_and_label_studio_exports_to_s3(s3_server, table_dir):
+    pred, _ = table_dir
+    prefix = s3_server.unique_prefix("export-yolo")
+    out = s3_server.uri(prefix, "yolo")
+    assert _export(pred, out, "yolo", "--val_fraction=0.5") == 0
+    cfg = yaml.safe_load(storage.read_text(storage.join(out, "data.yaml")))
+    assert cfg["path"] == out and cfg["names"] == {0: "raccoon"}
+    lines = storage.read_text(storage.join(out, "train.txt")).split()
+    lines += storage.read_text(storage.join(out, "val.txt")).split()
+    assert sorted(lines) == ["./images/a/one.jpg", "./images/a/two.png", "./images/b/three.jpeg"]
+    assert storage.read_text(storage.join(out, "labels/a/one.txt")).startswith("0 ")
+    tasks_uri = s3_server.uri(prefix, "tasks.json")
+    assert _export(pred, tasks_uri, "label_studio") == 0
+    assert len(json.loads(storage.read_text(tasks_uri))) == 3
