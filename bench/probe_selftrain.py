@@ -13,7 +13,9 @@ on every other step). Rows:
   both at zero = 0, the rest ignored); map = sigmoid(logit).
 - ``lda_l{λ}_r{R}``: the product's self-trained head (``coloc_core.localizer.fit_selftrain``): Fisher's
   discriminant with shrinkage λ, R rounds, ±0.5σ band; map = ReLU(w·F + b). Deterministic (the seeds
-  do not change it). The default is ``lda_l1_r3``.
+  do not change it).
+- ``qda_l1_r3``: the product's default since the quadratic last round: two linear rounds, then the
+  quadratic discriminant on the second head's labels; map = √ReLU(FᵀQF + w·F + b).
 
 Each row reports CorLoc@0.5 at τ ∈ {0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5} and MaxBoxAccV2 (SPEC §6, on the
 stored uint8 heatmap). Not a product path: it measures whether this route is worth building.
@@ -135,9 +137,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for shrinkage in (0.1, 1.0):
         for rounds in (1, 2, 3, 4):
-            weight, bias, _ = fit_selftrain(st, class_pass, rounds=rounds, shrinkage=shrinkage)
+            weight, bias, _, _ = fit_selftrain(
+                st, class_pass, rounds=rounds, shrinkage=shrinkage, quadratic=False
+            )
             head_map = torch.relu(torch.einsum("bchw,c->bhw", feats, weight) + bias)
             rows[f"lda_l{shrinkage:g}_r{rounds}"] = [evaluate(head_map, data.gt_224)]
+    weight, bias, square, _ = fit_selftrain(st, class_pass)
+    pixels = feats.permute(0, 2, 3, 1)
+    llr = ((pixels @ square) * pixels).sum(-1) + pixels @ weight + bias
+    rows["qda_l1_r3"] = [evaluate(torch.sqrt(torch.relu(llr)), data.gt_224)]
     summary = {
         name: {
             k: f"{np.mean([r[k] for r in runs]):.2f}"

@@ -15,12 +15,15 @@ Kinds (``payload["kind"]``; a model file without ``"kind"`` is a trained ColocNe
 - ``rps``: the representer-point map of Song et al. (ICCV 2023): with v the collection mean of the
   spatially averaged features and u the mean of the L2-normalised pixel features,
   w = normalize(v − u·‖v‖/‖u‖) and A = ReLU(⟨normalize(F_ij), w⟩); :func:`rps_from_statistics`.
-- ``selftrain``: a linear head learned on the collection from its own DDT map (self-training, in the
+- ``selftrain``: a head learned on the collection from its own DDT map (self-training, in the
   spirit of PSOL, Zhang et al., CVPR 2020): pixels whose DDT projection is clearly positive are
   foreground, clearly negative background, and Fisher's linear discriminant between the two (with
-  shrinkage) gives the head; the head's own map relabels the pixels for the next round. A = ReLU(w · F
-  + b). Every round is one streamed pass (:func:`class_statistics`, :func:`lda_from_class_statistics`,
-  driven by :func:`fit_selftrain`), so it fits into Ray like DDT's moments do.
+  shrinkage) gives the head; the head's own map relabels the pixels for the next round, and the last
+  round fits a quadratic discriminant (each class its own covariance). A = √ReLU(Fᵀ Q F + w · F + b),
+  the signed square root of the two classes' log-likelihood ratio (older files: the linear A = ReLU(w
+  · F + b)). Every round is one streamed pass (:func:`class_statistics`,
+  :func:`lda_from_class_statistics`, :func:`qda_from_class_statistics`, driven by
+  :func:`fit_selftrain`), so it fits into Ray like DDT's moments do.
 
 The training-free kinds read the backbone at a named layer (``Backbone.features_at``: ``output`` or,
 for EfficientNet-Lite0, ``pre_head``, the last MBConv block) and keep the backbone's ``dilate``
@@ -57,12 +60,11 @@ from coloc_core.model import ColocNet
 KINDS = ("colocnet", "caam", "ddt", "rps", "selftrain", "full")
 #: τ stored with a fitted or training-free payload when none is given, per kind. DDT and RPS: raccoon's
 #: best for the default layer and input size (docs/RESULTS.md, issue 10 section); kangaroo's own best
-#: is higher (0.2 for DDT, 0.3 for RPS). Self-trained head: raccoon's best is 0.1-0.15, kangaroo's
-#: 0.3, generated birds' about 0.3-0.4; 0.2 is within 1.5 CorLoc points of the best on raccoon and
-#: kangaroo and the most even choice over the three. Calibrate (``coloc calibrate``) where a few boxes
-#: exist. The DDT, RPS and head maps are the positive part of a projection, so their useful τ is lower
-#: than a CAM's.
-DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.2, "selftrain": 0.2, "caam": 0.2, "full": 0.2}
+#: is higher (0.2 for DDT, 0.3 for RPS). Self-trained (quadratic) head: raccoon's best, 0.25; it ties
+#: 0.2 on kangaroo and beats it on the generated birds (whose best is 0.3). Calibrate (``coloc
+#: calibrate``) where a few boxes exist. The DDT, RPS and head maps are the positive part of a
+#: projection (or of a log-likelihood ratio's root), so their useful τ is lower than a CAM's.
+DEFAULT_THRESHOLDS = {"ddt": 0.1, "rps": 0.2, "selftrain": 0.25, "caam": 0.2, "full": 0.2}
 
 #: Side of the square input of model files that do not store one (SPEC §5's evaluation resize): CAML
 #: models without an ``augment.crop``, and files of the other kinds written before ``input_size``.
@@ -208,32 +210,57 @@ class RPSLocalizer(CAAMLocalizer):
 
 
 class SelfTrainLocalizer(CAAMLocalizer):
-    """The self-trained linear head: A = ReLU(w · F_ij + b) (see :func:`fit_selftrain`).
+    """The self-trained head (see :func:`fit_selftrain`).
+
+    Linear: A = ReLU(w · F_ij + b). Quadratic (``quadratic`` given, the default fit): the
+    log-likelihood ratio s = F_ijᵀ Q F_ij + w · F_ij + b of two Gaussian classes, mapped through its
+    signed square root, A = √ReLU(s) (:func:`qda_from_class_statistics`).
 
     Args:
         backbone: the pretrained feature extractor.
-        weight: (C,) unit discriminant direction.
+        weight: (C,) linear term (for a linear head: the unit discriminant direction).
         bias: its offset (a scalar; > 0 where the head calls a pixel foreground).
         layer: the backbone layer F is read at.
+        quadratic: (C, C) symmetric quadratic term, or None for a linear head.
     """
 
     kind = "selftrain"
     head_weight: Tensor
     head_bias: Tensor
+    head_quadratic: Tensor | None
 
     def __init__(
-        self, backbone: Backbone, weight: Tensor, bias: Tensor | float, layer: str = "output"
+        self,
+        backbone: Backbone,
+        weight: Tensor,
+        bias: Tensor | float,
+        layer: str = "output",
+        quadratic: Tensor | None = None,
     ) -> None:
         super().__init__(backbone, layer)
         if weight.shape != (self.channels,):
             raise ValueError(
                 f"self-trained head weight must be ({self.channels},), got {tuple(weight.shape)}"
             )
+        if quadratic is not None and quadratic.shape != (self.channels, self.channels):
+            raise ValueError(
+                f"self-trained head quadratic term must be ({self.channels}, {self.channels}), "
+                f"got {tuple(quadratic.shape)}"
+            )
         self.register_buffer("head_weight", weight.detach().float().clone())
         self.register_buffer("head_bias", torch.as_tensor(bias, dtype=torch.float32).reshape(()).clone())
+        if quadratic is None:
+            self.head_quadratic = None
+        else:
+            self.register_buffer("head_quadratic", quadratic.detach().float().clone())
 
     def from_features(self, feats: Tensor) -> Tensor:  # noqa: D102
-        return torch.relu(torch.einsum("bchw,c->bhw", feats, self.head_weight) + self.head_bias)
+        linear = torch.einsum("bchw,c->bhw", feats, self.head_weight) + self.head_bias
+        if self.head_quadratic is None:
+            return torch.relu(linear)
+        pixels = feats.permute(0, 2, 3, 1)
+        quadratic = ((pixels @ self.head_quadratic) * pixels).sum(dim=-1)
+        return torch.sqrt(torch.relu(quadratic + linear))
 
 
 class FullImageLocalizer(Localizer):
@@ -422,25 +449,79 @@ def lda_from_class_statistics(
     return (w / norm).float(), bias
 
 
+def qda_from_class_statistics(
+    stats: dict[str, Tensor], shrinkage: float = SELFTRAIN_SHRINKAGE
+) -> tuple[Tensor, Tensor, float]:
+    """Quadratic discriminant between the foreground and background pixels of :func:`class_statistics`.
+
+    Each class is a Gaussian N(μ_k, Σ_k + t·I), both shrunk towards the same isotropic target
+    t = shrinkage · (tr Σ_fg + tr Σ_bg) / 2C (the target of :func:`lda_from_class_statistics`; one
+    shared target keeps the log-determinants comparable). With P_k = (Σ_k + t·I)⁻¹ the log-likelihood
+    ratio log p_fg(x) − log p_bg(x) is xᵀQx + w·x + b with Q = ½(P_bg − P_fg), w = P_fg μ_fg −
+    P_bg μ_bg, b = ½(μ_bgᵀP_bg μ_bg − μ_fgᵀP_fg μ_fg + log det P_fg − log det P_bg).
+
+    Returns:
+        (Q (C, C), w (C,), b), float32 tensors and a float.
+
+    Raises:
+        ValueError: fewer than two pixels in a class, or non-finite sums.
+    """
+    fg, bg = int(stats["fg_count"]), int(stats["bg_count"])
+    if fg < 2 or bg < 2:
+        raise ValueError(
+            f"self-training needs foreground and background pixels, got {fg} and {bg}: "
+            "the collection's maps have no contrast"
+        )
+    moments = []
+    for name, n in (("fg", fg), ("bg", bg)):
+        mean = stats[f"{name}_x"].double() / n
+        cov = stats[f"{name}_xxT"].double() / n - torch.outer(mean, mean)
+        moments.append((mean, 0.5 * (cov + cov.T)))
+    channels = moments[0][0].shape[0]
+    spread = float(torch.trace(moments[0][1]) + torch.trace(moments[1][1]))
+    target = float(shrinkage) * 0.5 * spread / channels
+    if not all(torch.isfinite(m).all() and torch.isfinite(c).all() for m, c in moments) or not target > 0:
+        raise ValueError("self-training statistics are not finite (or shrinkage is not positive)")
+    parts = []
+    for mean, cov in moments:
+        precision = torch.linalg.inv(cov + target * torch.eye(channels, dtype=cov.dtype))
+        precision = 0.5 * (precision + precision.T)
+        parts.append((mean, precision, float(torch.linalg.slogdet(precision)[1])))
+    (mf, pf, ldf), (mb, pb, ldb) = parts
+    quadratic = 0.5 * (pb - pf)
+    weight = pf @ mf - pb @ mb
+    bias = 0.5 * (float(mb @ pb @ mb) - float(mf @ pf @ mf) + ldf - ldb)
+    return quadratic.float(), weight.float(), bias
+
+
 def fit_selftrain(
     statistics: dict[str, Tensor],
     class_pass: Any,
     rounds: int = SELFTRAIN_ROUNDS,
     shrinkage: float = SELFTRAIN_SHRINKAGE,
     band: float = SELFTRAIN_BAND,
-) -> tuple[Tensor, float, list[dict[str, int]]]:
-    """Self-train the linear head: the DDT map labels the pixels, then each head relabels them.
+    quadratic: bool = True,
+) -> tuple[Tensor, float, Tensor | None, list[dict[str, int]]]:
+    """Self-train the head: the DDT map labels the pixels, then each head relabels them.
+
+    Every round is one ``class_pass``. The rounds before the last fit Fisher's linear discriminant;
+    the last one fits the quadratic discriminant (:func:`qda_from_class_statistics`) when
+    ``quadratic`` (the default), else a linear one too. A quadratic last round lets each class keep
+    its own spread (the background of a collection varies far more than its object does); measured in
+    docs/RESULTS.md (issue 10).
 
     Args:
         statistics: summed :func:`feature_statistics` of the collection (the DDT fit's pass).
         class_pass: ``class_pass(weight, bias, level)`` → summed :func:`class_statistics` of the same
             collection (one streamed pass; a plain loop in tests, Ray Data in the labeling stage).
         rounds: discriminants fitted in turn (each on the previous map's labels), at least 1.
-        shrinkage: see :func:`lda_from_class_statistics`.
+        shrinkage: see :func:`lda_from_class_statistics` and :func:`qda_from_class_statistics`.
         band: pixels with |s| ≤ band · std(s) are left out of a round.
+        quadratic: fit the last round's head as a quadratic discriminant.
 
     Returns:
-        (weight (C,), bias, one ``{"round", "foreground", "background"}`` pixel count per round).
+        (weight (C,), bias, quadratic term (C, C) or None, one ``{"round", "foreground",
+        "background"}`` pixel count per round): the arguments of :class:`SelfTrainLocalizer`.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -448,14 +529,18 @@ def fit_selftrain(
     mean, vector = ddt_from_statistics(statistics)
     weight, bias = vector, -float(mean.double() @ vector.double())
     history: list[dict[str, int]] = []
+    square: Tensor | None = None
     for r in range(rounds):
         level = band * linear_score_std(weight, statistics["sum_x"], statistics["sum_xxT"], count)
         stats = class_pass(weight, bias, level)
-        weight, bias = lda_from_class_statistics(stats, shrinkage)
+        if quadratic and r == rounds - 1:
+            square, weight, bias = qda_from_class_statistics(stats, shrinkage)
+        else:
+            weight, bias = lda_from_class_statistics(stats, shrinkage)
         history.append(
             {"round": r + 1, "foreground": int(stats["fg_count"]), "background": int(stats["bg_count"])}
         )
-    return weight, bias, history
+    return weight, bias, square, history
 
 
 def ddt_from_moments(
@@ -683,6 +768,7 @@ def baseline_payload(
     rps_vector: Tensor | None = None,
     head_weight: Tensor | None = None,
     head_bias: float | None = None,
+    head_quadratic: Tensor | None = None,
     input_size: int | None = None,
     fit_size: int | None = None,
 ) -> dict[str, Any]:
@@ -706,6 +792,8 @@ def baseline_payload(
         rps_vector: (C,) direction from :func:`rps_from_statistics` (``rps`` only).
         head_weight: (C,) weight from :func:`fit_selftrain` (``selftrain`` only).
         head_bias: its bias (``selftrain`` only).
+        head_quadratic: (C, C) quadratic term from :func:`fit_selftrain` (``selftrain`` only; None = a
+            linear head).
         input_size: side of the square images the map is computed on when labeling; ``None`` =
             :data:`DEFAULT_INPUT_SIZES` of the kind.
         fit_size: side the statistics of a fitted kind (ddt, rps, selftrain) were gathered at, recorded
@@ -743,7 +831,11 @@ def baseline_payload(
             config["weights"] = "embedded"
         else:
             net = build_backbone(backbone, weights=weights, output_stride=output_stride, dilate=dilate)
-        head = None if head_weight is None else (head_weight, 0.0 if head_bias is None else head_bias)
+        head = (
+            None
+            if head_weight is None
+            else (head_weight, 0.0 if head_bias is None else head_bias, head_quadratic)
+        )
         localizer = _training_free(kind, net, feature_layer, ddt_mean, ddt_vector, rps_vector, head)
     state = {k: v.detach().cpu().clone() for k, v in localizer.state_dict().items()}
     return {
@@ -764,7 +856,7 @@ def _training_free(
     ddt_mean: Tensor | None = None,
     ddt_vector: Tensor | None = None,
     rps_vector: Tensor | None = None,
-    head: tuple[Tensor, Tensor | float] | None = None,
+    head: tuple[Tensor, Tensor | float, Tensor | None] | None = None,
 ) -> Localizer:
     if kind == "caam":
         return CAAMLocalizer(net, layer)
@@ -779,7 +871,7 @@ def _training_free(
     if kind == "selftrain":
         if head is None:
             raise ValueError("a selftrain payload needs head_weight and head_bias (see fit_selftrain)")
-        return SelfTrainLocalizer(net, head[0], head[1], layer)
+        return SelfTrainLocalizer(net, head[0], head[1], layer, quadratic=head[2])
     raise ValueError(f"{kind!r} is not a backbone-based training-free kind")
 
 
@@ -837,7 +929,9 @@ def localizer_from_payload(payload: dict[str, Any]) -> Localizer:
             state.get("ddt_mean"),
             state.get("ddt_vector"),
             state.get("rps_vector"),
-            None if "head_weight" not in state else (state["head_weight"], state["head_bias"]),
+            None
+            if "head_weight" not in state
+            else (state["head_weight"], state["head_bias"], state.get("head_quadratic")),
         )
         localizer.load_state_dict(state)
     localizer.model_id = str(payload.get("model_id", ""))

@@ -835,7 +835,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
                 head = ([float(v) for v in weight], float(bias), float(level))
                 return fit_statistics(backbone_uri, sample, cfg, head=head, size=fit_size)
 
-            weight, bias, rounds = fit_selftrain(stats, class_pass)
+            weight, bias, square, rounds = fit_selftrain(stats, class_pass)
     meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
     backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
     if cfg.method == "ddt":
@@ -850,6 +850,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
             backbone_state=backbone_state,
             head_weight=weight,
             head_bias=bias,
+            head_quadratic=square,
             meta=meta,
             **options,
         )

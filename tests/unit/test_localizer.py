@@ -31,6 +31,7 @@ from coloc_core.localizer import (
     localizer_from_payload,
     payload_input_size,
     payload_kind,
+    qda_from_class_statistics,
     quantize_heatmap,
     rps_from_statistics,
 )
@@ -472,7 +473,8 @@ def test_fit_selftrain_separates_the_object_better_than_ddt():
         calls.append(level)
         return _summed(class_statistics(chunk, weight, bias, level) for chunk in feats.split(7))
 
-    weight, bias, history = fit_selftrain(stats, class_pass, rounds=3)
+    weight, bias, square, history = fit_selftrain(stats, class_pass, rounds=3, quadratic=False)
+    assert square is None
     assert [h["round"] for h in history] == [1, 2, 3] and len(calls) == 3
     assert all(h["foreground"] > 0 and h["background"] > 0 for h in history)
     score = torch.einsum("bchw,c->bhw", feats, weight.double()) + bias
@@ -484,8 +486,48 @@ def test_fit_selftrain_separates_the_object_better_than_ddt():
     ddt = torch.einsum("bchw,c->bhw", feats - mean.double()[None, :, None, None], vector.double())
     head_accuracy = float(((score > 0) == mask).double().mean())
     assert head_accuracy > 0.75 and head_accuracy > float(((ddt > 0) == mask).double().mean()) + 0.03
+    # The default fit: the last round is quadratic, on the same number of passes.
+    calls.clear()
+    weight, bias, square, history = fit_selftrain(stats, class_pass, rounds=3)
+    assert square is not None and square.shape == (5, 5) and len(history) == 3 and len(calls) == 3
+    pixels = feats.permute(0, 2, 3, 1)
+    llr = ((pixels @ square.double()) * pixels).sum(-1) + pixels @ weight.double() + bias
+    assert float(((llr > 0) == mask).double().mean()) > float(((ddt > 0) == mask).double().mean()) + 0.03
     with pytest.raises(ValueError, match="rounds"):
         fit_selftrain(stats, class_pass, rounds=0)
+
+
+def _class_stats(fg, bg):
+    return {
+        "fg_x": fg.sum(0), "fg_xxT": fg.T @ fg, "fg_count": torch.tensor(len(fg)),
+        "bg_x": bg.sum(0), "bg_xxT": bg.T @ bg, "bg_count": torch.tensor(len(bg)),
+    }  # fmt: skip
+
+
+def test_qda_is_the_log_likelihood_ratio_of_the_shrunk_gaussians():
+    gen = torch.Generator().manual_seed(3)
+    # Same mean, different spread: no linear discriminant separates them, the quadratic one does.
+    fg = 0.5 * torch.randn(20000, 3, generator=gen, dtype=torch.float64) + torch.tensor([0.3, 0.0, 0.0])
+    bg = 2.0 * torch.randn(20000, 3, generator=gen, dtype=torch.float64)
+    stats = _class_stats(fg, bg)
+    quadratic, weight, bias = qda_from_class_statistics(stats, shrinkage=0.1)
+    assert quadratic.shape == (3, 3) and weight.shape == (3,)
+    torch.testing.assert_close(quadratic, quadratic.T)
+    # Against torch's own Gaussian log-densities of the shrunk class covariances.
+    target = 0.1 * 0.5 * (torch.cov(fg.T, correction=0).trace() + torch.cov(bg.T, correction=0).trace()) / 3
+    gaussian = torch.distributions.MultivariateNormal
+    dists = [gaussian(x.mean(0), torch.cov(x.T, correction=0) + target * torch.eye(3)) for x in (fg, bg)]
+    points = torch.randn(50, 3, generator=gen, dtype=torch.float64) * 2.0
+    expected = dists[0].log_prob(points) - dists[1].log_prob(points)
+    got = ((points @ quadratic.double()) * points).sum(-1) + points @ weight.double() + bias
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    llr = lambda x: ((x @ quadratic.double()) * x).sum(-1) + x @ weight.double() + bias  # noqa: E731
+    accuracy = ((llr(fg) > 0).double().mean() + (llr(bg) < 0).double().mean()) / 2
+    assert float(accuracy) > 0.8
+    with pytest.raises(ValueError, match="no contrast"):
+        qda_from_class_statistics({**stats, "bg_count": torch.tensor(0)})
+    with pytest.raises(ValueError, match="not finite"):
+        qda_from_class_statistics({**stats, "fg_x": stats["fg_x"] * float("nan")})
 
 
 def test_selftrain_localizer_map_and_payload_round_trip():
@@ -509,10 +551,51 @@ def test_selftrain_localizer_map_and_payload_round_trip():
             head_bias=0.25,
         )
     )
-    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.2)
+    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.25)
     again = localizer_from_payload(payload)
     assert isinstance(again, SelfTrainLocalizer) and again.model_id == payload["model_id"]
     with torch.no_grad():
         torch.testing.assert_close(again(x), expected)
     with pytest.raises(ValueError, match="head_weight"):
         baseline_payload("selftrain", backbone="tiny", weights=None)
+
+
+def test_quadratic_selftrain_localizer_is_the_root_of_the_ratio_and_round_trips():
+    from coloc_core.backbones import build_backbone
+
+    backbone = build_backbone("tiny", weights=None)
+    gen = torch.Generator().manual_seed(4)
+    root = torch.randn(32, 32, generator=gen) / 32
+    quadratic = root @ root.T - 0.5 * torch.eye(32) / 32
+    weight = torch.randn(32, generator=gen)
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    with torch.no_grad():
+        f = backbone.eval()(x).permute(0, 2, 3, 1)
+        s = torch.einsum("bhwc,cd,bhwd->bhw", f, quadratic, f) + f @ weight
+        bias = -float(s.median())  # about half the pixels on each side of the zero
+        s = s + bias
+        loc = SelfTrainLocalizer(backbone, weight, bias, quadratic=quadratic).eval()
+        expected = torch.sqrt(torch.relu(s))
+        torch.testing.assert_close(loc(x), expected)
+        assert float((s > 0).double().mean()) > 0.05 and float((s < 0).double().mean()) > 0.05
+    with pytest.raises(ValueError, match="quadratic term"):
+        SelfTrainLocalizer(backbone, weight, bias, quadratic=torch.eye(3))
+    linear = baseline_payload(
+        "selftrain", backbone="tiny", backbone_state=backbone.state_dict(), head_weight=weight, head_bias=bias
+    )
+    payload = _round_trip(
+        baseline_payload(
+            "selftrain",
+            backbone="tiny",
+            backbone_state=backbone.state_dict(),
+            head_weight=weight,
+            head_bias=bias,
+            head_quadratic=quadratic,
+        )
+    )
+    assert "head_quadratic" in payload["state_dict"] and payload["model_id"] != linear["model_id"]
+    assert payload["threshold"] == pytest.approx(0.25)
+    again = localizer_from_payload(payload)
+    assert again.head_quadratic is not None
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), expected)
