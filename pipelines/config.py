@@ -121,7 +121,7 @@ class TrainJobConfig(ColocConfig):
     """The training job: what to train, the method's settings (all ColocConfig fields), dataset, run.
 
     Attributes:
-        method: ``selftrain`` (default): a linear head self-trained on the training images' own DDT
+        method: ``selftrain`` (default): a head self-trained on the training images' own DDT
             maps, fitted from streamed feature statistics in a few Ray Data passes (no epochs, no
             checkpoints; of the method settings only ``model.backbone`` and ``model.weights`` are
             used) — the measured best boxes (docs/RESULTS.md). ``caml``: the paper's ColocNet trained
@@ -153,7 +153,7 @@ class LabelJobConfig:
     Attributes:
         model: exported model file (local or ``s3://``), or a run folder with checkpoints.
         method: ``auto`` (``model`` when ``--model`` is given, else ``selftrain``), ``model`` (a
-            trained file), ``selftrain`` (a linear head self-trained on the collection's own DDT maps
+            trained file), ``selftrain`` (a head self-trained on the collection's own DDT maps
             before labeling: what ``coloc train`` fits, fitted on the images being labelled) or a
             training-free method: ``full`` | ``caam`` | ``ddt`` | ``rps`` (DDT: principal component
             of the collection's features; RPS: representer points).

@@ -1,10 +1,10 @@
-"""``coloc train --method=selftrain`` (the default): self-train a linear head on the training images.
+"""``coloc train --method=selftrain`` (the default): self-train a head on the training images.
 
 No gradient steps and no Ray Train: the head is fitted from streamed statistics of the frozen
 backbone's features (``coloc_core.localizer.fit_selftrain``), with the very Ray Data passes that
 ``coloc label --method=selftrain`` runs over the collection it labels (``pipelines.label``): one pass
 for the DDT moments that give the first pseudo-masks, then one pass per round for the per-class
-moments of Fisher's discriminant. The result is one model file of kind ``selftrain``, written where a
+moments of the discriminant (Fisher's linear one, then a quadratic one in the last round). The result is one model file of kind ``selftrain``, written where a
 CAML run exports its model (``run.export`` or ``<storage_path>/<name>/model.pt``); ``coloc label
 --model`` reads it like any other model file.
 
