@@ -4,7 +4,7 @@
 
 For each batch, two fresh processes (so each peak RSS is that run's own, ``ru_maxrss``):
 
-- **CAML step**: what a CPU training worker runs: ``pipelines.train.train_batch`` (normalise, pretext
+- **CAML step**: what a CPU training worker runs: ``pipelines.train_worker.train_batch`` (normalise, pretext
   warp, one forward of both views, L_cls + L_caml, backward, SGD with momentum) on EfficientNet-Lite0
   (``--backbone``) at ``augment.crop`` (224), ``--steps`` steps on random uint8 images;
 - **bare loop** (the baseline): the same backbone in the plainest PyTorch loop at the same batch:
@@ -56,7 +56,7 @@ def child(mode: str, backbone: str, batch: int, steps: int, threads: int) -> dic
     images = torch.randint(0, 256, (batch, crop, crop, 3), dtype=torch.uint8)
     started = time.perf_counter()
     if mode == "caml":
-        from pipelines.train import train_batch
+        from pipelines.train_worker import train_batch
 
         optimizer = make_optimizer(model, cfg.optim)
         generator = torch.Generator().manual_seed(0)

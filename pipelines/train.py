@@ -1,4 +1,4 @@
-"""Training on Ray Train: TorchTrainer wiring, per-epoch checkpoints, resume, evaluation and export.
+"""The CAML training driver on Ray Train: data preparation, TorchTrainer wiring, resume, export.
 
 Driver (:func:`run_training`):
 
@@ -19,25 +19,8 @@ Driver (:func:`run_training`):
 6. Export the last epoch's model as one file (``coloc_core.checkpoint`` format), written atomically
    through :mod:`pipelines.storage` to ``run.export`` or ``<storage_path>/<name>/model.pt``.
 
-Worker (:func:`train_loop_per_worker`), each epoch:
-
-- the shard's 256×256 uint8 rows go through the SPEC §5 random crop (reflect padding) of
-  :func:`pipelines.ingest.augment_batch`, seeded by ``(seed, epoch, index)``, inside the
-  ``iter_torch_batches`` collate function: it runs in Ray Data's prefetch threads, so it overlaps the
-  training step, and a new epoch gets new crops while a resumed run repeats exactly the crops an
-  uninterrupted run would have seen;
-- :func:`train_batch` normalises on the worker's device and calls ``coloc_core.step.train_step``
-  (pretext warps + network + L_cls + L_caml; bf16 autocast and channels_last on GPU only);
-- metrics are averaged over all workers' images (``all_reduce``), rank 0 evaluates on the test split
-  every ``run.eval_every`` epochs and at the last epoch (CorLoc, MaxBoxAccV2: reported, never used to
-  pick a checkpoint), and every worker calls ``ray.train.report`` with rank 0's checkpoint.
-
-Checkpoint folder (one per epoch, ``epoch_0001`` …, the last ``run.checkpoints_to_keep`` kept)::
-
-    state.pt       {"model": state_dict, "optimizer": state_dict, "epoch": completed epochs,
-                    "invocation": id, "stop_at": epoch}   (torch.load(weights_only=True) safe)
-    config.yaml    the resolved TrainJobConfig
-    metrics.json   that epoch's metrics
+Worker: :mod:`pipelines.train_worker` (the per-epoch loop, evaluation, the checkpoint folder). The
+driver hands it one typed :class:`pipelines.train_worker.LoopConfig` through ``train_loop_config``.
 
 Resume: starting :func:`run_training` again with the same ``run.storage_path`` and ``run.name`` makes
 Ray Train V2 restore its checkpoint list from storage; ``ray.train.get_checkpoint()`` then returns the
@@ -57,9 +40,6 @@ not count yet and its epoch is trained again. A non-finite loss, gradient or wei
 run with that message. ``run.stop_after_epochs`` ends an invocation cleanly after N epochs; a restart
 after a failure keeps the invocation's original stopping point (stored in the checkpoint as
 ``stop_at``). A run stopped before ``optim.epochs`` exports no model.
-
-Evaluation on rank 0 keeps the other workers waiting in ``ray.train.report`` (a Ray barrier without
-a timeout, not a torch collective), so a long evaluation cannot trip the process-group timeout.
 """
 
 from __future__ import annotations
@@ -69,49 +49,43 @@ import json
 import logging
 import os
 import re
-import tempfile
-import time
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-import ray.train
-import ray.train.torch
+import ray
 import torch
-import yaml
-from ray.data.collate_fn import NumpyBatchCollateFn
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from torch import Tensor, nn
+from torch import Tensor
 
-from coloc_core.checkpoint import model_payload, save_model_file, unwrap
-from coloc_core.config import ColocConfig, from_dict, to_dict
+from coloc_core.checkpoint import model_payload, save_model_file
+from coloc_core.config import ColocConfig
 from coloc_core.datasets import ImageRecord
-from coloc_core.model import ColocNet, build_model, normalize_images
-from coloc_core.pretext import PretextTransform
-from coloc_core.step import inference_step, lr_at_epoch, make_optimizer, set_lr, train_step
+from coloc_core.model import build_model
 from pipelines import console, ingest, memory, storage
 from pipelines.config import TrainJobConfig, dump, resolve_train_config
+from pipelines.train_worker import (
+    CHECKPOINT_FILES,
+    METRICS_FILE,
+    STATE_FILE,
+    TEST_DATASET,
+    TRAIN_DATASET,
+    LoopConfig,
+    ResumePoint,
+    format_metrics,
+    read_checkpoint_metrics,
+    read_checkpoint_state,
+    train_loop_per_worker,
+)
 
 log = logging.getLogger(__name__)
 
-TRAIN_DATASET = "train"
-TEST_DATASET = "test"
-STATE_FILE = "state.pt"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.pt"
 # Ray Train V2's list of the checkpoints its controller registered, in the run folder.
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
-_CHECKPOINT_FILES = frozenset({STATE_FILE, CONFIG_FILE, METRICS_FILE})
 _EPOCH_FOLDER = re.compile(r"^epoch_(\d{4,})$")
-EVAL_BATCH_SIZE = 64
-# Metrics of coloc_core.step.train_step averaged over the epoch's images (plus acc_<task> per task).
-_STEP_METRICS = ("loss", "loss_cls", "loss_caml", "bg_fraction")
 
 
 @dataclass
@@ -180,15 +154,15 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "cfg": to_dict(cfg),
+        train_loop_config=LoopConfig(
+            cfg=cfg,
             # Lets a restart after a worker failure tell its own checkpoints from earlier invocations'.
-            "invocation": uuid.uuid4().hex,
-            "resume_from": resume_from,
-            "num_decode_errors": num_errors,
-            "num_test_images": num_test,
-            "num_test_decode_errors": data.num_test_errors,
-        },
+            invocation=uuid.uuid4().hex,
+            resume_from=resume_from,
+            num_decode_errors=num_errors,
+            num_test_images=num_test,
+            num_test_decode_errors=data.num_test_errors,
+        ).to_train_loop_config(),
         scaling_config=ScalingConfig(
             num_workers=run.num_workers, use_gpu=run.use_gpu, resources_per_worker=resources
         ),
@@ -220,7 +194,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     if checkpoint is not None:
         state = read_checkpoint_state(checkpoint)
         if not metrics:
-            metrics = _read_checkpoint_metrics(checkpoint)
+            metrics = read_checkpoint_metrics(checkpoint)
     completed = int(state["epoch"]) if state else 0
     checkpoint_uri = _checkpoint_uri(checkpoint, run.storage_path) if checkpoint is not None else None
     if metrics:
@@ -416,7 +390,7 @@ def _checkpoint_uri(checkpoint: Any, storage_path: str) -> str:
     return f"s3://{path.lstrip('/')}" if storage.is_s3(storage_path) else path
 
 
-def prepare_resume(run_uri: str) -> dict[str, Any] | None:
+def prepare_resume(run_uri: str) -> ResumePoint | None:
     """Make a run folder that a killed driver left half-written resumable; its newest whole checkpoint.
 
     Ray Train V2 resumes from the checkpoints its controller registered in ``SNAPSHOT_FILE``. The
@@ -437,7 +411,7 @@ def prepare_resume(run_uri: str) -> dict[str, Any] | None:
     ``run.checkpoints_to_keep`` (they stay in storage).
 
     Returns:
-        ``{"uri": folder URI, "epoch": completed epochs}``, or None when the run has no whole checkpoint.
+        The folder URI and its completed epochs, or None when the run has no whole checkpoint.
     """
     folders: dict[str, set[str]] = {}
     for uri in storage.list_files(run_uri):
@@ -450,14 +424,14 @@ def prepare_resume(run_uri: str) -> dict[str, Any] | None:
         folder = storage.join(run_uri, name)
         problem = _checkpoint_problem(folder, folders[name], epoch)
         if problem is None:
-            return {"uri": folder, "epoch": epoch}
+            return ResumePoint(uri=folder, epoch=epoch)
         log.warning("checkpoint folder %s is not complete (%s): not resumed from", folder, problem)
     return None
 
 
 def _checkpoint_problem(folder: str, files: set[str], epoch: int) -> str | None:
     """Why a checkpoint folder cannot be resumed from, or None when it can."""
-    missing = sorted(_CHECKPOINT_FILES - files)
+    missing = sorted(CHECKPOINT_FILES - files)
     if missing:
         return f"missing {', '.join(missing)}"
     try:
@@ -485,7 +459,7 @@ def _set_aside_unreadable_snapshot(run_uri: str, folders: dict[str, set[str]]) -
         return
     try:
         names = [r["checkpoint_dir_name"] for r in json.loads(data)["checkpoint_results"]]
-        missing = [n for n in names if not _CHECKPOINT_FILES <= folders.get(n, set())]
+        missing = [n for n in names if not CHECKPOINT_FILES <= folders.get(n, set())]
         problem = f"it names missing or partial checkpoint folders {missing}" if missing else None
     except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
         problem = f"{type(err).__name__}: {err}"
@@ -503,50 +477,6 @@ def _set_aside_unreadable_snapshot(run_uri: str, folders: dict[str, set[str]]) -
     )
 
 
-def open_checkpoint(uri: str) -> Any:
-    """A ``ray.train.Checkpoint`` for a checkpoint folder URI (local, ``file://`` or ``s3://``)."""
-    if storage.is_s3(uri):
-        fs, path = storage.pyarrow_filesystem_for(uri)
-        return ray.train.Checkpoint(path=path.rstrip("/"), filesystem=fs)
-    return ray.train.Checkpoint(path=os.path.abspath(storage.strip_scheme(uri)))
-
-
-def read_checkpoint_state(checkpoint: Any) -> dict[str, Any]:
-    """The ``state.pt`` dict of a ``ray.train.Checkpoint`` (local or remote), on CPU."""
-    with checkpoint.as_directory() as folder:
-        return load_state_file(os.path.join(folder, STATE_FILE))
-
-
-def load_state_file(path: str) -> dict[str, Any]:
-    """Read a checkpoint's ``state.pt`` (CPU tensors; ``weights_only`` safe)."""
-    with open(path, "rb") as fh:
-        state = torch.load(fh, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise ValueError(f"{path} is not a coloc training checkpoint (expected model/optimizer/epoch)")
-    return state
-
-
-def _read_checkpoint_metrics(checkpoint: Any) -> dict[str, Any]:
-    with checkpoint.as_directory() as folder:
-        path = os.path.join(folder, METRICS_FILE)
-        if not os.path.exists(path):
-            return {}
-        with open(path) as fh:
-            return dict(json.load(fh))
-
-
-def model_from_checkpoint(checkpoint: Any) -> tuple[ColocNet, TrainJobConfig]:
-    """Rebuild the trained ColocNet (eval mode, CPU) and its config from a training checkpoint."""
-    with checkpoint.as_directory() as folder:
-        state = load_state_file(os.path.join(folder, STATE_FILE))
-        with open(os.path.join(folder, CONFIG_FILE)) as fh:
-            cfg = from_dict(TrainJobConfig, yaml.safe_load(fh))
-    model = build_model(cfg, weights=False)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, cfg
-
-
 def export_model(state_dict: dict[str, Tensor], cfg: ColocConfig, uri: str, meta: dict[str, Any]) -> None:
     """Write the one-file model (``coloc_core.checkpoint`` payload) atomically to ``uri``."""
     model = build_model(cfg, weights=False)
@@ -554,334 +484,3 @@ def export_model(state_dict: dict[str, Tensor], cfg: ColocConfig, uri: str, meta
     payload = model_payload(model, cfg, meta=meta)
     with storage.atomic_write(uri, "wb") as fh:
         save_model_file(fh, payload)
-
-
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """``key=value`` pairs, floats to 4 significant digits (for logs)."""
-    parts = []
-    for key in sorted(metrics):
-        value = metrics[key]
-        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
-    return " ".join(parts)
-
-
-# ------------------------------------------------------------------------------------------ worker
-
-
-def train_batch(
-    model: nn.Module,
-    images: Tensor,
-    cfg: ColocConfig,
-    optimizer: torch.optim.Optimizer,
-    *,
-    transform: PretextTransform | None = None,
-    generator: torch.Generator | None = None,
-    use_gpu: bool = False,
-) -> dict[str, float]:
-    """One training step on a batch of uint8 images as Ray Data delivers them.
-
-    Normalises on the images' device (the worker's), then ``coloc_core.step.train_step`` (pretext warp,
-    network, L_cls + L_caml, SGD step). On GPU: channels_last input and bf16 autocast.
-
-    Shape:
-        images: (B, H, W, 3) uint8 on the worker's device.
-
-    Raises:
-        FloatingPointError: on a non-finite loss, gradient or weight.
-    """
-    x = normalize_images(images, unwrap(model).mean, unwrap(model).std)
-    if use_gpu:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return train_step(
-        model,
-        x,
-        cfg,
-        optimizer,
-        transform=transform,
-        generator=generator,
-        autocast_dtype=torch.bfloat16 if use_gpu else None,
-    )
-
-
-class AugmentCollate(NumpyBatchCollateFn):
-    """``index`` + ``augment.resize``² ``image`` rows → the epoch's random crops, one uint8 tensor.
-
-    Runs :func:`pipelines.ingest.augment_batch` (reflect padding + random crop, seeded by
-    ``(seed, epoch, index)``) in Ray Data's prefetch threads of ``iter_torch_batches``; Ray then moves
-    the (B, crop, crop, 3) uint8 tensor to the worker's device.
-    """
-
-    def __init__(self, seed: int, epoch: int, crop: int, padding: int) -> None:
-        super().__init__()
-        self.seed, self.epoch, self.crop, self.padding = seed, epoch, crop, padding
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> Tensor:
-        """Numpy batch (``index``, ``image``) → (B, crop, crop, 3) uint8 tensor."""
-        out = ingest.augment_batch(
-            {ingest.INDEX: batch[ingest.INDEX], ingest.IMAGE: batch[ingest.IMAGE]},
-            seed=self.seed,
-            epoch=self.epoch,
-            crop=self.crop,
-            padding=self.padding,
-        )
-        return torch.from_numpy(np.ascontiguousarray(out[ingest.IMAGE]))
-
-
-def _setup_worker_logging(rank: int) -> None:
-    """Rank 0 logs at INFO to stderr (forwarded to the driver / job log); other ranks only warnings.
-
-    The driver's console shows the NOTICE lines (per epoch) and warnings by default, all with --verbose.
-    """
-    console.worker_logging(logging.INFO if rank == 0 else logging.WARNING)
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
-
-
-def _all_reduce_sum(values: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Ray Train worker loop (see the module docstring). Returns the reported metrics (rank 0)."""
-    cfg = from_dict(TrainJobConfig, config["cfg"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    _setup_worker_logging(rank)
-    device = ray.train.torch.get_device()
-    use_gpu = device.type == "cuda"
-
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP broadcasts rank 0's anyway)
-    state = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        state = read_checkpoint_state(checkpoint)
-    found = config.get("resume_from")
-    if found is not None and (state is None or int(state["epoch"]) < int(found["epoch"])):
-        # A checkpoint Ray's controller had not registered (or whose snapshot was set aside) when
-        # the previous driver was killed: see prepare_resume.
-        checkpoint = open_checkpoint(found["uri"])
-        state = read_checkpoint_state(checkpoint)
-    # Pretrained weights only matter for a fresh start; a checkpoint overwrites every tensor.
-    model = build_model(cfg, weights=state is None)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    if use_gpu:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model = ray.train.torch.prepare_model(model)
-    optimizer = make_optimizer(model, cfg.optim)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-
-    start = int(state["epoch"]) if state is not None else 0
-    if state is not None and state.get("invocation") == config["invocation"]:
-        stop_at = int(state["stop_at"])  # a restart after a worker failure: same stopping point
-    elif cfg.run.stop_after_epochs > 0:
-        stop_at = min(cfg.optim.epochs, start + cfg.run.stop_after_epochs)
-    else:
-        stop_at = cfg.optim.epochs
-    if rank == 0:
-        if state is not None:
-            console.note(log, "resuming after epoch %d from checkpoint %s", start, checkpoint.path)
-        log.info(
-            "training epochs %d..%d of %d on %d worker(s), device %s",
-            start + 1,
-            stop_at,
-            cfg.optim.epochs,
-            world,
-            device,
-        )
-
-    local_batch = max(1, cfg.optim.batch_size // world)
-    shard = ray.train.get_dataset_shard(TRAIN_DATASET)
-    test_shard = ray.train.get_dataset_shard(TEST_DATASET) if config["num_test_images"] else None
-    history: list[dict[str, Any]] = []
-
-    for epoch in range(start, stop_at):
-        lr = lr_at_epoch(epoch, cfg.optim)
-        set_lr(optimizer, lr)
-        generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, rank))
-        task_keys = [f"acc_{t}" for t in cfg.pretext.tasks]
-        keys = [*_STEP_METRICS, *task_keys]
-        sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
-        started = time.perf_counter()
-        batches = shard.iter_torch_batches(
-            batch_size=local_batch,
-            collate_fn=AugmentCollate(cfg.seed, epoch, cfg.augment.crop, cfg.augment.crop_padding),
-            drop_last=False,
-        )
-        for images in batches:
-            step = train_batch(model, images, cfg, optimizer, generator=generator, use_gpu=use_gpu)
-            n = images.shape[0]
-            sums[:-1] += torch.tensor([step[k] for k in keys], dtype=torch.float64) * n
-            sums[-1] += n
-        seconds = time.perf_counter() - started
-        totals = _all_reduce_sum(sums.to(device)).cpu()
-        count = float(totals[-1])
-        means = {k: float(totals[i]) / max(count, 1.0) for i, k in enumerate(keys)}
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            **means,
-            "pretext_acc": sum(means[k] for k in task_keys) / len(task_keys),
-            "lr": lr,
-            "images": int(count),
-            "images_per_s": count / seconds if seconds > 0 else 0.0,
-            "epoch_s": seconds,
-            "num_decode_errors": int(config["num_decode_errors"]),
-        }
-        last = epoch + 1 == cfg.optim.epochs
-        every = cfg.run.eval_every
-        if test_shard is not None and (last or (every > 0 and (epoch + 1) % every == 0)):
-            if rank == 0:
-                started = time.perf_counter()
-                metrics.update(
-                    evaluate(
-                        unwrap(model),
-                        test_shard.iter_batches(batch_size=EVAL_BATCH_SIZE, batch_format="numpy"),
-                        cfg,
-                        device=device,
-                        num_errors=int(config["num_test_decode_errors"]),
-                    )
-                )
-                metrics["eval_s"] = time.perf_counter() - started
-        if rank == 0:
-            console.note(log, "epoch %d/%d: %s", epoch + 1, cfg.optim.epochs, format_metrics(metrics))
-        with tempfile.TemporaryDirectory() as folder:
-            saved = None
-            if rank == 0:
-                save_checkpoint(
-                    folder,
-                    model,
-                    optimizer,
-                    cfg,
-                    epoch=epoch + 1,
-                    metrics=metrics,
-                    extra={"invocation": config["invocation"], "stop_at": stop_at},
-                )
-                saved = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"epoch_{epoch + 1:04d}")
-        history.append(metrics)
-    return history
-
-
-def save_checkpoint(
-    folder: str,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    cfg: TrainJobConfig,
-    *,
-    epoch: int,
-    metrics: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Write ``state.pt``, ``config.yaml`` and ``metrics.json`` into a local folder.
-
-    Args:
-        folder: an existing local folder (it becomes the checkpoint).
-        model: the (possibly DDP-wrapped) model; its bare state_dict is saved, on CPU.
-        optimizer: its state (momentum buffers) is saved too.
-        cfg: the resolved job config, saved as YAML.
-        epoch: the number of completed epochs (the next run starts at this 0-based epoch).
-        metrics: that epoch's metrics, saved as JSON.
-        extra: more entries of ``state.pt`` (the invocation id and its stopping epoch).
-    """
-    state = {
-        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "epoch": int(epoch),
-        **(extra or {}),
-    }
-    torch.save(state, os.path.join(folder, STATE_FILE))
-    with open(os.path.join(folder, CONFIG_FILE), "w") as fh:
-        fh.write(dump(cfg))
-    with open(os.path.join(folder, METRICS_FILE), "w") as fh:
-        json.dump(metrics, fh, indent=1, sort_keys=True, default=float)
-
-
-# -------------------------------------------------------------------------------------- evaluation
-
-
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[dict[str, np.ndarray]],
-    cfg: ColocConfig,
-    *,
-    device: torch.device | str = "cpu",
-    num_errors: int = 0,
-) -> dict[str, float]:
-    """CorLoc@δ, their mean and MaxBoxAcc(V2) of ``model`` on test batches (SPEC §6), in percent.
-
-    Attention maps become 224×224 score maps (``coloc_core.boxes``), ground-truth boxes are scaled
-    from the original image size to 224 with truncation, and the ``coloc_core.metrics`` accumulators
-    count the hits.
-
-    Args:
-        model: the bare ColocNet (not DDP-wrapped).
-        batches: numpy batches with ``image`` (B, S, S, 3) uint8 (the plain resize), ``width`` and
-            ``height`` (original size) and ``boxes`` (flattened ground-truth boxes in original pixels).
-        cfg: the method config (``cfg.boxes``: τ, the τ grid, the IoU thresholds δ, multi-contour).
-        device: where the network runs (bf16 autocast on CUDA).
-        num_errors: test images that could not be decoded. They count as misses: CorLoc and MaxBoxAcc
-            are over *all* test images.
-
-    Returns:
-        ``corloc@δ``, ``corloc_mean``, ``maxboxacc@δ``, ``maxboxaccv2``, ``best_threshold@δ``,
-        ``corloc_threshold`` (τ) and ``num_test_images`` (decoded + errors).
-    """
-    from coloc_core.boxes import SCOREMAP_SIZE, resize_boxes, scoremaps_from_attention
-    from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
-
-    device = torch.device(device)
-    box_cfg = cfg.boxes
-    corloc = CorLocAccumulator(box_cfg.iou_thresholds, threshold=box_cfg.threshold)
-    maxbox = MaxBoxAccAccumulator(
-        box_cfg.iou_thresholds,
-        cam_curve_interval=box_cfg.cam_curve_interval,
-        multi_contour=box_cfg.multi_contour,
-    )
-    for batch in batches:
-        images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE])).to(device)
-        x = normalize_images(images, model.mean, model.std)  # type: ignore[arg-type]
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            attention = inference_step(model, x)
-        scoremaps = scoremaps_from_attention(attention.float().cpu(), SCOREMAP_SIZE)
-        widths, heights = batch[ingest.WIDTH], batch[ingest.HEIGHT]
-        for i, gt in enumerate(_gt_boxes(batch[ingest.BOXES])):
-            gt_224 = resize_boxes(gt, (float(heights[i]), float(widths[i])), SCOREMAP_SIZE)
-            corloc.update(scoremaps[i], gt_224)
-            maxbox.update(scoremaps[i], gt_224)
-    if num_errors:
-        # Undecodable images: counted, never hit (merged as an accumulator of misses).
-        misses = corloc.state_dict() | {"num_correct": [0] * len(box_cfg.iou_thresholds), "count": num_errors}
-        corloc.merge(CorLocAccumulator.from_state_dict(misses))
-        state = maxbox.state_dict()
-        zeros = [[0] * len(row) for row in state["num_correct"]]
-        maxbox.merge(
-            MaxBoxAccAccumulator.from_state_dict(state | {"num_correct": zeros, "count": num_errors})
-        )
-    if corloc.count == 0:
-        return {}
-    out = {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
-    out["corloc_threshold"] = corloc.threshold
-    out.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
-    out["num_test_images"] = float(corloc.count)
-    return out
-
-
-def _gt_boxes(column: Any) -> Iterator[np.ndarray]:
-    """Flattened ``x0, y0, x1, y1, ...`` lists → (G, 4) float arrays."""
-    for value in column:
-        yield np.asarray(value, dtype=np.float64).reshape(-1, 4)
-
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()

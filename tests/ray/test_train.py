@@ -1,4 +1,4 @@
-"""pipelines/train.py on a local 2-CPU Ray cluster.
+"""pipelines/train.py (driver) and pipelines/train_worker.py (worker) on a local 2-CPU Ray cluster.
 
 2-worker training with checkpoints and the exported model on the loopback S3 server; resume across
 invocations; a worker killed mid-run (Ray Train's failure handling resumes from a checkpoint); a
@@ -80,7 +80,8 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 def test_two_workers_checkpoint_to_s3_and_export(ray_cluster, s3_server, cub_root):  # noqa: ANN001
-    from pipelines.train import model_from_checkpoint, open_checkpoint, read_checkpoint_state, run_training
+    from pipelines.train import run_training
+    from pipelines.train_worker import model_from_checkpoint, open_checkpoint, read_checkpoint_state
 
     prefix = s3_server.unique_prefix("train")
     data_uri = s3_server.upload_dir(cub_root, f"{prefix}/data")
@@ -191,7 +192,7 @@ def _ddp_one_step(config: dict) -> dict[str, np.ndarray]:
 
     from coloc_core.checkpoint import unwrap
     from coloc_core.config import from_dict
-    from pipelines.train import train_batch
+    from pipelines.train_worker import train_batch
 
     rank = ray.train.get_context().get_world_rank()
     cfg = from_dict(TrainJobConfig, config["cfg"])
@@ -211,7 +212,7 @@ def test_ddp_step_on_split_batch_equals_single_process_step(ray_cluster, tmp_pat
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.train import train_batch
+    from pipelines.train_worker import train_batch
 
     cfg = apply_overrides(
         TrainJobConfig(),

@@ -188,7 +188,8 @@ def test_rerun_after_a_kill_that_left_the_run_half_written(
     from coloc_core.model import build_model
     from coloc_core.step import make_optimizer
     from pipelines.config import build_config
-    from pipelines.train import run_training, save_checkpoint
+    from pipelines.train import run_training
+    from pipelines.train_worker import save_checkpoint
 
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     runs = tmp_path / "runs"
