@@ -32,6 +32,7 @@ from coloc_core.boxes import (
     resize_boxes,
     scoremap_from_attention,
 )
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import (
     DEFAULT_THRESHOLDS,
     baseline_payload,
@@ -39,10 +40,8 @@ from coloc_core.localizer import (
     box_score,
     box_stability,
     ddt_from_statistics,
-    dequantize_heatmap,
     feature_statistics,
     localizer_from_payload,
-    quantize_heatmap,
     rps_from_statistics,
 )
 from coloc_core.model import normalize_images

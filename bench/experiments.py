@@ -56,6 +56,7 @@ from coloc_core.boxes import (
 )
 from coloc_core.config import ColocConfig, apply_overrides, validate
 from coloc_core.datasets import read_dataset
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import (
     DEFAULT_THRESHOLDS,
     CAAMLocalizer,
@@ -64,10 +65,8 @@ from coloc_core.localizer import (
     box_score,
     ddt_from_moments,
     ddt_from_statistics,
-    dequantize_heatmap,
     feature_moments,
     feature_statistics,
-    quantize_heatmap,
     rps_from_statistics,
 )
 from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator

@@ -38,8 +38,7 @@ The baselines are stored in the same model-file format as :mod:`coloc_core.check
 are embedded so the file alone reproduces the maps and ``model_id`` names exactly those weights.
 
 This module also holds the per-image math of the labeling stage that :mod:`coloc_core.boxes` does not
-cover: :func:`quantize_heatmap` / :func:`dequantize_heatmap` (the stored map) and :func:`box_score`
-(the confidence of a box).
+cover: :func:`box_score` (the confidence of a box; the stored map is :mod:`coloc_core.heatmap`'s).
 """
 
 from __future__ import annotations
@@ -629,35 +628,7 @@ def ddt_from_statistics(statistics: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     )
 
 
-# ------------------------------------------------------------------------------- stored map and score
-
-
-def quantize_heatmap(attention: np.ndarray) -> np.ndarray:
-    """Min-max normalise an attention map and quantise it to uint8 (the stored heatmap).
-
-    A constant or non-finite map becomes all zeros (as SPEC §6 does for score maps).
-
-    Shape:
-        attention: (h, w) float. Returns (h, w) uint8, 0 = the map's minimum, 255 = its maximum.
-    """
-    a = np.asarray(attention, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"attention must be (h, w), got {a.shape}")
-    if not np.isfinite(a).all():
-        return np.zeros(a.shape, dtype=np.uint8)
-    lo, hi = float(a.min()), float(a.max())
-    if hi - lo <= 0.0:
-        return np.zeros(a.shape, dtype=np.uint8)
-    return np.rint((a - lo) / (hi - lo) * 255.0).astype(np.uint8)
-
-
-def dequantize_heatmap(heatmap: np.ndarray) -> np.ndarray:
-    """The stored uint8 heatmap back to float32 in [0, 1].
-
-    Shape:
-        heatmap: (h, w) uint8. Returns (h, w) float32.
-    """
-    return np.asarray(heatmap, dtype=np.float32) / 255.0
+# ------------------------------------------------------------------------------------------ box score
 
 
 #: The stability term compares the boxes at τ·LOW and τ·HIGH (τ at least SCORE_MIN_TAU, the upper one

@@ -15,6 +15,11 @@ Keys returned by ``compute`` (δ printed with ``f"{δ:g}"``, e.g. ``0.5``):
   ``"best_threshold@0.5"`` (the first τ reaching the maximum for that δ) and ``"num_images"``.
 
 All values are percentages in [0, 100].
+
+:class:`LocalizationAccumulator` is the evaluation core that training's per-epoch evaluation and
+``pipelines.evaluate`` share: both accumulators on the same images (score map + GT boxes at score-map
+size), with :meth:`LocalizationAccumulator.add_misses` for images that have no prediction (an
+undecodable image, an error row, an image missing from a table): counted, never a hit.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ def _check_iou_thresholds(iou_thresholds: Sequence[float]) -> tuple[float, ...]:
     if len({_key("", d) for d in deltas}) != len(deltas):
         raise ValueError(f"IoU thresholds must be distinct, got {deltas}")
     return deltas
+
+
+def _miss_count(count: int) -> int:
+    if int(count) != count or count < 0:
+        raise ValueError(f"the number of missed images must be a non-negative integer, got {count}")
+    return int(count)
 
 
 def _gt_array(gt_boxes_224: npt.ArrayLike) -> np.ndarray:
@@ -107,6 +118,11 @@ class CorLocAccumulator:
         self.num_correct += np.array([iou >= d for d in self.iou_thresholds], dtype=np.int64)
         self.count += 1
         return iou
+
+    def add_misses(self, count: int) -> CorLocAccumulator:
+        """Add ``count`` images without a prediction: counted, wrong at every δ; returns self."""
+        self.count += _miss_count(count)
+        return self
 
     def merge(self, other: CorLocAccumulator) -> CorLocAccumulator:
         """Add another accumulator's counts to this one (``other`` is left unchanged); returns self.
@@ -209,6 +225,11 @@ class MaxBoxAccAccumulator:
         self.count += 1
         return best
 
+    def add_misses(self, count: int) -> MaxBoxAccAccumulator:
+        """Add ``count`` images without a prediction: counted, wrong at every (δ, τ); returns self."""
+        self.count += _miss_count(count)
+        return self
+
     def merge(self, other: MaxBoxAccAccumulator) -> MaxBoxAccAccumulator:
         """Add another accumulator's counts to this one (``other`` is left unchanged); returns self.
 
@@ -277,4 +298,103 @@ class MaxBoxAccAccumulator:
             raise ValueError(f"num_correct has shape {counts.shape}, expected {acc.num_correct.shape}")
         acc.num_correct = counts
         acc.count = int(state["count"])
+        return acc
+
+
+class LocalizationAccumulator:
+    """CorLoc at τ and MaxBoxAcc over the τ grid on the same images: the evaluation core.
+
+    ``update`` adds an image with a prediction (its score map and GT boxes), ``add_misses`` images
+    without one; ``state_dict`` / ``from_state_dict`` / ``merge`` as for the two accumulators it holds
+    (:attr:`corloc`, :attr:`maxboxacc`).
+
+    Args:
+        iou_thresholds: the δ values of both.
+        threshold: CorLoc's τ.
+        cam_curve_interval: spacing of MaxBoxAcc's τ grid.
+        multi_contour: MaxBoxAccV2 (every contour's box) instead of V1 (the largest contour's).
+        fast: MaxBoxAcc's exact fast path (:class:`MaxBoxAccAccumulator`).
+    """
+
+    def __init__(
+        self,
+        iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+        threshold: float = 0.2,
+        cam_curve_interval: float = CAM_CURVE_INTERVAL,
+        multi_contour: bool = True,
+        fast: bool = True,
+    ) -> None:
+        self.corloc = CorLocAccumulator(iou_thresholds, threshold=threshold)
+        self.maxboxacc = MaxBoxAccAccumulator(
+            iou_thresholds, cam_curve_interval, multi_contour=multi_contour, fast=fast
+        )
+
+    @property
+    def count(self) -> int:
+        """Images added (with a prediction or missed)."""
+        return self.corloc.count
+
+    @property
+    def threshold(self) -> float:
+        """CorLoc's τ."""
+        return self.corloc.threshold
+
+    def update(self, scoremap: np.ndarray, gt_boxes_224: npt.ArrayLike) -> float:
+        """Add one image with a prediction.
+
+        Args:
+            scoremap: Shape: (H, W), float in [0, 1] (see ``boxes.scoremap_from_attention``).
+            gt_boxes_224: GT boxes in score-map coordinates. Shape: (G, 4) or (4,), G >= 1.
+
+        Returns:
+            The IoU of its CorLoc box (best over its GT boxes).
+        """
+        gt = _gt_array(gt_boxes_224)
+        iou = self.corloc.update(scoremap, gt)
+        self.maxboxacc.update(scoremap, gt)
+        return iou
+
+    def add_misses(self, count: int) -> LocalizationAccumulator:
+        """Add ``count`` images without a prediction: counted, never a hit (every δ and τ); returns self."""
+        self.corloc.add_misses(count)
+        self.maxboxacc.add_misses(count)
+        return self
+
+    def merge(self, other: LocalizationAccumulator) -> LocalizationAccumulator:
+        """Add another accumulator's counts to this one (``other`` is left unchanged); returns self.
+
+        Raises:
+            ValueError: if the two were configured differently.
+        """
+        self.corloc.merge(other.corloc)
+        self.maxboxacc.merge(other.maxboxacc)
+        return self
+
+    def compute(self) -> dict[str, float]:
+        """``corloc@δ``, ``corloc_mean``, ``maxboxacc@δ``, ``maxboxaccv2`` and ``best_threshold@δ``.
+
+        In percent (τ for ``best_threshold``); without CorLoc's ``threshold`` (:attr:`threshold`) and
+        ``num_images`` (:attr:`count`).
+
+        Raises:
+            ValueError: if no image was added.
+        """
+        out = {k: v for k, v in self.corloc.compute().items() if k not in ("threshold", "num_images")}
+        out.update({k: v for k, v in self.maxboxacc.compute().items() if k != "num_images"})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-Python state (JSON-safe): the two accumulators' states."""
+        return {"corloc": self.corloc.state_dict(), "maxboxacc": self.maxboxacc.state_dict()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], fast: bool = True) -> LocalizationAccumulator:
+        """Rebuild an accumulator from :meth:`state_dict`."""
+        corloc = CorLocAccumulator.from_state_dict(state["corloc"])
+        maxboxacc = MaxBoxAccAccumulator.from_state_dict(state["maxboxacc"], fast=fast)
+        if corloc.count != maxboxacc.count:
+            raise ValueError(f"CorLoc counts {corloc.count} images, MaxBoxAcc {maxboxacc.count}")
+        settings = (corloc.iou_thresholds, corloc.threshold, maxboxacc.cam_curve_interval)
+        acc = cls(*settings, multi_contour=maxboxacc.multi_contour, fast=fast)
+        acc.corloc, acc.maxboxacc = corloc, maxboxacc
         return acc

@@ -13,7 +13,7 @@ What runs, per image (the same functions as ``pipelines.label``, which calls the
    applied, RGB (transparency on white), bilinear resize to the model's square input
    (:func:`coloc_core.localizer.payload_input_size`: 224, or a CAML model's crop).
 2. :func:`attention_maps`: normalise → the localizer's attention map (bf16 autocast on CUDA).
-3. :func:`coloc_core.localizer.quantize_heatmap`: the uint8 heatmap the predictions table stores.
+3. :func:`coloc_core.heatmap.quantize_heatmap`: the uint8 heatmap the predictions table stores.
 4. :func:`locate`: from that heatmap the SPEC §6 score map at 224, the single largest-contour box at τ
    and its :func:`coloc_core.localizer.box_score`, and with ``all_boxes`` one box per region of the
    mask (:func:`coloc_core.boxes.region_boxes_from_scoremap`) with its own score; all mapped to the
@@ -54,14 +54,13 @@ from coloc_core.boxes import (
 )
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.decode import decode_image, resize_displayed
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import (
     Localizer,
     baseline_payload,
     box_score,
-    dequantize_heatmap,
     localizer_from_payload,
     payload_input_size,
-    quantize_heatmap,
 )
 from coloc_core.model import normalize_images
 

@@ -79,14 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     # Only once the command line is known to be good: these import pyarrow and torch.
-    from pipelines import storage  # noqa: PLC0415
     from pipelines.evaluate import calibrate_threshold, write_calibrated_model  # noqa: PLC0415
-    from pipelines.label import MANIFEST  # noqa: PLC0415
+    from pipelines.predictions import PredictionsFolder  # noqa: PLC0415
 
     try:
-        model = (
-            cfg.model or json.loads(storage.read_text(storage.join(cfg.predictions, MANIFEST)))["model_uri"]
-        )
+        model = cfg.model or PredictionsFolder(cfg.predictions).read_manifest()["model_uri"]
         out = cfg.out or (model[: -len(".pt")] if model.endswith(".pt") else model) + ".calibrated.pt"
         result = calibrate_threshold(
             cfg.predictions, cfg.gt, cfg.format, cfg.split, cfg.delta, cfg.cam_curve_interval, cfg.limit

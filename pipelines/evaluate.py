@@ -14,7 +14,8 @@ How each number is computed (SPEC §6, the wsolevaluation protocol):
   over ALL ground-truth images: an image without a usable prediction (error row, or not in the table)
   counts as a miss.
 - MaxBoxAccV2: best τ per δ of multi-contour boxes (``coloc_core.metrics.MaxBoxAccAccumulator``); the
-  same misses count.
+  same misses count. Both come from ``coloc_core.metrics.LocalizationAccumulator``, training's evaluation
+  core too (misses: ``add_misses``).
 - Score ranking: Spearman ρ between the stored ``score`` and the image's IoU (best over its GT boxes),
   and CorLoc@0.5 of the top-scored half vs the bottom half (images with a prediction only).
 - Box recall and precision at IoU 0.5 (``box_recall@0.5``, ``box_precision@0.5``), for images with
@@ -55,14 +56,13 @@ import pyarrow.parquet as pq
 from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL, CAM_CURVE_INTERVAL, IOU_THRESHOLDS
-from coloc_core.localizer import dequantize_heatmap
-from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
+from coloc_core.heatmap import dequantize_heatmap
+from coloc_core.metrics import LocalizationAccumulator, MaxBoxAccAccumulator
 from pipelines import ingest, schema, storage
-from pipelines.label import part_files
+from pipelines.predictions import PredictionsFolder, decode_heatmap_row, part_files
 
 log = logging.getLogger(__name__)
 
-EVAL_DIR = "_eval"
 _COLUMNS = [
     schema.PATH,
     schema.WIDTH,
@@ -122,8 +122,7 @@ def read_ground_truth(root: str, fmt: str = "boxes_csv", split: str = "test", li
 class PartResult:
     """What one part file contributes: partial metric counts and per-image IoU/score."""
 
-    corloc: dict[str, Any] | None = None
-    maxboxacc: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None  # LocalizationAccumulator.state_dict(); None: no GT image
     keys: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     ious: list[float] = field(default_factory=list)  # nan without GT
@@ -165,7 +164,7 @@ def _count_matches(counts: list[int], boxes: np.ndarray, scores: np.ndarray, gt:
 
 
 def _table_scoremap(row: dict[str, Any]) -> np.ndarray | None:
-    heat = schema.decode_heatmap_row(row)
+    heat = decode_heatmap_row(row)
     if heat is None:
         return None
     return scoremap_from_attention(dequantize_heatmap(heat), SCOREMAP_SIZE)
@@ -183,8 +182,7 @@ def evaluate_part(
     result = PartResult(rows=table.num_rows)
     result.multi_box = table.column(schema.BOXES).null_count < table.num_rows
     result.matches = {"boxes": [0, 0, 0, 0], "single": [0, 0, 0, 0]}
-    corloc: CorLocAccumulator | None = None
-    maxbox = MaxBoxAccAccumulator(iou_thresholds, cam_curve_interval, multi_contour=True)
+    acc: LocalizationAccumulator | None = None  # made at the first GT row, with its τ
     for row in table.to_pylist():
         key = path_key(row[schema.PATH])
         gt = None if gt_boxes is None else gt_boxes.get(key)
@@ -197,13 +195,12 @@ def evaluate_part(
         result.thresholds.add(stored_tau)
         iou = math.nan
         if gt is not None:
-            if corloc is None:
-                corloc = CorLocAccumulator(iou_thresholds, threshold=tau)
+            if acc is None:
+                acc = LocalizationAccumulator(iou_thresholds, tau, cam_curve_interval, multi_contour=True)
             scoremap = _table_scoremap(row)
             assert scoremap is not None
             gt224 = resize_boxes(np.asarray(gt), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
-            iou = corloc.update(scoremap, gt224)
-            maxbox.update(scoremap, gt224)
+            iou = acc.update(scoremap, gt224)
             gt_array = np.asarray(gt, dtype=np.float64)
             _count_matches(result.matches["boxes"], *_row_boxes(row), gt_array)
             _count_matches(result.matches["single"], *_single_box(row), gt_array)
@@ -211,8 +208,7 @@ def evaluate_part(
         result.paths.append(row[schema.PATH])
         result.ious.append(iou)
         result.scores.append(float(row[schema.SCORE]))
-    result.corloc = corloc.state_dict() if corloc is not None else None
-    result.maxboxacc = maxbox.state_dict() if maxbox.count else None
+    result.metrics = acc.state_dict() if acc is not None else None
     return result
 
 
@@ -278,13 +274,6 @@ class EvaluationResult:
         return asdict(self)
 
 
-def _miss_state(acc_state: dict[str, Any], misses: int) -> dict[str, Any]:
-    state = dict(acc_state)
-    state["num_correct"] = (np.zeros_like(np.asarray(state["num_correct"], dtype=np.int64))).tolist()
-    state["count"] = int(misses)
-    return state
-
-
 def run_evaluation(
     predictions: str,
     gt_root: str = "",
@@ -336,28 +325,20 @@ def run_evaluation(
         seen = set(keys)
         erred = sum(r.gt_errors for r in results)
         missing = sum(1 for k in gt.boxes if k not in seen) - erred
-        corloc = CorLocAccumulator(deltas, threshold=tau)
-        maxbox = MaxBoxAccAccumulator(deltas, cam_curve_interval, multi_contour=True)
+        acc = LocalizationAccumulator(deltas, tau, cam_curve_interval, multi_contour=True)
         for r in results:
-            if r.corloc is not None:
-                corloc.merge(CorLocAccumulator.from_state_dict(r.corloc))
-            if r.maxboxacc is not None:
-                maxbox.merge(MaxBoxAccAccumulator.from_state_dict(r.maxboxacc))
-        misses = erred + max(missing, 0)
-        if misses:  # GT images without a usable prediction count as wrong at every δ and τ
-            corloc.merge(CorLocAccumulator.from_state_dict(_miss_state(corloc.state_dict(), misses)))
-            maxbox.merge(MaxBoxAccAccumulator.from_state_dict(_miss_state(maxbox.state_dict(), misses)))
+            if r.metrics is not None:
+                acc.merge(LocalizationAccumulator.from_state_dict(r.metrics))
+        # GT images without a usable prediction count as wrong at every δ and τ
+        acc.add_misses(erred + max(missing, 0))
         metrics.update(
             gt_images=float(gt.num_images),
             gt_images_with_error_row=float(erred),
             gt_images_not_in_table=float(max(missing, 0)),
             predictions_without_gt=float(sum(1 for k in keys if k not in gt.boxes)),
         )
-        if corloc.count:
-            metrics.update(
-                {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
-            )
-            metrics.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
+        if acc.count:
+            metrics.update(acc.compute())
         metrics.update(_box_match_metrics(results, gt, seen))
         has = ~np.isnan(ious)
         metrics.update(score_ranking(scores[has], ious[has]))
@@ -365,7 +346,7 @@ def run_evaluation(
     else:
         metrics["mean_score"] = float(scores.mean()) if len(scores) else math.nan
 
-    out = out or storage.join(predictions, EVAL_DIR)
+    out = out or PredictionsFolder(predictions).eval_dir
     storage.makedirs(out)
     files = []
     metrics_json = storage.join(out, "metrics.json")
@@ -475,7 +456,7 @@ def _tile(row: dict[str, Any], gt: GroundTruth | None, side: int) -> Any:
     scale = side / max(width, height)
     tw, th = max(1, round(width * scale)), max(1, round(height * scale))
     thumb = np.asarray(image.resize((tw, th), Image.Resampling.BILINEAR), dtype=np.uint8)
-    heat = schema.decode_heatmap_row(row)
+    heat = decode_heatmap_row(row)
     if heat is not None:
         smap = scoremap_from_attention(dequantize_heatmap(heat), (th, tw))
         colour = cv2.applyColorMap((smap * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]

@@ -87,7 +87,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from pipelines import schema, storage
-from pipelines.label import MANIFEST, iter_predictions
+from pipelines.predictions import PredictionsFolder, iter_predictions
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,8 @@ class Selection:
 
 
 def _manifest(predictions: str) -> dict[str, Any]:
-    uri = storage.join(predictions, MANIFEST)
-    if not storage.exists(uri):
-        return {}
-    return dict(json.loads(storage.read_text(uri)))
+    folder = PredictionsFolder(predictions)
+    return folder.read_manifest() if folder.has_manifest() else {}
 
 
 def images_root_of(predictions: str) -> str:

@@ -62,6 +62,9 @@ input image. The folder's own bookkeeping is not Parquet: folders written before
 ``_inputs.parquet`` instead, which a resumed run reads and replaces with ``_inputs.arrow``
 (:func:`read_inputs`).
 
+The folder's file names, the manifest and ``_SUCCESS`` files, the part-file names and reading the table
+back are :mod:`pipelines.predictions`' (evaluate, export and calibrate read the folder through it).
+
 Boxes and score: see :mod:`pipelines.schema` (the box is computed from the stored, quantised heatmap,
 so evaluation from the table reproduces it exactly). ``boxes=all`` also fills the ``boxes`` column
 (every region's box and score); the folder records the choice in its manifest, and a rerun must make
@@ -72,10 +75,8 @@ layout (no ``boxes`` column, ``boxes=one`` only), so its part files stay alike.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -87,6 +88,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from coloc_core.checkpoint import read_model_payload
+from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import (
     DEFAULT_FIT_SIZE,
     DEFAULT_INPUT_SIZES,
@@ -97,24 +99,28 @@ from coloc_core.localizer import (
     localizer_from_payload,
     payload_input_size,
     payload_kind,
-    quantize_heatmap,
     rps_from_statistics,
 )
 from coloc_core.predict import attention_maps, locate
 from pipelines import console, ingest, schema, storage
 from pipelines.config import LABEL_METHODS, LabelJobConfig, check_label_config, dump
+from pipelines.predictions import (
+    INPUTS,
+    LEGACY_INPUTS,
+    MANIFEST,
+    MANIFEST_VERSION,
+    SUCCESS,
+    PredictionsFolder,
+    decode_heatmap,
+    encode_heatmap,
+    is_part_temp,
+    part_files,
+    part_name,
+    shard_of,
+)
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_manifest.json"
-# The frozen input list: Arrow IPC, not Parquet, so that `*.parquet` matches the part files only.
-INPUTS = "_inputs.arrow"
-LEGACY_INPUTS = "_inputs.parquet"  # the name before; read (and replaced) when resuming such a folder
-MODEL_FILE = "_model.pt"
-BACKBONE_FILE = "_ddt_backbone.pt"
-SUCCESS = "_SUCCESS"
-PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-MANIFEST_VERSION = 1
 METHODS = LABEL_METHODS
 # Methods fitted on collection statistics before labeling (one streamed pass over a sample).
 FITTED = ("ddt", "rps", "selftrain")
@@ -125,11 +131,6 @@ SHARD = "_shard"  # internal column: the row's shard (dropped before writing)
 _INPUT_SCHEMA = pa.schema(
     [pa.field("path", pa.string(), nullable=False), ("width", pa.int32()), ("height", pa.int32())]
 )
-
-
-def part_name(shard: int) -> str:
-    """File name of shard ``shard``: ``part-00042.parquet``."""
-    return f"part-{shard:05d}.parquet"
 
 
 @dataclass
@@ -334,7 +335,7 @@ class LocalizeBatch:
                     errors[i] = f"{batch[ingest.PATH][i]}: the model's attention map is not finite"
                     kinds[i] = schema.KIND_MODEL
                     continue
-                data, h, w = schema.encode_heatmap(quantize_heatmap(attn))
+                data, h, w = encode_heatmap(quantize_heatmap(attn))
                 heatmaps[i], hs[i], ws[i] = data, h, w
         table = pa.table(
             {
@@ -380,9 +381,7 @@ def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
     errors = list(rows[schema.ERROR])
     kinds = list(rows.get(schema.ERROR_KIND) or [None] * n)
     for i in range(n):
-        heat = schema.decode_heatmap(
-            rows[schema.HEATMAP][i], rows[schema.HEATMAP_H][i], rows[schema.HEATMAP_W][i]
-        )
+        heat = decode_heatmap(rows[schema.HEATMAP][i], rows[schema.HEATMAP_H][i], rows[schema.HEATMAP_W][i])
         if heat is None or errors[i] is not None:
             continue
         width, height = rows[schema.WIDTH][i], rows[schema.HEIGHT][i]
@@ -523,7 +522,7 @@ def write_inputs(out: str, inputs: pa.Table) -> None:
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     with pa.ipc.new_file(sink, inputs.schema, options=options) as writer:
         writer.write_table(inputs)
-    storage.write_bytes_atomic(storage.join(out, INPUTS), sink.getvalue().to_pybytes())
+    storage.write_bytes_atomic(PredictionsFolder(out).inputs, sink.getvalue().to_pybytes())
 
 
 def read_inputs(out: str) -> pa.Table:
@@ -536,11 +535,11 @@ def read_inputs(out: str) -> pa.Table:
     Raises:
         FileNotFoundError: when neither file exists.
     """
-    uri = storage.join(out, INPUTS)
-    if storage.exists(uri):
-        with pa.ipc.open_file(pa.BufferReader(storage.read_bytes(uri))) as reader:
+    folder = PredictionsFolder(out)
+    if storage.exists(folder.inputs):
+        with pa.ipc.open_file(pa.BufferReader(storage.read_bytes(folder.inputs))) as reader:
             return reader.read_all()
-    legacy = storage.join(out, LEGACY_INPUTS)
+    legacy = folder.legacy_inputs
     if not storage.exists(legacy):
         raise FileNotFoundError(
             f"{out} has no {INPUTS} (nor {LEGACY_INPUTS}): the labeling plan is incomplete"
@@ -573,8 +572,9 @@ def _mismatch(out: str, what: str, old: Any, new: Any) -> ValueError:
 
 def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     out = cfg.out
+    folder = PredictionsFolder(out)
     if manifest.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"{storage.join(out, MANIFEST)}: unknown manifest version {manifest.get('version')}")
+        raise ValueError(f"{folder.manifest}: unknown manifest version {manifest.get('version')}")
     for key in ("rows_per_file", "images", "format", "split", "limit"):
         if key in manifest and manifest[key] != getattr(cfg, key):
             raise _mismatch(out, key, manifest[key], getattr(cfg, key))
@@ -587,7 +587,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     else:
         if manifest.get("baseline") != _baseline_spec(cfg):
             raise _mismatch(out, "method", manifest.get("baseline") or "model", _baseline_spec(cfg))
-        model_uri = storage.join(out, MODEL_FILE)
+        model_uri = folder.model_file
         payload = read_model_payload(storage.read_bytes(model_uri))
         model_id, stored_tau = str(payload["model_id"]), float(payload["threshold"])
     if model_id != manifest["model_id"]:
@@ -601,7 +601,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     segments = _manifest_segments(manifest)
     if inputs.num_rows < committed or sum(segments) != committed:
         raise ValueError(
-            f"{storage.join(out, INPUTS)} has {inputs.num_rows} rows, the manifest says {committed} "
+            f"{folder.inputs} has {inputs.num_rows} rows, the manifest says {committed} "
             f"(segments {segments}): the folder's plan is damaged; use a new output folder"
         )
     uncommitted = inputs.num_rows - committed
@@ -714,9 +714,10 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
         plan.num_shards,
         extended.num_shards - 1,
     )
-    storage.remove(storage.join(out, SUCCESS))  # the folder is incomplete from the commit on
+    folder = PredictionsFolder(out)
+    folder.remove_success()  # the folder is incomplete from the commit on
     write_inputs(out, inputs)
-    storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps(manifest, indent=2))
+    folder.write_manifest(manifest)
     return extended
 
 
@@ -730,7 +731,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         model_uri = cfg.model
     else:
         payload = fit_baseline_model(cfg, inputs)
-        model_uri = storage.join(out, MODEL_FILE)
+        model_uri = PredictionsFolder(out).model_file
         buffer = io.BytesIO()
         import torch  # noqa: PLC0415
 
@@ -759,7 +760,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "config": dump(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    storage.write_text_atomic(storage.join(out, MANIFEST), json.dumps(manifest, indent=2))
+    PredictionsFolder(out).write_manifest(manifest)
     return LabelPlan(
         inputs,
         model_uri,
@@ -778,9 +779,9 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
     (:func:`_extend_plan`).
     """
     cfg = _validate(cfg)
-    manifest_uri = storage.join(cfg.out, MANIFEST)
-    if storage.exists(manifest_uri):
-        return _load_plan(cfg, json.loads(storage.read_text(manifest_uri)))
+    folder = PredictionsFolder(cfg.out)
+    if folder.has_manifest():
+        return _load_plan(cfg, folder.read_manifest())
     if part_files(cfg.out):
         raise ValueError(
             f"{cfg.out} holds part files but no {MANIFEST}: it was not written by this labeling stage "
@@ -817,7 +818,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     # weights (and layer).
     caam = baseline_payload("caam", weights=weights, **options)
     options["fit_size"] = fit_size
-    backbone_uri = storage.join(cfg.out, BACKBONE_FILE)
+    backbone_uri = PredictionsFolder(cfg.out).backbone_file
     buffer = io.BytesIO()
     import torch  # noqa: PLC0415
 
@@ -987,18 +988,13 @@ def _valid_part(uri: str, expected_rows: int) -> bool:
 def finished_shards(plan: LabelPlan, out: str) -> set[int]:
     """Shards whose part file exists and is valid; invalid or stray part files are deleted."""
     done: set[int] = set()
-    prefix = out.rstrip("/")
-    for uri in storage.list_files(out):
-        rel = uri[len(prefix) :].lstrip("/")
-        if "/" in rel:
-            continue
-        if rel.startswith(".part-") and rel.endswith(".tmp"):  # a temp file of a killed local write
+    for uri, name in PredictionsFolder(out).top_files():
+        if is_part_temp(name):  # a temp file of a killed local write
             storage.remove(uri)
             continue
-        match = PART_RE.match(rel)
-        if not match:
+        shard = shard_of(name)
+        if shard is None:
             continue
-        shard = int(match.group(1))
         if shard < plan.num_shards and _valid_part(uri, plan.shard_size(shard)):
             done.add(shard)
         else:
@@ -1041,6 +1037,7 @@ class _ShardWriter:
 
     def __init__(self, plan: LabelPlan, out: str, pending: list[int]) -> None:
         self.plan, self.out = plan, out
+        self.folder = PredictionsFolder(out)
         self.open: dict[int, list[pa.Table]] = {}
         self.counts: dict[int, int] = {}
         self.pending = set(pending)
@@ -1072,7 +1069,7 @@ class _ShardWriter:
         table = table.sort_by(ingest.INDEX).drop_columns([ingest.INDEX])
         table = table.select(self.plan.schema.names).cast(self.plan.schema)
         table = schema.with_file_metadata(table, self.plan.model_id, self.plan.schema_version)
-        _write_parquet(storage.join(self.out, part_name(shard)), table)
+        _write_parquet(self.folder.part(shard), table)
         self.pending.discard(shard)
         errors = table.num_rows - table.column(schema.ERROR).null_count
         self.written += 1
@@ -1129,8 +1126,9 @@ def _table_totals(out: str, plan: LabelPlan) -> tuple[int, dict[str, int]]:
     """(rows, error rows by ``error_kind``) over all part files, reading only those two columns."""
     rows = 0
     by_kind: dict[str, int] = {}
+    folder = PredictionsFolder(out)
     for shard in range(plan.num_shards):
-        data = pa.BufferReader(storage.read_bytes(storage.join(out, part_name(shard))))
+        data = pa.BufferReader(storage.read_bytes(folder.part(shard)))
         table = schema.read_table(data, columns=[schema.ERROR, schema.ERROR_KIND])
         rows += table.num_rows
         erred = table.filter(pc.is_valid(table.column(schema.ERROR)))
@@ -1178,8 +1176,9 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         plan.threshold,
     )
     writer = _ShardWriter(plan, cfg.out, pending)
+    folder = writer.folder
     if pending:
-        storage.remove(storage.join(cfg.out, SUCCESS))
+        folder.remove_success()
         indices = np.concatenate([plan.shard_rows(s) for s in pending])
         ds = _decoded(plan.inputs, indices, cfg, plan.image_size).map_batches(
             LocalizeBatch,
@@ -1250,11 +1249,10 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         images_missing=len(plan.missing),
         missing_examples=plan.missing[:MISSING_EXAMPLES],
     )
-    success = storage.join(cfg.out, SUCCESS)
     # The totals are the whole folder's. A rerun that wrote nothing leaves an existing _SUCCESS alone
     # (it writes nothing); a missing one (a crash after the last part file) is written.
-    if writer.written or not storage.exists(success):
-        storage.write_text_atomic(success, json.dumps(summary.to_dict(), indent=2))
+    if writer.written or not folder.has_success():
+        folder.write_success(summary.to_dict())
     log.info(
         "label: done: %d images (%d errors%s) in %d part files; "
         "this run labelled %d images in %.1f s (%.1f images/s)",
@@ -1267,33 +1265,3 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         summary.images_per_s,
     )
     return summary
-
-
-# ---------------------------------------------------------------------------------------- reading
-
-
-def part_files(out: str) -> list[str]:
-    """The part files of a predictions folder (local or ``s3://``), sorted."""
-    prefix = out.rstrip("/")
-    found = []
-    for uri in storage.list_files(out):
-        rel = uri[len(prefix) :].lstrip("/")
-        if "/" not in rel and PART_RE.match(rel):
-            found.append(uri)
-    return sorted(found)
-
-
-def iter_predictions(out: str, columns: list[str] | None = None) -> Iterable[pa.Table]:
-    """The predictions table, one part file at a time (memory bounded by one part file).
-
-    Every part file comes back in the current schema: a version-1 file (no ``boxes`` column) gets
-    that column as nulls (``schema.read_table``).
-    """
-    parts = part_files(out)
-    if not parts:
-        raise FileNotFoundError(f"no predictions (part-*.parquet) under {out}")
-    for uri in parts:
-        data = pa.BufferReader(storage.read_bytes(uri))
-        if columns is None:
-            schema.check_schema(pq.read_schema(data))
-        yield schema.read_table(data, columns=columns)

@@ -1,4 +1,4 @@
-"""The predictions table (Parquet), in one place: column names, Arrow types, and how to read a heatmap.
+"""The predictions table's columns (Parquet), in one place: column names, Arrow types, versions.
 
 One row per input image (ARCHITECTURE.md):
 
@@ -40,9 +40,9 @@ plus its *compactness*, ``Σ_inside S / Σ S − area_inside / area_image`` (the
 captures). docs/RESULTS.md measures how it ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
-(quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(decode_heatmap(row)), τ)``
-reproduces the stored box at 224 exactly; it is scaled to the original size with
-``coloc_core.boxes.boxes_to_original``.
+(quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(dequantize_heatmap(heat)), τ)``
+with ``heat = pipelines.predictions.decode_heatmap_row(row)`` reproduces the stored box at 224
+exactly; it is scaled to the original size with ``coloc_core.boxes.boxes_to_original``.
 
 **All boxes** (``boxes``, schema version 2; labeling with ``boxes=all``): one box per region of the
 mask at τ (``coloc_core.boxes.region_boxes_from_scoremap``: the multi-contour boxes without the
@@ -65,7 +65,9 @@ when a column changes) and ``coloc.model_id`` (the model of every row), readable
 ``read_parquet_metadata``).
 
 The heatmap is plain bytes plus its shape, so any Parquet reader can use it
-(numpy: ``np.frombuffer(heatmap, np.uint8).reshape(heatmap_h, heatmap_w)``).
+(numpy: ``np.frombuffer(heatmap, np.uint8).reshape(heatmap_h, heatmap_w)``; in this package
+``pipelines.predictions.decode_heatmap``). The folder around the table (part-file names, manifest,
+``_SUCCESS``) and reading it back are :mod:`pipelines.predictions`'.
 
 **pandas**: an integer column with nulls (``width``/``height``/``heatmap_h``/``heatmap_w`` on an error
 row) would become float64 in pandas (``7.0``, ``NaN``), and ``reshape(row.heatmap_h, row.heatmap_w)``
@@ -285,32 +287,3 @@ def box_entries(boxes: Any, scores: Any) -> list[dict[str, float]]:
         {X0: float(b[0]), Y0: float(b[1]), X1: float(b[2]), Y1: float(b[3]), SCORE_FIELD: float(v)}
         for b, v in zip(arr, values, strict=True)
     ]
-
-
-def encode_heatmap(heatmap: np.ndarray) -> tuple[bytes, int, int]:
-    """A (h, w) uint8 heatmap → (row-major bytes, h, w)."""
-    array = np.ascontiguousarray(heatmap)
-    if array.dtype != np.uint8 or array.ndim != 2:
-        raise ValueError(f"heatmap must be a (h, w) uint8 array, got {array.dtype} {array.shape}")
-    return array.tobytes(), int(array.shape[0]), int(array.shape[1])
-
-
-def decode_heatmap(data: bytes | None, height: int | None, width: int | None) -> np.ndarray | None:
-    """One row's ``heatmap`` / ``heatmap_h`` / ``heatmap_w`` → a (h, w) uint8 array (``None`` on error rows).
-
-    Works on plain Python values from any Parquet reader (no Ray needed).
-
-    Raises:
-        ValueError: when the byte count does not match the shape.
-    """
-    if data is None or height is None or width is None:
-        return None
-    h, w = int(height), int(width)
-    if len(data) != h * w:
-        raise ValueError(f"heatmap has {len(data)} bytes, expected {h}x{w}={h * w}")
-    return np.frombuffer(data, dtype=np.uint8).reshape(h, w)
-
-
-def decode_heatmap_row(row: dict[str, Any]) -> np.ndarray | None:
-    """:func:`decode_heatmap` on a row dict (e.g. from ``table.to_pylist()``)."""
-    return decode_heatmap(row.get(HEATMAP), row.get(HEATMAP_H), row.get(HEATMAP_W))

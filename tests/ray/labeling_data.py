@@ -235,6 +235,7 @@ def prediction_rows(
 ) -> pa.Table:
     """A predictions table from (path, width, height, uint8 heatmap or None, box or None, score)."""
     from pipelines import schema
+    from pipelines.predictions import encode_heatmap
 
     cols = schema.empty_columns()
     for path, width, height, heat, box, score in items:
@@ -251,7 +252,7 @@ def prediction_rows(
             cols["heatmap_w"].append(None)
             cols["error"].append(f"{path}: broken")
         else:
-            data, h, w = schema.encode_heatmap(heat)
+            data, h, w = encode_heatmap(heat)
             cols["heatmap"].append(data)
             cols["heatmap_h"].append(h)
             cols["heatmap_w"].append(w)
@@ -265,11 +266,12 @@ def write_parts(out: str, table: pa.Table, rows_per_file: int) -> None:
     import pyarrow.parquet as pq
 
     from pipelines import storage
+    from pipelines.predictions import PredictionsFolder
 
     for k, start in enumerate(range(0, table.num_rows, rows_per_file)):
         buf = io.BytesIO()
         pq.write_table(table.slice(start, rows_per_file), buf)
-        storage.write_bytes_atomic(storage.join(out, f"part-{k:05d}.parquet"), buf.getvalue())
+        storage.write_bytes_atomic(PredictionsFolder(out).part(k), buf.getvalue())
 
 
 def box_mask_224(box: tuple[float, ...], size: tuple[int, int], halo: float = 0.0) -> np.ndarray:

@@ -19,7 +19,7 @@ import pytest
 
 from jobs.export import main as export_main
 from pipelines import console, storage
-from pipelines.label import MANIFEST
+from pipelines.predictions import MANIFEST
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.ray]

@@ -14,7 +14,7 @@ import yaml
 from jobs.export import main as export_main
 from pipelines import storage
 from pipelines.export import select_rows, ultralytics_label_path, yolo_split
-from pipelines.label import MANIFEST
+from pipelines.predictions import MANIFEST
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]

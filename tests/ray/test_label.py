@@ -15,7 +15,8 @@ from coloc_core.boxes import iou_matrix
 from coloc_core.synthetic import generate_cub_layout
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label import MANIFEST, SUCCESS, part_files, read_inputs, run_labeling
+from pipelines.label import read_inputs, run_labeling
+from pipelines.predictions import MANIFEST, SUCCESS, decode_heatmap_row, part_files
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
@@ -79,7 +80,7 @@ def test_label_collection_on_s3_to_parquet_on_s3(ray_cluster, s3_server, cub_on_
         assert -1.0 <= row["score"] <= 1.0
         assert row["threshold"] == pytest.approx(0.2)
         assert row["model"] == payload_id
-        heat = schema.decode_heatmap_row(row)
+        heat = decode_heatmap_row(row)
         assert heat.dtype == np.uint8 and heat.shape == (56, 56)  # tiny backbone: stride 4 at 224
         assert heat.min() == 0 and heat.max() == 255  # min-max normalised before quantising
     manifest = json.loads(storage.read_text(storage.join(out, MANIFEST)))
@@ -395,7 +396,7 @@ def test_a_labels_folder_of_the_old_layout_resumes(square_labels, tmp_path):
     """A folder labelled before the rename (``_inputs.parquet``) is resumed and left glob-readable."""
     import shutil
 
-    from pipelines.label import INPUTS, LEGACY_INPUTS, read_inputs
+    from pipelines.predictions import INPUTS, LEGACY_INPUTS
 
     cfg, _, expected = square_labels
     old = str(tmp_path / "old")
@@ -629,7 +630,7 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
         # The Python API on the same file gives the row (same model file, same steps).
         pred = predictor.predict(row["path"], all_boxes=True)
         np.testing.assert_array_equal(pred.boxes, boxes.astype(np.float32))
-        np.testing.assert_array_equal(pred.heatmap, schema.decode_heatmap_row(row))
+        np.testing.assert_array_equal(pred.heatmap, decode_heatmap_row(row))
     # The folder holds every box: a rerun must ask for the same.
     with pytest.raises(ValueError, match="boxes='all'.*boxes='one'"):
         run_labeling(dataclasses.replace(cfg, boxes="one"))
@@ -644,7 +645,7 @@ def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, vers
     """A folder labelled before ``boxes`` (1) or ``error_kind`` (2): its new part files match its old ones."""
     import shutil
 
-    from pipelines.label import iter_predictions
+    from pipelines.predictions import iter_predictions
 
     cfg, _, expected = square_labels
     old = str(tmp_path / f"v{version}")

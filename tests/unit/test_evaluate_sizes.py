@@ -18,6 +18,7 @@ from coloc_core.boxes import resize_boxes
 from coloc_core.config import CAM_CURVE_INTERVAL, IOU_THRESHOLDS
 from coloc_core.predict import locate
 from pipelines import evaluate, schema
+from pipelines.predictions import encode_heatmap
 
 WIDTH, HEIGHT = 400, 100
 BOX = (20.0, 10.0, 119.0, 89.0)  # the left quarter of the image, nearly its full height
@@ -33,7 +34,7 @@ def _oracle_heatmap() -> np.ndarray:
 
 def test_evaluate_part_scales_the_ground_truth_height_first(tmp_path: Path):
     cols = schema.empty_columns()
-    data, h, w = schema.encode_heatmap(_oracle_heatmap())
+    data, h, w = encode_heatmap(_oracle_heatmap())
     row = {
         "path": "/images/wide.jpg",
         "width": WIDTH,

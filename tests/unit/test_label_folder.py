@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import coloc_core
-from pipelines import ingest, schema
+from pipelines import ingest, predictions, schema
 from pipelines import label as labeling
 
 duckdb = pytest.importorskip("duckdb")
@@ -41,7 +41,7 @@ def _inputs(n: int = NUM_IMAGES) -> pa.Table:
 def _prediction_batch(indices: list[int]) -> pa.Table:
     """Rows as the localizer stage hands them to the driver: the schema's columns + the input index."""
     columns = schema.empty_columns()
-    data, h, w = schema.encode_heatmap(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    data, h, w = predictions.encode_heatmap(np.arange(12, dtype=np.uint8).reshape(3, 4))
     for i in indices:
         ok = i % 5 != 3
         values = {
@@ -71,15 +71,15 @@ def _label_folder(out: Path) -> labeling.LabelPlan:
     out.mkdir()
     inputs = _inputs()
     labeling.write_inputs(str(out), inputs)
-    (out / labeling.MANIFEST).write_text("{}")
-    (out / labeling.MODEL_FILE).write_bytes(b"weights")
+    (out / predictions.MANIFEST).write_text("{}")
+    (out / predictions.MODEL_FILE).write_bytes(b"weights")
     plan = labeling.LabelPlan(inputs, "model.pt", MODEL_ID, 0.2, ROWS_PER_FILE, {}, image_size=224)
     writer = labeling._ShardWriter(plan, str(out), list(range(plan.num_shards)))
     order = list(range(NUM_IMAGES))[::-1]  # rows arrive in any order, in batches across shards
     for start in range(0, NUM_IMAGES, 3):
         writer.add(_prediction_batch(order[start : start + 3]))
     writer.check_complete()
-    (out / labeling.SUCCESS).write_text("{}")
+    (out / predictions.SUCCESS).write_text("{}")
     return plan
 
 
@@ -87,8 +87,8 @@ def test_only_part_files_match_the_parquet_glob(tmp_path: Path):
     out = tmp_path / "labels"
     plan = _label_folder(out)
     matched = sorted(os.path.basename(p) for p in glob.glob(str(out / "*.parquet")))
-    assert matched == [labeling.part_name(s) for s in range(plan.num_shards)]
-    assert [os.path.basename(p) for p in labeling.part_files(str(out))] == matched
+    assert matched == [predictions.part_name(s) for s in range(plan.num_shards)]
+    assert [os.path.basename(p) for p in predictions.part_files(str(out))] == matched
 
 
 def test_duckdb_and_polars_read_one_row_per_image(tmp_path: Path):
@@ -115,7 +115,7 @@ def test_duckdb_and_polars_read_one_row_per_image(tmp_path: Path):
 def test_every_part_file_carries_its_metadata(tmp_path: Path):
     out = tmp_path / "labels"
     plan = _label_folder(out)
-    for uri in labeling.part_files(str(out)):
+    for uri in predictions.part_files(str(out)):
         meta = pq.read_schema(uri).metadata
         assert meta[b"coloc.version"].decode() == coloc_core.__version__
         assert meta[b"coloc.schema_version"].decode() == str(schema.SCHEMA_VERSION)
@@ -134,7 +134,7 @@ def test_the_inputs_file_round_trips(tmp_path: Path):
     out.mkdir()
     inputs = _inputs()
     labeling.write_inputs(str(out), inputs)
-    assert not labeling.INPUTS.endswith(".parquet")
+    assert not predictions.INPUTS.endswith(".parquet")
     assert labeling.read_inputs(str(out)).equals(inputs)
 
 
@@ -143,9 +143,9 @@ def test_a_folder_of_the_old_layout_is_read_and_migrated(tmp_path: Path):
     out = tmp_path / "labels"
     out.mkdir()
     inputs = _inputs()
-    pq.write_table(inputs, out / labeling.LEGACY_INPUTS, compression="zstd")
+    pq.write_table(inputs, out / predictions.LEGACY_INPUTS, compression="zstd")
     assert labeling.read_inputs(str(out)).equals(inputs)
-    assert sorted(os.listdir(out)) == [labeling.INPUTS]
+    assert sorted(os.listdir(out)) == [predictions.INPUTS]
     assert labeling.read_inputs(str(out)).equals(inputs)  # and from the new file afterwards
 
 

@@ -6,6 +6,7 @@ import torch
 
 from coloc_core.checkpoint import model_payload, read_model_payload, save_model_file
 from coloc_core.config import ColocConfig, apply_overrides
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import (
     BASELINE_INPUT_SIZE,
     DEFAULT_INPUT_SIZES,
@@ -22,7 +23,6 @@ from coloc_core.localizer import (
     class_statistics,
     ddt_from_moments,
     ddt_from_statistics,
-    dequantize_heatmap,
     feature_moments,
     feature_statistics,
     fit_selftrain,
@@ -32,7 +32,6 @@ from coloc_core.localizer import (
     payload_input_size,
     payload_kind,
     qda_from_class_statistics,
-    quantize_heatmap,
     rps_from_statistics,
 )
 
@@ -147,18 +146,6 @@ def test_full_image_localizer_gives_the_whole_image_box():
             assert box_stability(scoremap, tau) == pytest.approx(1.0)
             assert box_compactness(scoremap, boxes[0]) == pytest.approx(0.0, abs=1e-9)
             assert box_score(scoremap, boxes[0], tau) == pytest.approx(1.0)
-
-
-def test_quantize_heatmap_range_and_constant_map():
-    a = np.array([[0.5, 1.0], [2.0, 3.0]], dtype=np.float32)
-    q = quantize_heatmap(a)
-    assert q.dtype == np.uint8 and q.shape == (2, 2)
-    assert q.min() == 0 and q.max() == 255
-    assert q[0, 1] == round(0.5 / 2.5 * 255)
-    assert (quantize_heatmap(np.ones((3, 3))) == 0).all()
-    assert (quantize_heatmap(np.array([[np.nan, 1.0]])) == 0).all()
-    assert a[0, 0] == 0.5  # input untouched
-    np.testing.assert_allclose(dequantize_heatmap(q).max(), 1.0)
 
 
 def test_box_stability_over_thresholds():

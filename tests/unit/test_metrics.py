@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from coloc_core.boxes import scoremap_from_attention
-from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
+from coloc_core.metrics import CorLocAccumulator, LocalizationAccumulator, MaxBoxAccAccumulator
 
 # Image A (5x6): floor(255 * S) is 229/255 on a 2x2 blob (x, y in [1, 2]) and 76 on a vertical line
 # (x = 4, y in [2, 3]). Its box is [1, 1, 3, 3] at every tau of the toy grid; the line adds [4, 2, 5, 4]
@@ -248,3 +248,86 @@ def test_corloc_errors() -> None:
     with pytest.raises(ValueError):
         acc.update_box([0, 0, 1, 1], [[0, 0, -1, 1]])
     assert acc.count == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Misses and the evaluation core (CorLoc + MaxBoxAcc together)
+# --------------------------------------------------------------------------------------------
+
+
+def _faked_misses(acc_class, acc, misses: int):
+    """Misses as evaluate and train counted them before ``add_misses``: a merged all-zero state."""
+    state = acc.state_dict()
+    state["num_correct"] = np.zeros_like(np.asarray(state["num_correct"])).tolist()
+    state["count"] = misses
+    return acc_class.from_state_dict(acc.state_dict()).merge(acc_class.from_state_dict(state))
+
+
+@pytest.mark.parametrize("acc_class", [CorLocAccumulator, MaxBoxAccAccumulator])
+def test_add_misses_counts_images_that_are_never_a_hit(acc_class) -> None:
+    acc = acc_class() if acc_class is CorLocAccumulator else acc_class(cam_curve_interval=0.25)
+    acc.update(IMAGE_B, GT_B)
+    faked = _faked_misses(acc_class, acc, 3)
+    assert acc.add_misses(3) is acc
+    assert acc.count == 4
+    np.testing.assert_array_equal(acc.num_correct, faked.num_correct)
+    assert acc.compute() == faked.compute()
+    assert acc.add_misses(0).count == 4
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError):
+            acc.add_misses(bad)
+    assert acc.count == 4
+
+
+def test_only_misses_give_zero_not_an_error() -> None:
+    acc = LocalizationAccumulator((0.5,), cam_curve_interval=0.25).add_misses(2)
+    assert acc.count == 2
+    assert acc.compute() == {
+        "corloc@0.5": 0.0,
+        "corloc_mean": 0.0,
+        "maxboxacc@0.5": 0.0,
+        "maxboxaccv2": 0.0,
+        "best_threshold@0.5": 0.0,
+    }
+
+
+def test_localization_accumulator_is_corloc_and_maxboxacc_on_the_same_images() -> None:
+    data = _random_set(np.random.default_rng(3), 7)
+    core = LocalizationAccumulator(threshold=0.3, cam_curve_interval=0.01, multi_contour=False)
+    corloc = CorLocAccumulator(threshold=0.3)
+    maxbox = MaxBoxAccAccumulator(cam_curve_interval=0.01, multi_contour=False)
+    for scoremap, gt in data:
+        assert core.update(scoremap, gt) == corloc.update(scoremap, gt)
+        maxbox.update(scoremap, gt)
+    core.add_misses(2)
+    corloc.add_misses(2)
+    maxbox.add_misses(2)
+    expected = {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
+    expected.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
+    assert core.compute() == expected
+    assert list(core.compute()) == list(expected)  # the same keys in the same order
+    assert (core.count, core.threshold) == (9, 0.3)
+
+
+def test_localization_accumulator_merges_and_round_trips_its_state() -> None:
+    data = _random_set(np.random.default_rng(4), 8)
+    whole = LocalizationAccumulator(cam_curve_interval=0.01)
+    parts = [LocalizationAccumulator(cam_curve_interval=0.01) for _ in range(2)]
+    for i, (scoremap, gt) in enumerate(data):
+        whole.update(scoremap, gt)
+        parts[i % 2].update(scoremap, gt)
+    whole.add_misses(1)
+    merged = LocalizationAccumulator(cam_curve_interval=0.01)
+    for part in parts:  # partial states travel as JSON-safe dicts (e.g. between Ray tasks)
+        merged.merge(LocalizationAccumulator.from_state_dict(json.loads(json.dumps(part.state_dict()))))
+    merged.add_misses(1)
+    assert merged.count == whole.count == 9
+    assert merged.compute() == whole.compute()
+    with pytest.raises(ValueError):
+        merged.merge(LocalizationAccumulator(threshold=0.5, cam_curve_interval=0.01))
+    state = parts[0].state_dict()
+    state["corloc"]["count"] += 1
+    with pytest.raises(ValueError):
+        LocalizationAccumulator.from_state_dict(state)
+    with pytest.raises(ValueError):
+        LocalizationAccumulator().compute()

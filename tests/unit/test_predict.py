@@ -75,9 +75,10 @@ def _label_row(model_file: Path, image_file: Path, all_boxes: bool) -> dict:
 
 def _assert_same_as_row(pred: Prediction, row: dict) -> None:
     from pipelines import schema
+    from pipelines.predictions import decode_heatmap_row
 
     assert (pred.width, pred.height) == (row["width"], row["height"])
-    np.testing.assert_array_equal(pred.heatmap, schema.decode_heatmap_row(row))
+    np.testing.assert_array_equal(pred.heatmap, decode_heatmap_row(row))
     np.testing.assert_array_equal(pred.box, np.array([row[c] for c in schema.BOX_COLUMNS], np.float32))
     assert pred.score == pytest.approx(row["score"], abs=1e-6)  # the table stores float32
     assert pred.threshold == row["threshold"]

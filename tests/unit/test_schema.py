@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import schema
+from pipelines.predictions import encode_heatmap
 
 pd = pytest.importorskip("pandas")
 
@@ -18,7 +19,7 @@ HEATMAP = np.arange(12, dtype=np.uint8).reshape(3, 4)
 
 def _rows(good: int, bad: int) -> pa.Table:
     columns = schema.empty_columns()
-    data, h, w = schema.encode_heatmap(HEATMAP)
+    data, h, w = encode_heatmap(HEATMAP)
     for i in range(good + bad):
         ok = i < good
         values = {
