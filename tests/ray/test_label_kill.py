@@ -3,15 +3,17 @@
 The in-process crash tests of ``test_label.py`` stop the run with an exception at chosen points; this
 one kills a real ``coloc label`` process, joined to the session's Ray cluster by its address
 (``RAY_ADDRESS``) as a job driver would be, with SIGKILL once its first part file has landed: no
-handler runs, its actors die with their owner, an atomic write may be cut short. The same command run
-again must finish the job with exactly one row per image (none lost, none twice), leave the part files
-written before the kill untouched, and write ``_SUCCESS``.
+handler runs, its actors die with their owner, an atomic write may be cut short. New images are then
+added to the input folder (issue 12 item 4, with a real kill). The same command run again must finish
+the job with exactly one row per image, old and new (none lost, none twice), leave the part files
+written before the kill untouched, and write ``_SUCCESS`` with the totals.
 
 Small on purpose: a brightness "model" (no network), 48 small JPEGs, shards of 2 rows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,14 +32,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_IMAGES = 48
+NEW_IMAGES = 6
 ROWS_PER_FILE = 2
 
 
-def _images(root: Path) -> list[str]:
-    rng = np.random.default_rng(11)
-    root.mkdir(parents=True)
+def _images(root: Path, first: int = 0, count: int = NUM_IMAGES) -> list[str]:
+    rng = np.random.default_rng(11 + first)
+    root.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(NUM_IMAGES):
+    for i in range(first, first + count):
         img, _box = data.square_image(rng, 64 + (i % 5) * 8, 72)
         path = root / f"img{i:03d}.jpg"
         path.write_bytes(data.jpeg_bytes(img))
@@ -107,6 +110,7 @@ def test_labeling_driver_killed_mid_run_reruns_exactly_once(ray_cluster, tmp_pat
     shards = NUM_IMAGES // ROWS_PER_FILE
     assert 1 <= len(before) < shards, f"killed too late to test a resume: {sorted(before)}"
     assert not (out / SUCCESS).exists()
+    added = _images(images, first=NUM_IMAGES, count=NEW_IMAGES)  # arrive while the job is down
 
     with open(tmp_path / "rerun.log", "wb") as log_file:
         rerun = subprocess.run(
@@ -114,13 +118,15 @@ def test_labeling_driver_killed_mid_run_reruns_exactly_once(ray_cluster, tmp_pat
         )
     log = (tmp_path / "rerun.log").read_text(errors="replace")
     assert rerun.returncode == 0, log[-4000:]
-    assert (out / SUCCESS).exists()
-    assert len(part_files(str(out))) == shards
+    summary = json.loads((out / SUCCESS).read_text())
+    assert summary["images"] == NUM_IMAGES + NEW_IMAGES and summary["errors"] == 0, summary
+    assert summary["images_added"] == NEW_IMAGES and summary["images_missing"] == 0, summary
+    assert len(part_files(str(out))) == shards + NEW_IMAGES // ROWS_PER_FILE
     # The shards finished before the kill were kept as they were, not written again.
     for name, content in before.items():
         assert (out / name).read_bytes() == content, name
     # Exactly one row per image, none an error; any Parquet reader sees the folder as one table.
     table = pq.read_table(out)
     rows = table.to_pylist()
-    assert sorted(r["path"] for r in rows) == sorted(paths)
+    assert sorted(r["path"] for r in rows) == sorted(paths + added)
     assert all(r["error"] is None and r["x0"] is not None for r in rows)
