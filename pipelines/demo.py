@@ -223,7 +223,7 @@ def whole_image_boxes(labels: str) -> int:
     """How many rows of a predictions folder have a box covering at least 95% of the image."""
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from pipelines.label import part_files  # noqa: PLC0415
+    from pipelines.predictions import part_files  # noqa: PLC0415
 
     count = 0
     for uri in part_files(labels):

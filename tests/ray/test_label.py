@@ -299,7 +299,7 @@ def test_self_trained_labeler_fits_its_head_on_the_collection(ray_cluster, tmp_p
     from coloc_core.checkpoint import read_model_payload
 
     payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
-    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.2)
+    assert payload["kind"] == "selftrain" and payload["threshold"] == pytest.approx(0.25)
     rounds = payload["meta"]["selftrain_rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert all(r["foreground"] > 0 and r["background"] > 0 for r in rounds)
