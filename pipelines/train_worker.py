@@ -547,13 +547,13 @@ def evaluate(
         ``corloc_threshold`` (τ) and ``num_test_images`` (decoded + errors).
     """
     from coloc_core.boxes import SCOREMAP_SIZE, resize_boxes, scoremaps_from_attention
-    from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
+    from coloc_core.metrics import LocalizationAccumulator
 
     device = torch.device(device)
     box_cfg = cfg.boxes
-    corloc = CorLocAccumulator(box_cfg.iou_thresholds, threshold=box_cfg.threshold)
-    maxbox = MaxBoxAccAccumulator(
+    acc = LocalizationAccumulator(
         box_cfg.iou_thresholds,
+        box_cfg.threshold,
         cam_curve_interval=box_cfg.cam_curve_interval,
         multi_contour=box_cfg.multi_contour,
     )
@@ -567,24 +567,13 @@ def evaluate(
         scoremaps = scoremaps_from_attention(attention.float().cpu(), SCOREMAP_SIZE)
         widths, heights = batch[ingest.WIDTH], batch[ingest.HEIGHT]
         for i, gt in enumerate(_gt_boxes(batch[ingest.BOXES])):
-            gt_224 = resize_boxes(gt, (float(heights[i]), float(widths[i])), SCOREMAP_SIZE)
-            corloc.update(scoremaps[i], gt_224)
-            maxbox.update(scoremaps[i], gt_224)
-    if num_errors:
-        # Undecodable images: counted, never hit (merged as an accumulator of misses).
-        misses = corloc.state_dict() | {"num_correct": [0] * len(box_cfg.iou_thresholds), "count": num_errors}
-        corloc.merge(CorLocAccumulator.from_state_dict(misses))
-        state = maxbox.state_dict()
-        zeros = [[0] * len(row) for row in state["num_correct"]]
-        maxbox.merge(
-            MaxBoxAccAccumulator.from_state_dict(state | {"num_correct": zeros, "count": num_errors})
-        )
-    if corloc.count == 0:
+            acc.update(scoremaps[i], resize_boxes(gt, (float(heights[i]), float(widths[i])), SCOREMAP_SIZE))
+    acc.add_misses(num_errors)  # undecodable test images: counted, never hit
+    if acc.count == 0:
         return {}
-    out = {k: v for k, v in corloc.compute().items() if k not in ("threshold", "num_images")}
-    out["corloc_threshold"] = corloc.threshold
-    out.update({k: v for k, v in maxbox.compute().items() if k != "num_images"})
-    out["num_test_images"] = float(corloc.count)
+    out = acc.compute()
+    out["corloc_threshold"] = acc.threshold
+    out["num_test_images"] = float(acc.count)
     return out
 
 

@@ -155,3 +155,32 @@ def test_a_prebuilt_loss_module_gives_the_same_step_as_one_built_per_step():
     assert steps_a == steps_b
     for key, value in state_a.items():
         assert torch.equal(state_b[key], value), key
+
+
+def test_per_epoch_evaluation_counts_undecodable_images_as_misses():
+    from pipelines import ingest
+    from pipelines.train_worker import evaluate
+
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg, weights=False).eval()
+    rng = np.random.default_rng(3)
+    batch = {
+        ingest.IMAGE: rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+        ingest.WIDTH: np.array([64, 80, 64, 96]),
+        ingest.HEIGHT: np.array([64, 64, 72, 96]),
+        ingest.BOXES: [
+            [0.0, 0.0, 63.0, 63.0],
+            [10.0, 5.0, 60.0, 50.0],
+            [0, 0, 20, 20, 30, 30, 60, 70],
+            [5, 5, 90, 90],
+        ],
+    }
+    clean = evaluate(model, [batch], cfg)
+    missed = evaluate(model, [batch], cfg, num_errors=2)
+    assert clean["num_test_images"] == 4 and missed["num_test_images"] == 6
+    assert missed["corloc_threshold"] == pytest.approx(cfg.boxes.threshold)
+    for key in ("corloc@0.5", "corloc_mean", "maxboxaccv2", "maxboxacc@0.5"):
+        assert missed[key] == pytest.approx(clean[key] * 4 / 6), key
+    assert clean["corloc@0.3"] > 0  # the whole-image GT box is found by any map: the check is not vacuous
+    assert evaluate(model, [], cfg) == {}
