@@ -12,7 +12,7 @@ model's map → the stored uint8 heatmap → SPEC §6 box at the model's τ → 
 
     python bench/bench_score.py --method ddt --n 150 --seed 0
 
-The DDT/RPS statistics are fitted on all images, with and without birds, as ``coloc label`` would on
+The DDT/RPS statistics (and the self-trained head's) are fitted on all images, with and without birds, as ``coloc label`` would on
 such a mixed collection. No Ray: this measures the score, not the pipeline.
 """
 
@@ -39,8 +39,10 @@ from coloc_core.localizer import (
     box_compactness,
     box_score,
     box_stability,
+    class_statistics,
     ddt_from_statistics,
     feature_statistics,
+    fit_selftrain,
     localizer_from_payload,
     rps_from_statistics,
 )
@@ -95,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--method", default="ddt", choices=["ddt", "rps", "caam"])
+    parser.add_argument("--method", default="ddt", choices=["ddt", "rps", "selftrain", "caam"])
     parser.add_argument("--n", type=int, default=150, help="images with a bird (and as many without)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     images, boxes, has = render(args.n, args.seed)
-    fitted = args.method in ("ddt", "rps")
+    fitted = args.method in ("ddt", "rps", "selftrain")
     options = {"feature_layer": "pre_head" if fitted else "output", "dilate": False if fitted else None}
     caam = localizer_from_payload(baseline_payload("caam", **options))
     with torch.inference_mode():
@@ -116,6 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.method == "ddt":
         mean, vector = ddt_from_statistics(stats)
         payload = baseline_payload("ddt", backbone_state=state, ddt_mean=mean, ddt_vector=vector, **options)
+    elif args.method == "selftrain":
+        chunks = feats.split(32)
+
+        def class_pass(weight: torch.Tensor, bias: float, level: float) -> dict[str, torch.Tensor]:
+            parts = [class_statistics(chunk, weight, bias, level) for chunk in chunks]
+            return {key: sum(part[key] for part in parts) for key in parts[0]}
+
+        weight, bias, square, _ = fit_selftrain(stats, class_pass)
+        payload = baseline_payload(
+            "selftrain",
+            backbone_state=state,
+            head_weight=weight,
+            head_bias=bias,
+            head_quadratic=square,
+            **options,
+        )
     elif args.method == "rps":
         w = rps_from_statistics(
             stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
