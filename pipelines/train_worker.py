@@ -42,7 +42,6 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +58,7 @@ from coloc_core.config import ColocConfig, from_dict
 from coloc_core.loss import ContrastiveAttentionMapLoss
 from coloc_core.model import ColocNet, build_model, normalize_images
 from coloc_core.pretext import PretextTransform
-from coloc_core.step import build_caml, inference_step, lr_at_epoch, make_optimizer, set_lr, train_step
+from coloc_core.step import build_caml, lr_at_epoch, make_optimizer, set_lr, train_step
 from pipelines import console, ingest, storage
 from pipelines.config import TrainJobConfig, dump
 
@@ -538,7 +537,8 @@ def evaluate(
         batches: numpy batches with ``image`` (B, S, S, 3) uint8 (the plain resize), ``width`` and
             ``height`` (original size) and ``boxes`` (flattened ground-truth boxes in original pixels).
         cfg: the method config (``cfg.boxes``: τ, the τ grid, the IoU thresholds δ, multi-contour).
-        device: where the network runs (bf16 autocast on CUDA).
+        device: unused, kept for callers: the network runs where its parameters are (bf16 autocast
+            and channels_last on CUDA, ``coloc_core.predict.attention_maps``).
         num_errors: test images that could not be decoded. They count as misses: CorLoc and MaxBoxAcc
             are over *all* test images.
 
@@ -547,9 +547,10 @@ def evaluate(
         ``corloc_threshold`` (τ) and ``num_test_images`` (decoded + errors).
     """
     from coloc_core.boxes import SCOREMAP_SIZE, resize_boxes, scoremaps_from_attention
+    from coloc_core.localizer import ColocNetLocalizer
     from coloc_core.metrics import LocalizationAccumulator
+    from coloc_core.predict import attention_maps
 
-    device = torch.device(device)
     box_cfg = cfg.boxes
     acc = LocalizationAccumulator(
         box_cfg.iou_thresholds,
@@ -557,14 +558,12 @@ def evaluate(
         cam_curve_interval=box_cfg.cam_curve_interval,
         multi_contour=box_cfg.multi_contour,
     )
+    localizer = ColocNetLocalizer(model).eval()  # type: ignore[arg-type]
     for batch in batches:
-        images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE])).to(device)
-        x = normalize_images(images, model.mean, model.std)  # type: ignore[arg-type]
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            attention = inference_step(model, x)
-        scoremaps = scoremaps_from_attention(attention.float().cpu(), SCOREMAP_SIZE)
+        # The one inference path (the labeling actors' and the Python API's): normalise, channels_last
+        # and bf16 autocast on CUDA, inference mode; the model stays on ``device``.
+        attention = attention_maps(localizer, batch[ingest.IMAGE])
+        scoremaps = scoremaps_from_attention(torch.from_numpy(attention), SCOREMAP_SIZE)
         widths, heights = batch[ingest.WIDTH], batch[ingest.HEIGHT]
         for i, gt in enumerate(_gt_boxes(batch[ingest.BOXES])):
             acc.update(scoremaps[i], resize_boxes(gt, (float(heights[i]), float(widths[i])), SCOREMAP_SIZE))
@@ -581,9 +580,3 @@ def _gt_boxes(column: Any) -> Iterator[np.ndarray]:
     """Flattened ``x0, y0, x1, y1, ...`` lists → (G, 4) float arrays."""
     for value in column:
         yield np.asarray(value, dtype=np.float64).reshape(-1, 4)
-
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
