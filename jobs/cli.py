@@ -4,6 +4,7 @@
     coloc train --format=cars --data ...                  (= python jobs/train.py ...)
     coloc label --model ... --images ... --out ...        (= python jobs/label.py ...)
     coloc evaluate ... | coloc calibrate ... | coloc export ...
+    coloc render --predictions ... --out DIR              (one overlay PNG per image, for review)
     coloc demo                                            (= python jobs/demo.py)
     coloc generate --out DIR --num_images N               (a synthetic CUB-layout data set)
 
@@ -27,6 +28,7 @@ COMMANDS = {
         "jobs.export",
         "predictions → COCO (dataset or results) JSON, YOLO dataset, Pascal VOC XML, Label Studio tasks",
     ),
+    "render": ("jobs.render", "one overlay PNG (heatmap + boxes) per image of a predictions table"),
     "demo": ("jobs.demo", "end-to-end demo on generated data (local Ray, CPU)"),
     "generate": ("jobs.generate", "write a synthetic CUB-layout dataset with known boxes"),
 }

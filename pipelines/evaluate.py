@@ -31,8 +31,10 @@ Part files are evaluated in parallel Ray tasks (one per file, partial counts mer
 ``coloc_core.metrics`` is designed for); without an initialised Ray it runs in-process.
 
 Outputs in ``out`` (default ``<predictions>/_eval``; the ``_`` keeps Parquet readers of the table away):
-``metrics.json``, ``metrics.md`` (a Markdown table) and ``sheet.png`` (heatmap overlay, predicted box
-green, GT red; best and worst images by IoU, or by score without GT).
+``metrics.json``, ``metrics.md`` (a Markdown table) and ``sheet.png`` (drawn by :mod:`pipelines.render`:
+a title line and a colour legend, then tiles with heatmap overlay, predicted box green, GT red, each
+captioned with its file name, IoU and score; the ``sheet_images`` best and worst images by IoU, or by
+score without GT, ``sheet_columns`` tiles per line).
 
 Calibration (:func:`calibrate_threshold`): τ maximising CorLoc@0.5 on a labelled subset, from the
 heatmaps (so it does not depend on the τ the table was labelled with); :func:`write_calibrated_model`
@@ -51,7 +53,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload
@@ -60,6 +61,7 @@ from coloc_core.heatmap import dequantize_heatmap
 from coloc_core.metrics import LocalizationAccumulator, MaxBoxAccAccumulator
 from pipelines import ingest, schema, storage
 from pipelines.predictions import PredictionsFolder, decode_heatmap_row, part_files
+from pipelines.render import picture_sheet, sheet_title
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +286,7 @@ def run_evaluation(
     cam_curve_interval: float = CAM_CURVE_INTERVAL,
     threshold: float | None = None,
     sheet_images: int = 8,
+    sheet_columns: int = 0,
 ) -> EvaluationResult:
     """Evaluate ``predictions`` (and draw the picture sheet); see the module docstring.
 
@@ -296,7 +299,9 @@ def run_evaluation(
         iou_thresholds: the δ values of CorLoc and MaxBoxAcc.
         cam_curve_interval: τ grid spacing of MaxBoxAcc.
         threshold: τ for CorLoc; None = the τ stored in the table.
-        sheet_images: images per row of the picture sheet (best row + worst row); 0 = no sheet.
+        sheet_images: images in each group of the picture sheet (the best, then the worst); 0 = no sheet.
+        sheet_columns: tiles per line of the sheet (a group wraps onto more lines); 0 = ``sheet_images``
+            (one line per group).
 
     Raises:
         FileNotFoundError: no part files; ValueError: a table mixing several τ (and no ``threshold``).
@@ -367,11 +372,18 @@ def run_evaluation(
         valid = np.flatnonzero(~np.isnan(rank))
         if len(valid):
             order = valid[np.argsort(-rank[valid], kind="stable")]
-            best = order[:sheet_images]
-            worst = order[::-1][:sheet_images]
-            chosen = [paths[i] for i in best], [paths[i] for i in worst]
+            chosen = [paths[i] for i in order[:sheet_images]], [paths[i] for i in order[::-1][:sheet_images]]
             by = "IoU" if gt is not None else "score"
-            png = picture_sheet(uris, chosen, gt, titles=(f"best by {by}", f"worst by {by}"))
+            drawn = {p for group in chosen for p in group}
+            png = picture_sheet(
+                uris,
+                chosen,
+                titles=(f"best by {by}", f"worst by {by}"),
+                title=sheet_title(predictions, tau if taus or threshold is not None else None, len(keys), by),
+                gt=None if gt is None else {p: gt.boxes.get(path_key(p), []) for p in drawn},
+                ious=None if gt is None else {paths[i]: float(ious[i]) for i in valid if paths[i] in drawn},
+                columns=sheet_columns or sheet_images,
+            )
             sheet = storage.join(out, "sheet.png")
             storage.write_bytes_atomic(sheet, png)
             files.append(sheet)
@@ -424,88 +436,6 @@ def metrics_markdown(metrics: dict[str, float], predictions: str, gt_root: str) 
         text = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
         lines.append(f"| {key} | {text} |")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------- sheet
-
-
-def _rows_by_path(uris: list[str], wanted: set[str]) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for uri in uris:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
-        for row in table.to_pylist():
-            if row[schema.PATH] in wanted:
-                found[row[schema.PATH]] = row
-        if len(found) == len(wanted):
-            break
-    return found
-
-
-def _tile(row: dict[str, Any], gt: GroundTruth | None, side: int) -> Any:
-    import cv2  # noqa: PLC0415
-    from PIL import Image, ImageDraw, ImageOps  # noqa: PLC0415
-
-    try:
-        opened = Image.open(io.BytesIO(storage.read_bytes(row[schema.PATH])))
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    except Exception as err:  # noqa: BLE001 - a tile that cannot be drawn says why
-        tile = Image.new("RGB", (side, side), (60, 60, 60))
-        ImageDraw.Draw(tile).text((4, 4), f"cannot open:\n{type(err).__name__}", fill=(255, 255, 255))
-        return tile
-    width, height = image.size
-    scale = side / max(width, height)
-    tw, th = max(1, round(width * scale)), max(1, round(height * scale))
-    thumb = np.asarray(image.resize((tw, th), Image.Resampling.BILINEAR), dtype=np.uint8)
-    heat = decode_heatmap_row(row)
-    if heat is not None:
-        smap = scoremap_from_attention(dequantize_heatmap(heat), (th, tw))
-        colour = cv2.applyColorMap((smap * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        thumb = (0.55 * thumb + 0.45 * colour).astype(np.uint8)
-    tile = Image.new("RGB", (side, side), (255, 255, 255))
-    tile.paste(Image.fromarray(thumb), (0, 0))
-    draw = ImageDraw.Draw(tile)
-    if gt is not None:
-        for box in gt.boxes.get(path_key(row[schema.PATH]), []):
-            draw.rectangle([v * scale for v in box], outline=(230, 20, 20), width=2)
-    if row[schema.X0] is not None:
-        draw.rectangle([row[c] * scale for c in schema.BOX_COLUMNS], outline=(20, 220, 20), width=2)
-    return tile
-
-
-def picture_sheet(
-    uris: list[str],
-    rows_of_paths: tuple[list[str], list[str]],
-    gt: GroundTruth | None,
-    titles: tuple[str, str] = ("best", "worst"),
-    side: int = 160,
-) -> bytes:
-    """A PNG grid: one row of tiles per path list (heatmap overlay, predicted box green, GT red)."""
-    from PIL import Image, ImageDraw  # noqa: PLC0415
-
-    wanted = {p for paths in rows_of_paths for p in paths}
-    rows = _rows_by_path(uris, wanted)
-    columns = max(1, max(len(p) for p in rows_of_paths))
-    caption, label_w = 14, 90
-    sheet = Image.new(
-        "RGB", (label_w + columns * (side + 4), len(rows_of_paths) * (side + caption + 6)), "white"
-    )
-    draw = ImageDraw.Draw(sheet)
-    for r, paths in enumerate(rows_of_paths):
-        y = r * (side + caption + 6)
-        draw.text((4, y + side // 2), titles[r] if r < len(titles) else "", fill=(0, 0, 0))
-        for c, path in enumerate(paths):
-            row = rows.get(path)
-            if row is None:
-                continue
-            x = label_w + c * (side + 4)
-            sheet.paste(_tile(row, gt, side), (x, y))
-            score = row[schema.SCORE]
-            draw.text(
-                (x, y + side + 1), f"score {score:.2f}" if score is not None else "error", fill=(0, 0, 0)
-            )
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------- calibration
