@@ -13,17 +13,13 @@ command line.
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL, NON_NEGATIVE, UNIT_OPEN, Range
-from pipelines import console
-from pipelines.config import build_config, version_text
-
-log = logging.getLogger("jobs.calibrate")
+from jobs.entry import Job
+from pipelines.config import build_config
 
 
 @dataclass
@@ -59,42 +55,38 @@ class CalibrateJobConfig:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
-    try:
-        cfg = build_config(CalibrateJobConfig, args)
-        if not cfg.predictions or not cfg.gt:
-            raise ValueError("--predictions and --gt are required")
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
-    console.header(
-        f"{version_text()} · calibrate τ",
-        {
-            "predictions": cfg.predictions,
-            "ground truth": f"{cfg.gt} ({cfg.format}, split {cfg.split})",
-            "out": cfg.out or "<model>.calibrated.pt",
-        },
-    )
+def _parse(args: list[str]) -> CalibrateJobConfig:
+    cfg = build_config(CalibrateJobConfig, args)
+    if not cfg.predictions or not cfg.gt:
+        raise ValueError("--predictions and --gt are required")
+    return cfg
+
+
+def _header(cfg: CalibrateJobConfig) -> tuple[str, dict[str, str]]:
+    return "calibrate τ", {
+        "predictions": cfg.predictions,
+        "ground truth": f"{cfg.gt} ({cfg.format}, split {cfg.split})",
+        "out": cfg.out or "<model>.calibrated.pt",
+    }
+
+
+def _run(cfg: CalibrateJobConfig) -> dict[str, Any]:
     # Only once the command line is known to be good: these import pyarrow and torch.
     from pipelines.evaluate import calibrate_threshold, write_calibrated_model  # noqa: PLC0415
     from pipelines.predictions import PredictionsFolder  # noqa: PLC0415
 
-    try:
-        model = cfg.model or PredictionsFolder(cfg.predictions).read_manifest()["model_uri"]
-        out = cfg.out or (model[: -len(".pt")] if model.endswith(".pt") else model) + ".calibrated.pt"
-        result = calibrate_threshold(
-            cfg.predictions, cfg.gt, cfg.format, cfg.split, cfg.delta, cfg.cam_curve_interval, cfg.limit
-        )
-        write_calibrated_model(model, out, result)
-    except Exception:
-        log.exception("calibration failed")
-        return 1
+    model = cfg.model or PredictionsFolder(cfg.predictions).read_manifest()["model_uri"]
+    out = cfg.out or (model[: -len(".pt")] if model.endswith(".pt") else model) + ".calibrated.pt"
+    result = calibrate_threshold(
+        cfg.predictions, cfg.gt, cfg.format, cfg.split, cfg.delta, cfg.cam_curve_interval, cfg.limit
+    )
+    write_calibrated_model(model, out, result)
     report = {k: v for k, v in asdict(result).items() if k not in ("curve", "thresholds")}
-    print(json.dumps({"model": out, **report}, indent=2))
-    return 0
+    return {"model": out, **report}
+
+
+JOB = Job("calibrate", _parse, _run, "calibration failed", _header, report=lambda cfg, summary: summary)
+main = JOB.main
 
 
 if __name__ == "__main__":

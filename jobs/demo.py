@@ -11,32 +11,20 @@ COCO/YOLO. Rerunning with the same ``--out`` reuses the data and resumes the CAM
 
 from __future__ import annotations
 
-import logging
 import sys
+from typing import Any
 
-from pipelines import console
-from pipelines.config import build_config, version_text
+from jobs.entry import Job
+from pipelines.config import build_config
 from pipelines.demo import DemoConfig, run_demo
 
-log = logging.getLogger("jobs.demo")
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
-    try:
-        cfg = build_config(DemoConfig, args)
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
+def _header(cfg: DemoConfig) -> tuple[str, dict[str, str]]:
     title = f"the whole pipeline on {cfg.num_images} generated images of birds with known boxes"
-    console.header(f"{version_text()} · demo: {title} (local Ray, CPU)", _fields(cfg))
-    try:
-        result = run_demo(cfg)
-    except Exception:
-        log.exception("demo failed")
-        return 1
+    return f"demo: {title} (local Ray, CPU)", _fields(cfg)
+
+
+def _report(cfg: DemoConfig, result: dict[str, Any]) -> None:
     metrics = result["evaluation"]
     print(f"\n=== coloc demo finished in {result['seconds']:.0f} s ===")
     print("model:        ", result["model"])
@@ -70,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         f"whole-image boxes (self-trained): {result['whole_image_boxes']} of "
         f"{result['label_summary']['images']}"
     )
-    return 0
+
+
+JOB = Job("demo", lambda args: build_config(DemoConfig, args), run_demo, "demo failed", _header, _report)
+main = JOB.main
 
 
 def _fields(cfg: DemoConfig) -> dict[str, str]:

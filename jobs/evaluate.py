@@ -13,17 +13,16 @@ Writes ``metrics.json``, ``metrics.md`` and ``sheet.png`` to ``--out`` (default
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from coloc_core.config import CAM_CURVE_INTERVAL, IOU_THRESHOLDS, NON_NEGATIVE, UNIT_OPEN, Range
-from pipelines import console
-from pipelines.config import build_config, version_text
+from jobs.entry import Job
+from pipelines.config import build_config
 
-log = logging.getLogger("jobs.evaluate")
+if TYPE_CHECKING:
+    from pipelines.evaluate import EvaluationResult
 
 
 @dataclass
@@ -39,7 +38,8 @@ class EvaluateJobConfig:
         threshold: τ for CorLoc; negative = the table's own.
         iou_thresholds: δ values.
         cam_curve_interval: τ grid spacing of MaxBoxAcc.
-        sheet_images: images per sheet row (0 = no sheet).
+        sheet_images: images in each sheet group, the best and the worst (0 = no sheet).
+        sheet_columns: tiles per sheet line; a longer group wraps (0 = ``sheet_images``: one line each).
     """
 
     predictions: str = ""
@@ -51,56 +51,53 @@ class EvaluateJobConfig:
     iou_thresholds: tuple[float, ...] = IOU_THRESHOLDS
     cam_curve_interval: float = CAM_CURVE_INTERVAL
     sheet_images: int = 8
+    sheet_columns: int = 0
 
     RANGES: ClassVar[dict[str, Range]] = {
         "threshold": Range(high=1, open_high=True),  # negative: the table's own τ
         "iou_thresholds": Range(0, 1, open_low=True),
         "cam_curve_interval": UNIT_OPEN,
         "sheet_images": NON_NEGATIVE,
+        "sheet_columns": NON_NEGATIVE,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
-    try:
-        cfg = build_config(EvaluateJobConfig, args)
-        if not cfg.predictions:
-            raise ValueError("--predictions is required")
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
+def _parse(args: list[str]) -> EvaluateJobConfig:
+    cfg = build_config(EvaluateJobConfig, args)
+    if not cfg.predictions:
+        raise ValueError("--predictions is required")
+    return cfg
+
+
+def _header(cfg: EvaluateJobConfig) -> tuple[str, dict[str, str]]:
     gt = f"{cfg.gt} ({cfg.format}, split {cfg.split})" if cfg.gt else "none (score statistics only)"
     out = cfg.out or cfg.predictions.rstrip("/") + "/_eval"
-    console.header(
-        f"{version_text()} · evaluate",
-        {
-            "predictions": cfg.predictions,
-            "ground truth": gt,
-            "out": f"{out} (metrics.json, metrics.md, sheet.png)",
-        },
-    )
+    return "evaluate", {
+        "predictions": cfg.predictions,
+        "ground truth": gt,
+        "out": f"{out} (metrics.json, metrics.md, sheet.png)",
+    }
+
+
+def _run(cfg: EvaluateJobConfig) -> EvaluationResult:
     from pipelines.evaluate import run_evaluation  # noqa: PLC0415 - imports torch
 
-    console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
-    try:
-        result = run_evaluation(
-            cfg.predictions,
-            gt_root=cfg.gt,
-            gt_format=cfg.format,
-            split=cfg.split,
-            out=cfg.out,
-            iou_thresholds=cfg.iou_thresholds,
-            cam_curve_interval=cfg.cam_curve_interval,
-            threshold=None if cfg.threshold < 0 else cfg.threshold,
-            sheet_images=cfg.sheet_images,
-        )
-    except Exception:
-        log.exception("evaluation failed")
-        return 1
-    print(json.dumps(result.to_dict(), indent=2, default=str))
-    return 0
+    return run_evaluation(
+        cfg.predictions,
+        gt_root=cfg.gt,
+        gt_format=cfg.format,
+        split=cfg.split,
+        out=cfg.out,
+        iou_thresholds=cfg.iou_thresholds,
+        cam_curve_interval=cfg.cam_curve_interval,
+        threshold=None if cfg.threshold < 0 else cfg.threshold,
+        sheet_images=cfg.sheet_images,
+        sheet_columns=cfg.sheet_columns,
+    )
+
+
+JOB = Job("evaluate", _parse, _run, "evaluation failed", _header, lambda cfg, r: r.to_dict(), needs_ray=True)
+main = JOB.main
 
 
 if __name__ == "__main__":

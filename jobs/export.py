@@ -23,13 +23,15 @@ Needs no Ray. Exit code 0 on success, 1 on failure, 2 on a bad command line.
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipelines import console
-from pipelines.config import build_config, version_text
+from jobs.entry import Job
+from pipelines.config import build_config
+
+if TYPE_CHECKING:
+    from pipelines.export import ExportSummary
 
 FORMATS = (
     "coco",
@@ -38,8 +40,6 @@ FORMATS = (
     "voc",
     "label_studio",
 )  # pipelines.export.FORMATS, without importing it
-
-log = logging.getLogger("jobs.export")
 
 
 @dataclass
@@ -82,52 +82,47 @@ class ExportJobConfig:
     images_url: str = ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
-    try:
-        cfg = build_config(ExportJobConfig, args)
-        required = ("predictions", "out") if cfg.to == "coco_results" else ("predictions", "out", "category")
-        missing = [k for k in required if not getattr(cfg, k)]
-        if missing:
-            raise ValueError(f"required: {', '.join('--' + k for k in missing)}")
-        if cfg.to not in FORMATS:
-            raise ValueError(f"--to={cfg.to!r} is not one of {', '.join(FORMATS)}")
-        if cfg.top_k < 0:
-            raise ValueError(f"--top_k={cfg.top_k} must be >= 0 (0 = all)")
-        if not 0.0 <= cfg.val_fraction < 1.0:
-            raise ValueError(f"--val_fraction={cfg.val_fraction} must be in [0, 1)")
-        if cfg.val_fraction and cfg.to != "yolo":
-            raise ValueError(f"--val_fraction applies to --to=yolo, not --to={cfg.to}")
-        if cfg.images_url and cfg.to != "label_studio":
-            raise ValueError(f"--images_url applies to --to=label_studio, not --to={cfg.to}")
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
-    console.header(
-        f"{version_text()} · export",
-        {"predictions": cfg.predictions, "out": f"{cfg.out} ({cfg.to})"},
-    )
+def _parse(args: list[str]) -> ExportJobConfig:
+    cfg = build_config(ExportJobConfig, args)
+    required = ("predictions", "out") if cfg.to == "coco_results" else ("predictions", "out", "category")
+    missing = [k for k in required if not getattr(cfg, k)]
+    if missing:
+        raise ValueError(f"required: {', '.join('--' + k for k in missing)}")
+    if cfg.to not in FORMATS:
+        raise ValueError(f"--to={cfg.to!r} is not one of {', '.join(FORMATS)}")
+    if cfg.top_k < 0:
+        raise ValueError(f"--top_k={cfg.top_k} must be >= 0 (0 = all)")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ValueError(f"--val_fraction={cfg.val_fraction} must be in [0, 1)")
+    if cfg.val_fraction and cfg.to != "yolo":
+        raise ValueError(f"--val_fraction applies to --to=yolo, not --to={cfg.to}")
+    if cfg.images_url and cfg.to != "label_studio":
+        raise ValueError(f"--images_url applies to --to=label_studio, not --to={cfg.to}")
+    return cfg
+
+
+def _header(cfg: ExportJobConfig) -> tuple[str, dict[str, str]]:
+    return "export", {"predictions": cfg.predictions, "out": f"{cfg.out} ({cfg.to})"}
+
+
+def _run(cfg: ExportJobConfig) -> ExportSummary:
     from pipelines.export import run_export  # noqa: PLC0415 - imports pyarrow and torch
 
-    try:
-        summary = run_export(
-            cfg.predictions,
-            cfg.out,
-            cfg.category,
-            cfg.to,
-            cfg.images_root or None,
-            min_score=cfg.min_score,
-            top_k=cfg.top_k,
-            val_fraction=cfg.val_fraction,
-            images_url=cfg.images_url,
-        )
-    except Exception:
-        log.exception("export failed")
-        return 1
-    print(json.dumps(summary.to_dict(), indent=2))
-    return 0
+    return run_export(
+        cfg.predictions,
+        cfg.out,
+        cfg.category,
+        cfg.to,
+        cfg.images_root or None,
+        min_score=cfg.min_score,
+        top_k=cfg.top_k,
+        val_fraction=cfg.val_fraction,
+        images_url=cfg.images_url,
+    )
+
+
+JOB = Job("export", _parse, _run, "export failed", _header, report=lambda cfg, summary: summary.to_dict())
+main = JOB.main
 
 
 if __name__ == "__main__":

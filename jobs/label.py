@@ -19,48 +19,41 @@ labeling fails, 2 on a bad command line or a local ``--images`` / ``--model`` pa
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from pipelines import console
-from pipelines.config import (
-    LabelJobConfig,
-    build_config,
-    check_label_config,
-    check_label_paths,
-    dump,
-    version_text,
-)
+from jobs.entry import Job, Refused
+from pipelines.config import LabelJobConfig, build_config, check_label_config, check_label_paths, dump
+
+if TYPE_CHECKING:
+    from pipelines.label import LabelSummary
 
 log = logging.getLogger("jobs.label")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
-    try:
-        cfg = check_label_config(build_config(LabelJobConfig, args))
-        check_label_paths(cfg)  # local --images / --model must exist: exit 2 before Ray starts
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
+def _parse(args: list[str]) -> LabelJobConfig:
+    cfg = check_label_config(build_config(LabelJobConfig, args))
+    check_label_paths(cfg)  # local --images / --model must exist: exit 2 before Ray starts
     log.info("config:\n%s", dump(cfg))
-    console.header(f"{version_text()} · label: a box, a score and a heatmap for every image", _fields(cfg))
+    return cfg
+
+
+def _header(cfg: LabelJobConfig) -> tuple[str, dict[str, str]]:
+    return "label: a box, a score and a heatmap for every image", _fields(cfg)
+
+
+def _run(cfg: LabelJobConfig) -> LabelSummary:
     from pipelines.label import run_labeling  # noqa: PLC0415 - imports torch
 
-    console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
     try:
-        summary = run_labeling(cfg)
+        return run_labeling(cfg)
     except ValueError as err:
-        log.error("labeling refused: %s", err)
-        return 2
-    except Exception:
-        log.exception("labeling failed")
-        return 1
-    print(json.dumps(summary.to_dict(), indent=2))
-    return 0
+        raise Refused(f"labeling refused: {err}") from err
+
+
+JOB = Job("label", _parse, _run, "labeling failed", _header, lambda cfg, r: r.to_dict(), needs_ray=True)
+main = JOB.main
 
 
 def _fields(cfg: LabelJobConfig) -> dict[str, str]:

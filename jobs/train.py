@@ -15,28 +15,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
+from jobs.entry import Job, Refused, run_job
 from pipelines import console
-from pipelines.config import (
-    TrainJobConfig,
-    build_config,
-    check_train_paths,
-    resolve_train_config,
-    version_text,
-)
+from pipelines.config import TrainJobConfig, build_config, check_train_paths, resolve_train_config
+
+if TYPE_CHECKING:
+    from pipelines.train import TrainResult
 
 log = logging.getLogger("jobs.train")
 
 
-def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
-    """Parse, start Ray, train; ``only_format`` pins ``dataset.format`` (jobs/train_cub.py)."""
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
+def job(only_format: str | None = None) -> Job[TrainJobConfig, TrainResult]:
+    """The training job; ``only_format`` pins ``dataset.format`` (jobs/train_cub.py)."""
     aliases = {"data": "dataset.root"}
     if not only_format:
         aliases["format"] = "dataset.format"
-    try:
+
+    def parse(args: list[str]) -> TrainJobConfig:
         cfg = build_config(TrainJobConfig, args, aliases=aliases)
         if only_format and cfg.dataset.format != only_format:
             raise ValueError(
@@ -44,22 +41,37 @@ def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
                 "use jobs/train.py"
             )
         check_train_paths(resolve_train_config(cfg))  # fail before starting Ray
-    except (KeyError, ValueError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
-    console.header(f"{version_text()} · train", _fields(cfg))
-    from pipelines.memory import MemoryBudgetError  # noqa: PLC0415 - imports torch
-    from pipelines.train import format_metrics, run_training  # noqa: PLC0415 - imports Ray Train, torch
+        return cfg
 
-    console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
+    return Job(
+        "train",
+        parse=parse,
+        run=_run,
+        failed="training failed",
+        header=lambda cfg: ("train", _fields(cfg)),
+        report=_report,
+        needs_ray=True,
+    )
+
+
+def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
+    """Parse, start Ray, train; ``only_format`` pins ``dataset.format`` (jobs/train_cub.py)."""
+    return run_job(job(only_format), argv)
+
+
+def _run(cfg: TrainJobConfig) -> TrainResult:
+    from pipelines.memory import MemoryBudgetError  # noqa: PLC0415 - imports torch
+    from pipelines.train import run_training  # noqa: PLC0415 - imports Ray Train, torch
+
     try:
-        result = run_training(cfg)
+        return run_training(cfg)
     except MemoryBudgetError as err:  # found before any data is read: a configuration to change
-        log.error("bad arguments: %s", err)
-        return 2
-    except Exception:
-        log.exception("training failed")
-        return 1
+        raise Refused(f"bad arguments: {err}") from err
+
+
+def _report(cfg: TrainJobConfig, result: TrainResult) -> None:
+    from pipelines.train import format_metrics  # noqa: PLC0415 - imported by _run already
+
     console.note(log, "final metrics: %s", format_metrics(result.metrics))
     console.note(
         log,
@@ -67,7 +79,6 @@ def main(argv: list[str] | None = None, only_format: str | None = None) -> int:
         result.checkpoint_path,
         result.model_path or "(not exported: run not finished)",
     )
-    return 0
 
 
 def _fields(cfg: TrainJobConfig) -> dict[str, str]:

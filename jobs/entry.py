@@ -1,0 +1,101 @@
+"""The one skeleton every job script runs: parse → check → header → Ray (if needed) → run → report.
+
+A job script describes itself as a :class:`Job` and its ``main`` is ``JOB.main`` (``run_job(JOB, argv)``):
+
+1. ``--verbose`` is taken out of the command line and the console is set up (:func:`console.start`);
+2. ``Job.parse`` builds and checks the config (``--help`` / ``--version`` answer there, see
+   :func:`pipelines.config.build_config`); a ``KeyError`` / ``ValueError`` is logged as
+   ``bad arguments: ...`` and the job exits 2, before Ray or torch is imported;
+3. ``Job.header`` gives the run's first lines (``coloc <version> · <title>`` and its fields);
+4. Ray is started (or joined: ``RAY_ADDRESS`` of a submitted job) only when ``Job.needs_ray``;
+5. ``Job.run`` does the work, importing its heavy modules itself: :class:`Refused` → its message,
+   exit 2 (a configuration to change); any other exception → ``<Job.failed>`` with the traceback,
+   exit 1; Ctrl-C → ``<name> interrupted``, exit 130 (as a shell reports a SIGINT);
+6. ``Job.report`` shows the result; a mapping it returns is printed as JSON on stdout (the
+   machine-readable summary; the person-facing lines go to stderr). Exit 0.
+
+This module imports neither Ray nor torch: ``--help``, ``--version`` and bad command lines stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pipelines import console
+from pipelines.config import version_text
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+# Exit codes: success, a failed run, a bad command line (or a refused configuration), Ctrl-C.
+OK, FAILED, BAD_ARGUMENTS, INTERRUPTED = 0, 1, 2, 130
+
+
+class Refused(Exception):
+    """Raised by ``Job.run`` for a request that cannot be carried out as configured: logged, exit 2."""
+
+
+@dataclass(frozen=True)
+class Job(Generic[C, R]):
+    """What one job script is, for :func:`run_job`.
+
+    Attributes:
+        name: the job's name; its logger is ``jobs.<name>``.
+        parse: the arguments (without ``--verbose``) → a checked config; raises ``KeyError`` /
+            ``ValueError`` on a bad command line.
+        run: the config → the result; imports Ray-, torch- or pyarrow-heavy modules itself.
+        failed: the error line logged (with the traceback) when ``run`` raises.
+        header: the config → (title, fields) of the first lines; None = no header.
+        report: (config, result) → None, or a mapping to print as JSON on stdout; None = nothing.
+        needs_ray: start or join Ray before ``run``.
+    """
+
+    name: str
+    parse: Callable[[list[str]], C]
+    run: Callable[[C], R]
+    failed: str
+    header: Callable[[C], tuple[str, Mapping[str, Any]]] | None = None
+    report: Callable[[C, R], Mapping[str, Any] | None] | None = None
+    needs_ray: bool = False
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The job script's ``main``: :func:`run_job` on ``argv`` (default ``sys.argv[1:]``)."""
+        return run_job(self, argv)
+
+
+def run_job(job: Job[C, R], argv: list[str] | None = None) -> int:
+    """Run ``job`` on ``argv`` (default: ``sys.argv[1:]``) and return its exit code (see the module doc)."""
+    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
+    if args is None:
+        return BAD_ARGUMENTS
+    log = logging.getLogger(f"jobs.{job.name}")
+    try:
+        cfg = job.parse(args)
+    except (KeyError, ValueError) as err:
+        log.error("bad arguments: %s", err)
+        return BAD_ARGUMENTS
+    if job.header is not None:
+        title, fields = job.header(cfg)
+        console.header(f"{version_text()} · {title}", fields)
+    try:
+        if job.needs_ray:
+            console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
+        result = job.run(cfg)
+    except Refused as err:
+        log.error("%s", err)
+        return BAD_ARGUMENTS
+    except KeyboardInterrupt:
+        log.error("%s interrupted", job.name)
+        return INTERRUPTED
+    except Exception:
+        log.exception(job.failed)
+        return FAILED
+    summary = job.report(cfg, result) if job.report is not None else None
+    if summary is not None:
+        print(json.dumps(summary, indent=2, default=str))
+    return OK
