@@ -56,6 +56,7 @@ from coloc_core.checkpoint import read_model_payload
 from coloc_core.decode import decode_image, resize_displayed
 from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import (
+    CAAMLocalizer,
     Localizer,
     baseline_payload,
     box_score,
@@ -123,27 +124,50 @@ def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], 
 # ------------------------------------------------------------------------------------- the network
 
 
+def _network_input(localizer: Localizer, images: npt.NDArray[np.uint8] | torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) images → the normalised float input on the localizer's device.
+
+    channels_last on CUDA. Call inside ``torch.inference_mode``.
+    """
+    device = next((p.device for p in localizer.parameters()), torch.device("cpu"))
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    x = normalize_images(x.to(device, non_blocking=True), localizer.mean, localizer.std)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
 def attention_maps(
     localizer: Localizer, images: npt.NDArray[np.uint8] | torch.Tensor
 ) -> npt.NDArray[np.float32]:
     """Attention maps of a batch of uint8 images, on the localizer's device.
 
-    On CUDA the input is channels_last and the forward pass runs under bf16 autocast.
+    The one inference path of the project: labeling actors, the Python API and training's per-epoch
+    evaluation all call it. On CUDA the input is channels_last and the forward pass runs under bf16
+    autocast.
 
     Shape:
         images: (B, H, W, 3) uint8 RGB. Returns (B, h, w) float32 (CPU NumPy).
     """
-    device = next((p.device for p in localizer.parameters()), torch.device("cpu"))
     with torch.inference_mode():
-        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-        x = normalize_images(x.to(device, non_blocking=True), localizer.mean, localizer.std)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = _network_input(localizer, images)
+        if x.device.type == "cuda":
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                 maps = localizer(x)
         else:
             maps = localizer(x)
         return np.asarray(maps.float().cpu().numpy(), dtype=np.float32)
+
+
+def feature_maps(localizer: CAAMLocalizer, images: npt.NDArray[np.uint8] | torch.Tensor) -> torch.Tensor:
+    """The backbone features a fitted labeler reads (its layer), for a batch of uint8 images.
+
+    The same input path as :func:`attention_maps`, in full precision (the collection statistics of
+    DDT, RPS and the self-trained head are sums over millions of pixels).
+
+    Shape:
+        images: (B, H, W, 3) uint8 RGB. Returns (B, C, h, w) float32 (CPU).
+    """
+    with torch.inference_mode():
+        return localizer.features(_network_input(localizer, images)).float().cpu()
 
 
 # ------------------------------------------------------------------------------------------- boxes

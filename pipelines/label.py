@@ -441,7 +441,7 @@ def descriptor_moments_batch(
         class_statistics,
         feature_statistics,
     )
-    from coloc_core.model import normalize_images  # noqa: PLC0415
+    from coloc_core.predict import feature_maps  # noqa: PLC0415
 
     localizer: Any = _FIT_LOCALIZERS.get(model_uri)
     if localizer is None:
@@ -451,8 +451,7 @@ def descriptor_moments_batch(
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     with torch.inference_mode():
         if ok.any():
-            images = torch.from_numpy(np.ascontiguousarray(batch[ingest.IMAGE][ok]))
-            feats = localizer.features(normalize_images(images, localizer.mean, localizer.std))
+            feats = feature_maps(localizer, batch[ingest.IMAGE][ok])
         else:  # no good image in this batch: the statistics of no descriptor (all zero)
             feats = torch.zeros(0, int(localizer.channels), 1, 1)
         if head is None:

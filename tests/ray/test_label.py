@@ -303,8 +303,10 @@ def test_self_trained_labeler_fits_its_head_on_the_collection(ray_cluster, tmp_p
     rounds = payload["meta"]["selftrain_rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert all(r["foreground"] > 0 and r["background"] > 0 for r in rounds)
-    weight = payload["state_dict"]["head_weight"]
-    assert weight.shape == (32,) and float(weight.norm()) == pytest.approx(1.0, abs=1e-5)
+    # The default head: linear rounds, then a quadratic last round (its linear term is not a unit vector).
+    weight, square = payload["state_dict"]["head_weight"], payload["state_dict"]["head_quadratic"]
+    assert weight.shape == (32,) and square.shape == (32, 32) and bool(square.isfinite().all())
+    assert float((square - square.T).abs().max()) <= 1e-6 * float(square.abs().max())
     table = pq.read_table(out)
     assert table.num_rows == 20 and table.column("error").null_count == 20
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}

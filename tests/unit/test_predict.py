@@ -248,3 +248,24 @@ def test_importing_coloc_core_stays_cheap():
     code = "import sys, coloc_core; assert 'torch' not in sys.modules; print(coloc_core.Predictor.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Predictor"
+
+
+def test_feature_maps_and_attention_maps_share_one_input_path():
+    from coloc_core.localizer import localizer_from_payload
+    from coloc_core.model import normalize_images
+    from coloc_core.predict import attention_maps, feature_maps
+
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny", weights=None)
+    payload = baseline_payload("caam", backbone="tiny", backbone_state=backbone.state_dict())
+    localizer = localizer_from_payload(payload)
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = normalize_images(torch.from_numpy(images), localizer.mean, localizer.std)
+        expected_feats, expected_maps = localizer.features(x), localizer(x)
+    feats = feature_maps(localizer, images)
+    assert feats.dtype == torch.float32 and feats.shape == expected_feats.shape
+    torch.testing.assert_close(feats, expected_feats)
+    np.testing.assert_allclose(
+        attention_maps(localizer, torch.from_numpy(images)), expected_maps.numpy(), rtol=1e-6
+    )
