@@ -15,17 +15,16 @@ a bad command line (e.g. a predictions folder without part files).
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from coloc_core.config import NON_NEGATIVE, Range
-from pipelines import console
-from pipelines.config import build_config, version_text
+from jobs.entry import Job, Refused
+from pipelines.config import build_config
 
-log = logging.getLogger("jobs.render")
+if TYPE_CHECKING:
+    from pipelines.render import RenderSummary
 
 
 @dataclass
@@ -57,63 +56,64 @@ class RenderJobConfig:
     RANGES: ClassVar[dict[str, Range]] = {"sample": NON_NEGATIVE, "max_side": NON_NEGATIVE}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = console.start(sys.argv[1:] if argv is None else argv)  # --verbose, then the console
-    if args is None:
-        return 2
-    try:
-        cfg = build_config(RenderJobConfig, args)
-        missing = [k for k in ("predictions", "out") if not getattr(cfg, k)]
-        if missing:
-            raise ValueError(f"required: {', '.join('--' + k for k in missing)}")
-        from pipelines import storage  # noqa: PLC0415
-        from pipelines.predictions import part_files  # noqa: PLC0415 - imports pyarrow
+def _parse(args: list[str]) -> RenderJobConfig:
+    cfg = build_config(RenderJobConfig, args)
+    missing = [k for k in ("predictions", "out") if not getattr(cfg, k)]
+    if missing:
+        raise ValueError(f"required: {', '.join('--' + k for k in missing)}")
+    return cfg
 
-        if not part_files(cfg.predictions):
-            raise ValueError(f"--predictions={cfg.predictions}: no part-*.parquet files there")
-        if cfg.paths and not storage.exists(cfg.paths):
-            raise ValueError(f"--paths={cfg.paths}: no such file")
-    except (KeyError, ValueError, FileNotFoundError) as err:
-        log.error("bad arguments: %s", err)
-        return 2
-    except OSError:  # storage unreachable: not the command line's fault
-        log.exception("cannot read %s", cfg.predictions)
-        return 1
+
+def _header(cfg: RenderJobConfig) -> tuple[str, dict[str, str]]:
     what = (
         f"the images listed in {cfg.paths}"
         if cfg.paths
         else (f"{cfg.sample} at random" if cfg.sample else "all")
     )
-    console.header(
-        f"{version_text()} · render",
-        {
-            "predictions": cfg.predictions,
-            "images": what,
-            "ground truth": f"{cfg.gt} ({cfg.format}, split {cfg.split})" if cfg.gt else "none",
-            "out": f"{cfg.out} (one PNG per image)",
-        },
-    )
+    return "render", {
+        "predictions": cfg.predictions,
+        "images": what,
+        "ground truth": f"{cfg.gt} ({cfg.format}, split {cfg.split})" if cfg.gt else "none",
+        "out": f"{cfg.out} (one PNG per image)",
+    }
+
+
+def _run(cfg: RenderJobConfig) -> RenderSummary:
+    from pipelines import storage  # noqa: PLC0415
+    from pipelines.predictions import part_files  # noqa: PLC0415 - imports pyarrow
     from pipelines.render import run_render  # noqa: PLC0415 - imports torch
 
+    # Checked here, not in _parse: listing storage can fail for reasons that are not the command
+    # line's (an unreachable server: exit 1), while a folder without part files is a bad argument.
     try:
-        summary = run_render(
-            cfg.predictions,
-            cfg.out,
-            sample=cfg.sample,
-            seed=cfg.seed,
-            paths_file=cfg.paths,
-            gt_root=cfg.gt,
-            gt_format=cfg.format,
-            split=cfg.split,
-            max_side=cfg.max_side,
-        )
-    except Exception:
-        log.exception("render failed")
-        return 1
+        found = part_files(cfg.predictions)
+    except FileNotFoundError:
+        found = []
+    if not found:
+        raise Refused(f"bad arguments: --predictions={cfg.predictions}: no part-*.parquet files there")
+    if cfg.paths and not storage.exists(cfg.paths):
+        raise Refused(f"bad arguments: --paths={cfg.paths}: no such file")
+    return run_render(
+        cfg.predictions,
+        cfg.out,
+        sample=cfg.sample,
+        seed=cfg.seed,
+        paths_file=cfg.paths,
+        gt_root=cfg.gt,
+        gt_format=cfg.format,
+        split=cfg.split,
+        max_side=cfg.max_side,
+    )
+
+
+def _report(cfg: RenderJobConfig, summary: RenderSummary) -> dict[str, object]:
     report = summary.to_dict()
     report["files"] = len(report["files"] or [])
-    print(json.dumps(report, indent=2))
-    return 0
+    return report
+
+
+JOB = Job("render", _parse, _run, "render failed", _header, report=_report)
+main = JOB.main
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def test_help_and_version_answer_from_the_parse_step(capsys):
 
 
 @pytest.mark.parametrize(
-    "name", ["calibrate", "demo", "evaluate", "export", "generate", "label", "train", "train_cub"]
+    "name", ["calibrate", "demo", "evaluate", "export", "generate", "label", "render", "train", "train_cub"]
 )
 def test_every_job_script_runs_through_the_helper(name):
     """No job script carries its own copy of the skeleton: it declares a ``Job`` (train_cub: train's)."""
