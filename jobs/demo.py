@@ -30,7 +30,7 @@ def _report(cfg: DemoConfig, result: dict[str, Any]) -> None:
     print("model:        ", result["model"])
     print("predictions:  ", result["labels"], "(Parquet, one row per image)")
     print("evaluation:   ", result["report"], "(metrics.json, metrics.md, picture sheet PNG)")
-    print("exports:      ", result["exports"], "(COCO JSON, YOLO txt)")
+    print("exports:      ", result["exports"], "(COCO JSON, YOLO dataset)")
     keys = [
         k
         for k in ("corloc@0.5", "maxboxaccv2", "spearman_score_iou", "corloc@0.5_top_half_by_score")
