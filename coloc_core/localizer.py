@@ -407,6 +407,26 @@ def linear_score_std(weight: Tensor, sum_x: Tensor, sum_xxT: Tensor, count: int)
     return float(torch.sqrt((w @ cov @ w).clamp_min(0.0)))
 
 
+def _class_moments(stats: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """[(μ_fg, Σ_fg), (μ_bg, Σ_bg)] (float64, Σ symmetrised) from summed :func:`class_statistics`.
+
+    Raises:
+        ValueError: fewer than two pixels in a class.
+    """
+    fg, bg = int(stats["fg_count"]), int(stats["bg_count"])
+    if fg < 2 or bg < 2:
+        raise ValueError(
+            f"self-training needs foreground and background pixels, got {fg} and {bg}: "
+            "the collection's maps have no contrast"
+        )
+    moments = []
+    for name, n in (("fg", fg), ("bg", bg)):
+        mean = stats[f"{name}_x"].double() / n
+        cov = stats[f"{name}_xxT"].double() / n - torch.outer(mean, mean)
+        moments.append((mean, 0.5 * (cov + cov.T)))
+    return moments
+
+
 def lda_from_class_statistics(
     stats: dict[str, Tensor], shrinkage: float = SELFTRAIN_SHRINKAGE
 ) -> tuple[Tensor, float]:
@@ -421,19 +441,8 @@ def lda_from_class_statistics(
     Raises:
         ValueError: fewer than two pixels in a class, or non-finite sums.
     """
-    fg, bg = int(stats["fg_count"]), int(stats["bg_count"])
-    if fg < 2 or bg < 2:
-        raise ValueError(
-            f"self-training needs foreground and background pixels, got {fg} and {bg}: "
-            "the collection's maps have no contrast"
-        )
-    moments = []
-    for name, n in (("fg", fg), ("bg", bg)):
-        mean = stats[f"{name}_x"].double() / n
-        moments.append((mean, stats[f"{name}_xxT"].double() / n - torch.outer(mean, mean)))
-    (mf, cf), (mb, cb) = moments
+    (mf, cf), (mb, cb) = _class_moments(stats)
     scatter = 0.5 * (cf + cb)
-    scatter = 0.5 * (scatter + scatter.T)
     channels = scatter.shape[0]
     scatter = scatter + float(shrinkage) * float(torch.trace(scatter)) / channels * torch.eye(
         channels, dtype=scatter.dtype
@@ -465,17 +474,7 @@ def qda_from_class_statistics(
     Raises:
         ValueError: fewer than two pixels in a class, or non-finite sums.
     """
-    fg, bg = int(stats["fg_count"]), int(stats["bg_count"])
-    if fg < 2 or bg < 2:
-        raise ValueError(
-            f"self-training needs foreground and background pixels, got {fg} and {bg}: "
-            "the collection's maps have no contrast"
-        )
-    moments = []
-    for name, n in (("fg", fg), ("bg", bg)):
-        mean = stats[f"{name}_x"].double() / n
-        cov = stats[f"{name}_xxT"].double() / n - torch.outer(mean, mean)
-        moments.append((mean, 0.5 * (cov + cov.T)))
+    moments = _class_moments(stats)
     channels = moments[0][0].shape[0]
     spread = float(torch.trace(moments[0][1]) + torch.trace(moments[1][1]))
     target = float(shrinkage) * 0.5 * spread / channels
