@@ -14,52 +14,15 @@ command line.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import asdict
+from typing import Any
 
-from coloc_core.config import CALIBRATION_CURVE_INTERVAL, NON_NEGATIVE, UNIT_OPEN, Range
 from jobs.entry import Job
-from pipelines.config import build_config
-
-
-@dataclass
-class CalibrateJobConfig:
-    """Calibration job.
-
-    Attributes:
-        predictions: predictions folder of the labelled subset.
-        gt: data set root with boxes.
-        format: GT reader.
-        split: GT split.
-        model: model file to copy with the new τ ("" = the one the predictions were made with).
-        out: new model file ("" = ``<model>.calibrated.pt``).
-        delta: IoU threshold of the CorLoc that is maximised.
-        cam_curve_interval: τ grid spacing.
-        limit: use at most this many GT images (0 = all).
-    """
-
-    predictions: str = ""
-    gt: str = ""
-    format: str = "boxes_csv"
-    split: str = "test"
-    model: str = ""
-    out: str = ""
-    delta: float = 0.5
-    cam_curve_interval: float = CALIBRATION_CURVE_INTERVAL
-    limit: int = 0
-
-    RANGES: ClassVar[dict[str, Range]] = {
-        "delta": Range(0, 1, open_low=True),
-        "cam_curve_interval": UNIT_OPEN,
-        "limit": NON_NEGATIVE,
-    }
+from pipelines.config import CalibrateJobConfig, build_config, check_calibrate_config
 
 
 def _parse(args: list[str]) -> CalibrateJobConfig:
-    cfg = build_config(CalibrateJobConfig, args)
-    if not cfg.predictions or not cfg.gt:
-        raise ValueError("--predictions and --gt are required")
-    return cfg
+    return check_calibrate_config(build_config(CalibrateJobConfig, args))
 
 
 def _header(cfg: CalibrateJobConfig) -> tuple[str, dict[str, str]]:

@@ -53,6 +53,8 @@ class Job(Generic[C, R]):
         header: the config → (title, fields) of the first lines; None = no header.
         report: (config, result) → None, or a mapping to print as JSON on stdout; None = nothing.
         needs_ray: start or join Ray before ``run``.
+        ray_options: the config → keyword arguments of ``ray.init`` when no Ray is running to join
+            (the demo's local cluster: its CPUs, no dashboard); None = Ray's defaults.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Job(Generic[C, R]):
     header: Callable[[C], tuple[str, Mapping[str, Any]]] | None = None
     report: Callable[[C, R], Mapping[str, Any] | None] | None = None
     needs_ray: bool = False
+    ray_options: Callable[[C], Mapping[str, Any]] | None = None
 
     def main(self, argv: list[str] | None = None) -> int:
         """The job script's ``main``: :func:`run_job` on ``argv`` (default ``sys.argv[1:]``)."""
@@ -84,7 +87,8 @@ def run_job(job: Job[C, R], argv: list[str] | None = None) -> int:
         console.header(f"{version_text()} · {title}", fields)
     try:
         if job.needs_ray:
-            console.ray_init()  # address from the job environment (RAY_ADDRESS) when submitted
+            # address from the job environment (RAY_ADDRESS) when submitted
+            console.ray_init(**(job.ray_options(cfg) if job.ray_options is not None else {}))
         result = job.run(cfg)
     except Refused as err:
         log.error("%s", err)

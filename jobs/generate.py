@@ -6,24 +6,10 @@ python jobs/generate.py --out=data/synthetic --num_images=200 --seed=0
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import ClassVar
 
-from coloc_core.config import AT_LEAST_ONE, NON_NEGATIVE, Range
 from coloc_core.synthetic import generate_cub_layout
 from jobs.entry import Job
-from pipelines.config import build_config
-
-
-@dataclass
-class GenerateConfig:
-    """Options: ``out`` folder, ``num_images``, ``seed``."""
-
-    out: str = "data/synthetic"
-    num_images: int = 200
-    seed: int = 0
-
-    RANGES: ClassVar[dict[str, Range]] = {"num_images": AT_LEAST_ONE, "seed": NON_NEGATIVE}
+from pipelines.config import GenerateConfig, build_config
 
 
 def _run(cfg: GenerateConfig) -> int:

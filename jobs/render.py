@@ -16,52 +16,17 @@ a bad command line (e.g. a predictions folder without part files).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
-from coloc_core.config import NON_NEGATIVE, Range
 from jobs.entry import Job, Refused
-from pipelines.config import build_config
+from pipelines.config import RenderJobConfig, build_config, check_render_config
 
 if TYPE_CHECKING:
     from pipelines.render import RenderSummary
 
 
-@dataclass
-class RenderJobConfig:
-    """Render job.
-
-    Attributes:
-        predictions: predictions folder (local or ``s3://``).
-        out: output folder of the PNG files (local or ``s3://``).
-        sample: draw this many images picked at random (0 = every image); ignored with ``paths``.
-        seed: seed of the random pick.
-        paths: a text file (local or ``s3://``) of the image paths to draw, one per line.
-        gt: data set root with boxes: draw its GT boxes too ("" = none).
-        format: GT reader: cub | cars | aircraft | dogs | boxes_csv.
-        split: GT split.
-        max_side: scale larger images down to this longer side in pixels (0 = original size).
-    """
-
-    predictions: str = ""
-    out: str = ""
-    sample: int = 32
-    seed: int = 0
-    paths: str = ""
-    gt: str = ""
-    format: str = "boxes_csv"
-    split: str = "test"
-    max_side: int = 1024
-
-    RANGES: ClassVar[dict[str, Range]] = {"sample": NON_NEGATIVE, "max_side": NON_NEGATIVE}
-
-
 def _parse(args: list[str]) -> RenderJobConfig:
-    cfg = build_config(RenderJobConfig, args)
-    missing = [k for k in ("predictions", "out") if not getattr(cfg, k)]
-    if missing:
-        raise ValueError(f"required: {', '.join('--' + k for k in missing)}")
-    return cfg
+    return check_render_config(build_config(RenderJobConfig, args))
 
 
 def _header(cfg: RenderJobConfig) -> tuple[str, dict[str, str]]:
@@ -93,17 +58,7 @@ def _run(cfg: RenderJobConfig) -> RenderSummary:
         raise Refused(f"bad arguments: --predictions={cfg.predictions}: no part-*.parquet files there")
     if cfg.paths and not storage.exists(cfg.paths):
         raise Refused(f"bad arguments: --paths={cfg.paths}: no such file")
-    return run_render(
-        cfg.predictions,
-        cfg.out,
-        sample=cfg.sample,
-        seed=cfg.seed,
-        paths_file=cfg.paths,
-        gt_root=cfg.gt,
-        gt_format=cfg.format,
-        split=cfg.split,
-        max_side=cfg.max_side,
-    )
+    return run_render(cfg)
 
 
 def _report(cfg: RenderJobConfig, summary: RenderSummary) -> dict[str, object]:

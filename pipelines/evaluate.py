@@ -56,10 +56,11 @@ import numpy as np
 
 from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload
-from coloc_core.config import CALIBRATION_CURVE_INTERVAL, CAM_CURVE_INTERVAL, IOU_THRESHOLDS
+from coloc_core.config import CALIBRATION_CURVE_INTERVAL
 from coloc_core.heatmap import dequantize_heatmap
 from coloc_core.metrics import LocalizationAccumulator, MaxBoxAccAccumulator
 from pipelines import ingest, schema, storage
+from pipelines.config import EvaluateJobConfig
 from pipelines.predictions import PredictionsFolder, decode_heatmap_row, part_files
 from pipelines.render import picture_sheet, sheet_title
 
@@ -276,36 +277,26 @@ class EvaluationResult:
         return asdict(self)
 
 
-def run_evaluation(
-    predictions: str,
-    gt_root: str = "",
-    gt_format: str = "boxes_csv",
-    split: str = "test",
-    out: str = "",
-    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
-    cam_curve_interval: float = CAM_CURVE_INTERVAL,
-    threshold: float | None = None,
-    sheet_images: int = 8,
-    sheet_columns: int = 0,
-) -> EvaluationResult:
-    """Evaluate ``predictions`` (and draw the picture sheet); see the module docstring.
+def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
+    """Evaluate ``cfg.predictions`` (and draw the picture sheet); see the module docstring.
 
     Args:
-        predictions: predictions folder (local or ``s3://``).
-        gt_root: data set root with boxes; ``""`` = no ground truth (sheet ranked by score only).
-        gt_format: reader of the ground truth (``coloc_core.datasets.DATASET_KINDS``).
-        split: its split.
-        out: output folder; ``""`` = ``<predictions>/_eval``.
-        iou_thresholds: the δ values of CorLoc and MaxBoxAcc.
-        cam_curve_interval: τ grid spacing of MaxBoxAcc.
-        threshold: τ for CorLoc; None = the τ stored in the table.
-        sheet_images: images in each group of the picture sheet (the best, then the worst); 0 = no sheet.
-        sheet_columns: tiles per line of the sheet (a group wraps onto more lines); 0 = ``sheet_images``
-            (one line per group).
+        cfg: the evaluation job (:class:`pipelines.config.EvaluateJobConfig`): ``predictions`` (local
+            or ``s3://``); ``gt`` the data set root with boxes (``""`` = no ground truth: the sheet is
+            ranked by score only), read with ``format`` (``coloc_core.datasets.DATASET_KINDS``) at
+            ``split``; ``out`` (``""`` = ``<predictions>/_eval``); ``iou_thresholds`` the δ values of
+            CorLoc and MaxBoxAcc; ``cam_curve_interval`` MaxBoxAcc's τ grid spacing; ``threshold`` τ
+            for CorLoc (negative = the τ stored in the table); ``sheet_images`` images in each group
+            of the picture sheet (the best, then the worst; 0 = no sheet); ``sheet_columns`` tiles per
+            line of the sheet (a group wraps onto more lines; 0 = ``sheet_images``, one line per group).
 
     Raises:
         FileNotFoundError: no part files; ValueError: a table mixing several τ (and no ``threshold``).
     """
+    predictions, gt_root, gt_format, split, out = cfg.predictions, cfg.gt, cfg.format, cfg.split, cfg.out
+    iou_thresholds, cam_curve_interval = cfg.iou_thresholds, cfg.cam_curve_interval
+    threshold = None if cfg.threshold < 0 else cfg.threshold
+    sheet_images, sheet_columns = cfg.sheet_images, cfg.sheet_columns
     uris = part_files(predictions)
     if not uris:
         raise FileNotFoundError(f"no predictions (part-*.parquet) under {predictions}")

@@ -87,6 +87,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from pipelines import schema, storage
+from pipelines.config import ExportJobConfig
 from pipelines.predictions import PredictionsFolder, iter_predictions
 
 log = logging.getLogger(__name__)
@@ -831,33 +832,25 @@ _WRITERS: dict[str, Callable[..., ExportSummary]] = {
 }
 
 
-def run_export(
-    predictions: str,
-    out: str,
-    category: str,
-    fmt: str = "coco",
-    images_root: str | None = None,
-    min_score: float | None = None,
-    top_k: int = 0,
-    val_fraction: float = 0.0,
-    images_url: str = "",
-) -> ExportSummary:
-    """Export in ``fmt``, keeping the boxes that pass ``min_score`` and ``top_k``.
+def run_export(cfg: ExportJobConfig) -> ExportSummary:
+    """Export in ``cfg.to``, keeping the boxes that pass ``min_score`` and ``top_k``.
 
     ``coco`` (a dataset JSON file), ``coco_results`` (a results JSON file), ``yolo`` (an Ultralytics
     dataset folder), ``voc`` (a folder) or ``label_studio`` (a JSON file of tasks).
 
     Args:
-        predictions: predictions folder.
-        out: the file or folder to write (local or ``s3://``).
-        category: the collection's name (the one class; unused by ``coco_results``).
-        fmt: one of :data:`FORMATS`.
-        images_root: root the exported image paths are relative to; None = the manifest's ``images``.
-        min_score: keep boxes with ``score >= min_score``; None = all.
-        top_k: keep the ``top_k`` highest-scored boxes; 0 = all.
-        val_fraction: ``yolo`` only: the fraction of images in ``val.txt`` (0 = none).
-        images_url: ``label_studio`` only: the URL prefix replacing ``images_root`` in ``data.image``.
+        cfg: the export job (:class:`pipelines.config.ExportJobConfig`): ``predictions`` folder;
+            ``out`` the file or folder to write (local or ``s3://``); ``category`` the collection's
+            name (the one class; unused by ``coco_results``); ``to`` one of :data:`FORMATS`;
+            ``images_root`` the root the exported image paths are relative to (``""`` = the
+            manifest's ``images``); ``min_score`` keeps boxes with ``score >= min_score`` (None =
+            all); ``top_k`` keeps the ``top_k`` highest-scored boxes (0 = all); ``val_fraction``
+            (``yolo`` only) the fraction of images in ``val.txt`` (0 = none); ``images_url``
+            (``label_studio`` only) the URL prefix replacing ``images_root`` in ``data.image``.
     """
+    predictions, out, category, fmt = cfg.predictions, cfg.out, cfg.category, cfg.to
+    images_root = cfg.images_root or None
+    min_score, top_k, val_fraction, images_url = cfg.min_score, cfg.top_k, cfg.val_fraction, cfg.images_url
     if fmt not in _WRITERS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if val_fraction and fmt != "yolo":

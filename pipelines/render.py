@@ -30,6 +30,7 @@ import numpy as np
 from coloc_core.boxes import scoremap_from_attention
 from coloc_core.heatmap import dequantize_heatmap
 from pipelines import console, schema, storage
+from pipelines.config import RenderJobConfig
 from pipelines.predictions import PredictionsFolder, decode_heatmap_row, iter_predictions, part_files
 
 log = logging.getLogger(__name__)
@@ -401,36 +402,25 @@ def _select(
     return set(paths), len(errors), 0
 
 
-def run_render(
-    predictions: str,
-    out: str,
-    sample: int = 32,
-    seed: int = 0,
-    paths_file: str = "",
-    gt_root: str = "",
-    gt_format: str = "boxes_csv",
-    split: str = "test",
-    max_side: int = 1024,
-) -> RenderSummary:
-    """Write one overlay PNG per selected image of ``predictions`` under ``out`` (module docstring).
+def run_render(cfg: RenderJobConfig) -> RenderSummary:
+    """Write one overlay PNG per selected image of ``cfg.predictions`` under ``cfg.out`` (module docstring).
 
     Args:
-        predictions: predictions folder (local or ``s3://``).
-        out: output folder (local or ``s3://``).
-        sample: draw this many images picked at random among the rows that are not errors (0 = all).
-        seed: seed of that pick.
-        paths_file: a text file of image paths (:func:`read_path_list`); replaces ``sample``. Paths are
-            matched with scheme and ``./`` ignored.
-        gt_root: data set root with boxes: also draw its GT boxes (red); ``""`` = none.
-        gt_format: its reader (``coloc_core.datasets``).
-        split: its split.
-        max_side: scale larger images down to this longer side (0 = original size).
+        cfg: the render job (:class:`pipelines.config.RenderJobConfig`): ``predictions`` folder and
+            ``out`` folder (local or ``s3://``); ``sample`` draws this many images picked at random
+            among the rows that are not errors (0 = all), with ``seed``; ``paths`` a text file of
+            image paths (:func:`read_path_list`) replaces ``sample`` (paths are matched with scheme
+            and ``./`` ignored); ``gt`` a data set root with boxes: also draw its GT boxes (red;
+            ``""`` = none), read with ``format`` (``coloc_core.datasets``) at ``split``; ``max_side``
+            scales larger images down to this longer side (0 = original size).
 
     Raises:
         FileNotFoundError: no part files under ``predictions``.
     """
     from pipelines.evaluate import path_key, read_ground_truth  # noqa: PLC0415 - evaluate imports render
 
+    predictions, out, sample, seed, paths_file = cfg.predictions, cfg.out, cfg.sample, cfg.seed, cfg.paths
+    gt_root, gt_format, split, max_side = cfg.gt, cfg.format, cfg.split, cfg.max_side
     if not part_files(predictions):
         raise FileNotFoundError(f"no predictions (part-*.parquet) under {predictions}")
     wanted = read_path_list(paths_file) if paths_file else None

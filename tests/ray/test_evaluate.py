@@ -12,6 +12,7 @@ from PIL import Image
 
 from coloc_core.checkpoint import read_model_payload
 from pipelines import storage
+from pipelines.config import EvaluateJobConfig
 from pipelines.evaluate import calibrate_threshold, run_evaluation, write_calibrated_model
 from tests.ray import labeling_data as data
 
@@ -44,7 +45,7 @@ def test_oracle_heatmaps_score_100_on_s3(ray_cluster, s3_server, squares):
     _, images, expected = squares
     pred = s3_server.uri(s3_server.unique_prefix("oracle"))
     data.write_parts(pred, data.prediction_rows(_oracle_items(images, expected)), rows_per_file=4)
-    result = run_evaluation(pred, gt_root=images, gt_format="boxes_csv", split="all")
+    result = run_evaluation(EvaluateJobConfig(pred, gt=images, format="boxes_csv", split="all"))
     m = result.metrics
     for key in ("corloc@0.3", "corloc@0.5", "corloc@0.7", "corloc_mean", "maxboxacc@0.7", "maxboxaccv2"):
         assert m[key] == pytest.approx(100.0), (key, m)
@@ -71,7 +72,9 @@ def test_misses_count_and_score_ranking(ray_cluster, tmp_path, squares):
     # items[9] is left out of the table: a miss.
     pred = str(tmp_path / "pred")
     data.write_parts(pred, data.prediction_rows(shifted), rows_per_file=3)
-    m = run_evaluation(pred, gt_root=root, gt_format="boxes_csv", split="all", sheet_images=0).metrics
+    m = run_evaluation(
+        EvaluateJobConfig(pred, gt=root, format="boxes_csv", split="all", sheet_images=0)
+    ).metrics
     assert m["gt_images_with_error_row"] == 1 and m["gt_images_not_in_table"] == 1
     assert m["corloc@0.3"] <= 80.0  # 2 of 10 GT images can never be hits
     assert m["spearman_score_iou"] == pytest.approx(1.0)
@@ -122,52 +125,3 @@ def test_label_evaluate_calibrate_jobs(ray_cluster, tmp_path, squares, capsys):
     assert calibrate_main([f"--predictions={out}", f"--gt={root}", "--split=all", f"--model={model}"]) == 0
     payload = read_model_payload(open(calibrated, "rb").read())
     assert 0.0 <= payload["threshold"] < 1.0 and "calibration" in payload["meta"]
-
-
-def test_box_recall_and_precision_count_every_box_of_a_boxes_all_table(tmp_path):
-    import pyarrow as pa
-
-    from pipelines import schema
-
-    root = tmp_path / "herd"
-    root.mkdir()
-    gt = {
-        "a.jpg": [(10, 10, 59, 59), (100, 20, 149, 79)],  # two animals
-        "b.jpg": [(30, 30, 129, 99)],
-        "c.jpg": [(0, 0, 49, 49), (60, 0, 99, 49)],  # not in the table: both boxes missed
-    }
-    lines = ["path,width,height,x0,y0,x1,y1"]
-    lines += [f"{name},200,120,{x0},{y0},{x1},{y1}" for name, boxes in gt.items() for x0, y0, x1, y1 in boxes]
-    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
-    heat = np.zeros((7, 7), np.uint8)
-    heat[2:5, 2:5] = 255
-    items = [
-        (str(root / "a.jpg"), 200, 120, heat, (10.0, 10.0, 59.0, 59.0), 0.8),
-        (str(root / "b.jpg"), 200, 120, heat, (30.0, 30.0, 129.0, 99.0), 0.6),
-    ]
-    every = [
-        # both animals of a.jpg, plus a box on nothing and a duplicate of the first one (lower score)
-        schema.box_entries(
-            [[10, 10, 59, 59], [101, 21, 149, 79], [160, 90, 199, 119], [12, 12, 59, 59]],
-            [0.8, 0.5, 0.3, 0.2],
-        ),
-        schema.box_entries([[30, 30, 129, 99]], [0.6]),
-    ]
-    table = data.prediction_rows(items)
-    field = schema.PREDICTIONS_SCHEMA.field(schema.BOXES)
-    table = table.set_column(table.schema.get_field_index(schema.BOXES), field, pa.array(every, field.type))
-    pred = str(tmp_path / "pred")
-    data.write_parts(pred, table, rows_per_file=1)
-    m = run_evaluation(pred, gt_root=str(root), gt_format="boxes_csv", split="all", sheet_images=0).metrics
-    assert m["gt_boxes"] == 5
-    assert m["box_recall@0.5"] == pytest.approx(100 * 3 / 5)  # a: 2, b: 1, c: 0 of 2
-    assert m["box_precision@0.5"] == pytest.approx(100 * 3 / 5)  # 5 boxes, the duplicate is not a hit
-    assert m["boxes_per_image"] == pytest.approx(5 / 2)
-    assert m["single_box_recall@0.5"] == pytest.approx(100 * 2 / 5)
-    assert m["single_box_precision@0.5"] == pytest.approx(100.0)
-    # The same table without the boxes column: only the single box, and no single_* duplicate.
-    one = str(tmp_path / "pred-one")
-    data.write_parts(one, data.prediction_rows(items), rows_per_file=1)
-    m1 = run_evaluation(one, gt_root=str(root), gt_format="boxes_csv", split="all", sheet_images=0).metrics
-    assert m1["box_recall@0.5"] == pytest.approx(40.0) and m1["box_precision@0.5"] == pytest.approx(100.0)
-    assert "single_box_recall@0.5" not in m1

@@ -157,10 +157,13 @@ def _numeric_fields_without_a_range(cls: type, prefix: str = "") -> list[str]:
 
 
 def test_every_numeric_option_of_every_job_declares_its_range():
-    from jobs.calibrate import CalibrateJobConfig
-    from jobs.evaluate import EvaluateJobConfig
-    from jobs.generate import GenerateConfig
-    from pipelines.config import LabelJobConfig, TrainJobConfig
+    from pipelines.config import (
+        CalibrateJobConfig,
+        EvaluateJobConfig,
+        GenerateConfig,
+        LabelJobConfig,
+        TrainJobConfig,
+    )
 
     for cls in (TrainJobConfig, LabelJobConfig, EvaluateJobConfig, CalibrateJobConfig, GenerateConfig):
         assert _numeric_fields_without_a_range(cls) == [], cls.__name__

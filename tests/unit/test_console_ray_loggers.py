@@ -4,8 +4,8 @@ Ray's loggers ("ray", "ray.data") do not propagate, so pytest attaches its captu
 objects ``caplog`` reads on the root logger) to them too. :func:`pipelines.console.configure_ray` once set
 every console handler there to ERROR, pytest's included: after any test had imported Ray, a job's
 ``main()`` called in the test process (``jobs.export.main``, ...) silenced every INFO record of the rest
-of that test, so ``tests/ray/test_export.py`` failed when run after ``tests/ray/test_label_outage.py``.
-No cluster here: importing Ray and Ray Data is enough.
+of that test, so the export tests (now ``tests/unit/test_export_job.py``) failed when run after
+``tests/ray/test_label_outage.py``. No cluster here: importing Ray and Ray Data is enough.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pipelines import console, storage
 from pipelines.predictions import MANIFEST
 from tests.ray import labeling_data as data
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.timeout(120)]
 
 
 @pytest.fixture

@@ -152,8 +152,7 @@ def test_a_ray_that_cannot_be_reached_is_a_failure(monkeypatch, caplog):
 
 
 def test_help_and_version_answer_from_the_parse_step(capsys):
-    from jobs.generate import GenerateConfig
-    from pipelines.config import build_config
+    from pipelines.config import GenerateConfig, build_config
 
     job = Job("toy", parse=lambda args: build_config(GenerateConfig, args), run=lambda cfg: None, failed="x")
     with pytest.raises(SystemExit) as exit_:

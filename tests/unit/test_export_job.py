@@ -1,4 +1,7 @@
-"""Export of a predictions table to COCO (dataset, results), YOLO, VOC, Label Studio (the job entry point)."""
+"""Export of a predictions table to COCO (dataset, results), YOLO, VOC, Label Studio (the job entry point).
+
+Local tables, no Ray; the exports to S3 (loopback server) are in tests/ray/test_export.py.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +20,18 @@ from pipelines.export import select_rows, ultralytics_label_path, yolo_split
 from pipelines.predictions import MANIFEST
 from tests.ray import labeling_data as data
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 ROOT = "s3://bucket/photos"
 
 
 @pytest.fixture
 def table_dir(tmp_path):
+    return write_table(tmp_path)
+
+
+def write_table(tmp_path):
+    """A predictions table of three images and an error row, under ``tmp_path/pred``; (folder, items)."""
     heat = np.zeros((7, 7), np.uint8)
     heat[2:5, 2:5] = 255
     items = [
@@ -82,18 +90,6 @@ def test_yolo_export_matches_the_table(tmp_path, table_dir):
         "1.000000",
         "1.000000",
     ]
-
-
-def test_coco_export_to_s3_and_bad_arguments(s3_server, tmp_path, table_dir):
-    pred, _ = table_dir
-    out = s3_server.uri(s3_server.unique_prefix("export"), "labels.json")
-    assert export_main([f"--predictions={pred}", f"--out={out}", "--category=bird"]) == 0
-    coco = json.loads(storage.read_text(out))
-    assert len(coco["images"]) == 3 and coco["categories"][0]["name"] == "bird"
-    assert export_main([f"--predictions={pred}", f"--out={out}"]) == 2  # no category
-    assert export_main([f"--predictions={pred}", f"--out={out}", "--category=x", "--to=pascal"]) == 2
-    assert export_main([f"--predictions={pred}", f"--out={out}", "--category=x", "--top_k=-1"]) == 2
-    assert export_main([f"--predictions={pred}", f"--out={out}", "--category=x", "--min_score=nan"]) == 2
 
 
 def _export(pred, out, to, *extra):
@@ -540,17 +536,18 @@ def test_label_studio_images_url_replaces_the_images_root(tmp_path, table_dir, p
     ]
 
 
-def test_yolo_and_label_studio_exports_to_s3(s3_server, table_dir):
+def test_run_export_takes_the_jobs_config(tmp_path, table_dir):
+    from pipelines.config import ExportJobConfig
+    from pipelines.export import run_export
+
     pred, _ = table_dir
-    prefix = s3_server.unique_prefix("export-yolo")
-    out = s3_server.uri(prefix, "yolo")
-    assert _export(pred, out, "yolo", "--val_fraction=0.5") == 0
-    cfg = yaml.safe_load(storage.read_text(storage.join(out, "data.yaml")))
-    assert cfg["path"] == out and cfg["names"] == {0: "raccoon"}
-    lines = storage.read_text(storage.join(out, "train.txt")).split()
-    lines += storage.read_text(storage.join(out, "val.txt")).split()
-    assert sorted(lines) == ["./images/a/one.jpg", "./images/a/two.png", "./images/b/three.jpeg"]
-    assert storage.read_text(storage.join(out, "labels/a/one.txt")).startswith("0 ")
-    tasks_uri = s3_server.uri(prefix, "tasks.json")
-    assert _export(pred, tasks_uri, "label_studio") == 0
-    assert len(json.loads(storage.read_text(tasks_uri))) == 3
+    coco = str(tmp_path / "kept.json")
+    summary = run_export(ExportJobConfig(predictions=pred, out=coco, category="raccoon", min_score=0.5))
+    assert (summary.images, summary.boxes, summary.skipped_errors, summary.dropped_min_score) == (2, 2, 1, 1)
+    assert [im["file_name"] for im in json.load(open(coco))["images"]] == ["a/one.jpg", "b/three.jpeg"]
+    # images_root "" is the manifest's root; another root gives file names relative to it.
+    cfg = ExportJobConfig(predictions=pred, out=coco, category="raccoon", images_root="s3://bucket")
+    assert run_export(cfg).images == 3
+    assert json.load(open(coco))["images"][0]["file_name"] == "photos/a/one.jpg"
+    with pytest.raises(ValueError, match="val_fraction applies to the yolo format"):
+        run_export(ExportJobConfig(predictions=pred, out=coco, category="raccoon", val_fraction=0.5))

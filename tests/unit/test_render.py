@@ -13,6 +13,7 @@ from PIL import Image
 
 from jobs import render as render_job
 from pipelines import render, schema
+from pipelines.config import EvaluateJobConfig, RenderJobConfig
 from pipelines.predictions import PredictionsFolder
 from tests.ray import labeling_data as data
 
@@ -150,11 +151,11 @@ def test_render_job_one_png_per_image(folder, tmp_path, capsys):
 
 def test_render_summary_counts_and_sample(folder, tmp_path):
     pred, _, _ = folder
-    summary = render.run_render(pred, str(tmp_path / "s"), sample=2, seed=3, max_side=50)
+    summary = render.run_render(RenderJobConfig(pred, str(tmp_path / "s"), sample=2, seed=3, max_side=50))
     assert summary.rendered == 2 and summary.error_rows == 1 and summary.unreadable == 0
     for file in summary.files or []:
         assert max(Image.open(file).size) == 50  # scaled down to max_side
-    again = render.run_render(pred, str(tmp_path / "s2"), sample=2, seed=3, max_side=50)
+    again = render.run_render(RenderJobConfig(pred, str(tmp_path / "s2"), sample=2, seed=3, max_side=50))
     assert [os.path.basename(f) for f in again.files or []] == [
         os.path.basename(f) for f in summary.files or []
     ]
@@ -168,14 +169,14 @@ def test_render_paths_file_and_gt(folder, tmp_path):
         f"file://{paths[2].replace('/images/', '/images/./')}\n{root}/broken.jpg\n/nope.jpg\n"
     )
     out = tmp_path / "listed"
-    summary = render.run_render(pred, str(out), paths_file=str(listed))
+    summary = render.run_render(RenderJobConfig(pred, str(out), paths=str(listed)))
     assert summary.rendered == 2 and summary.error_rows == 1 and summary.not_found == 1
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["a/img1.png", "b/img2.png"]
     # with ground truth: the GT box (red) is drawn too
     w, h = SIZES[1]
     data.write_boxes_csv(root, [("a/img1.jpg", w, h, (1.0, 1.0, w - 2.0, h - 2.0))])
     with_gt = tmp_path / "gt"
-    summary = render.run_render(pred, str(with_gt), paths_file=str(listed), gt_root=root, split="all")
+    summary = render.run_render(RenderJobConfig(pred, str(with_gt), paths=str(listed), gt=root, split="all"))
     image = Image.open(with_gt / "a" / "img1.png")
     assert image.size == (w, h) and _has(image, render.GROUND_TRUTH) and _has(image, render.PREDICTED)
     assert not _has(Image.open(out / "a" / "img1.png"), render.GROUND_TRUTH)
@@ -195,7 +196,9 @@ def test_evaluate_sheet_wraps_more_than_16_tiles(folder, tmp_path):
     from pipelines.evaluate import run_evaluation
 
     pred, _, _ = folder
-    result = run_evaluation(pred, out=str(tmp_path / "eval"), sheet_images=5, sheet_columns=2)
+    result = run_evaluation(
+        EvaluateJobConfig(pred, out=str(tmp_path / "eval"), sheet_images=5, sheet_columns=2)
+    )
     sheet = Image.open(tmp_path / "eval" / "sheet.png")
     block = 160 + render.CAPTION_H + render.GAP
     # 5 best + 5 worst, 2 per line: 3 lines per group; ranked by score (no GT)
