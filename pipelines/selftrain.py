@@ -9,7 +9,7 @@ CAML run exports its model (``run.export`` or ``<storage_path>/<name>/model.pt``
 --model`` reads it like any other model file.
 
 The images are those of ``dataset.train_split`` (capped at ``dataset.limit`` and, for the fit, at
-``pipelines.label.DDT_FIT_IMAGES`` spread evenly over the split); no box is read. Reading, decoding and
+``pipelines.label_fit.DDT_FIT_IMAGES`` spread evenly over the split); no box is read. Reading, decoding and
 the passes use ``run.cpus_per_worker`` / ``run.decode_cpus`` CPUs per task. Every rerun fits again (a
 few passes over at most 2,000 images) and replaces the model file.
 """
@@ -24,7 +24,8 @@ from typing import Any
 from coloc_core.checkpoint import save_model_file
 from pipelines import storage
 from pipelines.config import LabelJobConfig, TrainJobConfig, dump, resolve_train_config
-from pipelines.label import fit_baseline_model, list_inputs
+from pipelines.label_fit import fit_baseline_model
+from pipelines.label_inputs import list_inputs
 from pipelines.train import MODEL_FILE, TrainResult
 
 log = logging.getLogger(__name__)

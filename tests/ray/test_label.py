@@ -15,7 +15,8 @@ from coloc_core.boxes import iou_matrix
 from coloc_core.synthetic import generate_cub_layout
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label import read_inputs, run_labeling
+from pipelines.label import run_labeling
+from pipelines.label_inputs import read_inputs
 from pipelines.predictions import MANIFEST, SUCCESS, decode_heatmap_row, part_files
 from tests.ray import labeling_data as data
 

@@ -24,7 +24,8 @@ import pytest
 
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label import _valid_part, run_labeling
+from pipelines.label import run_labeling
+from pipelines.label_shards import _valid_part
 from pipelines.predictions import MANIFEST, SUCCESS, part_files
 from tests.ray import labeling_data as data
 from tests.ray.conftest import OUTAGE_RETRIES

@@ -17,7 +17,9 @@ import pytest
 
 import coloc_core
 from pipelines import ingest, predictions, schema
-from pipelines import label as labeling
+from pipelines.label_inputs import _INPUT_SCHEMA, read_inputs, write_inputs
+from pipelines.label_plan import LabelPlan
+from pipelines.label_shards import _ShardWriter
 
 duckdb = pytest.importorskip("duckdb")
 pl = pytest.importorskip("polars")
@@ -34,7 +36,7 @@ def _inputs(n: int = NUM_IMAGES) -> pa.Table:
             "width": [640] * n,
             "height": [None] * n,
         },
-        schema=labeling._INPUT_SCHEMA,
+        schema=_INPUT_SCHEMA,
     )
 
 
@@ -66,15 +68,15 @@ def _prediction_batch(indices: list[int]) -> pa.Table:
     return table.append_column(ingest.INDEX, pa.array(indices, pa.int64()))
 
 
-def _label_folder(out: Path) -> labeling.LabelPlan:
+def _label_folder(out: Path) -> LabelPlan:
     """A complete labels folder, written the way ``run_labeling`` writes one (plan files + part files)."""
     out.mkdir()
     inputs = _inputs()
-    labeling.write_inputs(str(out), inputs)
+    write_inputs(str(out), inputs)
     (out / predictions.MANIFEST).write_text("{}")
     (out / predictions.MODEL_FILE).write_bytes(b"weights")
-    plan = labeling.LabelPlan(inputs, "model.pt", MODEL_ID, 0.2, ROWS_PER_FILE, {}, image_size=224)
-    writer = labeling._ShardWriter(plan, str(out), list(range(plan.num_shards)))
+    plan = LabelPlan(inputs, "model.pt", MODEL_ID, 0.2, ROWS_PER_FILE, {}, image_size=224)
+    writer = _ShardWriter(plan, str(out), list(range(plan.num_shards)))
     order = list(range(NUM_IMAGES))[::-1]  # rows arrive in any order, in batches across shards
     for start in range(0, NUM_IMAGES, 3):
         writer.add(_prediction_batch(order[start : start + 3]))
@@ -133,9 +135,9 @@ def test_the_inputs_file_round_trips(tmp_path: Path):
     out = tmp_path / "labels"
     out.mkdir()
     inputs = _inputs()
-    labeling.write_inputs(str(out), inputs)
+    write_inputs(str(out), inputs)
     assert not predictions.INPUTS.endswith(".parquet")
-    assert labeling.read_inputs(str(out)).equals(inputs)
+    assert read_inputs(str(out)).equals(inputs)
 
 
 def test_a_folder_of_the_old_layout_is_read_and_migrated(tmp_path: Path):
@@ -144,11 +146,11 @@ def test_a_folder_of_the_old_layout_is_read_and_migrated(tmp_path: Path):
     out.mkdir()
     inputs = _inputs()
     pq.write_table(inputs, out / predictions.LEGACY_INPUTS, compression="zstd")
-    assert labeling.read_inputs(str(out)).equals(inputs)
+    assert read_inputs(str(out)).equals(inputs)
     assert sorted(os.listdir(out)) == [predictions.INPUTS]
-    assert labeling.read_inputs(str(out)).equals(inputs)  # and from the new file afterwards
+    assert read_inputs(str(out)).equals(inputs)  # and from the new file afterwards
 
 
 def test_missing_inputs_file_is_an_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
-        labeling.read_inputs(str(tmp_path))
+        read_inputs(str(tmp_path))

@@ -51,7 +51,7 @@ def _label_row(model_file: Path, image_file: Path, all_boxes: bool) -> dict:
     """The row the labeling stage writes for one file: its decoder, model actor and box step (no Ray)."""
     from coloc_core.checkpoint import read_model_payload
     from pipelines import ingest
-    from pipelines.label import LocalizeBatch
+    from pipelines.label_actors import LocalizeBatch
 
     payload = read_model_payload(model_file.read_bytes())
     image, width, height = decode_image(image_file.read_bytes(), payload_input_size(payload))

@@ -1,0 +1,210 @@
+"""The labeling stage's per-batch work, run by Ray Data on the workers.
+
+Part of the labeling stage (:mod:`pipelines.label`): the decoded-images dataset of some input rows
+(:func:`_decoded`), the model actor that turns decoded images into heatmap (and box) rows
+(:class:`LocalizeBatch`) and the statistics task of the training-free fits
+(:func:`descriptor_moments_batch`, summed by :func:`pipelines.label_fit.fit_statistics`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from coloc_core.checkpoint import read_model_payload
+from coloc_core.heatmap import quantize_heatmap
+from coloc_core.localizer import localizer_from_payload
+from coloc_core.predict import attention_maps
+from pipelines import ingest, schema, storage
+from pipelines.config import LabelJobConfig
+from pipelines.label_shards import _nullable_ints, heatmaps_to_box_rows
+from pipelines.predictions import encode_heatmap
+
+
+class LocalizeBatch:
+    """Ray Data callable class: decoded uint8 images → uint8 heatmaps at feature resolution.
+
+    The model file is read once per actor (local or ``s3://``). Runs under ``torch.inference_mode``;
+    on GPU with bf16 autocast and channels_last. Error rows pass through (no forward pass).
+
+    Args:
+        model_uri: model file (``coloc_core.checkpoint`` format, optional ``kind``).
+        threshold: τ written in every row.
+        model_id: id written in every row (checked against the file).
+        use_gpu: run on CUDA (an error when no GPU is visible).
+        num_threads: torch intra-op threads on CPU.
+        postprocess: also compute boxes and scores (:func:`pipelines.label_shards.heatmaps_to_box_rows`)
+            in the actor. On CPU that costs ~1 ms next to ~100 ms of network per image and saves a
+            stage; on GPU it is left to a separate CPU stage so the accelerator never waits for contour
+            searches.
+        endpoint_url: S3 endpoint override.
+        all_boxes: with ``postprocess``, also every region's box and score (``boxes=all``).
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        threshold: float,
+        model_id: str,
+        use_gpu: bool = False,
+        num_threads: int = 1,
+        postprocess: bool = True,
+        endpoint_url: str | None = None,
+        all_boxes: bool = False,
+    ) -> None:
+        import torch  # noqa: PLC0415
+
+        payload = read_model_payload(storage.read_bytes(model_uri, endpoint_url))
+        if payload.get("model_id") != model_id:
+            raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
+        localizer = localizer_from_payload(payload)
+        if use_gpu:
+            if not torch.cuda.is_available():
+                raise RuntimeError("use_gpu=true but this actor sees no CUDA device")
+            self.device = torch.device("cuda")
+            localizer = localizer.to(self.device).to(memory_format=torch.channels_last)
+        else:
+            self.device = torch.device("cpu")
+            torch.set_num_threads(max(1, int(num_threads)))
+        self.localizer = localizer.eval()
+        self.threshold = float(threshold)
+        self.model_id = model_id
+        self.postprocess = postprocess
+        self.all_boxes = all_boxes
+
+    def attention(self, images: np.ndarray) -> np.ndarray:
+        """Attention maps of uint8 images.
+
+        Shape:
+            images: (B, H, W, 3) uint8. Returns (B, h, w) float32 (CPU numpy).
+        """
+        return attention_maps(self.localizer, images)  # the Python API's step too
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """A numpy batch of ingest rows → prediction rows (heatmap rows only when not ``postprocess``).
+
+        A model output that is not finite becomes an error row (never a silent empty box).
+        """
+        errors = list(batch[ingest.ERROR])
+        n = len(errors)
+        kinds = list(batch[ingest.ERROR_KIND]) if ingest.ERROR_KIND in batch else [None] * n
+        ok = np.array([e is None for e in errors], dtype=bool)
+        heatmaps: list[bytes | None] = [None] * n
+        hs: list[int | None] = [None] * n
+        ws: list[int | None] = [None] * n
+        if ok.any():
+            maps = self.attention(batch[ingest.IMAGE][ok])
+            for i, attn in zip(np.flatnonzero(ok), maps, strict=True):
+                if not np.isfinite(attn).all():
+                    errors[i] = f"{batch[ingest.PATH][i]}: the model's attention map is not finite"
+                    kinds[i] = schema.KIND_MODEL
+                    continue
+                data, h, w = encode_heatmap(quantize_heatmap(attn))
+                heatmaps[i], hs[i], ws[i] = data, h, w
+        table = pa.table(
+            {
+                schema.PATH: pa.array(list(batch[ingest.PATH]), pa.string()),
+                ingest.INDEX: pa.array(batch[ingest.INDEX], pa.int64()),
+                schema.WIDTH: pa.array(_nullable_ints(batch[ingest.WIDTH]), pa.int32()),
+                schema.HEIGHT: pa.array(_nullable_ints(batch[ingest.HEIGHT]), pa.int32()),
+                schema.HEATMAP: pa.array(heatmaps, pa.binary()),
+                schema.HEATMAP_H: pa.array(hs, pa.int16()),
+                schema.HEATMAP_W: pa.array(ws, pa.int16()),
+                schema.THRESHOLD: pa.array([self.threshold] * n, pa.float32()),
+                schema.MODEL: pa.array([self.model_id] * n, pa.string()),
+                schema.ERROR: pa.array([None if e is None else str(e) for e in errors], pa.string()),
+                schema.ERROR_KIND: pa.array([None if k is None else str(k) for k in kinds], pa.string()),
+            }
+        )
+        return heatmaps_to_box_rows(table, self.all_boxes) if self.postprocess else table
+
+
+# The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
+# process reads the backbone file once and keeps it here for the later batches it gets.
+_FIT_LOCALIZERS: dict[str, Any] = {}
+# The column of a statistics row that counts its input rows (for the driver's progress bar).
+FIT_ROWS = "rows"
+
+
+def descriptor_moments_batch(
+    batch: dict[str, np.ndarray],
+    model_uri: str,
+    num_threads: int = 1,
+    head: tuple[list[float], float, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Ingest rows → one row of feature statistics of the good images (DDT, RPS, self-training).
+
+    Args:
+        batch: ingest rows (``ingest.IMAGE`` uint8 images, ``ingest.ERROR``).
+        model_uri: the frozen backbone's payload file (read once per worker process).
+        num_threads: torch threads of the worker.
+        head: ``(weight, bias, level)`` of a linear map: return its per-class moments
+            (``coloc_core.localizer.class_statistics``) instead of the collection statistics.
+
+    Returns:
+        One row per key of ``coloc_core.localizer.STATISTICS`` (``feature_statistics``) or, with
+        ``head``, of ``CLASS_STATISTICS``; summed on the driver; matrices are flattened ((1, C*C)).
+        Plus :data:`FIT_ROWS`, the number of input rows (the driver's progress bar counts them).
+    """
+    import torch  # noqa: PLC0415
+
+    from coloc_core.localizer import (  # noqa: PLC0415
+        CLASS_STATISTICS,
+        STATISTICS,
+        class_statistics,
+        feature_statistics,
+    )
+    from coloc_core.predict import feature_maps  # noqa: PLC0415
+
+    localizer: Any = _FIT_LOCALIZERS.get(model_uri)
+    if localizer is None:
+        torch.set_num_threads(max(1, int(num_threads)))
+        localizer = localizer_from_payload(read_model_payload(storage.read_bytes(model_uri)))
+        _FIT_LOCALIZERS[model_uri] = localizer
+    ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
+    with torch.inference_mode():
+        if ok.any():
+            feats = feature_maps(localizer, batch[ingest.IMAGE][ok])
+        else:  # no good image in this batch: the statistics of no descriptor (all zero)
+            feats = torch.zeros(0, int(localizer.channels), 1, 1)
+        if head is None:
+            stats, keys = feature_statistics(feats), STATISTICS
+        else:
+            weight, bias, level = head
+            stats = class_statistics(feats, torch.tensor(weight, dtype=torch.float64), bias, level)
+            keys = CLASS_STATISTICS
+    out = {k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1) for k in keys}
+    out[FIT_ROWS] = np.array([len(ok)], dtype=np.int64)  # input rows of this batch: the driver's progress
+    return out
+
+
+def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int) -> Any:
+    """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``).
+
+    ``size``: the side every image is resized to (the model's input size, ``payload_input_size``).
+    """
+    import ray.data  # noqa: PLC0415
+
+    sub = inputs.take(pa.array(indices, pa.int64()))
+    records = pa.table(
+        {
+            ingest.PATH: sub.column("path"),
+            ingest.INDEX: pa.array(indices, pa.int64()),
+            ingest.WIDTH: sub.column("width"),
+            ingest.HEIGHT: sub.column("height"),
+            ingest.BOXES: pa.array([[] for _ in range(sub.num_rows)], pa.list_(pa.float32())),
+        },
+        schema=ingest.RECORD_SCHEMA,
+    )
+    per_block = min(ingest.default_rows_per_block(records.num_rows), max(cfg.batch_size, 1) * 4)
+    blocks = [records.slice(start, per_block) for start in range(0, records.num_rows, per_block)]
+    return ray.data.from_arrow(blocks).map_batches(
+        ingest.decode_batch,
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=cfg.decode_cpus,
+        fn_kwargs={"size": int(size)},
+        udf_modifying_row_count=False,
+    )

@@ -1,0 +1,201 @@
+"""The labeling stage's training-free models: the payload of a baseline method, fitted where it must be.
+
+Part of the labeling stage (:mod:`pipelines.label`): CAAM and the full map need no fit; DDT, RPS and
+self-training are fitted on feature statistics of a sample of the collection, summed over Ray Data
+passes (:func:`fit_statistics`, whose tasks run :func:`pipelines.label_actors.descriptor_moments_batch`).
+``coloc train --method=selftrain`` (:mod:`pipelines.selftrain`) runs the same fit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from coloc_core.localizer import (
+    DEFAULT_FIT_SIZE,
+    DEFAULT_INPUT_SIZES,
+    SELFTRAIN_ROUNDS,
+    baseline_payload,
+    ddt_from_statistics,
+    fit_selftrain,
+    rps_from_statistics,
+)
+from pipelines import console, storage
+from pipelines.config import LabelJobConfig
+from pipelines.label_actors import FIT_ROWS, _decoded, descriptor_moments_batch
+from pipelines.predictions import PredictionsFolder
+
+# The labeling stage's one logger: every line of the stage (driver, plan, shards, fit) is logged as
+# ``pipelines.label`` (what the console shows and the tests look for).
+log = logging.getLogger("pipelines.label")
+
+# Methods fitted on collection statistics before labeling (one streamed pass over a sample).
+FITTED = ("ddt", "rps", "selftrain")
+# DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
+DDT_FIT_IMAGES = 2000
+DDT_FIT_BATCH = 64
+
+
+def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:
+    """The model file payload of ``cfg.method`` (full, caam, ddt, rps, selftrain), fitted on ``inputs``.
+
+    ``weights``: the backbone's weights source ("auto", a file or URI; "none"/None = random init).
+    The fitted kinds run Ray Data passes over ``inputs`` (:func:`fit_statistics`), with ``cfg.out`` as
+    scratch space for the frozen backbone.
+    """
+    if weights is not None and weights.lower() == "none":
+        weights = None
+    meta: dict[str, Any] = {"created_by": "pipelines.label", "images": cfg.images}
+    layer, dilate = baseline_backbone_options(cfg)
+    options: dict[str, Any] = {
+        "backbone": cfg.backbone,
+        "feature_layer": layer,
+        "dilate": dilate,
+        "input_size": cfg.image_size or DEFAULT_INPUT_SIZES[cfg.method],
+    }
+    if cfg.method in ("full", "caam"):
+        return baseline_payload(cfg.method, weights=weights, meta=meta, **options)
+    # The fit passes read the collection at the (smaller) fit side; the model labels at input_size.
+    fit_size = cfg.fit_size or DEFAULT_FIT_SIZE
+    # DDT / RPS: the backbone is frozen in a file first so every statistics task uses the very same
+    # weights (and layer).
+    caam = baseline_payload("caam", weights=weights, **options)
+    options["fit_size"] = fit_size
+    backbone_uri = PredictionsFolder(cfg.out).backbone_file
+    buffer = io.BytesIO()
+    import torch  # noqa: PLC0415
+
+    torch.save(caam, buffer)
+    storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
+    sample = _ddt_sample(inputs)
+    passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
+    what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
+    # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
+    with console.progress(f"fit {cfg.method.upper()} ({what})", total=passes * sample.num_rows):
+        stats = fit_statistics(backbone_uri, sample, cfg, size=fit_size)
+        if cfg.method == "selftrain":
+
+            def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
+                head = ([float(v) for v in weight], float(bias), float(level))
+                return fit_statistics(backbone_uri, sample, cfg, head=head, size=fit_size)
+
+            weight, bias, square, rounds = fit_selftrain(stats, class_pass)
+    meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
+    backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
+    if cfg.method == "ddt":
+        mean, vector = ddt_from_statistics(stats)
+        return baseline_payload(
+            "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
+        )
+    if cfg.method == "selftrain":
+        meta.update(selftrain_rounds=rounds)
+        return baseline_payload(
+            "selftrain",
+            backbone_state=backbone_state,
+            head_weight=weight,
+            head_bias=bias,
+            head_quadratic=square,
+            meta=meta,
+            **options,
+        )
+    vector = rps_from_statistics(
+        stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
+    )
+    return baseline_payload("rps", backbone_state=backbone_state, rps_vector=vector, meta=meta, **options)
+
+
+def baseline_backbone_options(cfg: LabelJobConfig) -> tuple[str, bool | None]:
+    """The (feature layer, dilate) of a training-free method, resolving ``auto``.
+
+    ``auto``: DDT and RPS read the last block before the head (``pre_head``) of a stride-16 network
+    that is not dilated, where the backbone has one (EfficientNet-Lite0): the best setting measured on
+    raccoon and confirmed on kangaroo (docs/RESULTS.md); CAAM keeps the head output of the dilated
+    network (its own best); elsewhere the backbone's own output and default.
+    """
+    from coloc_core.backbones import build_backbone  # noqa: PLC0415
+
+    fitted = cfg.method in FITTED
+    layer = cfg.feature_layer
+    if layer == "auto":
+        probe = build_backbone(cfg.backbone, weights=None)
+        layer = "pre_head" if fitted and "pre_head" in probe.feature_layers else "output"
+    if cfg.stride16 == "auto":
+        dilate = False if fitted and cfg.backbone == "efficientnet_lite0" else None
+    else:
+        dilate = cfg.stride16 == "dilated"
+    return layer, dilate
+
+
+def _ddt_sample(inputs: pa.Table) -> pa.Table:
+    n = inputs.num_rows
+    if n <= DDT_FIT_IMAGES:
+        return inputs
+    picks = np.unique(np.linspace(0, n - 1, DDT_FIT_IMAGES).round().astype(np.int64))
+    return inputs.take(pa.array(picks))
+
+
+def fit_statistics(
+    backbone_uri: str,
+    inputs: pa.Table,
+    cfg: LabelJobConfig,
+    head: tuple[list[float], float, float] | None = None,
+    *,
+    size: int,
+) -> dict[str, Any]:
+    """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
+
+    Keys: ``coloc_core.localizer.STATISTICS`` (``sum_xxT`` reshaped to (C, C)); with ``head``
+    (``(weight, bias, level)``, a self-training round), ``CLASS_STATISTICS`` (``*_xxT`` (C, C)).
+    ``size``: the side every image is resized to (the input size of the model being fitted).
+
+    Raises:
+        ValueError: when no image of ``inputs`` could be decoded.
+    """
+    import torch  # noqa: PLC0415
+
+    from coloc_core.localizer import CLASS_STATISTICS, STATISTICS  # noqa: PLC0415
+
+    ds = _decoded(inputs, np.arange(inputs.num_rows), cfg, size)
+    moments = ds.map_batches(
+        descriptor_moments_batch,
+        num_cpus=cfg.actor_cpus,
+        batch_size=DDT_FIT_BATCH,
+        batch_format="numpy",
+        fn_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus)), "head": head},
+    )
+    keys = STATISTICS if head is None else CLASS_STATISTICS
+    sums: dict[str, np.ndarray] = {}
+    for batch in moments.iter_batches(batch_format="numpy", batch_size=None):
+        console.advance(int(batch[FIT_ROWS].sum()))  # the fit's bar (fit_baseline_model)
+        for key in keys:
+            part = batch[key].sum(axis=0)
+            sums[key] = part if key not in sums else sums[key] + part
+    if not sums or (head is None and int(sums["count"]) < 2):
+        raise ValueError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
+    channels = sums["sum_x" if head is None else "fg_x"].shape[0]
+    out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
+    for key in keys:
+        if key.endswith("xxT"):
+            out[key] = out[key].reshape(channels, channels)
+    if head is None:
+        log.info(
+            "label: %s fitted on %d images at %d×%d (%d descriptors, %d channels)",
+            cfg.method.upper(),
+            inputs.num_rows,
+            size,
+            size,
+            int(sums["count"]),
+            channels,
+        )
+    else:
+        log.info(
+            "label: self-training round: %d foreground and %d background pixels",
+            int(sums["fg_count"]),
+            int(sums["bg_count"]),
+        )
+    return out
