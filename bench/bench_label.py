@@ -10,8 +10,10 @@ part file was written, the driver's peak RSS (``ru_maxrss``) and the peak summed
 driver's whole process tree (raylet, workers, actors), sampled every 0.25 s from ``/proc``. PSS shares
 each shared page (torch libraries, the object store) among the processes mapping it; RSS counts it once
 per process (an upper bound). Two sizes give the marginal rate (n2 - n1) / (t2 - t1), free of start-up.
-Baseline: the same decode (``coloc_core.decode.decode_image``) and the same localizer in one process
-with ``--cpus`` torch threads, on ``--baseline_n`` images. Prints one JSON object.
+Baseline: a plain loop in one process with ``--cpus`` torch threads, on ``--baseline_n`` images: the
+same decode (``coloc_core.decode.decode_image``), the same localizer as a user builds it (default
+memory layout, ``torch.inference_mode``), and the box at τ from the bicubic score map
+(``scoremap_from_attention`` + ``boxes_from_scoremap``): decode + forward + boxes. Prints one JSON object.
 
 Memory at scale (the model's cost is constant per actor, so a light one keeps a 20k run short)::
 
@@ -79,6 +81,7 @@ class PeakSampler(threading.Thread):
 def plain_baseline(paths: list[str], threads: int, batch: int, method: str, backbone: str) -> float:
     import torch
 
+    from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention
     from coloc_core.decode import decode_image
     from coloc_core.localizer import baseline_payload, localizer_from_payload, payload_input_size
     from coloc_core.model import normalize_images
@@ -86,13 +89,15 @@ def plain_baseline(paths: list[str], threads: int, batch: int, method: str, back
 
     torch.set_num_threads(threads)
     payload = baseline_payload(method, backbone=backbone, weights="auto")
-    loc, size = localizer_from_payload(payload), payload_input_size(payload)
+    loc, size = localizer_from_payload(payload).eval(), payload_input_size(payload)
+    tau = float(payload["threshold"])
     start = time.monotonic()
     with torch.inference_mode():
         for i in range(0, len(paths), batch):
             imgs = [decode_image(storage.read_bytes(p), size)[0] for p in paths[i : i + batch]]
             x = normalize_images(torch.from_numpy(np.stack(imgs)), loc.mean, loc.std)
-            loc(x)
+            for attention in loc(x).numpy():  # the box of every image, as the labeling stage makes it
+                boxes_from_scoremap(scoremap_from_attention(attention), tau)
     return len(paths) / (time.monotonic() - start)
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import localizer_from_payload
-from coloc_core.predict import attention_maps
+from coloc_core.predict import attention_maps, inference_layout
 from pipelines import ingest, schema, storage
 from pipelines.config import LabelJobConfig
 from pipelines.label_shards import _nullable_ints, heatmaps_to_box_rows
@@ -27,7 +27,8 @@ class LocalizeBatch:
     """Ray Data callable class: decoded uint8 images → uint8 heatmaps at feature resolution.
 
     The model file is read once per actor (local or ``s3://``). Runs under ``torch.inference_mode``;
-    on GPU with bf16 autocast and channels_last. Error rows pass through (no forward pass).
+    channels_last on every device (``coloc_core.predict.inference_layout``), bf16 autocast on GPU. Error
+    rows pass through (no forward pass).
 
     Args:
         model_uri: model file (``coloc_core.checkpoint`` format, optional ``kind``).
@@ -64,10 +65,10 @@ class LocalizeBatch:
             if not torch.cuda.is_available():
                 raise RuntimeError("use_gpu=true but this actor sees no CUDA device")
             self.device = torch.device("cuda")
-            localizer = localizer.to(self.device).to(memory_format=torch.channels_last)
         else:
             self.device = torch.device("cpu")
             torch.set_num_threads(max(1, int(num_threads)))
+        localizer = inference_layout(localizer, self.device)
         self.localizer = localizer.eval()
         self.threshold = float(threshold)
         self.model_id = model_id
@@ -161,7 +162,8 @@ def descriptor_moments_batch(
     localizer: Any = _FIT_LOCALIZERS.get(model_uri)
     if localizer is None:
         torch.set_num_threads(max(1, int(num_threads)))
-        localizer = localizer_from_payload(read_model_payload(storage.read_bytes(model_uri)))
+        payload = read_model_payload(storage.read_bytes(model_uri))
+        localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu")).eval()
         _FIT_LOCALIZERS[model_uri] = localizer
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     with torch.inference_mode():
