@@ -182,6 +182,20 @@ def descriptor_moments_batch(
     return out
 
 
+def decode_tasks(cfg: LabelJobConfig, cluster_cpus: float) -> int | None:
+    """How many decode tasks may run at once: the CPUs the model actors leave (None: no cap).
+
+    Without a cap Ray Data starts decode tasks first, and on a small cluster they hold the CPUs the
+    actors wait for: on 2 CPUs the one actor stayed pending until every image was decoded (30 s before
+    the first part file of 100 images). A cluster with fewer CPUs than the actors plus one decode task
+    (a head without CPUs before its workers join) gets no cap.
+    """
+    free = cluster_cpus - cfg.num_actors * cfg.actor_cpus  # the actors hold their CPU share on GPU too
+    if cfg.decode_cpus <= 0 or free < cfg.decode_cpus:
+        return None
+    return max(1, int(free // cfg.decode_cpus + 1e-9))
+
+
 def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int) -> Any:
     """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``).
 
@@ -207,6 +221,7 @@ def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: i
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=cfg.decode_cpus,
+        compute=ray.data.TaskPoolStrategy(size=decode_tasks(cfg, ray.cluster_resources().get("CPU", 0.0))),
         fn_kwargs={"size": int(size)},
         udf_modifying_row_count=False,
     )

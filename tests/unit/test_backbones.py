@@ -15,7 +15,6 @@ from coloc_core.backbones import (
     Backbone,
     Conv2dSame,
     EfficientNetLite0Backbone,
-    SEResNet50Backbone,
     WeightsUnavailableError,
     available_backbones,
     build_backbone,
@@ -23,6 +22,7 @@ from coloc_core.backbones import (
     load_backbone_weights,
     register_backbone,
 )
+from coloc_core.tv_backbones import SEResNet50Backbone
 
 
 @pytest.fixture(autouse=True)

@@ -390,3 +390,14 @@ def test_decode_batch_adds_the_eval_image_of_the_same_decode(tmp_path: Path) -> 
         eval_images[0], decode.decode_image_sizes(path.read_bytes(), (32, 24))[0][1]
     )
     assert ingest.EVAL_IMAGE not in ingest.decode_batch(table, size=32).column_names
+
+
+def test_blocks_hold_about_64_mib_of_pixels_and_a_small_set_still_spreads():
+    row_224 = 224 * 224 * 3
+    assert ingest.default_rows_per_block(100_000, row_224) == ingest.BLOCK_BYTES // row_224 == 445
+    # larger images, fewer rows; the training layout (256 + 224 eval copy) counts both columns
+    assert ingest.default_rows_per_block(100_000, 480 * 480 * 3) == 97
+    assert ingest.default_rows_per_block(100_000, 3 * (256**2 + 224**2)) == 193
+    # a small set is cut into 8 blocks at least, so that every CPU decodes
+    assert ingest.default_rows_per_block(80, row_224) == 10
+    assert ingest.default_rows_per_block(3, row_224) == 1
