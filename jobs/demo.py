@@ -276,6 +276,7 @@ JOB = Job(
     _report,
     needs_ray=True,  # a local cluster of this machine's CPUs, unless Ray is up
     ray_options=lambda cfg: {"num_cpus": max(2, os.cpu_count() or 2), "include_dashboard": False},
+    preload=("pipelines.train", "pipelines.label"),
 )
 main = JOB.main
 

@@ -43,7 +43,16 @@ def _run(cfg: EvaluateJobConfig) -> EvaluationResult:
     return run_evaluation(cfg)
 
 
-JOB = Job("evaluate", _parse, _run, "evaluation failed", _header, lambda cfg, r: r.to_dict(), needs_ray=True)
+JOB = Job(
+    "evaluate",
+    _parse,
+    _run,
+    "evaluation failed",
+    _header,
+    lambda cfg, r: r.to_dict(),
+    needs_ray=True,
+    preload=("pipelines.evaluate",),
+)
 main = JOB.main
 
 

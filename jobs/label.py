@@ -52,7 +52,16 @@ def _run(cfg: LabelJobConfig) -> LabelSummary:
         raise Refused(f"labeling refused: {err}") from err
 
 
-JOB = Job("label", _parse, _run, "labeling failed", _header, lambda cfg, r: r.to_dict(), needs_ray=True)
+JOB = Job(
+    "label",
+    _parse,
+    _run,
+    "labeling failed",
+    _header,
+    lambda cfg, r: r.to_dict(),
+    needs_ray=True,
+    preload=("pipelines.label",),
+)
 main = JOB.main
 
 

@@ -51,6 +51,7 @@ def job(only_format: str | None = None) -> Job[TrainJobConfig, TrainResult]:
         header=lambda cfg: ("train", _fields(cfg)),
         report=_report,
         needs_ray=True,
+        preload=("pipelines.train",),
     )
 
 

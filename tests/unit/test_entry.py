@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -173,3 +174,18 @@ def test_every_job_script_runs_through_the_helper(name):
     assert "Job(" in source or "train_main" in source, name
     for piece in ("console.start(", "console.ray_init(", "log.exception(", 'log.error("bad arguments'):
         assert piece not in source, (name, piece)
+
+
+def test_preload_imports_the_stage_in_the_background_and_leaves_errors_to_run(tmp_path, monkeypatch):
+    import threading
+
+    from jobs import entry
+
+    (tmp_path / "coloc_preload_probe.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("coloc_preload_probe", None)
+    entry._preload(("coloc_preload_probe_missing", "coloc_preload_probe"))  # a bad name does not stop it
+    for thread in threading.enumerate():
+        if thread.name == "coloc-preload":
+            thread.join(timeout=30)
+    assert sys.modules["coloc_preload_probe"].LOADED
