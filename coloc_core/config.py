@@ -1,7 +1,7 @@
 """The configuration tree of the method: every hyperparameter lives here, as a dataclass default.
 
 Defaults follow ``SPEC.md`` (Ki et al., ICCV 2021 and the choices the project made where the paper
-is silent). Run/cluster settings (storage paths, workers) live in ``pipelines/config.py``; this
+is silent). Run/cluster settings (storage paths, workers) live in the ``pipelines/config`` package; this
 module has no I/O and no Ray.
 
 Overrides use dotted keys, e.g. ``apply_overrides(cfg, ["loss.theta_bg=1.5", "model.backbone=tiny"])``;
