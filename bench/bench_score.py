@@ -25,6 +25,7 @@ import sys
 import numpy as np
 import torch
 
+from coloc_core.box_score import box_compactness, box_score, box_stability
 from coloc_core.boxes import (
     SCOREMAP_SIZE,
     boxes_from_scoremap,
@@ -32,20 +33,15 @@ from coloc_core.boxes import (
     resize_boxes,
     scoremap_from_attention,
 )
-from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
-from coloc_core.localizer import (
-    DEFAULT_THRESHOLDS,
-    baseline_payload,
-    box_compactness,
-    box_score,
-    box_stability,
+from coloc_core.fits import (
     class_statistics,
     ddt_from_statistics,
     feature_statistics,
     fit_selftrain,
-    localizer_from_payload,
     rps_from_statistics,
 )
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
+from coloc_core.localizer import DEFAULT_THRESHOLDS, baseline_payload, localizer_from_payload
 from coloc_core.model import normalize_images
 from coloc_core.synthetic import render_synthetic_sample
 

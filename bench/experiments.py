@@ -46,6 +46,7 @@ from PIL import Image, ImageFile, ImageOps
 from torch import Tensor, nn
 
 from coloc_core.backbones import Backbone, build_backbone
+from coloc_core.box_score import box_score
 from coloc_core.boxes import (
     SCOREMAP_SIZE,
     boxes_at_thresholds,
@@ -56,19 +57,15 @@ from coloc_core.boxes import (
 )
 from coloc_core.config import ColocConfig, apply_overrides, validate
 from coloc_core.datasets import read_dataset
-from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
-from coloc_core.localizer import (
-    DEFAULT_THRESHOLDS,
-    CAAMLocalizer,
-    DDTLocalizer,
-    RPSLocalizer,
-    box_score,
+from coloc_core.fits import (
     ddt_from_moments,
     ddt_from_statistics,
     feature_moments,
     feature_statistics,
     rps_from_statistics,
 )
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
+from coloc_core.localizer import DEFAULT_THRESHOLDS, CAAMLocalizer, DDTLocalizer, RPSLocalizer
 from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
 from coloc_core.model import colocnet_on, normalize_images
 from coloc_core.pretext import IDENTITY_LABEL, NUM_CLASSES, PretextTransform, sample_labels

@@ -37,14 +37,14 @@ from experiments import load_set
 from coloc_core.backbones import build_backbone
 from coloc_core.boxes import boxes_at_thresholds, iou_matrix, scoremap_from_attention
 from coloc_core.config import CAM_CURVE_INTERVAL, IOU_THRESHOLDS
-from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
-from coloc_core.localizer import (
+from coloc_core.fits import (
     class_statistics,
     ddt_from_statistics,
     feature_statistics,
     fit_selftrain,
     rps_from_statistics,
 )
+from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.metrics import MaxBoxAccAccumulator
 from coloc_core.model import normalize_images
 

@@ -11,19 +11,20 @@ Kinds (``payload["kind"]``; a model file without ``"kind"`` is a trained ColocNe
   map F (PsyNet, Baek et al., AAAI 2020): A = mean_c F[c].
 - ``ddt``: Deep Descriptor Transforming (Wei et al., IJCAI 2017): the first principal component of the
   collection's pixel descriptors, A = ReLU((F - mean) · v); fitted from streamed moments with
-  :func:`feature_statistics` + :func:`ddt_from_moments`.
+  :func:`coloc_core.fits.feature_statistics` + :func:`coloc_core.fits.ddt_from_moments`.
 - ``rps``: the representer-point map of Song et al. (ICCV 2023): with v the collection mean of the
   spatially averaged features and u the mean of the L2-normalised pixel features,
-  w = normalize(v − u·‖v‖/‖u‖) and A = ReLU(⟨normalize(F_ij), w⟩); :func:`rps_from_statistics`.
+  w = normalize(v − u·‖v‖/‖u‖) and A = ReLU(⟨normalize(F_ij), w⟩);
+  :func:`coloc_core.fits.rps_from_statistics`.
 - ``selftrain``: a head learned on the collection from its own DDT map (self-training, in the
   spirit of PSOL, Zhang et al., CVPR 2020): pixels whose DDT projection is clearly positive are
   foreground, clearly negative background, and Fisher's linear discriminant between the two (with
   shrinkage) gives the head; the head's own map relabels the pixels for the next round, and the last
   round fits a quadratic discriminant (each class its own covariance). A = √ReLU(Fᵀ Q F + w · F + b),
   the signed square root of the two classes' log-likelihood ratio (older files: the linear A = ReLU(w
-  · F + b)). Every round is one streamed pass (:func:`class_statistics`,
-  :func:`lda_from_class_statistics`, :func:`qda_from_class_statistics`, driven by
-  :func:`fit_selftrain`), so it fits into Ray like DDT's moments do.
+  · F + b)). Every round is one streamed pass (:mod:`coloc_core.fits`: ``class_statistics``,
+  ``lda_from_class_statistics``, ``qda_from_class_statistics``, driven by ``fit_selftrain``), so it
+  fits into Ray like DDT's moments do.
 
 The training-free kinds read the backbone at a named layer (``Backbone.features_at``: ``output`` or,
 for EfficientNet-Lite0, ``pre_head``, the last MBConv block) and keep the backbone's ``dilate``
@@ -37,17 +38,15 @@ The baselines are stored in the same model-file format as :mod:`coloc_core.check
 ``config``, ``state_dict``, ``model_id``, ``threshold``, ``meta``) plus ``kind``; the backbone weights
 are embedded so the file alone reproduces the maps and ``model_id`` names exactly those weights.
 
-This module also holds the per-image math of the labeling stage that :mod:`coloc_core.boxes` does not
-cover: :func:`box_score` (the confidence of a box; the stored map is :mod:`coloc_core.heatmap`'s).
+The fitted kinds' collection statistics and fits are in :mod:`coloc_core.fits`; the confidence of a
+box (:func:`coloc_core.box_score.box_score`) is in :mod:`coloc_core.box_score`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -162,7 +161,7 @@ class DDTLocalizer(CAAMLocalizer):
     Args:
         backbone: the pretrained feature extractor.
         mean: (C,) mean descriptor of the collection.
-        vector: (C,) unit first principal direction (sign: see :func:`ddt_from_moments`).
+        vector: (C,) unit first principal direction (sign: see :func:`coloc_core.fits.ddt_from_moments`).
         layer: the backbone layer F is read at.
     """
 
@@ -190,7 +189,7 @@ class RPSLocalizer(CAAMLocalizer):
 
     Args:
         backbone: the pretrained feature extractor.
-        vector: (C,) unit direction w from :func:`rps_from_statistics`.
+        vector: (C,) unit direction w from :func:`coloc_core.fits.rps_from_statistics`.
         layer: the backbone layer F is read at.
     """
 
@@ -209,11 +208,11 @@ class RPSLocalizer(CAAMLocalizer):
 
 
 class SelfTrainLocalizer(CAAMLocalizer):
-    """The self-trained head (see :func:`fit_selftrain`).
+    """The self-trained head (see :func:`coloc_core.fits.fit_selftrain`).
 
     Linear: A = ReLU(w · F_ij + b). Quadratic (``quadratic`` given, the default fit): the
     log-likelihood ratio s = F_ijᵀ Q F_ij + w · F_ij + b of two Gaussian classes, mapped through its
-    signed square root, A = √ReLU(s) (:func:`qda_from_class_statistics`).
+    signed square root, A = √ReLU(s) (:func:`coloc_core.fits.qda_from_class_statistics`).
 
     Args:
         backbone: the pretrained feature extractor.
@@ -285,426 +284,6 @@ class FullImageLocalizer(Localizer):
         return self.template.to(device=images.device).expand(images.shape[0], -1, -1).clone()
 
 
-# --------------------------------------------------------------------------------------------- DDT fit
-
-
-def feature_moments(features: Tensor) -> tuple[Tensor, Tensor, int]:
-    """First and second moments of the pixel descriptors of a batch, to be summed across batches.
-
-    Shape:
-        features: (B, C, h, w). Returns sum_x (C,), sum_xxT (C, C), both float64, and the count B*h*w.
-    """
-    if features.ndim != 4:
-        raise ValueError(f"features must be (B, C, h, w), got {tuple(features.shape)}")
-    x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
-    return x.sum(dim=0), x.T @ x, int(x.shape[0])
-
-
-#: Keys of :func:`feature_statistics`: sums over the pixels (or images) of a batch, to be added up.
-STATISTICS = (
-    "sum_x",
-    "sum_xxT",
-    "count",
-    "sum_xn",
-    "sum_n",
-    "sum_unit",
-    "sum_gap",
-    "images",
-    "sum_x_border",
-    "border_count",
-)
-
-
-def feature_statistics(features: Tensor) -> dict[str, Tensor]:
-    """Every streamed statistic the training-free fits need, for one batch (add them across batches).
-
-    With x the (C,) pixel descriptors and n = ‖x‖: ``sum_x`` Σx, ``sum_xxT`` ΣxxT (DDT),
-    ``sum_xn`` Σx·n and ``sum_n`` Σn (DDT's sign), ``sum_unit`` Σx/‖x‖ (RPS's u), ``count`` the number
-    of pixels; ``sum_gap`` the sum over images of the spatially averaged feature (RPS's v) and
-    ``images`` their number; ``sum_x_border`` Σx over the pixels of the map's outer ring and
-    ``border_count`` their number (DDT's choice of component, :func:`ddt_from_moments`). All float64
-    (counts int64 tensors).
-
-    Shape:
-        features: (B, C, h, w).
-    """
-    sx, sxx, count = feature_moments(features)
-    x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
-    norms = x.norm(dim=1)
-    unit = x / norms.clamp_min(1e-12)[:, None]
-    ring = torch.ones(features.shape[2], features.shape[3], dtype=torch.bool)
-    ring[1:-1, 1:-1] = False
-    border = features.detach().permute(0, 2, 3, 1)[:, ring].reshape(-1, features.shape[1]).double()
-    return {
-        "sum_x": sx,
-        "sum_xxT": sxx,
-        "count": torch.tensor(count, dtype=torch.int64),
-        "sum_xn": (x * norms[:, None]).sum(dim=0),
-        "sum_n": norms.sum(),
-        "sum_unit": unit.sum(dim=0),
-        "sum_gap": features.detach().double().mean(dim=(2, 3)).sum(dim=0),
-        "images": torch.tensor(features.shape[0], dtype=torch.int64),
-        "sum_x_border": border.sum(dim=0),
-        "border_count": torch.tensor(int(border.shape[0]), dtype=torch.int64),
-    }
-
-
-def rps_from_statistics(sum_gap: Tensor, images: int, sum_unit: Tensor, count: int) -> Tensor:
-    """The representer-point direction w = normalize(v − u·‖v‖/‖u‖) (Song et al., ICCV 2023).
-
-    v = ``sum_gap / images`` (mean of the spatially averaged features), u = ``sum_unit / count`` (mean
-    of the L2-normalised pixel features); see :func:`feature_statistics`.
-
-    Raises:
-        ValueError: no images, non-finite sums, or a degenerate direction (v parallel to u).
-    """
-    if images < 1 or count < 1:
-        raise ValueError(f"RPS needs at least one image, got {images} images / {count} descriptors")
-    v, u = sum_gap.double() / images, sum_unit.double() / count
-    if not (torch.isfinite(v).all() and torch.isfinite(u).all()) or float(u.norm()) == 0.0:
-        raise ValueError("RPS statistics are not finite (or every feature is zero)")
-    w = v - u * v.norm() / u.norm()
-    if float(w.norm()) <= 1e-12 * max(float(v.norm()), 1e-12):
-        raise ValueError("RPS direction is degenerate: every pixel feature points the same way")
-    return (w / w.norm()).float()
-
-
-#: Self-training defaults, chosen on raccoon and confirmed on kangaroo (docs/RESULTS.md, issue 10):
-#: rounds of the discriminant, its shrinkage (share of the mean eigenvalue added to the diagonal) and
-#: the band: pixels within ``band`` standard deviations of the previous map's zero are left out.
-SELFTRAIN_ROUNDS = 3
-SELFTRAIN_SHRINKAGE = 1.0
-SELFTRAIN_BAND = 0.5
-#: Keys of :func:`class_statistics` (per-class sums, to be added up across batches).
-CLASS_STATISTICS = ("fg_x", "fg_xxT", "fg_count", "bg_x", "bg_xxT", "bg_count")
-
-
-def class_statistics(features: Tensor, weight: Tensor, bias: float, level: float) -> dict[str, Tensor]:
-    """Per-class moments of a batch's pixels under the linear map s = w · x + b.
-
-    Foreground: s > ``level``; background: s < −``level``; the band in between is left out. Sums are
-    float64 (counts int64) and add up across batches.
-
-    Shape:
-        features: (B, C, h, w); weight: (C,).
-    """
-    x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
-    s = x @ weight.double() + float(bias)
-    out: dict[str, Tensor] = {}
-    for name, mask in (("fg", s > level), ("bg", s < -level)):
-        part = x[mask]
-        out[f"{name}_x"] = part.sum(dim=0)
-        out[f"{name}_xxT"] = part.T @ part
-        out[f"{name}_count"] = torch.tensor(int(part.shape[0]), dtype=torch.int64)
-    return out
-
-
-def linear_score_std(weight: Tensor, sum_x: Tensor, sum_xxT: Tensor, count: int) -> float:
-    """Standard deviation over the collection's pixels of s = w · x (+ any constant), from moments."""
-    mean = sum_x.double() / count
-    cov = sum_xxT.double() / count - torch.outer(mean, mean)
-    w = weight.double()
-    return float(torch.sqrt((w @ cov @ w).clamp_min(0.0)))
-
-
-def _class_moments(stats: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
-    """[(μ_fg, Σ_fg), (μ_bg, Σ_bg)] (float64, Σ symmetrised) from summed :func:`class_statistics`.
-
-    Raises:
-        ValueError: fewer than two pixels in a class.
-    """
-    fg, bg = int(stats["fg_count"]), int(stats["bg_count"])
-    if fg < 2 or bg < 2:
-        raise ValueError(
-            f"self-training needs foreground and background pixels, got {fg} and {bg}: "
-            "the collection's maps have no contrast"
-        )
-    moments = []
-    for name, n in (("fg", fg), ("bg", bg)):
-        mean = stats[f"{name}_x"].double() / n
-        cov = stats[f"{name}_xxT"].double() / n - torch.outer(mean, mean)
-        moments.append((mean, 0.5 * (cov + cov.T)))
-    return moments
-
-
-def lda_from_class_statistics(
-    stats: dict[str, Tensor], shrinkage: float = SELFTRAIN_SHRINKAGE
-) -> tuple[Tensor, float]:
-    """Fisher's linear discriminant between the foreground and background pixels of :func:`class_statistics`.
-
-    S = ½(Σ_fg + Σ_bg) + shrinkage · tr(S)/C · I; w = S⁻¹(μ_fg − μ_bg); b = −w · (μ_fg + μ_bg)/2, both
-    scaled so that ‖w‖ = 1 (the map's scale does not matter downstream).
-
-    Returns:
-        (weight (C,) float32, bias).
-
-    Raises:
-        ValueError: fewer than two pixels in a class, or non-finite sums.
-    """
-    (mf, cf), (mb, cb) = _class_moments(stats)
-    scatter = 0.5 * (cf + cb)
-    channels = scatter.shape[0]
-    scatter = scatter + float(shrinkage) * float(torch.trace(scatter)) / channels * torch.eye(
-        channels, dtype=scatter.dtype
-    )
-    if not torch.isfinite(scatter).all() or not torch.isfinite(mf - mb).all():
-        raise ValueError("self-training statistics are not finite")
-    w = torch.linalg.solve(scatter, mf - mb)
-    norm = float(w.norm())
-    if not norm > 0.0:
-        raise ValueError("self-training: the two classes have the same mean feature")
-    bias = -0.5 * float(w @ (mf + mb)) / norm
-    return (w / norm).float(), bias
-
-
-def qda_from_class_statistics(
-    stats: dict[str, Tensor], shrinkage: float = SELFTRAIN_SHRINKAGE
-) -> tuple[Tensor, Tensor, float]:
-    """Quadratic discriminant between the foreground and background pixels of :func:`class_statistics`.
-
-    Each class is a Gaussian N(μ_k, Σ_k + t·I), both shrunk towards the same isotropic target
-    t = shrinkage · (tr Σ_fg + tr Σ_bg) / 2C (the target of :func:`lda_from_class_statistics`; one
-    shared target keeps the log-determinants comparable). With P_k = (Σ_k + t·I)⁻¹ the log-likelihood
-    ratio log p_fg(x) − log p_bg(x) is xᵀQx + w·x + b with Q = ½(P_bg − P_fg), w = P_fg μ_fg −
-    P_bg μ_bg, b = ½(μ_bgᵀP_bg μ_bg − μ_fgᵀP_fg μ_fg + log det P_fg − log det P_bg).
-
-    Returns:
-        (Q (C, C), w (C,), b), float32 tensors and a float.
-
-    Raises:
-        ValueError: fewer than two pixels in a class, or non-finite sums.
-    """
-    moments = _class_moments(stats)
-    channels = moments[0][0].shape[0]
-    spread = float(torch.trace(moments[0][1]) + torch.trace(moments[1][1]))
-    target = float(shrinkage) * 0.5 * spread / channels
-    if not all(torch.isfinite(m).all() and torch.isfinite(c).all() for m, c in moments) or not target > 0:
-        raise ValueError("self-training statistics are not finite (or shrinkage is not positive)")
-    parts = []
-    for mean, cov in moments:
-        precision = torch.linalg.inv(cov + target * torch.eye(channels, dtype=cov.dtype))
-        precision = 0.5 * (precision + precision.T)
-        parts.append((mean, precision, float(torch.linalg.slogdet(precision)[1])))
-    (mf, pf, ldf), (mb, pb, ldb) = parts
-    quadratic = 0.5 * (pb - pf)
-    weight = pf @ mf - pb @ mb
-    bias = 0.5 * (float(mb @ pb @ mb) - float(mf @ pf @ mf) + ldf - ldb)
-    return quadratic.float(), weight.float(), bias
-
-
-def fit_selftrain(
-    statistics: dict[str, Tensor],
-    class_pass: Any,
-    rounds: int = SELFTRAIN_ROUNDS,
-    shrinkage: float = SELFTRAIN_SHRINKAGE,
-    band: float = SELFTRAIN_BAND,
-    quadratic: bool = True,
-) -> tuple[Tensor, float, Tensor | None, list[dict[str, int]]]:
-    """Self-train the head: the DDT map labels the pixels, then each head relabels them.
-
-    Every round is one ``class_pass``. The rounds before the last fit Fisher's linear discriminant;
-    the last one fits the quadratic discriminant (:func:`qda_from_class_statistics`) when
-    ``quadratic`` (the default), else a linear one too. A quadratic last round lets each class keep
-    its own spread (the background of a collection varies far more than its object does); measured in
-    docs/RESULTS.md (issue 10).
-
-    Args:
-        statistics: summed :func:`feature_statistics` of the collection (the DDT fit's pass).
-        class_pass: ``class_pass(weight, bias, level)`` → summed :func:`class_statistics` of the same
-            collection (one streamed pass; a plain loop in tests, Ray Data in the labeling stage).
-        rounds: discriminants fitted in turn (each on the previous map's labels), at least 1.
-        shrinkage: see :func:`lda_from_class_statistics` and :func:`qda_from_class_statistics`.
-        band: pixels with |s| ≤ band · std(s) are left out of a round.
-        quadratic: fit the last round's head as a quadratic discriminant.
-
-    Returns:
-        (weight (C,), bias, quadratic term (C, C) or None, one ``{"round", "foreground",
-        "background"}`` pixel count per round): the arguments of :class:`SelfTrainLocalizer`.
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    count = int(statistics["count"])
-    mean, vector = ddt_from_statistics(statistics)
-    weight, bias = vector, -float(mean.double() @ vector.double())
-    history: list[dict[str, int]] = []
-    square: Tensor | None = None
-    for r in range(rounds):
-        level = band * linear_score_std(weight, statistics["sum_x"], statistics["sum_xxT"], count)
-        stats = class_pass(weight, bias, level)
-        if quadratic and r == rounds - 1:
-            square, weight, bias = qda_from_class_statistics(stats, shrinkage)
-        else:
-            weight, bias = lda_from_class_statistics(stats, shrinkage)
-        history.append(
-            {"round": r + 1, "foreground": int(stats["fg_count"]), "background": int(stats["bg_count"])}
-        )
-    return weight, bias, square, history
-
-
-def ddt_from_moments(
-    sum_x: Tensor,
-    sum_xxT: Tensor,
-    count: int,
-    sum_xn: Tensor | None = None,
-    sum_n: Tensor | float | None = None,
-    sum_x_border: Tensor | None = None,
-    border_count: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Mean descriptor and principal direction from streamed moments (DDT, Wei et al. 2017).
-
-    cov = sum_xxT / n - mean meanᵀ; the direction is the eigenvector of the largest eigenvalue. Its
-    sign is chosen so that the projection correlates positively with the descriptor norm ‖x‖ (the
-    object is where features are strong) when ``sum_xn``/``sum_n`` are given: Cov(proj, ‖x‖) =
-    v · (E[x‖x‖] − E[x] E[‖x‖]) > 0, which works for signed features (an earlier layer) as well as
-    post-ReLU ones; without them, ``vector.sum() > 0`` (post-ReLU features only).
-
-    With ``sum_x_border``/``border_count`` (the descriptors of the maps' outer ring), the direction is
-    the one of the :data:`DDT_CANDIDATES` largest components (each signed as above) whose projection
-    is highest inside the maps relative to their border, in units of its own standard deviation:
-    v · (E[x | interior] − E[x | border]) / √λ. The first component is usually that one; where it
-    is not (a factor of the photos' framing, e.g. padding at the border, that varies more than the
-    object: measured on kangaroo at 416×416, docs/RESULTS.md), this weak centre prior keeps the
-    object's component.
-
-    Shape:
-        sum_x: (C,); sum_xxT: (C, C); sum_xn: (C,); sum_x_border: (C,). Returns mean (C,) and unit
-        vector (C,), float32.
-
-    Raises:
-        ValueError: when ``count < 2``, the shapes disagree, or the moments are not finite.
-    """
-    if count < 2:
-        raise ValueError(f"DDT needs at least 2 descriptors, got {count}")
-    channels = sum_x.shape[0]
-    if sum_x.ndim != 1 or sum_xxT.shape != (channels, channels):
-        raise ValueError(f"moment shapes disagree: {tuple(sum_x.shape)} and {tuple(sum_xxT.shape)}")
-    sx, sxx = sum_x.double(), sum_xxT.double()
-    if not (torch.isfinite(sx).all() and torch.isfinite(sxx).all()):
-        raise ValueError("DDT moments are not finite")
-    mean = sx / count
-    cov = sxx / count - torch.outer(mean, mean)
-    cov = 0.5 * (cov + cov.T)
-    values, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
-    cov_norm = None
-    if sum_xn is not None and sum_n is not None:
-        cov_norm = sum_xn.double() / count - mean * (float(sum_n) / count)
-
-    def signed(vector: Tensor) -> Tensor:
-        agree = float(vector @ cov_norm) if cov_norm is not None else float(vector.sum())
-        return -vector if agree < 0 else vector
-
-    vector = signed(vectors[:, -1])
-    inner = count - int(border_count or 0)
-    if sum_x_border is not None and border_count and inner > 0:
-        ring = sum_x_border.double() / int(border_count)
-        lift = (sx - sum_x_border.double()) / inner - ring  # interior mean − border mean
-        best = -math.inf
-        for k in range(1, min(DDT_CANDIDATES, channels) + 1):
-            if float(values[-k]) <= 0:
-                break
-            candidate = signed(vectors[:, -k])
-            contrast = float(candidate @ lift) / math.sqrt(float(values[-k]))
-            if contrast > best:
-                best, vector = contrast, candidate
-    return mean.float(), (vector / vector.norm()).float()
-
-
-#: Components :func:`ddt_from_moments` chooses among by their centre-versus-border contrast.
-DDT_CANDIDATES = 3
-
-
-def ddt_from_statistics(statistics: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """:func:`ddt_from_moments` of summed :func:`feature_statistics` (uses every key it finds)."""
-    border = statistics.get("border_count")
-    return ddt_from_moments(
-        statistics["sum_x"],
-        statistics["sum_xxT"],
-        int(statistics["count"]),
-        statistics.get("sum_xn"),
-        statistics.get("sum_n"),
-        statistics.get("sum_x_border"),
-        None if border is None else int(border),
-    )
-
-
-# ------------------------------------------------------------------------------------------ box score
-
-
-#: The stability term compares the boxes at τ·LOW and τ·HIGH (τ at least SCORE_MIN_TAU, the upper one
-#: capped at 0.99).
-SCORE_LOW, SCORE_HIGH, SCORE_MIN_TAU = 0.5, 2.0, 0.05
-
-
-def box_stability(scoremap: np.ndarray, threshold: float) -> float:
-    """How stable the box at τ is: IoU(box at τ/2, box at min(2τ, 0.99)), in [0, 1].
-
-    Each box is the single largest-contour box of SPEC §6, with τ raised to :data:`SCORE_MIN_TAU`
-    first. 1 when the region keeps its extent over a four-fold range of thresholds (a sharp-edged,
-    well separated region), low when a small change of τ makes the box jump (a diffuse map, competing
-    blobs); 0 for a constant map (no box).
-
-    Shape:
-        scoremap: (H, W) float in [0, 1].
-    """
-    from coloc_core.boxes import boxes_at_thresholds, iou_matrix  # noqa: PLC0415
-
-    s = _scoremap_2d(scoremap)
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
-    if not np.isfinite(s).all() or float(s.max(initial=0.0)) <= 0.0:
-        return 0.0
-    tau = max(float(threshold), SCORE_MIN_TAU)
-    low, high = boxes_at_thresholds(s, [tau * SCORE_LOW, min(tau * SCORE_HIGH, 0.99)], multi_contour=False)
-    a, b = np.asarray(low).reshape(-1, 4)[:1], np.asarray(high).reshape(-1, 4)[:1]
-    if not a.any() or not b.any():
-        return 0.0
-    return float(iou_matrix(a, b)[0, 0])
-
-
-def box_compactness(scoremap: np.ndarray, box: np.ndarray | list[float] | tuple[float, ...]) -> float:
-    """The excess map mass a box captures: Σ_inside S / Σ S − area_inside / area_image, in [−1, 1].
-
-    0 for the whole-image box, a flat map and a box on a uniform map; close to 1 when a small box
-    holds nearly all of the map's mass. The box is pixel-inclusive, in the score map's coordinates.
-    """
-    s = _scoremap_2d(scoremap)
-    height, width = s.shape
-    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-    if x1 < x0 or y1 < y0:
-        raise ValueError(f"invalid box {box}")
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, width - 1), min(y1, height - 1)
-    total = float(s.sum())
-    if total <= 0.0 or not np.isfinite(total):
-        return 0.0
-    inside = float(s[y0 : y1 + 1, x0 : x1 + 1].sum())
-    return inside / total - (x1 - x0 + 1) * (y1 - y0 + 1) / float(height * width)
-
-
-def box_score(
-    scoremap: np.ndarray, box: np.ndarray | list[float] | tuple[float, ...], threshold: float
-) -> float:
-    """Confidence of the box at τ: :func:`box_stability` + :func:`box_compactness`, in [−1, 2].
-
-    Each term alone ranks boxes the wrong way on some collections (docs/RESULTS.md, "Box score"):
-    compactness penalises large boxes, so it ranks IoU backwards where objects fill the frame
-    (Spearman −0.40 for DDT on raccoon); stability rewards any sharp region, the object or a crisp
-    distractor (−0.20 for DDT on generated birds on clutter). Their sum had the best worst case over
-    the three sets measured and separates images without the object best (ROC AUC 0.74 for DDT).
-
-    Shape:
-        scoremap: (H, W) float in [0, 1]; box: [x0, y0, x1, y1] inclusive pixel coords in that map.
-    """
-    return box_stability(scoremap, threshold) + box_compactness(scoremap, box)
-
-
-def _scoremap_2d(scoremap: np.ndarray) -> np.ndarray:
-    s = np.asarray(scoremap, dtype=np.float64)
-    if s.ndim != 2:
-        raise ValueError(f"scoremap must be (H, W), got {s.shape}")
-    return s
-
-
 # ------------------------------------------------------------------------------------------- payloads
 
 
@@ -750,8 +329,8 @@ def baseline_payload(
         weights: its weights source (``"auto"``, a path/URI or None); the loaded weights are embedded
             in the payload.
         output_stride: backbone output stride (None = its default).
-        ddt_mean: (C,) mean descriptor from :func:`ddt_from_moments` (``ddt`` only).
-        ddt_vector: (C,) principal direction from :func:`ddt_from_moments` (``ddt`` only).
+        ddt_mean: (C,) mean descriptor from :func:`coloc_core.fits.ddt_from_moments` (``ddt`` only).
+        ddt_vector: (C,) principal direction from :func:`coloc_core.fits.ddt_from_moments` (``ddt`` only).
         threshold: τ; ``None`` = :data:`DEFAULT_THRESHOLDS` of the kind.
         map_size: (h, w) of the ``full`` map.
         meta: free-form extras.
@@ -759,11 +338,11 @@ def baseline_payload(
             was fitted with).
         feature_layer: the backbone layer the map is computed on (``Backbone.feature_layers``).
         dilate: the backbone's ``dilate`` option (None = its default).
-        rps_vector: (C,) direction from :func:`rps_from_statistics` (``rps`` only).
-        head_weight: (C,) weight from :func:`fit_selftrain` (``selftrain`` only).
+        rps_vector: (C,) direction from :func:`coloc_core.fits.rps_from_statistics` (``rps`` only).
+        head_weight: (C,) weight from :func:`coloc_core.fits.fit_selftrain` (``selftrain`` only).
         head_bias: its bias (``selftrain`` only).
-        head_quadratic: (C, C) quadratic term from :func:`fit_selftrain` (``selftrain`` only; None = a
-            linear head).
+        head_quadratic: (C, C) quadratic term from :func:`coloc_core.fits.fit_selftrain` (``selftrain``
+            only; None = a linear head).
         input_size: side of the square images the map is computed on when labeling; ``None`` =
             :data:`DEFAULT_INPUT_SIZES` of the kind.
         fit_size: side the statistics of a fitted kind (ddt, rps, selftrain) were gathered at, recorded

@@ -46,6 +46,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
+from coloc_core.box_score import box_score
 from coloc_core.boxes import (
     boxes_from_scoremap,
     boxes_to_original,
@@ -59,7 +60,6 @@ from coloc_core.localizer import (
     CAAMLocalizer,
     Localizer,
     baseline_payload,
-    box_score,
     localizer_from_payload,
     payload_input_size,
 )

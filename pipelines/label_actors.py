@@ -151,7 +151,7 @@ def descriptor_moments_batch(
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.localizer import (  # noqa: PLC0415
+    from coloc_core.fits import (  # noqa: PLC0415
         CLASS_STATISTICS,
         STATISTICS,
         class_statistics,

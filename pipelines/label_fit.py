@@ -16,15 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from coloc_core.localizer import (
-    DEFAULT_FIT_SIZE,
-    DEFAULT_INPUT_SIZES,
-    SELFTRAIN_ROUNDS,
-    baseline_payload,
-    ddt_from_statistics,
-    fit_selftrain,
-    rps_from_statistics,
-)
+from coloc_core.fits import SELFTRAIN_ROUNDS, ddt_from_statistics, fit_selftrain, rps_from_statistics
+from coloc_core.localizer import DEFAULT_FIT_SIZE, DEFAULT_INPUT_SIZES, baseline_payload
 from pipelines import console, storage
 from pipelines.config import LabelJobConfig
 from pipelines.label_actors import FIT_ROWS, _decoded, descriptor_moments_batch
@@ -158,7 +151,7 @@ def fit_statistics(
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.localizer import CLASS_STATISTICS, STATISTICS  # noqa: PLC0415
+    from coloc_core.fits import CLASS_STATISTICS, STATISTICS  # noqa: PLC0415
 
     ds = _decoded(inputs, np.arange(inputs.num_rows), cfg, size)
     moments = ds.map_batches(

@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 import torch
 
+from coloc_core.box_score import box_compactness, box_score, box_stability
 from coloc_core.checkpoint import model_payload, read_model_payload, save_model_file
 from coloc_core.config import ColocConfig, apply_overrides
+from coloc_core.fits import (
+    class_statistics,
+    ddt_from_moments,
+    ddt_from_statistics,
+    feature_moments,
+    feature_statistics,
+    fit_selftrain,
+    lda_from_class_statistics,
+    linear_score_std,
+    qda_from_class_statistics,
+    rps_from_statistics,
+)
 from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import (
     BASELINE_INPUT_SIZE,
@@ -17,22 +30,9 @@ from coloc_core.localizer import (
     RPSLocalizer,
     SelfTrainLocalizer,
     baseline_payload,
-    box_compactness,
-    box_score,
-    box_stability,
-    class_statistics,
-    ddt_from_moments,
-    ddt_from_statistics,
-    feature_moments,
-    feature_statistics,
-    fit_selftrain,
-    lda_from_class_statistics,
-    linear_score_std,
     localizer_from_payload,
     payload_input_size,
     payload_kind,
-    qda_from_class_statistics,
-    rps_from_statistics,
 )
 
 
