@@ -261,7 +261,7 @@ def evaluate_maps(
     """CorLoc at τ (``cfg.boxes.threshold`` by default), MaxBoxAccV2, calibrated CorLoc, score ranking.
 
     The maps go through the labeling stage's uint8 heatmap first (what ``coloc label`` stores), and the
-    box score is ``coloc_core.localizer.box_score``; the ranking keys are those of ``coloc evaluate``.
+    box score is ``coloc_core.box_score.box_score``; the ranking keys are those of ``coloc evaluate``.
     """
     tau = cfg.boxes.threshold if tau is None else float(tau)
     corloc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=tau)

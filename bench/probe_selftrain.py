@@ -11,7 +11,7 @@ on every other step). Rows:
   half its standard deviation ignored; map = ReLU(logit);
 - ``self_fused``: head trained where DDT and RPS agree (both above 15% of their image's maximum = 1,
   both at zero = 0, the rest ignored); map = sigmoid(logit).
-- ``lda_l{λ}_r{R}``: the product's self-trained head (``coloc_core.localizer.fit_selftrain``): Fisher's
+- ``lda_l{λ}_r{R}``: the product's self-trained head (``coloc_core.fits.fit_selftrain``): Fisher's
   discriminant with shrinkage λ, R rounds, ±0.5σ band; map = ReLU(w·F + b). Deterministic (the seeds
   do not change it).
 - ``qda_l1_r3``: the product's default since the quadratic last round: two linear rounds, then the

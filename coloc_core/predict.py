@@ -15,7 +15,7 @@ What runs, per image (the same functions as ``pipelines.label``, which calls the
 2. :func:`attention_maps`: normalise → the localizer's attention map (bf16 autocast on CUDA).
 3. :func:`coloc_core.heatmap.quantize_heatmap`: the uint8 heatmap the predictions table stores.
 4. :func:`locate`: from that heatmap the SPEC §6 score map at 224, the single largest-contour box at τ
-   and its :func:`coloc_core.localizer.box_score`, and with ``all_boxes`` one box per region of the
+   and its :func:`coloc_core.box_score.box_score`, and with ``all_boxes`` one box per region of the
    mask (:func:`coloc_core.boxes.region_boxes_from_scoremap`) with its own score; all mapped to the
    original image with :func:`coloc_core.boxes.boxes_to_original`.
 
@@ -188,7 +188,7 @@ class Location:
 
     Attributes:
         box: the single largest-contour box at τ. Shape: (4,) float32 ``[x0, y0, x1, y1]``.
-        score: its :func:`coloc_core.localizer.box_score`.
+        score: its :func:`coloc_core.box_score.box_score`.
         boxes: with ``all_boxes``, one box per region of the mask at τ, best score first
             (Shape: (N, 4) float32, N >= 0); else None.
         scores: their scores (Shape: (N,) float32); else None.
@@ -248,7 +248,7 @@ class Prediction:
 
     Attributes:
         box: Shape: (4,) float32 ``[x0, y0, x1, y1]``, far corner inclusive (``0 <= x0 <= x1 <= width - 1``).
-        score: the box's confidence in [−1, 2] (``coloc_core.localizer.box_score``).
+        score: the box's confidence in [−1, 2] (``coloc_core.box_score.box_score``).
         heatmap: the min-max normalised attention map at feature resolution. Shape: (h, w) uint8.
         width: the image's width (displayed orientation).
         height: its height.

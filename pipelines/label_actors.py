@@ -142,10 +142,10 @@ def descriptor_moments_batch(
         model_uri: the frozen backbone's payload file (read once per worker process).
         num_threads: torch threads of the worker.
         head: ``(weight, bias, level)`` of a linear map: return its per-class moments
-            (``coloc_core.localizer.class_statistics``) instead of the collection statistics.
+            (``coloc_core.fits.class_statistics``) instead of the collection statistics.
 
     Returns:
-        One row per key of ``coloc_core.localizer.STATISTICS`` (``feature_statistics``) or, with
+        One row per key of ``coloc_core.fits.STATISTICS`` (``feature_statistics``) or, with
         ``head``, of ``CLASS_STATISTICS``; summed on the driver; matrices are flattened ((1, C*C)).
         Plus :data:`FIT_ROWS`, the number of input rows (the driver's progress bar counts them).
     """

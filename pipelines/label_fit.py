@@ -142,7 +142,7 @@ def fit_statistics(
 ) -> dict[str, Any]:
     """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
 
-    Keys: ``coloc_core.localizer.STATISTICS`` (``sum_xxT`` reshaped to (C, C)); with ``head``
+    Keys: ``coloc_core.fits.STATISTICS`` (``sum_xxT`` reshaped to (C, C)); with ``head``
     (``(weight, bias, level)``, a self-training round), ``CLASS_STATISTICS`` (``*_xxT`` (C, C)).
     ``size``: the side every image is resized to (the input size of the model being fitted).
 

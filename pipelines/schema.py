@@ -33,7 +33,7 @@ A storage outage is never an error row (see ``pipelines.storage``: the job fails
 files). Tables written before version 3 have no ``error_kind`` column: :func:`read_table` gives it as
 null there.
 
-**score** (``coloc_core.localizer.box_score``), in [−1, 2], on S, the 224×224 score map (the stored
+**score** (``coloc_core.box_score.box_score``), in [−1, 2], on S, the 224×224 score map (the stored
 heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
 boxes at τ/2 and at min(2τ, 0.99) (1 when the region keeps its extent over a four-fold range of τ),
 plus its *compactness*, ``Σ_inside S / Σ S − area_inside / area_image`` (the excess map mass it

@@ -1,17 +1,18 @@
 """``coloc train --method=selftrain`` (the default): self-train a head on the training images.
 
 No gradient steps and no Ray Train: the head is fitted from streamed statistics of the frozen
-backbone's features (``coloc_core.localizer.fit_selftrain``), with the very Ray Data passes that
-``coloc label --method=selftrain`` runs over the collection it labels (``pipelines.label``): one pass
-for the DDT moments that give the first pseudo-masks, then one pass per round for the per-class
-moments of the discriminant (Fisher's linear one, then a quadratic one in the last round). The result is one model file of kind ``selftrain``, written where a
-CAML run exports its model (``run.export`` or ``<storage_path>/<name>/model.pt``); ``coloc label
---model`` reads it like any other model file.
+backbone's features (``coloc_core.fits.fit_selftrain``), with the very Ray Data passes that
+``coloc label --method=selftrain`` runs over the collection it labels (``pipelines.label_fit``): one
+pass for the DDT moments that give the first pseudo-masks, then one pass per round for the per-class
+moments of the discriminant (Fisher's linear one, then a quadratic one in the last round). The
+result is one model file of kind ``selftrain``, written where a CAML run exports its model
+(``run.export`` or ``<storage_path>/<name>/model.pt``); ``coloc label --model`` reads it like any
+other model file.
 
 The images are those of ``dataset.train_split`` (capped at ``dataset.limit`` and, for the fit, at
-``pipelines.label_fit.DDT_FIT_IMAGES`` spread evenly over the split); no box is read. Reading, decoding and
-the passes use ``run.cpus_per_worker`` / ``run.decode_cpus`` CPUs per task. Every rerun fits again (a
-few passes over at most 2,000 images) and replaces the model file.
+``pipelines.label_fit.DDT_FIT_IMAGES`` spread evenly over the split); no box is read. Reading,
+decoding and the passes use ``run.cpus_per_worker`` / ``run.decode_cpus`` CPUs per task. Every rerun
+fits again (a few passes over at most 2,000 images) and replaces the model file.
 """
 
 from __future__ import annotations
