@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +310,17 @@ class Conv2dSame(nn.Conv2d):
         ):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]  # F.pad order: left, right, top, bottom
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric: the convolution pads, no copy
+            padding = (pads[2], pads[0])
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _fold(module: nn.Module, conv: str, bn: str) -> None:
+    # conv -> BN (eval statistics) becomes one conv with a bias; the BN becomes an identity
+    fused = fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn))
+    setattr(module, conv, fused)
+    setattr(module, bn, nn.Identity())
 
 
 def _lite_bn(channels: int) -> nn.BatchNorm2d:
@@ -344,6 +353,13 @@ class MBConvBlock(nn.Module):
         self._project_conv = Conv2dSame(mid, out_ch, 1, bias=False)
         self._bn2 = _lite_bn(out_ch)
         self.residual = stride == 1 and in_ch == out_ch
+
+    def fold_batchnorm(self) -> None:
+        """Fold each BatchNorm into the convolution before it (inference only; see the backbone's)."""
+        if self.has_expand:
+            _fold(self, "_expand_conv", "_bn0")
+        _fold(self, "_depthwise_conv", "_bn1")
+        _fold(self, "_project_conv", "_bn2")
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: (B, in_ch, H, W) -> (B, out_ch, ceil(H/stride), ceil(W/stride))."""
@@ -419,6 +435,19 @@ class EfficientNetLite0Backbone(Backbone):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
         self._bn1 = _lite_bn(1280)
+
+    def fold_batchnorm(self) -> None:
+        """Fold every BatchNorm into the convolution before it, for inference (irreversible).
+
+        The eval-mode network computes the same maps (to float rounding, < 1e-6 on 0.4) about 1.2x
+        faster on the CPU (docs/BENCHMARKS.md, labeling). The module can no longer be trained or
+        saved as a model file: :func:`coloc_core.predict.inference_layout` applies it to the labelers
+        that only run forward passes.
+        """
+        _fold(self, "_conv_stem", "_bn0")
+        _fold(self, "_conv_head", "_bn1")
+        for block in self._blocks:
+            block.fold_batchnorm()  # type: ignore[operator]
 
     def pre_head(self, x: Tensor) -> Tensor:
         """Stem and every MBConv block. Shape: (B, 3, H, W) -> (B, 320, ceil(H/stride), ceil(W/stride))."""

@@ -353,3 +353,39 @@ def test_efficientnet_stride16_plain_and_pre_head_layer():
         build_backbone("tiny", weights=None).feature_channels("pre_head")
     with pytest.raises(ValueError, match="no dilate option"):
         build_backbone("resnet18", weights=None, dilate=False)
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "dilation"), [(14, 3, 1, 1), (15, 5, 2, 1), (16, 3, 2, 1), (14, 5, 1, 2)]
+)
+def test_conv2d_same_pads_like_tf_same_on_both_paths(size, kernel, stride, dilation):
+    # symmetric padding goes to the convolution itself, asymmetric through F.pad: both equal TF "same"
+    torch.manual_seed(0)
+    conv = Conv2dSame(3, 4, kernel, stride=stride, dilation=dilation, bias=True)
+    x = torch.randn(2, 3, size, size)
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    pads = [total // 2, total - total // 2] * 2
+    want = F.conv2d(F.pad(x, pads), conv.weight, conv.bias, stride, 0, dilation)
+    got = conv(x)
+    assert got.shape == want.shape == (2, 4, math.ceil(size / stride), math.ceil(size / stride))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # same sums; the kernel may differ
+
+
+def test_folding_batchnorm_keeps_the_eval_features():
+    torch.manual_seed(0)
+    net = EfficientNetLite0Backbone()
+    for m in net.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        want, want_pre = net(x), net.pre_head(x)
+        net.fold_batchnorm()
+        got, got_pre = net(x), net.pre_head(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_pre, want_pre, rtol=1e-4, atol=1e-4)

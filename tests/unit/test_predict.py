@@ -269,3 +269,24 @@ def test_feature_maps_and_attention_maps_share_one_input_path():
     np.testing.assert_allclose(
         attention_maps(localizer, torch.from_numpy(images)), expected_maps.numpy(), rtol=1e-6
     )
+
+
+def test_inference_layout_folds_batchnorm_and_keeps_the_maps():
+    import copy
+
+    from coloc_core.localizer import localizer_from_payload
+    from coloc_core.predict import attention_maps, inference_layout
+
+    torch.manual_seed(0)
+    payload = baseline_payload("caam", backbone="efficientnet_lite0", weights=None)
+    plain = localizer_from_payload(payload).eval()
+    for m in plain.modules():  # running statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    ready = inference_layout(copy.deepcopy(plain), torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ready.modules())
+    images = (np.random.default_rng(0).random((2, 96, 96, 3)) * 255).astype(np.uint8)
+    np.testing.assert_allclose(
+        attention_maps(ready, images), attention_maps(plain, images), rtol=1e-4, atol=1e-5
+    )
