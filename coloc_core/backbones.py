@@ -318,6 +318,8 @@ class Conv2dSame(nn.Conv2d):
 
 def _fold(module: nn.Module, conv: str, bn: str) -> None:
     # conv -> BN (eval statistics) becomes one conv with a bias; the BN becomes an identity
+    if isinstance(getattr(module, bn), nn.Identity):
+        return  # folded already
     fused = fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn))
     setattr(module, conv, fused)
     setattr(module, bn, nn.Identity())

@@ -385,6 +385,7 @@ def test_folding_batchnorm_keeps_the_eval_features():
     with torch.no_grad():
         want, want_pre = net(x), net.pre_head(x)
         net.fold_batchnorm()
+        net.fold_batchnorm()  # a second call changes nothing
         got, got_pre = net(x), net.pre_head(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
