@@ -356,8 +356,8 @@ class MBConvBlock(nn.Module):
         self._bn2 = _lite_bn(out_ch)
         self.residual = stride == 1 and in_ch == out_ch
 
-    def fold_batchnorm(self) -> None:
-        """Fold each BatchNorm into the convolution before it (inference only; see the backbone's)."""
+    def _fold_batchnorm(self) -> None:
+        """Fold each BatchNorm into the convolution before it (the backbone's ``fold_batchnorm``)."""
         if self.has_expand:
             _fold(self, "_expand_conv", "_bn0")
         _fold(self, "_depthwise_conv", "_bn1")
@@ -449,7 +449,7 @@ class EfficientNetLite0Backbone(Backbone):
         _fold(self, "_conv_stem", "_bn0")
         _fold(self, "_conv_head", "_bn1")
         for block in self._blocks:
-            block.fold_batchnorm()  # type: ignore[operator]
+            block._fold_batchnorm()  # type: ignore[operator]  # noqa: SLF001 - its own blocks
 
     def pre_head(self, x: Tensor) -> Tensor:
         """Stem and every MBConv block. Shape: (B, 3, H, W) -> (B, 320, ceil(H/stride), ceil(W/stride))."""

@@ -46,7 +46,6 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from coloc_core.backbones import MBConvBlock
 from coloc_core.box_score import box_score
 from coloc_core.boxes import (
     boxes_from_scoremap,
@@ -148,7 +147,7 @@ def inference_layout(localizer: Localizer, device: torch.device) -> Localizer:
     localizer = localizer.eval()
     for module in list(localizer.modules()):
         fold = getattr(module, "fold_batchnorm", None)
-        if callable(fold) and not isinstance(module, MBConvBlock):  # the backbone folds its blocks
+        if callable(fold):
             fold()
     return localizer.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
 
@@ -297,7 +296,7 @@ class Predictor:
     ) -> None:
         self.localizer = localizer_from_payload(payload)
         self.device = torch.device(device or "cpu")
-        self.localizer = inference_layout(self.localizer, self.device).eval()
+        self.localizer = inference_layout(self.localizer, self.device)
         self.model_id = str(payload.get("model_id", ""))
         tau = float(payload["threshold"] if threshold is None else threshold)
         if not 0.0 <= tau < 1.0:

@@ -68,8 +68,7 @@ class LocalizeBatch:
         else:
             self.device = torch.device("cpu")
             torch.set_num_threads(max(1, int(num_threads)))
-        localizer = inference_layout(localizer, self.device)
-        self.localizer = localizer.eval()
+        self.localizer = inference_layout(localizer, self.device)
         self.threshold = float(threshold)
         self.model_id = model_id
         self.postprocess = postprocess
@@ -163,7 +162,7 @@ def descriptor_moments_batch(
     if localizer is None:
         torch.set_num_threads(max(1, int(num_threads)))
         payload = read_model_payload(storage.read_bytes(model_uri))
-        localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu")).eval()
+        localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
         _FIT_LOCALIZERS[model_uri] = localizer
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     with torch.inference_mode():
