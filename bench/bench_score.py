@@ -7,8 +7,13 @@ model's map → the stored uint8 heatmap → SPEC §6 box at the model's τ → 
 - on the images with a bird: Spearman(score, IoU) and CorLoc@0.5 of the top- and bottom-scored halves;
 - over all images: the ROC AUC of the score for "has a bird" (0.5 = no better than chance), and the
   median score of each group;
-- the same for the score's two terms alone (``compactness_``: the score before issue 10;
-  ``stability_``) and for their product.
+- the same for the score's terms alone (``compactness_``: the score before issue 10;
+  ``stability_``), for their product, and for the score without the typicality term
+  (``no_typicality_``: the score before 2026-12-01).
+
+The fitted labelers' score has the typicality term: the collection's box sizes are measured as the
+fit does (``pipelines.label_fit.typical_box``: at most 200 images spread evenly over the collection,
+boxes at τ); CAAM has none.
 
     python bench/bench_score.py --method ddt --n 150 --seed 0
 
@@ -25,7 +30,13 @@ import sys
 import numpy as np
 import torch
 
-from coloc_core.box_score import box_compactness, box_score, box_stability
+from coloc_core.box_score import (
+    box_area_share,
+    box_compactness,
+    box_score,
+    box_size_statistics,
+    box_stability,
+)
 from coloc_core.boxes import (
     SCOREMAP_SIZE,
     boxes_from_scoremap,
@@ -44,6 +55,8 @@ from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import DEFAULT_THRESHOLDS, baseline_payload, localizer_from_payload
 from coloc_core.model import normalize_images
 from coloc_core.synthetic import render_synthetic_sample
+
+BOX_SIZE_IMAGES = 200  # pipelines.label_fit.BOX_SIZE_IMAGES (bench imports no pipeline module)
 
 
 def render(n: int, seed: int, size: int = 224) -> tuple[torch.Tensor, list, np.ndarray]:
@@ -146,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(0, len(images), 32)
             ]
         )
+    scoremaps = [scoremap_from_attention(dequantize_heatmap(quantize_heatmap(a))) for a in maps.numpy()]
+    cut = [np.asarray(boxes_from_scoremap(s, tau)).reshape(-1, 4)[:1] for s in scoremaps]
+    sizes = None
+    if fitted:  # the fit's typical-box pass: at most BOX_SIZE_IMAGES images spread evenly
+        picks = np.unique(np.linspace(0, len(cut) - 1, min(len(cut), BOX_SIZE_IMAGES)).round().astype(int))
+        sizes = box_size_statistics([box_area_share(cut[i][0], scoremaps[i].shape) for i in picks])
     scores, legacy, ious = [], [], []
     extra: dict[str, list[float]] = {}
-    for attn, gt in zip(maps.numpy(), boxes, strict=True):
-        scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
-        box = np.asarray(boxes_from_scoremap(scoremap, tau)).reshape(-1, 4)[:1]
-        scores.append(box_score(scoremap, box[0], tau))
+    for scoremap, box, gt in zip(scoremaps, cut, boxes, strict=True):
+        scores.append(box_score(scoremap, box[0], tau, sizes))
+        extra.setdefault("no_typicality", []).append(box_score(scoremap, box[0], tau))
         legacy.append(box_compactness(scoremap, box[0]))
         for name, value in candidates(box_stability(scoremap, tau), legacy[-1]).items():
             extra.setdefault(name, []).append(value)
@@ -161,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/bench_score.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "method": args.method,
         "tau": tau,
+        "box_sizes": sizes,
         "images_with_bird": int(has.sum()),
         "images_without": int((~has).sum()),
         "corloc@0.5": round(100 * float((ious_a[has] >= 0.5).mean()), 2),

@@ -46,7 +46,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from coloc_core.box_score import box_score
+from coloc_core.box_score import box_score, payload_box_sizes
 from coloc_core.boxes import (
     boxes_from_scoremap,
     boxes_to_original,
@@ -209,7 +209,11 @@ class Location:
 
 
 def locate(
-    heatmap: npt.NDArray[np.uint8], threshold: float, orig_wh: tuple[int, int], all_boxes: bool = False
+    heatmap: npt.NDArray[np.uint8],
+    threshold: float,
+    orig_wh: tuple[int, int],
+    all_boxes: bool = False,
+    box_sizes: dict[str, Any] | None = None,
 ) -> Location:
     """The box(es) and score(s) of a stored uint8 heatmap, in the original image's pixels.
 
@@ -225,6 +229,8 @@ def locate(
         threshold: τ in [0, 1).
         orig_wh: (width, height) of the original image.
         all_boxes: also return every region's box.
+        box_sizes: the model's typical box (``coloc_core.box_score.payload_box_sizes``): the scores
+            take its typicality term; None = without it.
 
     Raises:
         ValueError: a bad heatmap shape or image size.
@@ -234,10 +240,10 @@ def locate(
     box224 = box224.reshape(-1, 4)[:1]
     width, height = int(orig_wh[0]), int(orig_wh[1])
     box = boxes_to_original(box224, (height, width)).reshape(4)
-    location = Location(box=box, score=float(box_score(scoremap, box224[0], threshold)))
+    location = Location(box=box, score=float(box_score(scoremap, box224[0], threshold, box_sizes)))
     if all_boxes:
         regions = region_boxes_from_scoremap(scoremap, threshold)
-        scores = np.array([box_score(scoremap, b, threshold) for b in regions], dtype=np.float64)
+        scores = np.array([box_score(scoremap, b, threshold, box_sizes) for b in regions], dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
         if len(regions):
             location.boxes = boxes_to_original(regions[order], (height, width)).reshape(-1, 4)
@@ -256,7 +262,7 @@ class Prediction:
 
     Attributes:
         box: Shape: (4,) float32 ``[x0, y0, x1, y1]``, far corner inclusive (``0 <= x0 <= x1 <= width - 1``).
-        score: the box's confidence in [−1, 2] (``coloc_core.box_score.box_score``).
+        score: the box's confidence in [−2, 2] (``coloc_core.box_score.box_score``).
         heatmap: the min-max normalised attention map at feature resolution. Shape: (h, w) uint8.
         width: the image's width (displayed orientation).
         height: its height.
@@ -304,6 +310,7 @@ class Predictor:
         # τ as the predictions table stores it (float32), so the boxes are the labeling stage's
         self.threshold = float(np.float32(tau))
         self.input_size = payload_input_size(payload)
+        self.box_sizes = payload_box_sizes(payload, tau)
 
     @classmethod
     def load(
@@ -369,7 +376,7 @@ class Predictor:
                 if not np.isfinite(attn).all():
                     raise ValueError("the model's attention map is not finite")
                 heatmap = quantize_heatmap(attn)
-                loc = locate(heatmap, self.threshold, (width, height), all_boxes=all_boxes)
+                loc = locate(heatmap, self.threshold, (width, height), all_boxes, self.box_sizes)
                 out.append(
                     Prediction(
                         box=loc.box,

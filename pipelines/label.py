@@ -219,6 +219,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 "num_threads": max(1, math.ceil(cfg.actor_cpus)),
                 "postprocess": not cfg.use_gpu,
                 "all_boxes": plan.all_boxes,
+                "box_sizes": plan.box_sizes,
             },
             udf_modifying_row_count=False,
         )
@@ -228,7 +229,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 batch_format="pyarrow",
                 batch_size=None,
                 num_cpus=cfg.decode_cpus,
-                fn_kwargs={"all_boxes": plan.all_boxes},
+                fn_kwargs={"all_boxes": plan.all_boxes, "box_sizes": plan.box_sizes},
                 udf_modifying_row_count=False,
             )
         todo = int(sum(plan.shard_size(s) for s in pending))

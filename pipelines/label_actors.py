@@ -42,6 +42,7 @@ class LocalizeBatch:
             searches.
         endpoint_url: S3 endpoint override.
         all_boxes: with ``postprocess``, also every region's box and score (``boxes=all``).
+        box_sizes: with ``postprocess``, the model's typical box (``LabelPlan.box_sizes``).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class LocalizeBatch:
         postprocess: bool = True,
         endpoint_url: str | None = None,
         all_boxes: bool = False,
+        box_sizes: dict[str, Any] | None = None,
     ) -> None:
         import torch  # noqa: PLC0415
 
@@ -73,6 +75,7 @@ class LocalizeBatch:
         self.model_id = model_id
         self.postprocess = postprocess
         self.all_boxes = all_boxes
+        self.box_sizes = box_sizes
 
     def attention(self, images: np.ndarray) -> np.ndarray:
         """Attention maps of uint8 images.
@@ -118,7 +121,7 @@ class LocalizeBatch:
                 schema.ERROR_KIND: pa.array([None if k is None else str(k) for k in kinds], pa.string()),
             }
         )
-        return heatmaps_to_box_rows(table, self.all_boxes) if self.postprocess else table
+        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes) if self.postprocess else table
 
 
 # The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
@@ -179,6 +182,47 @@ def descriptor_moments_batch(
     out = {k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1) for k in keys}
     out[FIT_ROWS] = np.array([len(ok)], dtype=np.int64)  # input rows of this batch: the driver's progress
     return out
+
+
+def box_areas_batch(
+    batch: dict[str, np.ndarray], model_uri: str, model_id: str, threshold: float, num_threads: int = 1
+) -> dict[str, np.ndarray]:
+    """Ingest rows → the area share of each good image's box at τ (the typical-box pass of a fit).
+
+    The box is the labeling stage's: the model's map → the stored uint8 heatmap → SPEC §6 score map
+    at 224 → the single largest-contour box at ``threshold``
+    (``coloc_core.box_score.box_area_share``). The model file is read once per worker process.
+
+    Returns:
+        ``area``: (n,) float64, one per input row, NaN for an image not decoded (or a map not finite).
+    """
+    import torch  # noqa: PLC0415
+
+    from coloc_core.box_score import box_area_share  # noqa: PLC0415
+    from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention  # noqa: PLC0415
+    from coloc_core.heatmap import dequantize_heatmap  # noqa: PLC0415
+
+    key = f"{model_uri}#{model_id}"
+    localizer: Any = _FIT_LOCALIZERS.get(key)
+    if localizer is None:
+        torch.set_num_threads(max(1, int(num_threads)))
+        payload = read_model_payload(storage.read_bytes(model_uri))
+        if payload.get("model_id") != model_id:
+            raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
+        localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
+        _FIT_LOCALIZERS[key] = localizer
+    ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
+    areas = np.full(len(ok), np.nan)
+    if ok.any():
+        for i, attn in zip(
+            np.flatnonzero(ok), attention_maps(localizer, batch[ingest.IMAGE][ok]), strict=True
+        ):
+            if not np.isfinite(attn).all():
+                continue
+            scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
+            box = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False)).reshape(-1, 4)[0]
+            areas[i] = box_area_share(box, scoremap.shape)
+    return {"area": areas}
 
 
 def decode_tasks(cfg: LabelJobConfig, cluster_cpus: float) -> int | None:

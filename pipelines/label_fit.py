@@ -20,7 +20,7 @@ from coloc_core.fits import SELFTRAIN_ROUNDS, ddt_from_statistics, fit_selftrain
 from coloc_core.localizer import DEFAULT_FIT_SIZE, DEFAULT_INPUT_SIZES, baseline_payload
 from pipelines import console, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label_actors import FIT_ROWS, _decoded, descriptor_moments_batch
+from pipelines.label_actors import FIT_ROWS, _decoded, box_areas_batch, descriptor_moments_batch
 from pipelines.predictions import PredictionsFolder
 
 # The labeling stage's one logger: every line of the stage (driver, plan, shards, fit) is logged as
@@ -32,6 +32,8 @@ FITTED = ("ddt", "rps", "selftrain")
 # DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
 DDT_FIT_IMAGES = 2000
 DDT_FIT_BATCH = 64
+# The typical box (coloc_core.box_score.box_size_statistics) is measured on at most this many of them.
+BOX_SIZE_IMAGES = 200
 
 
 def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:
@@ -66,10 +68,13 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
     sample = _ddt_sample(inputs)
+    sizes_sample = _spread_sample(sample, BOX_SIZE_IMAGES)
     passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
     what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
+    what += f", box sizes on {sizes_sample.num_rows}"
     # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
-    with console.progress(f"fit {cfg.method.upper()} ({what})", total=passes * sample.num_rows):
+    total = passes * sample.num_rows + sizes_sample.num_rows
+    with console.progress(f"fit {cfg.method.upper()} ({what})", total=total):
         stats = fit_statistics(backbone_uri, sample, cfg, size=fit_size)
         if cfg.method == "selftrain":
 
@@ -78,28 +83,81 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
                 return fit_statistics(backbone_uri, sample, cfg, head=head, size=fit_size)
 
             weight, bias, square, rounds = fit_selftrain(stats, class_pass)
-    meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
-    backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
-    if cfg.method == "ddt":
-        mean, vector = ddt_from_statistics(stats)
-        return baseline_payload(
-            "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
-        )
-    if cfg.method == "selftrain":
-        meta.update(selftrain_rounds=rounds)
-        return baseline_payload(
-            "selftrain",
-            backbone_state=backbone_state,
-            head_weight=weight,
-            head_bias=bias,
-            head_quadratic=square,
-            meta=meta,
-            **options,
-        )
-    vector = rps_from_statistics(
-        stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
+        meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
+        backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
+        if cfg.method == "ddt":
+            mean, vector = ddt_from_statistics(stats)
+            payload = baseline_payload(
+                "ddt", backbone_state=backbone_state, ddt_mean=mean, ddt_vector=vector, meta=meta, **options
+            )
+        elif cfg.method == "selftrain":
+            meta.update(selftrain_rounds=rounds)
+            payload = baseline_payload(
+                "selftrain",
+                backbone_state=backbone_state,
+                head_weight=weight,
+                head_bias=bias,
+                head_quadratic=square,
+                meta=meta,
+                **options,
+            )
+        else:
+            vector = rps_from_statistics(
+                stats["sum_gap"], int(stats["images"]), stats["sum_unit"], int(stats["count"])
+            )
+            payload = baseline_payload(
+                "rps", backbone_state=backbone_state, rps_vector=vector, meta=meta, **options
+            )
+        payload["box_sizes"] = typical_box(payload, sizes_sample, cfg)
+    return payload
+
+
+def typical_box(payload: dict[str, Any], sample: pa.Table, cfg: LabelJobConfig) -> dict[str, Any] | None:
+    """The fitted model's typical box on ``sample`` (``coloc_core.box_score.box_size_statistics``).
+
+    One Ray Data pass at the model's input size and τ (:func:`pipelines.label_actors.box_areas_batch`:
+    the very boxes the labeling stage cuts), over the model written to ``<out>/_fit_model.pt``. None
+    (scores without the typicality term) when no image of the sample gave a box.
+    """
+    import torch  # noqa: PLC0415
+
+    from coloc_core.box_score import box_size_statistics  # noqa: PLC0415
+    from coloc_core.localizer import payload_input_size  # noqa: PLC0415
+
+    uri = PredictionsFolder(cfg.out).fitted_file
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    storage.write_bytes_atomic(uri, buffer.getvalue())
+    ds = _decoded(sample, np.arange(sample.num_rows), cfg, payload_input_size(payload))
+    areas = ds.map_batches(
+        box_areas_batch,
+        num_cpus=cfg.actor_cpus,
+        batch_size=DDT_FIT_BATCH,
+        batch_format="numpy",
+        fn_kwargs={
+            "model_uri": uri,
+            "model_id": str(payload["model_id"]),
+            "threshold": float(payload["threshold"]),
+            "num_threads": max(1, math.ceil(cfg.actor_cpus)),
+        },
     )
-    return baseline_payload("rps", backbone_state=backbone_state, rps_vector=vector, meta=meta, **options)
+    values: list[float] = []
+    for batch in areas.iter_batches(batch_format="numpy", batch_size=None):
+        console.advance(len(batch["area"]))
+        values.extend(float(a) for a in batch["area"] if np.isfinite(a))
+    if not values:
+        log.warning(
+            "label: no box on the %d sample images: scores leave out the typicality term", sample.num_rows
+        )
+        return None
+    sizes = box_size_statistics(values)
+    log.info(
+        "label: typical box on %d images: %.0f%% of the image (median), spread ×%.2f",
+        sizes["images"],
+        100 * math.exp(float(sizes["median"])),
+        math.exp(float(sizes["spread"])),
+    )
+    return sizes
 
 
 def baseline_backbone_options(cfg: LabelJobConfig) -> tuple[str, bool | None]:
@@ -125,10 +183,15 @@ def baseline_backbone_options(cfg: LabelJobConfig) -> tuple[str, bool | None]:
 
 
 def _ddt_sample(inputs: pa.Table) -> pa.Table:
+    return _spread_sample(inputs, DDT_FIT_IMAGES)
+
+
+def _spread_sample(inputs: pa.Table, limit: int) -> pa.Table:
+    """At most ``limit`` rows of ``inputs``, spread evenly over them (all of them when fewer)."""
     n = inputs.num_rows
-    if n <= DDT_FIT_IMAGES:
+    if n <= limit:
         return inputs
-    picks = np.unique(np.linspace(0, n - 1, DDT_FIT_IMAGES).round().astype(np.int64))
+    picks = np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
     return inputs.take(pa.array(picks))
 
 

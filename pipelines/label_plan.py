@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from coloc_core.box_score import payload_box_sizes
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import payload_input_size, payload_kind
 from pipelines import schema, storage
@@ -53,6 +54,8 @@ class LabelPlan:
     images_added: int = 0  # this run's new images (the last segment), 0 when none
     missing: list[str] = field(default_factory=list)  # frozen inputs this run's listing lacks
     image_size: int = field(kw_only=True)  # side the images are resized to (the model's input size)
+    # The model's typical box at τ (coloc_core.box_score.payload_box_sizes): a term of every score.
+    box_sizes: dict[str, Any] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.segments is None:
@@ -187,7 +190,15 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         threshold,
     )
     plan = LabelPlan(
-        inputs, model_uri, model_id, threshold, cfg.rows_per_file, manifest, segments, image_size=image_size
+        inputs,
+        model_uri,
+        model_id,
+        threshold,
+        cfg.rows_per_file,
+        manifest,
+        segments,
+        image_size=image_size,
+        box_sizes=payload_box_sizes(payload, threshold),
     )
     return _extend_plan(cfg, plan, rewrite_inputs=uncommitted > 0)
 
@@ -264,6 +275,7 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
         images_added=new.num_rows,
         missing=missing,
         image_size=plan.image_size,
+        box_sizes=plan.box_sizes,
     )
     manifest.update(
         num_images=extended.num_images,
@@ -332,6 +344,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         cfg.rows_per_file,
         manifest,
         image_size=payload_input_size(payload),
+        box_sizes=payload_box_sizes(payload, threshold),
     )
 
 

@@ -44,13 +44,16 @@ def _nullable_ints(values: Iterable[Any]) -> list[int | None]:
     return out
 
 
-def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
+def heatmaps_to_box_rows(
+    batch: pa.Table, all_boxes: bool = False, box_sizes: dict[str, Any] | None = None
+) -> pa.Table:
     """Heatmap rows (from :class:`.label_actors.LocalizeBatch`) → full prediction rows + index column.
 
     Per image, :func:`coloc_core.predict.locate` (what ``Predictor.predict`` runs too): the stored
     heatmap → SPEC §6 score map at 224 → the single largest-contour box at τ → original pixel
     coordinates (``coloc_core.boxes.boxes_to_original``) and ``box_score``; with ``all_boxes`` also
-    every region's box and score into the ``boxes`` column (null otherwise).
+    every region's box and score into the ``boxes`` column (null otherwise). ``box_sizes``: the
+    model's typical box (``LabelPlan.box_sizes``), a term of every score when given.
     """
     rows = batch.to_pydict()
     n = batch.num_rows
@@ -68,7 +71,7 @@ def heatmaps_to_box_rows(batch: pa.Table, all_boxes: bool = False) -> pa.Table:
             errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
             kinds[i] = schema.KIND_DECODE  # the decode gave no size (defensive: it always does)
             continue
-        loc = locate(heat, float(rows[schema.THRESHOLD][i]), (int(width), int(height)), all_boxes=all_boxes)
+        loc = locate(heat, float(rows[schema.THRESHOLD][i]), (int(width), int(height)), all_boxes, box_sizes)
         for c in range(4):
             coords[c][i] = float(loc.box[c])
         scores[i] = float(loc.score)

@@ -12,6 +12,7 @@ The columns and their types are :mod:`pipelines.schema`'s. A folder (local or ``
     _inputs.arrow            the frozen input list (Arrow IPC); ``_inputs.parquet`` in older folders
     _model.pt                the fitted model file of a training-free method
     _ddt_backbone.pt         the frozen backbone the collection fits read
+    _fit_model.pt            the fitted model that the typical-box pass reads (before its box sizes)
     _SUCCESS                 the summary of the whole folder (JSON), once every shard is written
     _eval/                   evaluate's default output folder
 
@@ -43,6 +44,7 @@ INPUTS = "_inputs.arrow"
 LEGACY_INPUTS = "_inputs.parquet"  # the name before; read (and replaced) when resuming such a folder
 MODEL_FILE = "_model.pt"
 BACKBONE_FILE = "_ddt_backbone.pt"
+FITTED_FILE = "_fit_model.pt"
 SUCCESS = "_SUCCESS"
 EVAL_DIR = "_eval"
 MANIFEST_VERSION = 1
@@ -105,6 +107,11 @@ class PredictionsFolder:
     def backbone_file(self) -> str:
         """``_ddt_backbone.pt``: the frozen backbone the collection fits read."""
         return self.file(BACKBONE_FILE)
+
+    @property
+    def fitted_file(self) -> str:
+        """``_fit_model.pt``: the fitted model the typical-box pass reads (``pipelines.label_fit``)."""
+        return self.file(FITTED_FILE)
 
     @property
     def success(self) -> str:

@@ -259,9 +259,20 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
     assert payload["kind"] == "ddt" and payload["meta"]["fit_images"] == 20
     assert payload["threshold"] == pytest.approx(0.1)  # the DDT default τ (no --threshold given)
     assert payload["config"]["feature_layer"] == "output"  # auto: tiny has no pre_head layer
+    # The fit measured the typical box of the collection (every image, at τ) and stored it.
+    sizes = payload["box_sizes"]
+    assert sizes["images"] == 20 and sizes["median"] <= 0.0 and sizes["spread"] >= 0.05
     table = pq.read_table(out)
     assert all(t == pytest.approx(0.1) for t in table.column("threshold").to_pylist())
-    assert all(-1.0 <= s <= 2.0 for s in table.column("score").to_pylist())  # box_score's range
+    assert all(-2.0 <= s <= 2.0 for s in table.column("score").to_pylist())  # box_score's range
+    # Each score is the labeling stage's box score with the stored box sizes (the Python API's too).
+    from coloc_core.predict import locate
+    from pipelines.predictions import decode_heatmap
+
+    for row in table.slice(0, 3).to_pylist():
+        heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
+        loc = locate(heat, row["threshold"], (row["width"], row["height"]), box_sizes=sizes)
+        assert row["score"] == pytest.approx(loc.score, abs=1e-5)
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}
     assert run_labeling(cfg).shards_written == 0
     with pytest.raises(ValueError, match="method"):

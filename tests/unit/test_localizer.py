@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from coloc_core.box_score import box_compactness, box_score, box_stability
+from coloc_core.box_score import (
+    box_area_share,
+    box_compactness,
+    box_score,
+    box_size_statistics,
+    box_stability,
+    box_typicality,
+    payload_box_sizes,
+)
 from coloc_core.checkpoint import model_payload, read_model_payload, save_model_file
 from coloc_core.config import ColocConfig, apply_overrides
 from coloc_core.fits import (
@@ -199,6 +207,55 @@ def test_box_score_is_stability_plus_compactness():
     flat = np.full((40, 40), 0.5)
     flat[0, 0] = 0.0
     assert box_score(s, box, 0.2) > box_score(flat, [0, 0, 39, 39], 0.2)
+
+
+def test_box_area_share_is_the_clipped_inclusive_box_over_the_map():
+    assert box_area_share([0, 0, 9, 9], (10, 10)) == 1.0
+    assert box_area_share([2, 3, 3, 3], (10, 10)) == pytest.approx(2 / 100)
+    assert box_area_share([-5, -5, 30, 4], (10, 10)) == pytest.approx(0.5)  # clipped to the map
+
+
+def test_box_size_statistics_are_the_median_and_mad_of_log_areas():
+    sizes = box_size_statistics([0.1, 0.2, 0.4, 0.8, 0.2])
+    assert sizes["images"] == 5
+    assert sizes["median"] == pytest.approx(np.log(0.2))
+    assert sizes["spread"] == pytest.approx(np.log(2))  # |ln a − ln 0.2| = ln 2, 0, ln 2, ln 4, 0
+    # Boxes all of one size: the spread is floored, so the term stays finite.
+    assert box_size_statistics([0.3, 0.3, 0.3])["spread"] == pytest.approx(0.05)
+    for bad in ([], [0.0, 0.5], [0.5, 1.5], [float("nan")]):
+        with pytest.raises(ValueError):
+            box_size_statistics(bad)
+
+
+def test_box_typicality_falls_with_the_distance_from_the_typical_size():
+    sizes = {"median": float(np.log(0.25)), "spread": float(np.log(2)), "images": 10}
+    assert box_typicality(0.25, sizes) == 0.0
+    assert box_typicality(0.5, sizes) == pytest.approx(-1 / 8)  # one spread away, either way
+    assert box_typicality(0.125, sizes) == pytest.approx(-1 / 8)
+    assert box_typicality(0.5, sizes) > box_typicality(1.0, sizes)
+    assert box_typicality(1e-9, sizes) == -1.0  # clipped at 8 spreads
+
+
+def test_box_score_adds_the_typicality_of_the_box_given_the_collection_sizes():
+    s = np.zeros((40, 40))
+    s[10:20, 10:20] = 1.0
+    box = boxes_from_scoremap_(s, 0.2)[0]
+    base = box_score(s, box, 0.2)
+    typical = {"median": float(np.log(box_area_share(box, s.shape))), "spread": 0.3, "images": 5}
+    assert box_score(s, box, 0.2, typical) == pytest.approx(base)
+    larger = {"median": float(np.log(0.5)), "spread": 0.3, "images": 5}
+    expected = base + box_typicality(box_area_share(box, s.shape), larger)
+    assert box_score(s, box, 0.2, larger) == pytest.approx(expected)
+    assert box_score(s, box, 0.2, larger) < base
+
+
+def test_payload_box_sizes_apply_at_the_stored_threshold_only():
+    sizes = {"median": -1.0, "spread": 0.4, "images": 7}
+    payload = {"threshold": 0.25, "box_sizes": sizes}
+    assert payload_box_sizes(payload, 0.25) == sizes
+    assert payload_box_sizes(payload, float(np.float32(0.25))) == sizes
+    assert payload_box_sizes(payload, 0.4) is None  # boxes at another τ have other sizes
+    assert payload_box_sizes({"threshold": 0.25}, 0.25) is None  # a model file without them
 
 
 def boxes_from_scoremap_(scoremap, tau):
