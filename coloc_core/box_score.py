@@ -117,11 +117,13 @@ def box_typicality(area_share: float, box_sizes: dict[str, Any]) -> float:
 def payload_box_sizes(payload: dict[str, Any], threshold: float) -> dict[str, Any] | None:
     """The ``box_sizes`` a model file stores, when they apply at τ = ``threshold``; else None.
 
-    They were measured at the model's own τ: boxes cut at another τ have other sizes, so a labeling
-    run with ``--threshold`` other than the stored one scores without the typicality term.
+    They were measured at the model's own τ (their ``threshold``): boxes cut at another τ have other
+    sizes, so a labeling run with ``--threshold`` other than that one scores without the typicality
+    term.
     """
     sizes = payload.get("box_sizes")
-    if not sizes or not math.isclose(float(threshold), float(payload.get("threshold", -1.0)), abs_tol=1e-6):
+    measured_at = float(sizes.get("threshold", payload.get("threshold", -1.0))) if sizes else -1.0
+    if not sizes or not math.isclose(float(threshold), measured_at, abs_tol=1e-6):
         return None
     return {
         "median": float(sizes["median"]),

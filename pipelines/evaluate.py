@@ -54,7 +54,14 @@ from typing import Any
 
 import numpy as np
 
-from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
+from coloc_core.box_score import box_area_share, box_size_statistics
+from coloc_core.boxes import (
+    SCOREMAP_SIZE,
+    boxes_from_scoremap,
+    match_boxes,
+    resize_boxes,
+    scoremap_from_attention,
+)
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL
 from coloc_core.heatmap import dequantize_heatmap
@@ -65,6 +72,8 @@ from pipelines.predictions import PredictionsFolder, decode_heatmap_row, part_fi
 from pipelines.render import picture_sheet, sheet_title
 
 log = logging.getLogger(__name__)
+# calibrate measures the typical box of at most this many of its images (pipelines.label_fit.BOX_SIZE_IMAGES).
+CALIBRATION_SIZE_IMAGES = 200
 
 _COLUMNS = [
     schema.PATH,
@@ -451,6 +460,7 @@ class CalibrationResult:
     num_images: int
     curve: list[float]
     thresholds: list[float]
+    box_sizes: dict[str, Any] | None = None
 
 
 def calibrate_threshold(
@@ -475,6 +485,7 @@ def calibrate_threshold(
     """
     gt = read_ground_truth(gt_root, gt_format, split, limit=limit)
     acc = MaxBoxAccAccumulator((delta,), cam_curve_interval, multi_contour=False)
+    heatmaps: list[np.ndarray] = []  # the images' stored heatmaps: their boxes at the chosen τ
     for uri in part_files(predictions):
         table = schema.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
         for row in table.to_pylist():
@@ -484,6 +495,7 @@ def calibrate_threshold(
                 continue
             gt224 = resize_boxes(np.asarray(boxes), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
             acc.update(scoremap, gt224)
+            heatmaps.append(decode_heatmap_row(row))
     if acc.count == 0:
         raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
     curve = acc.accuracies()[0]
@@ -495,6 +507,7 @@ def calibrate_threshold(
         num_images=int(acc.count),
         curve=[float(v) for v in curve],
         thresholds=[float(t) for t in acc.thresholds],
+        box_sizes=_box_sizes_at(heatmaps, float(acc.thresholds[best])),
     )
     log.info(
         "calibrate: τ=%.3f gives CorLoc@%g=%.2f on %d images",
@@ -506,10 +519,29 @@ def calibrate_threshold(
     return result
 
 
+def _box_sizes_at(heatmaps: list[np.ndarray], threshold: float) -> dict[str, Any] | None:
+    """The typical box (``coloc_core.box_score.box_size_statistics``) of stored heatmaps at τ.
+
+    At most ``CALIBRATION_SIZE_IMAGES`` of them, spread evenly, as the fit measures it; None when none
+    gives a box.
+    """
+    picks = np.unique(np.linspace(0, len(heatmaps) - 1, min(len(heatmaps), CALIBRATION_SIZE_IMAGES)).round())
+    areas = []
+    for i in picks.astype(np.int64):
+        scoremap = scoremap_from_attention(dequantize_heatmap(heatmaps[i]), SCOREMAP_SIZE)
+        box = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False)).reshape(-1, 4)[0]
+        areas.append(box_area_share(box, scoremap.shape))
+    if not areas:
+        return None
+    return {**box_size_statistics(areas), "threshold": float(threshold)}
+
+
 def write_calibrated_model(model_uri: str, out_uri: str, calibration: CalibrationResult) -> dict[str, Any]:
     """Write a copy of a model file with ``threshold`` set to the calibrated τ (atomic write).
 
     The weights, and so ``model_id``, are unchanged; ``meta["calibration"]`` records how τ was chosen.
+    A model that stores its collection's typical box (``box_sizes``, measured at its old τ) gets the
+    sizes of the calibration images' boxes at the new τ.
     Labeling with the new file into an output labelled with the old τ is refused (a new folder is needed).
 
     Returns:
@@ -519,6 +551,8 @@ def write_calibrated_model(model_uri: str, out_uri: str, calibration: Calibratio
 
     payload = read_model_payload(storage.read_bytes(model_uri))
     payload["threshold"] = float(calibration.threshold)
+    if payload.get("box_sizes") is not None:
+        payload["box_sizes"] = calibration.box_sizes
     meta = dict(payload.get("meta") or {})
     meta["calibration"] = {
         "threshold": calibration.threshold,

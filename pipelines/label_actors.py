@@ -184,6 +184,10 @@ def descriptor_moments_batch(
     return out
 
 
+# The typical-box pass's fitted model, kept by each worker process for its later batches (one at a time).
+_SIZE_LOCALIZER: dict[str, Any] = {}
+
+
 def box_areas_batch(
     batch: dict[str, np.ndarray], model_uri: str, model_id: str, threshold: float, num_threads: int = 1
 ) -> dict[str, np.ndarray]:
@@ -202,15 +206,16 @@ def box_areas_batch(
     from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention  # noqa: PLC0415
     from coloc_core.heatmap import dequantize_heatmap  # noqa: PLC0415
 
-    key = f"{model_uri}#{model_id}"
-    localizer: Any = _FIT_LOCALIZERS.get(key)
+    key = f"{model_uri}#{model_id}"  # the file is rewritten by every fit in the same folder
+    localizer: Any = _SIZE_LOCALIZER.get(key)
     if localizer is None:
         torch.set_num_threads(max(1, int(num_threads)))
         payload = read_model_payload(storage.read_bytes(model_uri))
         if payload.get("model_id") != model_id:
             raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
         localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
-        _FIT_LOCALIZERS[key] = localizer
+        _SIZE_LOCALIZER.clear()  # one fitted model per worker process at a time
+        _SIZE_LOCALIZER[key] = localizer
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     areas = np.full(len(ok), np.nan)
     if ok.any():

@@ -150,7 +150,7 @@ def typical_box(payload: dict[str, Any], sample: pa.Table, cfg: LabelJobConfig) 
             "label: no box on the %d sample images: scores leave out the typicality term", sample.num_rows
         )
         return None
-    sizes = box_size_statistics(values)
+    sizes = {**box_size_statistics(values), "threshold": float(payload["threshold"])}
     log.info(
         "label: typical box on %d images: %.0f%% of the image (median), spread ×%.2f",
         sizes["images"],

@@ -99,6 +99,18 @@ def test_calibration_finds_the_threshold_and_writes_a_model_file(tmp_path, squar
     old, new = read_model_payload(open(src, "rb").read()), read_model_payload(open(dst, "rb").read())
     assert new["threshold"] == pytest.approx(0.51) and old["threshold"] == pytest.approx(0.2)
     assert new["model_id"] == old["model_id"] and new["meta"]["calibration"]["num_images"] == 10
+    assert "box_sizes" not in new  # a model without a typical box (CAML) gets none
+    # The calibration images' boxes at the chosen τ are the oracle boxes: their typical size is theirs.
+    sizes = result.box_sizes
+    assert sizes["images"] == 10 and sizes["threshold"] == pytest.approx(0.51)
+    areas = [(e.box[2] - e.box[0]) * (e.box[3] - e.box[1]) / (e.size[0] * e.size[1]) for e in expected]
+    assert sizes["median"] == pytest.approx(float(np.log(np.median(areas))), abs=0.2)
+    # A fitted model's typical box, measured at its old τ, is replaced by the one at the new τ.
+    with open(src, "wb") as fh:
+        stale = {"median": -3.0, "spread": 0.2, "images": 4, "threshold": 0.2}
+        fh.write(data.save_payload({**data.tiny_colocnet_payload(), "box_sizes": stale}))
+    new = write_calibrated_model(src, dst, result)
+    assert new["box_sizes"] == sizes
 
 
 def test_label_evaluate_calibrate_jobs(ray_cluster, tmp_path, squares, capsys):

@@ -256,6 +256,9 @@ def test_payload_box_sizes_apply_at_the_stored_threshold_only():
     assert payload_box_sizes(payload, float(np.float32(0.25))) == sizes
     assert payload_box_sizes(payload, 0.4) is None  # boxes at another τ have other sizes
     assert payload_box_sizes({"threshold": 0.25}, 0.25) is None  # a model file without them
+    # Sizes carry the τ they were measured at: a model whose τ changed since does not use stale ones.
+    assert payload_box_sizes({"threshold": 0.4, "box_sizes": {**sizes, "threshold": 0.25}}, 0.4) is None
+    assert payload_box_sizes({"threshold": 0.4, "box_sizes": {**sizes, "threshold": 0.4}}, 0.4) is not None
 
 
 def boxes_from_scoremap_(scoremap, tau):

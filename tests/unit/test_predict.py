@@ -14,6 +14,7 @@ from PIL import Image
 
 from coloc_core import Prediction, Predictor
 from coloc_core.backbones import build_backbone
+from coloc_core.box_score import payload_box_sizes
 from coloc_core.boxes import iou_matrix
 from coloc_core.decode import MAX_PIXELS, ImageTooLargeError, TruncatedImageError, decode_image
 from coloc_core.localizer import baseline_payload, payload_input_size
@@ -61,6 +62,7 @@ def _label_row(model_file: Path, image_file: Path, all_boxes: bool) -> dict:
         model_id=payload["model_id"],
         num_threads=torch.get_num_threads(),
         all_boxes=all_boxes,
+        box_sizes=payload_box_sizes(payload, float(payload["threshold"])),  # as LabelPlan gives them
     )
     batch = {
         ingest.PATH: np.array([str(image_file)], dtype=object),
@@ -100,6 +102,20 @@ def test_predict_on_a_file_gives_the_labeling_stage_row(tmp_path, all_boxes):
     model = _save(_random_payload(), tmp_path / "model.pt")
     pred = Predictor.load(model).predict(png, all_boxes=all_boxes)
     _assert_same_as_row(pred, _label_row(model, png, all_boxes))
+
+
+def test_a_model_with_a_typical_box_scores_the_same_in_the_api_and_the_labeling_stage(tmp_path):
+    image, _ = make_synthetic_image(np.random.default_rng(2), 260, 240)
+    png = tmp_path / "bird.png"
+    image.save(png)
+    plain = _random_payload()
+    sizes = {"median": -4.0, "spread": 0.1, "images": 50, "threshold": plain["threshold"]}
+    model = _save({**plain, "box_sizes": sizes}, tmp_path / "typical.pt")
+    pred = Predictor.load(model).predict(png, all_boxes=True)
+    _assert_same_as_row(pred, _label_row(model, png, all_boxes=True))
+    # The box is far larger than the stated typical one (e^-4 ≈ 2% of the image): the term costs.
+    without = Predictor(plain).predict(png)
+    assert pred.score < without.score and np.array_equal(pred.box, without.box)
 
 
 def test_a_large_exif_rotated_jpeg_decodes_as_the_labeling_stage_decodes_it(tmp_path):
