@@ -46,7 +46,7 @@ from PIL import Image, ImageFile, ImageOps
 from torch import Tensor, nn
 
 from coloc_core.backbones import Backbone, build_backbone
-from coloc_core.box_score import box_score
+from coloc_core.box_score import box_area_share, box_score, box_size_statistics
 from coloc_core.boxes import (
     SCOREMAP_SIZE,
     boxes_at_thresholds,
@@ -76,6 +76,8 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS_DIR = REPO / "docs" / "results"
 MAPS_DIR = Path(os.environ.get("COLOC_EXPERIMENT_MAPS", "/tmp/coloc-experiment-maps"))
 SETS = {"raccoon": DATA / "raccoon", "kangaroo": DATA / "kangaroo"}
+# The fitted labelers measure their typical box on at most this many images (pipelines.label_fit).
+BOX_SIZE_IMAGES = 200
 
 # Training-free rows (on the frozen trunk's features, as the trained rows see them).
 BASELINES = ("full_image", "caam", "ddt")
@@ -256,26 +258,38 @@ def view_of(views: dict, task: str, labels: Tensor, index: Tensor) -> Tensor:
 
 
 def evaluate_maps(
-    attention: Tensor, gts: list[np.ndarray], cfg: ColocConfig, tau: float | None = None
+    attention: Tensor,
+    gts: list[np.ndarray],
+    cfg: ColocConfig,
+    tau: float | None = None,
+    typical: bool = False,
 ) -> dict[str, float]:
     """CorLoc at τ (``cfg.boxes.threshold`` by default), MaxBoxAccV2, calibrated CorLoc, score ranking.
 
     The maps go through the labeling stage's uint8 heatmap first (what ``coloc label`` stores), and the
     box score is ``coloc_core.box_score.box_score``; the ranking keys are those of ``coloc evaluate``.
+    ``typical``: score with the typicality term, the collection's box sizes measured as a fitted
+    labeler's fit does (at most ``BOX_SIZE_IMAGES`` maps spread evenly, boxes at τ).
     """
     tau = cfg.boxes.threshold if tau is None else float(tau)
     corloc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=tau)
     maxbox = MaxBoxAccAccumulator(
         iou_thresholds=cfg.boxes.iou_thresholds, cam_curve_interval=cfg.boxes.cam_curve_interval
     )
-    scoremaps, scores, ious = [], [], []
+    scoremaps, boxes, ious = [], [], []
     for attn, gt in zip(attention.numpy(), gts, strict=True):
         scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
         scoremaps.append(scoremap)
         ious.append(corloc.update(scoremap, gt))
-        box = np.asarray(boxes_from_scoremap(scoremap, tau)).reshape(-1, 4)[0]
-        scores.append(box_score(scoremap, box, tau))
+        boxes.append(np.asarray(boxes_from_scoremap(scoremap, tau)).reshape(-1, 4)[0])
         maxbox.update(scoremap, gt)
+    sizes = None
+    if typical:
+        picks = np.unique(
+            np.linspace(0, len(boxes) - 1, min(len(boxes), BOX_SIZE_IMAGES)).round().astype(int)
+        )
+        sizes = box_size_statistics([box_area_share(boxes[i], scoremaps[i].shape) for i in picks])
+    scores = [box_score(m, b, tau, sizes) for m, b in zip(scoremaps, boxes, strict=True)]
     ranking = score_ranking(np.asarray(scores), np.asarray(ious))
     return {
         **corloc.compute(),
@@ -334,7 +348,9 @@ def training_free_row(row: str, data: ImageSet, full_state: dict) -> dict[str, f
     with torch.inference_mode():
         attention = localizer.from_features(feats)  # the map coloc label computes, on the same features
     cfg = validate(ColocConfig())
-    return evaluate_maps(attention, data.gt_224, cfg, tau=DEFAULT_THRESHOLDS[method])
+    return evaluate_maps(
+        attention, data.gt_224, cfg, tau=DEFAULT_THRESHOLDS[method], typical=method != "caam"
+    )
 
 
 def calibrated_corloc(

@@ -150,7 +150,7 @@ def box_score(
     distractor (−0.20 for DDT on generated birds on clutter). Their sum had the best worst case over
     the three sets measured and separates images without the object best (ROC AUC 0.74 for DDT).
     The typicality term, relative to the collection, lifts the ranking where the object's size is
-    consistent (raccoon: Spearman 0.25 → 0.35 for the self-trained head).
+    consistent (raccoon: Spearman 0.24 → 0.35 for the self-trained head).
 
     Shape:
         scoremap: (H, W) float in [0, 1]; box: [x0, y0, x1, y1] inclusive pixel coords in that map.
