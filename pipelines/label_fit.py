@@ -2,7 +2,9 @@
 
 Part of the labeling stage (:mod:`pipelines.label`): CAAM and the full map need no fit; DDT, RPS and
 self-training are fitted on feature statistics of a sample of the collection, summed over Ray Data
-passes (:func:`fit_statistics`, whose tasks run :func:`pipelines.label_actors.descriptor_moments_batch`).
+passes (:func:`fit_statistics`, whose tasks run :func:`pipelines.label_actors.descriptor_moments_batch`),
+and then measure the fitted model's typical box on at most :data:`BOX_SIZE_IMAGES` of those images
+(:func:`typical_box`, a term of every box score).
 ``coloc train --method=selftrain`` (:mod:`pipelines.selftrain`) runs the same fit.
 """
 
@@ -40,8 +42,9 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     """The model file payload of ``cfg.method`` (full, caam, ddt, rps, selftrain), fitted on ``inputs``.
 
     ``weights``: the backbone's weights source ("auto", a file or URI; "none"/None = random init).
-    The fitted kinds run Ray Data passes over ``inputs`` (:func:`fit_statistics`), with ``cfg.out`` as
-    scratch space for the frozen backbone.
+    The fitted kinds run Ray Data passes over ``inputs`` (:func:`fit_statistics`, then
+    :func:`typical_box`, whose result is the payload's ``box_sizes``), with ``cfg.out`` as scratch
+    space for the frozen backbone and the fitted model.
     """
     if weights is not None and weights.lower() == "none":
         weights = None
