@@ -37,11 +37,11 @@ null there.
 heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
 boxes at τ/2 and at min(2τ, 0.99) (1 when the region keeps its extent over a four-fold range of τ),
 plus its *compactness*, ``Σ_inside S / Σ S − area_inside / area_image`` (the excess map mass it
-captures), plus, for a fitted model (self-trained head, DDT, RPS), its *typicality*: −1/8 per spread
-(median absolute deviation) its log-area lies from the median of the collection's boxes, at most −1
-(``box_score.box_typicality``; the model file stores the collection's ``box_sizes``). Rows of models
-without box sizes (CAML, CAAM, the full box) score in [−1, 2]. docs/RESULTS.md measures how it ranks
-IoU.
+captures), plus, for a fitted or trained model (self-trained head, DDT, RPS, CAML), its
+*typicality*: −1/8 per spread (median absolute deviation) its log-area lies from the median of the
+collection's boxes, at most −1 (``box_score.box_typicality``; the model file stores the collection's
+``box_sizes``). Rows of models without box sizes (CAAM, the full box, files written before
+2026-12-01) score in [−1, 2]. docs/RESULTS.md measures how it ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(dequantize_heatmap(heat)), τ)``

@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -207,6 +208,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
             state["model"],
             cfg,
             model_uri,
+            sizes_of=lambda payload: _typical_box(payload, cfg, run_uri),
             meta={
                 "epoch": completed,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
@@ -477,10 +479,37 @@ def _set_aside_unreadable_snapshot(run_uri: str, folders: dict[str, set[str]]) -
     )
 
 
-def export_model(state_dict: dict[str, Tensor], cfg: ColocConfig, uri: str, meta: dict[str, Any]) -> None:
-    """Write the one-file model (``coloc_core.checkpoint`` payload) atomically to ``uri``."""
+def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> dict[str, Any] | None:
+    """The trained model's typical box on at most 200 train images (``pipelines.label_fit.typical_box``).
+
+    The pass the fitted labelers run after their fit, with the run folder as scratch space, so a CAML
+    model's scores take the typicality term as theirs do.
+    """
+    from pipelines.label_fit import BOX_SIZE_IMAGES, _spread_sample, typical_box  # noqa: PLC0415
+    from pipelines.label_inputs import list_inputs  # noqa: PLC0415
+    from pipelines.selftrain import selftrain_label_config  # noqa: PLC0415 - it imports this module
+
+    label_cfg = selftrain_label_config(cfg, run_uri)
+    sample = _spread_sample(list_inputs(label_cfg), BOX_SIZE_IMAGES)
+    with console.progress(f"typical box ({sample.num_rows} train images)", total=sample.num_rows):
+        return typical_box(payload, sample, label_cfg)
+
+
+def export_model(
+    state_dict: dict[str, Tensor],
+    cfg: ColocConfig,
+    uri: str,
+    meta: dict[str, Any],
+    sizes_of: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+) -> None:
+    """Write the one-file model (``coloc_core.checkpoint`` payload) atomically to ``uri``.
+
+    ``sizes_of(payload)``: the model's typical box (``box_sizes``, a term of its box scores), or None.
+    """
     model = build_model(cfg, weights=False)
     model.load_state_dict(state_dict)
     payload = model_payload(model, cfg, meta=meta)
+    if sizes_of is not None:
+        payload["box_sizes"] = sizes_of(payload)
     with storage.atomic_write(uri, "wb") as fh:
         save_model_file(fh, payload)

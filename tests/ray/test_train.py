@@ -134,6 +134,10 @@ def test_two_workers_checkpoint_to_s3_and_export(ray_cluster, s3_server, cub_roo
     assert_same_state(exported.state_dict(), state["model"])
     assert exported_cfg.model == cfg.model
     assert payload["meta"]["epoch"] == 2
+    # The export measured the model's typical box on the train images, at its τ, as a fit does.
+    sizes = payload["box_sizes"]
+    assert sizes["threshold"] == pytest.approx(payload["threshold"]) and 1 <= sizes["images"] <= NUM_IMAGES
+    assert sizes["median"] <= 0.0 and sizes["spread"] >= 0.05
 
 
 def test_resume_continues_at_the_next_epoch(ray_cluster, cub_root, tmp_path: Path):  # noqa: ANN001
