@@ -70,7 +70,9 @@ def test_label_prints_a_header_progress_and_a_summary_and_no_ray_output(tmp_path
     assert any(line.startswith("  ray: ") and "--verbose" in line for line in lines), err
     # One plain line per stage off a terminal (the fit, the labeling), never carriage returns.
     assert "\r" not in err
-    assert any(line.startswith("fit DDT (12 images): 12/12 images in ") for line in lines), err
+    # One bar for the whole fit: the statistics pass, then the typical-box pass over the same images.
+    fit_bar = "fit DDT (12 images, box sizes on 12): 24/24 images in "
+    assert any(line.startswith(fit_bar) for line in lines), err
     assert any(line.startswith("label labels: 12/12 images in ") for line in lines), err
     # None of Ray's own lines.
     for ray_line in RAY_LINES:
