@@ -3,9 +3,9 @@
 The per-image math of the labeling stage that :mod:`coloc_core.boxes` does not cover: the stability
 of the box over a range of τ (:func:`box_stability`) plus the excess map mass it captures
 (:func:`box_compactness`), on the score map of SPEC §6 (the stored map is
-:mod:`coloc_core.heatmap`'s), plus, for a fitted model, how typical the box's size is of the
-collection it was fitted on (:func:`box_typicality`, with the :func:`box_size_statistics` that the
-fit stores in the model file).
+:mod:`coloc_core.heatmap`'s), plus, for a fitted or trained model, how typical the box's size is
+of the collection it was fitted or trained on (:func:`box_typicality`, with the
+:func:`box_size_statistics` that the fit or the export stores in the model file).
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def box_size_statistics(area_shares: np.ndarray | list[float]) -> dict[str, floa
     """The typical box of a collection: median and spread of ln(area share) over its images' boxes.
 
     ``spread`` is the median absolute deviation, at least :data:`TYPICAL_MIN_SPREAD`. The fitted
-    labelers store the result with the model (``box_sizes`` of the model file), measured on a sample
-    of the collection they were fitted on at the model's τ; :func:`box_typicality` reads it.
+    labelers and the CAML export store the result with the model (``box_sizes`` of the model file),
+    measured on a sample of the collection at the model's τ; :func:`box_typicality` reads it.
 
     Raises:
         ValueError: no area share, or one outside (0, 1].
