@@ -31,11 +31,13 @@ import numpy as np
 import torch
 
 from coloc_core.box_score import (
+    TYPICAL_BOX_IMAGES,
     box_area_share,
     box_compactness,
     box_score,
     box_size_statistics,
     box_stability,
+    evenly_spread,
 )
 from coloc_core.boxes import (
     SCOREMAP_SIZE,
@@ -55,8 +57,6 @@ from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
 from coloc_core.localizer import DEFAULT_THRESHOLDS, baseline_payload, localizer_from_payload
 from coloc_core.model import normalize_images
 from coloc_core.synthetic import render_synthetic_sample
-
-BOX_SIZE_IMAGES = 200  # pipelines.label_fit.BOX_SIZE_IMAGES (bench imports no pipeline module)
 
 
 def render(n: int, seed: int, size: int = 224) -> tuple[torch.Tensor, list, np.ndarray]:
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     scoremaps = [scoremap_from_attention(dequantize_heatmap(quantize_heatmap(a))) for a in maps.numpy()]
     cut = [np.asarray(boxes_from_scoremap(s, tau)).reshape(-1, 4)[:1] for s in scoremaps]
     sizes = None
-    if fitted:  # the fit's typical-box pass: at most BOX_SIZE_IMAGES images spread evenly
-        picks = np.unique(np.linspace(0, len(cut) - 1, min(len(cut), BOX_SIZE_IMAGES)).round().astype(int))
+    if fitted:  # the fit's typical-box pass: at most TYPICAL_BOX_IMAGES images spread evenly
+        picks = evenly_spread(len(cut), TYPICAL_BOX_IMAGES)
         sizes = box_size_statistics([box_area_share(cut[i][0], scoremaps[i].shape) for i in picks])
     scores, legacy, ious = [], [], []
     extra: dict[str, list[float]] = {}

@@ -46,7 +46,13 @@ from PIL import Image, ImageFile, ImageOps
 from torch import Tensor, nn
 
 from coloc_core.backbones import Backbone, build_backbone
-from coloc_core.box_score import box_area_share, box_score, box_size_statistics
+from coloc_core.box_score import (
+    TYPICAL_BOX_IMAGES,
+    box_area_share,
+    box_score,
+    box_size_statistics,
+    evenly_spread,
+)
 from coloc_core.boxes import (
     SCOREMAP_SIZE,
     boxes_at_thresholds,
@@ -76,8 +82,6 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS_DIR = REPO / "docs" / "results"
 MAPS_DIR = Path(os.environ.get("COLOC_EXPERIMENT_MAPS", "/tmp/coloc-experiment-maps"))
 SETS = {"raccoon": DATA / "raccoon", "kangaroo": DATA / "kangaroo"}
-# The fitted labelers measure their typical box on at most this many images (pipelines.label_fit).
-BOX_SIZE_IMAGES = 200
 
 # Training-free rows (on the frozen trunk's features, as the trained rows see them).
 BASELINES = ("full_image", "caam", "ddt")
@@ -269,7 +273,7 @@ def evaluate_maps(
     The maps go through the labeling stage's uint8 heatmap first (what ``coloc label`` stores), and the
     box score is ``coloc_core.box_score.box_score``; the ranking keys are those of ``coloc evaluate``.
     ``typical``: score with the typicality term, the collection's box sizes measured as a fitted
-    labeler's fit does (at most ``BOX_SIZE_IMAGES`` maps spread evenly, boxes at τ).
+    labeler's fit does (at most ``TYPICAL_BOX_IMAGES`` maps spread evenly, boxes at τ).
     """
     tau = cfg.boxes.threshold if tau is None else float(tau)
     corloc = CorLocAccumulator(iou_thresholds=cfg.boxes.iou_thresholds, threshold=tau)
@@ -285,9 +289,7 @@ def evaluate_maps(
         maxbox.update(scoremap, gt)
     sizes = None
     if typical:
-        picks = np.unique(
-            np.linspace(0, len(boxes) - 1, min(len(boxes), BOX_SIZE_IMAGES)).round().astype(int)
-        )
+        picks = evenly_spread(len(boxes), TYPICAL_BOX_IMAGES)
         sizes = box_size_statistics([box_area_share(boxes[i], scoremaps[i].shape) for i in picks])
     scores = [box_score(m, b, tau, sizes) for m, b in zip(scoremaps, boxes, strict=True)]
     ranking = score_ranking(np.asarray(scores), np.asarray(ious))

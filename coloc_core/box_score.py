@@ -69,6 +69,27 @@ def box_compactness(scoremap: np.ndarray, box: np.ndarray | list[float] | tuple[
 #: The typicality term: the deviation (in spreads) that costs the whole term (−1), and the smallest
 #: spread (in natural-log units of the area share) a collection may have.
 TYPICAL_SCALE, TYPICAL_MIN_SPREAD = 8.0, 0.05
+#: The typical box is measured on at most this many images of a collection (:func:`evenly_spread`).
+TYPICAL_BOX_IMAGES = 200
+
+
+def evenly_spread(count: int, limit: int) -> np.ndarray:
+    """Indices of at most ``limit`` of ``count`` items, spread evenly over them (all when fewer).
+
+    Shape: returns (min(count, limit),) int64, sorted.
+    """
+    if count <= limit:
+        return np.arange(count, dtype=np.int64)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
+
+
+def scoremap_box_area(scoremap: np.ndarray, threshold: float) -> float:
+    """The area share of the single largest-contour box of a score map at τ (SPEC §6's box)."""
+    from coloc_core.boxes import boxes_from_scoremap  # noqa: PLC0415
+
+    s = _scoremap_2d(scoremap)
+    box = np.asarray(boxes_from_scoremap(s, threshold, multi_contour=False)).reshape(-1, 4)[0]
+    return box_area_share(box, s.shape)
 
 
 def box_area_share(box: np.ndarray | list[float] | tuple[float, ...], shape: tuple[int, int]) -> float:

@@ -54,14 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from coloc_core.box_score import box_area_share, box_size_statistics
-from coloc_core.boxes import (
-    SCOREMAP_SIZE,
-    boxes_from_scoremap,
-    match_boxes,
-    resize_boxes,
-    scoremap_from_attention,
-)
+from coloc_core.box_score import TYPICAL_BOX_IMAGES, box_size_statistics, evenly_spread, scoremap_box_area
+from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL
 from coloc_core.heatmap import dequantize_heatmap
@@ -72,8 +66,6 @@ from pipelines.predictions import PredictionsFolder, decode_heatmap_row, part_fi
 from pipelines.render import picture_sheet, sheet_title
 
 log = logging.getLogger(__name__)
-# calibrate measures the typical box of at most this many of its images (pipelines.label_fit.BOX_SIZE_IMAGES).
-CALIBRATION_SIZE_IMAGES = 200
 
 _COLUMNS = [
     schema.PATH,
@@ -490,12 +482,12 @@ def calibrate_threshold(
         table = schema.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
         for row in table.to_pylist():
             boxes = gt.boxes.get(path_key(row[schema.PATH]))
-            scoremap = _table_scoremap(row) if boxes is not None else None
-            if scoremap is None or boxes is None:
+            heat = decode_heatmap_row(row) if boxes is not None else None
+            if heat is None or boxes is None:
                 continue
             gt224 = resize_boxes(np.asarray(boxes), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
-            acc.update(scoremap, gt224)
-            heatmaps.append(decode_heatmap_row(row))
+            acc.update(scoremap_from_attention(dequantize_heatmap(heat), SCOREMAP_SIZE), gt224)
+            heatmaps.append(heat)
     if acc.count == 0:
         raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
     curve = acc.accuracies()[0]
@@ -522,15 +514,13 @@ def calibrate_threshold(
 def _box_sizes_at(heatmaps: list[np.ndarray], threshold: float) -> dict[str, Any] | None:
     """The typical box (``coloc_core.box_score.box_size_statistics``) of stored heatmaps at τ.
 
-    At most ``CALIBRATION_SIZE_IMAGES`` of them, spread evenly, as the fit measures it; None when none
-    gives a box.
+    At most ``TYPICAL_BOX_IMAGES`` of them, spread evenly, as the fit measures it; None when there are
+    none.
     """
-    picks = np.unique(np.linspace(0, len(heatmaps) - 1, min(len(heatmaps), CALIBRATION_SIZE_IMAGES)).round())
-    areas = []
-    for i in picks.astype(np.int64):
-        scoremap = scoremap_from_attention(dequantize_heatmap(heatmaps[i]), SCOREMAP_SIZE)
-        box = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False)).reshape(-1, 4)[0]
-        areas.append(box_area_share(box, scoremap.shape))
+    areas = [
+        scoremap_box_area(scoremap_from_attention(dequantize_heatmap(heatmaps[i]), SCOREMAP_SIZE), threshold)
+        for i in evenly_spread(len(heatmaps), TYPICAL_BOX_IMAGES)
+    ]
     if not areas:
         return None
     return {**box_size_statistics(areas), "threshold": float(threshold)}

@@ -195,15 +195,15 @@ def box_areas_batch(
 
     The box is the labeling stage's: the model's map → the stored uint8 heatmap → SPEC §6 score map
     at 224 → the single largest-contour box at ``threshold``
-    (``coloc_core.box_score.box_area_share``). The model file is read once per worker process.
+    (``coloc_core.box_score.scoremap_box_area``). The model file is read once per worker process.
 
     Returns:
         ``area``: (n,) float64, one per input row, NaN for an image not decoded (or a map not finite).
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.box_score import box_area_share  # noqa: PLC0415
-    from coloc_core.boxes import boxes_from_scoremap, scoremap_from_attention  # noqa: PLC0415
+    from coloc_core.box_score import scoremap_box_area  # noqa: PLC0415
+    from coloc_core.boxes import scoremap_from_attention  # noqa: PLC0415
     from coloc_core.heatmap import dequantize_heatmap  # noqa: PLC0415
 
     key = f"{model_uri}#{model_id}"  # the file is rewritten by every fit in the same folder
@@ -225,8 +225,7 @@ def box_areas_batch(
             if not np.isfinite(attn).all():
                 continue
             scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
-            box = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False)).reshape(-1, 4)[0]
-            areas[i] = box_area_share(box, scoremap.shape)
+            areas[i] = scoremap_box_area(scoremap, threshold)
     return {"area": areas}
 
 

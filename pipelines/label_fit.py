@@ -3,8 +3,9 @@
 Part of the labeling stage (:mod:`pipelines.label`): CAAM and the full map need no fit; DDT, RPS and
 self-training are fitted on feature statistics of a sample of the collection, summed over Ray Data
 passes (:func:`fit_statistics`, whose tasks run :func:`pipelines.label_actors.descriptor_moments_batch`),
-and then measure the fitted model's typical box on at most :data:`BOX_SIZE_IMAGES` of those images
-(:func:`typical_box`, a term of every box score).
+and then measure the fitted model's typical box on at most
+``coloc_core.box_score.TYPICAL_BOX_IMAGES`` of those images (:func:`typical_box`, a term of every box
+score).
 ``coloc train --method=selftrain`` (:mod:`pipelines.selftrain`) runs the same fit.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from coloc_core.box_score import TYPICAL_BOX_IMAGES, evenly_spread
 from coloc_core.fits import SELFTRAIN_ROUNDS, ddt_from_statistics, fit_selftrain, rps_from_statistics
 from coloc_core.localizer import DEFAULT_FIT_SIZE, DEFAULT_INPUT_SIZES, baseline_payload
 from pipelines import console, storage
@@ -34,8 +36,6 @@ FITTED = ("ddt", "rps", "selftrain")
 # DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
 DDT_FIT_IMAGES = 2000
 DDT_FIT_BATCH = 64
-# The typical box (coloc_core.box_score.box_size_statistics) is measured on at most this many of them.
-BOX_SIZE_IMAGES = 200
 
 
 def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:
@@ -71,12 +71,12 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
     sample = _ddt_sample(inputs)
-    sizes_sample = _spread_sample(sample, BOX_SIZE_IMAGES)
+    sized = min(sample.num_rows, TYPICAL_BOX_IMAGES)  # typical_box's images
     passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
     what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
-    what += f", box sizes on {sizes_sample.num_rows}"
+    what += f", box sizes on {sized}"
     # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
-    total = passes * sample.num_rows + sizes_sample.num_rows
+    total = passes * sample.num_rows + sized
     with console.progress(f"fit {cfg.method.upper()} ({what})", total=total):
         stats = fit_statistics(backbone_uri, sample, cfg, size=fit_size)
         if cfg.method == "selftrain":
@@ -111,22 +111,24 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
             payload = baseline_payload(
                 "rps", backbone_state=backbone_state, rps_vector=vector, meta=meta, **options
             )
-        payload["box_sizes"] = typical_box(payload, sizes_sample, cfg)
+        payload["box_sizes"] = typical_box(payload, sample, cfg)
     return payload
 
 
-def typical_box(payload: dict[str, Any], sample: pa.Table, cfg: LabelJobConfig) -> dict[str, Any] | None:
-    """The fitted model's typical box on ``sample`` (``coloc_core.box_score.box_size_statistics``).
+def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) -> dict[str, Any] | None:
+    """The model's typical box (``coloc_core.box_score.box_size_statistics``) on ``inputs``.
 
-    One Ray Data pass at the model's input size and τ (:func:`pipelines.label_actors.box_areas_batch`:
-    the very boxes the labeling stage cuts), over the model written to ``<out>/_fit_model.pt``. None
-    (scores without the typicality term) when no image of the sample gave a box.
+    At most ``TYPICAL_BOX_IMAGES`` of them, spread evenly; one Ray Data pass at the model's input
+    size and τ (:func:`pipelines.label_actors.box_areas_batch`: the very boxes the labeling stage
+    cuts), over the model written to ``<out>/_fit_model.pt``. None (scores without the typicality
+    term) when no image of the sample gave a box.
     """
     import torch  # noqa: PLC0415
 
     from coloc_core.box_score import box_size_statistics  # noqa: PLC0415
     from coloc_core.localizer import payload_input_size  # noqa: PLC0415
 
+    sample = _spread_sample(inputs, TYPICAL_BOX_IMAGES)
     uri = PredictionsFolder(cfg.out).fitted_file
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -191,11 +193,9 @@ def _ddt_sample(inputs: pa.Table) -> pa.Table:
 
 def _spread_sample(inputs: pa.Table, limit: int) -> pa.Table:
     """At most ``limit`` rows of ``inputs``, spread evenly over them (all of them when fewer)."""
-    n = inputs.num_rows
-    if n <= limit:
+    if inputs.num_rows <= limit:
         return inputs
-    picks = np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-    return inputs.take(pa.array(picks))
+    return inputs.take(pa.array(evenly_spread(inputs.num_rows, limit)))
 
 
 def fit_statistics(

@@ -161,7 +161,6 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         model_id, stored_tau = str(payload["model_id"]), float(payload["threshold"])
     if model_id != manifest["model_id"]:
         raise _mismatch(out, "model id", manifest["model_id"], model_id)
-    image_size = payload_input_size(payload)
     threshold = cfg.threshold if cfg.threshold >= 0 else stored_tau
     if not math.isclose(threshold, manifest["threshold"], abs_tol=1e-9):
         raise _mismatch(out, "threshold", manifest["threshold"], threshold)
@@ -189,17 +188,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         model_id,
         threshold,
     )
-    plan = LabelPlan(
-        inputs,
-        model_uri,
-        model_id,
-        threshold,
-        cfg.rows_per_file,
-        manifest,
-        segments,
-        image_size=image_size,
-        box_sizes=payload_box_sizes(payload, threshold),
-    )
+    plan = _model_plan(payload, inputs, model_uri, threshold, cfg, manifest, segments)
     return _extend_plan(cfg, plan, rewrite_inputs=uncommitted > 0)
 
 
@@ -336,13 +325,27 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     PredictionsFolder(out).write_manifest(manifest)
+    return _model_plan(payload, inputs, model_uri, threshold, cfg, manifest)
+
+
+def _model_plan(
+    payload: dict[str, Any],
+    inputs: pa.Table,
+    model_uri: str,
+    threshold: float,
+    cfg: LabelJobConfig,
+    manifest: dict[str, Any],
+    segments: list[int] | None = None,
+) -> LabelPlan:
+    """The plan of a model file: its id, input size and typical box come from its payload."""
     return LabelPlan(
         inputs,
         model_uri,
-        model_id,
+        str(payload["model_id"]),
         threshold,
         cfg.rows_per_file,
         manifest,
+        segments,
         image_size=payload_input_size(payload),
         box_sizes=payload_box_sizes(payload, threshold),
     )

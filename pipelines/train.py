@@ -485,14 +485,16 @@ def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> 
     The pass the fitted labelers run after their fit, with the run folder as scratch space, so a CAML
     model's scores take the typicality term as theirs do.
     """
-    from pipelines.label_fit import BOX_SIZE_IMAGES, _spread_sample, typical_box  # noqa: PLC0415
+    from coloc_core.box_score import TYPICAL_BOX_IMAGES  # noqa: PLC0415
+    from pipelines.label_fit import typical_box  # noqa: PLC0415
     from pipelines.label_inputs import list_inputs  # noqa: PLC0415
     from pipelines.selftrain import selftrain_label_config  # noqa: PLC0415 - it imports this module
 
     label_cfg = selftrain_label_config(cfg, run_uri)
-    sample = _spread_sample(list_inputs(label_cfg), BOX_SIZE_IMAGES)
-    with console.progress(f"typical box ({sample.num_rows} train images)", total=sample.num_rows):
-        return typical_box(payload, sample, label_cfg)
+    inputs = list_inputs(label_cfg)
+    images = min(inputs.num_rows, TYPICAL_BOX_IMAGES)
+    with console.progress(f"typical box ({images} train images)", total=images):
+        return typical_box(payload, inputs, label_cfg)
 
 
 def export_model(
