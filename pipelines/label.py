@@ -88,10 +88,10 @@ from typing import Any
 import numpy as np
 
 from pipelines import console, storage
-from pipelines.config import LabelJobConfig
-from pipelines.label_actors import LocalizeBatch, _decoded
-from pipelines.label_plan import MISSING_EXAMPLES, _validate, plan_labeling
-from pipelines.label_shards import _ShardWriter, _table_totals, finished_shards, heatmaps_to_box_rows
+from pipelines.config import LabelJobConfig, check_label_config
+from pipelines.label_actors import LocalizeBatch, decoded_images
+from pipelines.label_plan import MISSING_EXAMPLES, plan_labeling
+from pipelines.label_shards import ShardWriter, finished_shards, heatmaps_to_box_rows, table_totals
 from pipelines.predictions import SUCCESS
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     """
     import ray.data  # noqa: PLC0415
 
-    cfg = _validate(cfg)
+    cfg = check_label_config(cfg)
     start = time.monotonic()
     storage.makedirs(cfg.out)
     plan = plan_labeling(cfg)
@@ -199,12 +199,12 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         plan.model_id,
         plan.threshold,
     )
-    writer = _ShardWriter(plan, cfg.out, pending)
+    writer = ShardWriter(plan, cfg.out, pending)
     folder = writer.folder
     if pending:
         folder.remove_success()
         indices = np.concatenate([plan.shard_rows(s) for s in pending])
-        ds = _decoded(plan.inputs, indices, cfg, plan.image_size).map_batches(
+        ds = decoded_images(plan.inputs, indices, cfg, plan.image_size).map_batches(
             LocalizeBatch,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
             num_cpus=cfg.actor_cpus,
@@ -255,7 +255,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
             ) from err
         writer.check_complete()
     elapsed = time.monotonic() - start
-    rows, errors_by_kind = _table_totals(cfg.out, plan)
+    rows, errors_by_kind = table_totals(cfg.out, plan)
     if rows != plan.num_images:
         raise RuntimeError(f"label: the table has {rows} rows for {plan.num_images} images")
     summary = LabelSummary(

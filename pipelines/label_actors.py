@@ -1,7 +1,7 @@
 """The labeling stage's per-batch work, run by Ray Data on the workers.
 
 Part of the labeling stage (:mod:`pipelines.label`): the decoded-images dataset of some input rows
-(:func:`_decoded`), the model actor that turns decoded images into heatmap (and box) rows
+(:func:`decoded_images`), the model actor that turns decoded images into heatmap (and box) rows
 (:class:`LocalizeBatch`) and the statistics task of the training-free fits
 (:func:`descriptor_moments_batch`, summed by :func:`pipelines.label_fit.fit_statistics`).
 """
@@ -19,7 +19,7 @@ from coloc_core.localizer import localizer_from_payload
 from coloc_core.predict import attention_maps, inference_layout
 from pipelines import ingest, schema, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label_shards import _nullable_ints, heatmaps_to_box_rows
+from pipelines.label_shards import heatmaps_to_box_rows, nullable_ints
 from pipelines.predictions import encode_heatmap
 
 
@@ -110,8 +110,8 @@ class LocalizeBatch:
             {
                 schema.PATH: pa.array(list(batch[ingest.PATH]), pa.string()),
                 ingest.INDEX: pa.array(batch[ingest.INDEX], pa.int64()),
-                schema.WIDTH: pa.array(_nullable_ints(batch[ingest.WIDTH]), pa.int32()),
-                schema.HEIGHT: pa.array(_nullable_ints(batch[ingest.HEIGHT]), pa.int32()),
+                schema.WIDTH: pa.array(nullable_ints(batch[ingest.WIDTH]), pa.int32()),
+                schema.HEIGHT: pa.array(nullable_ints(batch[ingest.HEIGHT]), pa.int32()),
                 schema.HEATMAP: pa.array(heatmaps, pa.binary()),
                 schema.HEATMAP_H: pa.array(hs, pa.int16()),
                 schema.HEATMAP_W: pa.array(ws, pa.int16()),
@@ -243,7 +243,7 @@ def decode_tasks(cfg: LabelJobConfig, cluster_cpus: float) -> int | None:
     return max(1, int(free // cfg.decode_cpus + 1e-9))
 
 
-def _decoded(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int) -> Any:
+def decoded_images(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, size: int) -> Any:
     """The decoded-images dataset of the given input rows (``index`` = global position in ``inputs``).
 
     ``size``: the side every image is resized to (the model's input size, ``payload_input_size``).

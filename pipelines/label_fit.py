@@ -24,7 +24,7 @@ from coloc_core.fits import SELFTRAIN_ROUNDS, ddt_from_statistics, fit_selftrain
 from coloc_core.localizer import DEFAULT_FIT_SIZE, DEFAULT_INPUT_SIZES, baseline_payload
 from pipelines import console, storage
 from pipelines.config import LabelJobConfig
-from pipelines.label_actors import FIT_ROWS, _decoded, box_areas_batch, descriptor_moments_batch
+from pipelines.label_actors import FIT_ROWS, box_areas_batch, decoded_images, descriptor_moments_batch
 from pipelines.predictions import PredictionsFolder
 
 # The labeling stage's one logger: every line of the stage (driver, plan, shards, fit) is logged as
@@ -133,7 +133,7 @@ def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) 
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     storage.write_bytes_atomic(uri, buffer.getvalue())
-    ds = _decoded(sample, np.arange(sample.num_rows), cfg, payload_input_size(payload))
+    ds = decoded_images(sample, np.arange(sample.num_rows), cfg, payload_input_size(payload))
     areas = ds.map_batches(
         box_areas_batch,
         num_cpus=cfg.actor_cpus,
@@ -219,7 +219,7 @@ def fit_statistics(
 
     from coloc_core.fits import CLASS_STATISTICS, STATISTICS  # noqa: PLC0415
 
-    ds = _decoded(inputs, np.arange(inputs.num_rows), cfg, size)
+    ds = decoded_images(inputs, np.arange(inputs.num_rows), cfg, size)
     moments = ds.map_batches(
         descriptor_moments_batch,
         num_cpus=cfg.actor_cpus,

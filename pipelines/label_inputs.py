@@ -21,7 +21,7 @@ from pipelines.predictions import INPUTS, LEGACY_INPUTS, PredictionsFolder
 # ``pipelines.label`` (what the console shows and the tests look for).
 log = logging.getLogger("pipelines.label")
 
-_INPUT_SCHEMA = pa.schema(
+INPUT_SCHEMA = pa.schema(
     [pa.field("path", pa.string(), nullable=False), ("width", pa.int32()), ("height", pa.int32())]
 )
 
@@ -54,7 +54,7 @@ def list_inputs(cfg: LabelJobConfig, apply_limit: bool = True) -> pa.Table:
             "width": [sizes[p][0] for p in ordered],
             "height": [sizes[p][1] for p in ordered],
         },
-        schema=_INPUT_SCHEMA,
+        schema=INPUT_SCHEMA,
     )
 
 

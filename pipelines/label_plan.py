@@ -25,7 +25,7 @@ from coloc_core.localizer import payload_input_size, payload_kind
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig, check_label_config, dump
 from pipelines.label_fit import fit_baseline_model
-from pipelines.label_inputs import _INPUT_SCHEMA, list_inputs, read_inputs, write_inputs
+from pipelines.label_inputs import INPUT_SCHEMA, list_inputs, read_inputs, write_inputs
 from pipelines.predictions import MANIFEST, MANIFEST_VERSION, PredictionsFolder, part_files
 
 # The labeling stage's one logger: every line of the stage (driver, plan, shards, fit) is logged as
@@ -44,7 +44,7 @@ class LabelPlan:
     shard. ``None`` = one segment (the whole list).
     """
 
-    inputs: pa.Table  # _INPUT_SCHEMA, each segment sorted by path
+    inputs: pa.Table  # INPUT_SCHEMA, each segment sorted by path
     model_uri: str
     model_id: str
     threshold: float
@@ -113,11 +113,6 @@ class LabelPlan:
     def shard_of(self, rows: np.ndarray) -> np.ndarray:
         """The shard of each input row position."""
         return np.searchsorted(self._starts, np.asarray(rows, dtype=np.int64), side="right") - 1
-
-
-def _validate(cfg: LabelJobConfig) -> LabelJobConfig:
-    # The same checks as the command line's, also for configs built in code; resolves method=auto.
-    return check_label_config(cfg)
 
 
 def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
@@ -215,7 +210,7 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
         listed = list_inputs(cfg, apply_limit=False)
     except FileNotFoundError as err:  # the input is gone: every frozen image is missing; resume anyway
         log.warning("label: listing %s again found no images (%s)", cfg.images, err)
-        listed = _INPUT_SCHEMA.empty_table()
+        listed = INPUT_SCHEMA.empty_table()
     frozen_paths = plan.inputs.column("path").combine_chunks()
     listed_paths = listed.column("path").combine_chunks()
     new = listed.filter(pc.invert(pc.is_in(listed_paths, value_set=frozen_paths)))
@@ -357,7 +352,9 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
     A frozen plan is checked against ``cfg`` and extended with the images listed since
     (:func:`_extend_plan`).
     """
-    cfg = _validate(cfg)
+    cfg = check_label_config(
+        cfg
+    )  # the command line's checks, for configs built in code too; resolves method=auto
     folder = PredictionsFolder(cfg.out)
     if folder.has_manifest():
         return _load_plan(cfg, folder.read_manifest())

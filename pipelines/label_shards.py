@@ -3,7 +3,7 @@
 Part of the labeling stage (:mod:`pipelines.label`, whose docstring describes the exactly-once
 layout): heatmap rows → box rows (:func:`heatmaps_to_box_rows`), the shards whose part file is
 already written and valid (:func:`finished_shards`), the writer that collects streamed rows per shard
-and writes each complete shard once, atomically (:class:`_ShardWriter`), and the folder's totals.
+and writes each complete shard once, atomically (:class:`ShardWriter`), and the folder's totals.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ log = logging.getLogger("pipelines.label")
 UNKNOWN_KIND = "unknown"  # errors_by_kind's key for error rows without a kind (files before schema 3)
 
 
-def _nullable_ints(values: Iterable[Any]) -> list[int | None]:
+def nullable_ints(values: Iterable[Any]) -> list[int | None]:
+    """Python ints, None for None or NaN (a column of pandas-nullable ints, ``schema``'s Int32/Int16)."""
     out: list[int | None] = []
     for v in values:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -140,7 +141,7 @@ def finished_shards(plan: LabelPlan, out: str) -> set[int]:
     return done
 
 
-class _ShardWriter:
+class ShardWriter:
     """Driver side: collects streamed rows per shard and writes each complete shard once, atomically."""
 
     def __init__(self, plan: LabelPlan, out: str, pending: list[int]) -> None:
@@ -156,6 +157,11 @@ class _ShardWriter:
         self.start = time.monotonic()
 
     def add(self, batch: pa.Table) -> list[int]:
+        """Take streamed rows (with their ``index``); write every shard they complete; return those shards.
+
+        Raises:
+            RuntimeError: rows of a shard that is not pending, or more rows than a shard holds.
+        """
         shards = self.plan.shard_of(batch.column(ingest.INDEX).to_numpy())
         done = []
         for shard in np.unique(shards):
@@ -198,6 +204,7 @@ class _ShardWriter:
         )
 
     def check_complete(self) -> None:
+        """After the stream ends: raise RuntimeError if any pending shard was not completed."""
         if self.pending:
             missing = sorted(self.pending)
             got = {s: self.counts.get(s, 0) for s in missing[:5]}
@@ -206,7 +213,7 @@ class _ShardWriter:
             )
 
 
-def _table_totals(out: str, plan: LabelPlan) -> tuple[int, dict[str, int]]:
+def table_totals(out: str, plan: LabelPlan) -> tuple[int, dict[str, int]]:
     """(rows, error rows by ``error_kind``) over all part files, reading only those two columns."""
     rows = 0
     by_kind: dict[str, int] = {}

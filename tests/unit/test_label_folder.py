@@ -1,6 +1,6 @@
 """The labels folder as readers see it (no Ray): only part files match ``*.parquet``, each carries metadata.
 
-The folder is written by the labeling stage's own writers (``write_inputs``, ``_ShardWriter``) with
+The folder is written by the labeling stage's own writers (``write_inputs``, ``ShardWriter``) with
 made-up rows; ``tests/ray/test_label.py`` checks the same on a folder from a real labeling run.
 """
 
@@ -17,9 +17,9 @@ import pytest
 
 import coloc_core
 from pipelines import ingest, predictions, schema
-from pipelines.label_inputs import _INPUT_SCHEMA, read_inputs, write_inputs
+from pipelines.label_inputs import INPUT_SCHEMA, read_inputs, write_inputs
 from pipelines.label_plan import LabelPlan
-from pipelines.label_shards import _ShardWriter
+from pipelines.label_shards import ShardWriter
 
 duckdb = pytest.importorskip("duckdb")
 pl = pytest.importorskip("polars")
@@ -36,7 +36,7 @@ def _inputs(n: int = NUM_IMAGES) -> pa.Table:
             "width": [640] * n,
             "height": [None] * n,
         },
-        schema=_INPUT_SCHEMA,
+        schema=INPUT_SCHEMA,
     )
 
 
@@ -76,7 +76,7 @@ def _label_folder(out: Path) -> LabelPlan:
     (out / predictions.MANIFEST).write_text("{}")
     (out / predictions.MODEL_FILE).write_bytes(b"weights")
     plan = LabelPlan(inputs, "model.pt", MODEL_ID, 0.2, ROWS_PER_FILE, {}, image_size=224)
-    writer = _ShardWriter(plan, str(out), list(range(plan.num_shards)))
+    writer = ShardWriter(plan, str(out), list(range(plan.num_shards)))
     order = list(range(NUM_IMAGES))[::-1]  # rows arrive in any order, in batches across shards
     for start in range(0, NUM_IMAGES, 3):
         writer.add(_prediction_batch(order[start : start + 3]))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.config import LabelJobConfig
-from pipelines.label_inputs import _INPUT_SCHEMA, list_inputs, read_inputs, write_inputs
+from pipelines.label_inputs import INPUT_SCHEMA, list_inputs, read_inputs, write_inputs
 from pipelines.label_plan import LabelPlan, _extend_plan
 from pipelines.predictions import PredictionsFolder
 
@@ -19,7 +19,7 @@ MODEL_ID = "m-test"
 
 def _inputs(n: int) -> pa.Table:
     paths = [f"/photos/{i:03d}.jpg" for i in range(n)]
-    return pa.table({"path": paths, "width": [None] * n, "height": [None] * n}, schema=_INPUT_SCHEMA)
+    return pa.table({"path": paths, "width": [None] * n, "height": [None] * n}, schema=INPUT_SCHEMA)
 
 
 def _plan(inputs: pa.Table, rows_per_file: int, segments: list[int] | None = None, **manifest) -> LabelPlan:

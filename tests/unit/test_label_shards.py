@@ -11,16 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import ingest, schema
-from pipelines.label_inputs import _INPUT_SCHEMA
+from pipelines.label_inputs import INPUT_SCHEMA
 from pipelines.label_plan import LabelPlan
 from pipelines.label_shards import (
     UNKNOWN_KIND,
-    _nullable_ints,
-    _ShardWriter,
-    _table_totals,
+    ShardWriter,
     _write_parquet,
     finished_shards,
     heatmaps_to_box_rows,
+    nullable_ints,
+    table_totals,
 )
 from pipelines.predictions import PredictionsFolder, encode_heatmap, part_name
 
@@ -61,7 +61,7 @@ def _heatmap_rows(indices: list[int], width: int | None = 200, height: int | Non
 def _plan(n: int, rows_per_file: int, segments: list[int] | None = None) -> LabelPlan:
     inputs = pa.table(
         {"path": [f"/photos/{i:03d}.jpg" for i in range(n)], "width": [200] * n, "height": [100] * n},
-        schema=_INPUT_SCHEMA,
+        schema=INPUT_SCHEMA,
     )
     return LabelPlan(inputs, "model.pt", MODEL_ID, TAU, rows_per_file, {}, segments, image_size=224)
 
@@ -111,17 +111,17 @@ def test_heatmaps_to_box_rows_keeps_error_rows_and_flags_unknown_sizes():
 
 def test_nullable_ints():
     values = [1, None, float("nan"), np.int64(3), 2.0, np.float64("nan"), np.int32(-5)]
-    out = _nullable_ints(values)
+    out = nullable_ints(values)
     assert out == [1, None, None, 3, 2, None, -5]
     assert all(v is None or type(v) is int for v in out)
-    assert _nullable_ints(np.array([640, 480])) == [640, 480]
+    assert nullable_ints(np.array([640, 480])) == [640, 480]
 
 
 # ------------------------------------------------------------------------------- shard writer
 
 
 def _write_all(plan: LabelPlan, out: Path, pending: list[int]) -> list[int]:
-    writer = _ShardWriter(plan, str(out), pending)
+    writer = ShardWriter(plan, str(out), pending)
     written: list[int] = []
     indices = [int(i) for s in pending for i in plan.shard_rows(s)][::-1]  # any order, across shards
     for start in range(0, len(indices), 3):
@@ -141,14 +141,14 @@ def test_shard_writer_writes_each_shard_once_and_finished_shards_finds_them(tmp_
     assert part.column(schema.PATH).to_pylist() == [f"/photos/{i:03d}.jpg" for i in range(4, 8)]
     assert ingest.INDEX not in part.column_names and part.schema.equals(plan.schema, check_metadata=False)
     assert finished_shards(plan, str(out)) == {0, 1, 2}
-    rows, by_kind = _table_totals(str(out), plan)
+    rows, by_kind = table_totals(str(out), plan)
     assert (rows, by_kind) == (10, {schema.KIND_DECODE: 2})  # rows 4 and 9 are errors
     assert UNKNOWN_KIND not in by_kind
 
 
 def test_shard_writer_refuses_rows_of_a_shard_not_pending(tmp_path):
     plan = _plan(10, 4)
-    writer = _ShardWriter(plan, str(tmp_path), [1])
+    writer = ShardWriter(plan, str(tmp_path), [1])
     with pytest.raises(RuntimeError, match="not pending"):
         writer.add(heatmaps_to_box_rows(_heatmap_rows([0])))
     writer.add(heatmaps_to_box_rows(_heatmap_rows([4, 5])))
