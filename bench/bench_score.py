@@ -1,7 +1,7 @@
 """Does the box score rank boxes, and does it flag images without the object? (issue 10, item 3)
 
 Generates ``--n`` synthetic images with a bird and ``--n`` background-only images (the same renderer,
-no bird), labels all of them with a training-free labeler exactly as ``coloc label`` does (the fitted
+no bird; ``--without`` keeps fewer of them, e.g. 30 for a collection with 17% empty images), labels all of them with a training-free labeler exactly as ``coloc label`` does (the fitted
 model's map → the stored uint8 heatmap → SPEC §6 box at the model's τ → ``box_score``), and reports:
 
 - on the images with a bird: Spearman(score, IoU) and CorLoc@0.5 of the top- and bottom-scored halves;
@@ -16,6 +16,7 @@ fit does (``pipelines.label_fit.typical_box``: at most 200 images spread evenly 
 boxes at τ); CAAM has none.
 
     python bench/bench_score.py --method ddt --n 150 --seed 0
+    python bench/bench_score.py --method selftrain --n 150 --without 30 --seed 0
 
 The DDT/RPS statistics (and the self-trained head's) are fitted on all images, with and without birds, as ``coloc label`` would on
 such a mixed collection. No Ray: this measures the score, not the pipeline.
@@ -108,10 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--method", default="ddt", choices=["ddt", "rps", "selftrain", "caam"])
     parser.add_argument("--n", type=int, default=150, help="images with a bird (and as many without)")
+    parser.add_argument(
+        "--without",
+        type=int,
+        default=None,
+        help="images without a bird in the collection (default: --n; fewer = the first of those rendered)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    without = args.n if args.without is None else args.without
+    if not 1 <= without <= args.n:
+        parser.error(f"--without must be between 1 and --n ({args.n}), got {without}")
     torch.manual_seed(args.seed)
     images, boxes, has = render(args.n, args.seed)
+    keep = np.flatnonzero(has | (np.arange(len(has)) // 2 < without))  # the same images as the full render
+    images, boxes, has = images[keep], [boxes[i] for i in keep], has[keep]
     fitted = args.method in ("ddt", "rps", "selftrain")
     options = {"feature_layer": "pre_head" if fitted else "output", "dilate": False if fitted else None}
     caam = localizer_from_payload(baseline_payload("caam", **options))

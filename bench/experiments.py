@@ -453,7 +453,8 @@ def run_row(
             mean, vector = ddt_from_moments(sx, sxx, n)
             proj = torch.einsum("bchw,c->bhw", feats - mean.view(1, -1, 1, 1), vector)
             attention = proj.clamp_min(0)
-        metrics = evaluate_maps(attention, data.gt_224, cfg)
+        # DDT's score takes its collection's typical box, as `coloc label --method ddt` does; CAAM's none.
+        metrics = evaluate_maps(attention, data.gt_224, cfg, typical=row == "ddt")
     else:
         model = colocnet_on(top, cfg)
         opt = make_optimizer(model, cfg.optim)
@@ -472,16 +473,17 @@ def run_row(
                 transformed = view_of(views, task, labels[task], idx)
                 opt.zero_grad(set_to_none=True)
                 loss, m = loss_from_views(model, inputs, transformed, transform, cfg)
-                if not math.isfinite(float(loss)):
+                if not math.isfinite(float(loss.detach())):
                     raise FloatingPointError(f"{row}: non-finite loss at epoch {epoch}")
                 loss.backward()
                 opt.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             history.append(float(np.mean(losses)))
         model.eval()
         with torch.inference_mode():
             attention = torch.cat([model(base[i : i + 32].float()).attention for i in range(0, n, 32)])
-        metrics = evaluate_maps(attention.float(), data.gt_224, cfg)
+        # The CAML export stores the train images' typical box, so a trained model's score takes it too.
+        metrics = evaluate_maps(attention.float(), data.gt_224, cfg, typical=True)
         MAPS_DIR.mkdir(parents=True, exist_ok=True)
         np.save(MAPS_DIR / f"{args.name}_{row}_{seed}.npy", attention.float().numpy())
     return {
