@@ -155,7 +155,8 @@ class LabelJobConfig:
         split: split of a dataset format to label (``all`` for folders).
         out: output folder (local or ``s3://``) of the predictions table (Parquet).
         threshold: τ; negative = the one stored with the model (calibrated, or the default of its kind:
-            0.1 DDT, 0.15 RPS, 0.2 the self-trained head, CAAM and CAML models).
+            0.1 DDT, 0.2 RPS, 0.25 the self-trained head, 0.2 CAAM and CAML models;
+            ``coloc_core.localizer.DEFAULT_THRESHOLDS``).
         batch_size: images per model call.
         num_actors: model actors (one GPU each when ``use_gpu``).
         actor_cpus: CPU share of each model actor.
