@@ -19,8 +19,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("jobs.train", "train CAML on any supported dataset format"),
-    "train-cub": ("jobs.train_cub", "train CAML on a CUB-200-2011-layout dataset"),
+    "train": (
+        "jobs.train",
+        "train on any supported dataset format: the self-trained head (default) or CAML (--method=caml)",
+    ),
+    "train-cub": ("jobs.train_cub", "train, on a CUB-200-2011-layout dataset"),
     "label": ("jobs.label", "bulk pseudo-labeling of an image collection to Parquet"),
     "evaluate": ("jobs.evaluate", "CorLoc / MaxBoxAccV2 of a predictions table + picture sheet"),
     "calibrate": ("jobs.calibrate", "pick τ on a labelled subset and store it with the model"),
