@@ -1,8 +1,9 @@
 """Does the box score rank boxes, and does it flag images without the object? (issue 10, item 3)
 
 Generates ``--n`` synthetic images with a bird and ``--n`` background-only images (the same renderer,
-no bird; ``--without`` keeps fewer of them, e.g. 30 for a collection with 17% empty images), labels all of them with a training-free labeler exactly as ``coloc label`` does (the fitted
-model's map → the stored uint8 heatmap → SPEC §6 box at the model's τ → ``box_score``), and reports:
+no bird; ``--without`` keeps fewer of them, e.g. 30 for a collection with 17% empty images), labels
+all of them with a training-free labeler exactly as ``coloc label`` does (the fitted model's map →
+the stored uint8 heatmap → SPEC §6 box at the model's τ → ``box_score``), and reports:
 
 - on the images with a bird: Spearman(score, IoU) and CorLoc@0.5 of the top- and bottom-scored halves;
 - over all images: the ROC AUC of the score for "has a bird" (0.5 = no better than chance), and the
