@@ -71,7 +71,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
     sample = _ddt_sample(inputs)
-    sized = min(sample.num_rows, TYPICAL_BOX_IMAGES)  # typical_box's images
+    sized = typical_box_images(sample.num_rows)
     passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
     what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
     what += f", box sizes on {sized}"
@@ -113,6 +113,11 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
             )
         payload["box_sizes"] = typical_box(payload, sample, cfg)
     return payload
+
+
+def typical_box_images(num_rows: int) -> int:
+    """How many of ``num_rows`` images :func:`typical_box` reads (for a progress bar's total)."""
+    return min(num_rows, TYPICAL_BOX_IMAGES)
 
 
 def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) -> dict[str, Any] | None:

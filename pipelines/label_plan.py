@@ -352,9 +352,8 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
     A frozen plan is checked against ``cfg`` and extended with the images listed since
     (:func:`_extend_plan`).
     """
-    cfg = check_label_config(
-        cfg
-    )  # the command line's checks, for configs built in code too; resolves method=auto
+    # The command line's checks, for configs built in code too; resolves method=auto.
+    cfg = check_label_config(cfg)
     folder = PredictionsFolder(cfg.out)
     if folder.has_manifest():
         return _load_plan(cfg, folder.read_manifest())

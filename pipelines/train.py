@@ -480,19 +480,18 @@ def _set_aside_unreadable_snapshot(run_uri: str, folders: dict[str, set[str]]) -
 
 
 def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> dict[str, Any] | None:
-    """The trained model's typical box on at most 200 train images (``pipelines.label_fit.typical_box``).
+    """The trained model's typical box on the train images (``pipelines.label_fit.typical_box``).
 
     The pass the fitted labelers run after their fit, with the run folder as scratch space, so a CAML
     model's scores take the typicality term as theirs do.
     """
-    from coloc_core.box_score import TYPICAL_BOX_IMAGES  # noqa: PLC0415
-    from pipelines.label_fit import typical_box  # noqa: PLC0415
+    from pipelines.label_fit import typical_box, typical_box_images  # noqa: PLC0415
     from pipelines.label_inputs import list_inputs  # noqa: PLC0415
     from pipelines.selftrain import selftrain_label_config  # noqa: PLC0415 - it imports this module
 
     label_cfg = selftrain_label_config(cfg, run_uri)
     inputs = list_inputs(label_cfg)
-    images = min(inputs.num_rows, TYPICAL_BOX_IMAGES)
+    images = typical_box_images(inputs.num_rows)
     with console.progress(f"typical box ({images} train images)", total=images):
         return typical_box(payload, inputs, label_cfg)
 
