@@ -170,8 +170,8 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
 
     Args:
         cfg: the job config (see :class:`pipelines.config.LabelJobConfig`).
-        on_shard_written: optional ``callable(shard_index)`` called after each part file is written
-            (progress hooks; tests use it to interrupt a run).
+        on_shard_written: optional ``callable(shard_index)`` called right after each part file is
+            written, before the next one (progress hooks; tests use it to interrupt a run).
 
     Returns:
         The summary: totals of the whole folder (``images``, ``errors``, ``shards``) and what this run
@@ -238,9 +238,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
             with console.progress(f"label {name}", total=todo) as bar:
                 for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                     bar.update(batch.num_rows)
-                    for shard in writer.add(batch):
-                        if on_shard_written is not None:
-                            on_shard_written(shard)
+                    writer.add(batch, on_written=on_shard_written)
         except Exception as err:
             outage = _storage_outage(err)
             if outage is None:

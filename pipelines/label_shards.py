@@ -12,7 +12,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -156,8 +156,11 @@ class ShardWriter:
         self.errors = 0
         self.start = time.monotonic()
 
-    def add(self, batch: pa.Table) -> list[int]:
+    def add(self, batch: pa.Table, on_written: Callable[[int], None] | None = None) -> list[int]:
         """Take streamed rows (with their ``index``); write every shard they complete; return those shards.
+
+        ``on_written(shard)`` runs right after each part file is written, before the next one: a crash
+        there (or a kill) leaves exactly the part files written up to that shard.
 
         Raises:
             RuntimeError: rows of a shard that is not pending, or more rows than a shard holds.
@@ -176,6 +179,8 @@ class ShardWriter:
             if self.counts[shard] == self.plan.shard_size(shard):
                 self._write(shard)
                 done.append(shard)
+                if on_written is not None:
+                    on_written(shard)
         return done
 
     def _write(self, shard: int) -> None:

@@ -156,6 +156,34 @@ def test_shard_writer_refuses_rows_of_a_shard_not_pending(tmp_path):
         writer.check_complete()
 
 
+def test_a_batch_completing_several_shards_calls_the_hook_between_their_writes(tmp_path):
+    plan = _plan(10, 4)  # shards of 4, 4, 2
+    writer = ShardWriter(plan, str(tmp_path), [0, 1, 2])
+    seen: list[tuple[int, list[str]]] = []
+    writer.add(heatmaps_to_box_rows(_heatmap_rows([0, 1, 2, 4, 5, 6])))  # no shard complete yet
+
+    def hook(shard: int) -> None:
+        seen.append((shard, sorted(p.name for p in tmp_path.glob("part-*"))))
+
+    assert writer.add(heatmaps_to_box_rows(_heatmap_rows([3, 7, 8, 9])), on_written=hook) == [0, 1, 2]
+    assert seen == [
+        (0, [part_name(0)]),
+        (1, [part_name(0), part_name(1)]),
+        (2, [part_name(s) for s in range(3)]),
+    ]
+
+    def crash(shard: int) -> None:
+        raise KeyboardInterrupt(f"killed after shard {shard}")
+
+    other = tmp_path / "crashed"
+    other.mkdir()
+    writer = ShardWriter(plan, str(other), [0, 1, 2])
+    writer.add(heatmaps_to_box_rows(_heatmap_rows([0, 1, 2, 4, 5, 6])))
+    with pytest.raises(KeyboardInterrupt):
+        writer.add(heatmaps_to_box_rows(_heatmap_rows([3, 7, 8, 9])), on_written=crash)
+    assert sorted(p.name for p in other.iterdir()) == [part_name(0)]  # the others wait for a rerun
+
+
 def test_finished_shards_deletes_truncated_short_and_stray_parts(tmp_path):
     plan = _plan(10, 4)
     out = tmp_path / "labels"
