@@ -82,14 +82,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from pipelines import console, storage
 from pipelines.config import LabelJobConfig, check_label_config
-from pipelines.label_actors import LocalizeBatch, decoded_images
+from pipelines.label_actors import LocalizeBatch, actor_count, decoded_images
 from pipelines.label_plan import MISSING_EXAMPLES, plan_labeling
 from pipelines.label_shards import ShardWriter, finished_shards, heatmaps_to_box_rows, table_totals
 from pipelines.predictions import SUCCESS
@@ -185,12 +185,16 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
 
     cfg = check_label_config(cfg)
     start = time.monotonic()
+    if cfg.num_actors == 0:  # sized to the cluster now, so the fit passes leave the actors their CPUs too
+        console.ray_init()
+        cfg = replace(cfg, num_actors=actor_count(cfg, ray.cluster_resources()))
     storage.makedirs(cfg.out)
     plan = plan_labeling(cfg)
     done = finished_shards(plan, cfg.out)
     pending = [s for s in range(plan.num_shards) if s not in done]
     log.info(
-        "label: %d images in %d shards of %d; %d shards already written, %d to do; model %s, τ=%.3f",
+        "label: %d images in %d shards of %d; %d shards already written, %d to do; model %s, τ=%.3f; "
+        "%d model actor%s",
         plan.num_images,
         plan.num_shards,
         plan.rows_per_file,
@@ -198,6 +202,8 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         len(pending),
         plan.model_id,
         plan.threshold,
+        cfg.num_actors,
+        "" if cfg.num_actors == 1 else "s",
     )
     writer = ShardWriter(plan, cfg.out, pending)
     folder = writer.folder

@@ -8,6 +8,7 @@ Part of the labeling stage (:mod:`pipelines.label`): the decoded-images dataset 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -227,6 +228,30 @@ def box_areas_batch(
             scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
             areas[i] = scoremap_box_area(scoremap, threshold)
     return {"area": areas}
+
+
+#: With ``num_actors=0`` this share of a CPU cluster's CPUs (at least one decode task's) is left to
+#: decoding: decoding and resizing an image costs about a tenth to a thirtieth of its forward pass on
+#: one core (docs/BENCHMARKS.md: ingest 325-544 images/s per core, labeling 7-11).
+AUTO_DECODE_SHARE = 0.125
+
+
+def actor_count(cfg: LabelJobConfig, resources: dict[str, float]) -> int:
+    """How many model actors label: ``cfg.num_actors``, or with 0 what the cluster holds at the start.
+
+    ``resources``: ``ray.cluster_resources()``. With ``use_gpu``, one actor per GPU. On CPUs, one
+    actor per ``ceil(actor_cpus)`` CPUs (the threads each actor's torch runs, so cores are never
+    oversubscribed) after :data:`AUTO_DECODE_SHARE` of them, at least ``decode_cpus``, is left to the
+    decode tasks. At least 1: a cluster still adding its workers (a GPU worker type with no node
+    yet) gets one actor, which Ray places when a node joins; set ``num_actors`` to grow with it.
+    """
+    if cfg.num_actors > 0:
+        return int(cfg.num_actors)
+    if cfg.use_gpu:
+        return max(1, int(resources.get("GPU", 0.0) + 1e-9))
+    cpus = float(resources.get("CPU", 0.0))
+    free = cpus - max(cfg.decode_cpus, AUTO_DECODE_SHARE * cpus)
+    return max(1, int(free // max(1, math.ceil(cfg.actor_cpus)) + 1e-9))
 
 
 def decode_tasks(cfg: LabelJobConfig, cluster_cpus: float) -> int | None:

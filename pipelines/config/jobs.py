@@ -158,7 +158,9 @@ class LabelJobConfig:
             0.1 DDT, 0.2 RPS, 0.25 the self-trained head, 0.2 CAAM and CAML models;
             ``coloc_core.localizer.DEFAULT_THRESHOLDS``).
         batch_size: images per model call.
-        num_actors: model actors (one GPU each when ``use_gpu``).
+        num_actors: model actors (one GPU each when ``use_gpu``); 0 = sized to the cluster when the
+            run starts: one per GPU with ``use_gpu``, else one per ``ceil(actor_cpus)`` CPUs left
+            after decoding's share (``pipelines.label_actors.actor_count``).
         actor_cpus: CPU share of each model actor.
         decode_cpus: CPU share of each decode task.
         use_gpu: one GPU per actor.
@@ -185,7 +187,7 @@ class LabelJobConfig:
     out: str = ""
     threshold: float = -1.0
     batch_size: int = 32
-    num_actors: int = 1
+    num_actors: int = 0
     actor_cpus: float = 1.0
     decode_cpus: float = 0.5
     use_gpu: bool = False
@@ -200,7 +202,7 @@ class LabelJobConfig:
         "image_size": NON_NEGATIVE,
         "fit_size": NON_NEGATIVE,
         "batch_size": AT_LEAST_ONE,
-        "num_actors": AT_LEAST_ONE,
+        "num_actors": NON_NEGATIVE,  # 0: sized to the cluster
         "actor_cpus": POSITIVE,
         "decode_cpus": POSITIVE,
         "rows_per_file": AT_LEAST_ONE,
@@ -294,8 +296,10 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
     for key in ("image_size", "fit_size"):
         if 0 < getattr(cfg, key) < 32:
             raise ValueError(f"{key}={getattr(cfg, key)} must be 0 (the method's default) or at least 32")
-    if cfg.rows_per_file < 1 or cfg.batch_size < 1 or cfg.num_actors < 1:
-        raise ValueError("rows_per_file, batch_size and num_actors must be >= 1")
+    if cfg.rows_per_file < 1 or cfg.batch_size < 1:
+        raise ValueError("rows_per_file and batch_size must be >= 1")
+    if cfg.num_actors < 0:
+        raise ValueError(f"num_actors={cfg.num_actors} must be >= 0 (0: sized to the cluster)")
     if cfg.threshold >= 1.0:
         raise ValueError(f"threshold={cfg.threshold} must be < 1 (negative = the model's own τ)")
     return cfg

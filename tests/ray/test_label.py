@@ -693,3 +693,16 @@ def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, vers
     assert table.column(schema.ERROR_KIND).null_count == len(expected)
     n = len(expected)
     assert _glob_counts(old) == {"duckdb": (n, n), "duckdb union_by_name": (n, n), "polars": (n, n)}
+
+
+def test_the_default_actor_pool_is_sized_to_the_cluster(ray_cluster, tmp_path, caplog):
+    import logging
+
+    root, out = str(tmp_path / "photos"), str(tmp_path / "labels")
+    _square_files(root, [f"good_{i:03d}.jpg" for i in range(3)], seed=0)
+    cfg = dataclasses.replace(_brightness_folder_cfg(tmp_path, root, out, rows_per_file=4), num_actors=0)
+    with caplog.at_level(logging.INFO, logger="pipelines.label"):
+        assert run_labeling(cfg).images == 3
+    # The session's cluster has 2 CPUs: an eighth (at least decode_cpus 0.25) decodes, one actor of
+    # ceil(0.5) = 1 thread fits in the rest once (pipelines.label_actors.actor_count).
+    assert any(r.getMessage().endswith("; 1 model actor") for r in caplog.records), caplog.text

@@ -1,9 +1,11 @@
-"""The labeling stage's decode cap: decode tasks never hold the CPUs the model actors wait for."""
+"""The labeling stage's actors: their number (sized to the cluster by default) and the decode cap."""
 
 from __future__ import annotations
 
-from pipelines.config import LabelJobConfig
-from pipelines.label_actors import decode_tasks
+import pytest
+
+from pipelines.config import LabelJobConfig, check_label_config
+from pipelines.label_actors import actor_count, decode_tasks
 
 
 def _cfg(**kw: object) -> LabelJobConfig:
@@ -25,3 +27,30 @@ def test_no_cap_where_the_cluster_cannot_hold_actors_and_a_decode_task() -> None
     # a head without CPUs (workers not joined yet) or a cluster smaller than the actors: Ray decides
     assert decode_tasks(_cfg(num_actors=1, actor_cpus=1.0, decode_cpus=0.5), 0.0) is None
     assert decode_tasks(_cfg(num_actors=2, actor_cpus=1.0, decode_cpus=0.5), 2.0) is None
+
+
+def test_num_actors_zero_sizes_the_pool_to_the_cluster() -> None:
+    auto = {"actor_cpus": 1.0, "decode_cpus": 0.5}
+    # a 2-core machine: one actor, the rest decodes (what num_actors=1 gave before)
+    assert actor_count(_cfg(**auto), {"CPU": 2.0}) == 1
+    # a 16-core node: 2 CPUs (1/8) for decoding, one single-thread actor per remaining core
+    assert actor_count(_cfg(**auto), {"CPU": 16.0}) == 14
+    # actors of 2 threads each take 2 cores; a fractional share still runs one torch thread
+    assert actor_count(_cfg(actor_cpus=2.0, decode_cpus=0.5), {"CPU": 16.0}) == 7
+    assert actor_count(_cfg(actor_cpus=0.5, decode_cpus=0.5), {"CPU": 2.0}) == 1
+    # GPUs: one actor per GPU, whatever the CPUs
+    assert actor_count(_cfg(use_gpu=True, **auto), {"CPU": 64.0, "GPU": 4.0}) == 4
+    # a cluster whose workers have not joined (no CPU or GPU yet): one actor, placed when they do
+    assert actor_count(_cfg(**auto), {}) == 1
+    assert actor_count(_cfg(use_gpu=True, **auto), {"CPU": 8.0}) == 1
+    # a number given is kept
+    assert actor_count(_cfg(num_actors=3, **auto), {"CPU": 64.0}) == 3
+    # the auto count leaves the decode tasks their CPUs (decode_tasks' cap)
+    cfg = _cfg(num_actors=actor_count(_cfg(**auto), {"CPU": 16.0}), **auto)
+    assert decode_tasks(cfg, 16.0) == 4
+
+
+def test_a_negative_num_actors_is_refused() -> None:
+    with pytest.raises(ValueError, match="num_actors"):
+        check_label_config(_cfg(num_actors=-1))
+    assert check_label_config(_cfg()).num_actors == 0  # the default: sized to the cluster
