@@ -262,7 +262,9 @@ def decode_tasks(cfg: LabelJobConfig, cluster_cpus: float) -> int | None:
     the first part file of 100 images). A cluster with fewer CPUs than the actors plus one decode task
     (a head without CPUs before its workers join) gets no cap.
     """
-    free = cluster_cpus - cfg.num_actors * cfg.actor_cpus  # the actors hold their CPU share on GPU too
+    # The actors hold their CPU share on GPU too; an unsized pool (num_actors 0: a fit pass outside
+    # run_labeling, e.g. `coloc train`'s self-training) leaves at least one share to its work tasks.
+    free = cluster_cpus - max(cfg.num_actors, 1) * cfg.actor_cpus
     if cfg.decode_cpus <= 0 or free < cfg.decode_cpus:
         return None
     return max(1, int(free // cfg.decode_cpus + 1e-9))

@@ -19,6 +19,8 @@ def test_decode_tasks_leave_the_actors_their_cpus() -> None:
     assert decode_tasks(_cfg(num_actors=2, actor_cpus=0.75, decode_cpus=0.25), 2.0) == 2
     # a large cluster: many decode tasks
     assert decode_tasks(_cfg(num_actors=4, actor_cpus=1.0, decode_cpus=0.5), 64.0) == 120
+    # a fit pass outside run_labeling (num_actors 0, unsized) leaves one share to its work tasks
+    assert decode_tasks(_cfg(num_actors=0, actor_cpus=1.0, decode_cpus=0.5), 2.0) == 2
     # GPU actors hold their CPU share too
     assert decode_tasks(_cfg(num_actors=2, actor_cpus=1.0, decode_cpus=1.0, use_gpu=True), 8.0) == 6
 
