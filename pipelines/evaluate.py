@@ -47,6 +47,7 @@ import io
 import json
 import logging
 import math
+import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -83,9 +84,17 @@ _COLUMNS = [
 BOX_MATCH_IOU = 0.5  # IoU of a match for box recall / precision
 
 
-def path_key(path: str) -> str:
-    """Join key of an image path: scheme and ``./`` segments removed."""
-    return posixpath.normpath(storage.strip_scheme(path))
+def path_key(path: str, cwd: str | None = None) -> str:
+    """Join key of an image path: scheme and ``./`` segments removed, a relative local path made absolute.
+
+    A table labelled from ``--images photos`` and ground truth read from ``--gt /data/photos`` (or the
+    other way round) then meet. ``cwd``: the folder a relative path is relative to (default: this
+    process's; a Ray task gets the driver's, its own differs).
+    """
+    bare = storage.strip_scheme(path)
+    if not storage.is_s3(path) and not posixpath.isabs(bare):
+        bare = posixpath.join(cwd if cwd is not None else os.getcwd(), bare)
+    return posixpath.normpath(bare)
 
 
 @dataclass
@@ -180,15 +189,16 @@ def evaluate_part(
     iou_thresholds: Sequence[float],
     cam_curve_interval: float,
     threshold: float | None,
+    cwd: str | None = None,
 ) -> PartResult:
-    """Metrics of one part file (runs inside a Ray task, or in-process)."""
+    """Metrics of one part file (runs inside a Ray task, or in-process; ``cwd``: see :func:`path_key`)."""
     table = schema.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
     result = PartResult(rows=table.num_rows)
     result.multi_box = table.column(schema.BOXES).null_count < table.num_rows
     result.matches = {"boxes": [0, 0, 0, 0], "single": [0, 0, 0, 0]}
     acc: LocalizationAccumulator | None = None  # made at the first GT row, with its τ
     for row in table.to_pylist():
-        key = path_key(row[schema.PATH])
+        key = path_key(row[schema.PATH], cwd)
         gt = None if gt_boxes is None else gt_boxes.get(key)
         if row[schema.ERROR] is not None:
             result.errors += 1
@@ -230,7 +240,8 @@ def _run_parts(
         return [evaluate_part(u, gt_boxes, deltas, interval, threshold) for u in uris]
     task = ray.remote(num_cpus=0.5)(evaluate_part)
     gt_ref = ray.put(gt_boxes)
-    return ray.get([task.remote(u, gt_ref, tuple(deltas), interval, threshold) for u in uris])
+    cwd = os.getcwd()  # the driver's: relative paths in a table are relative to it, not to the worker's
+    return ray.get([task.remote(u, gt_ref, tuple(deltas), interval, threshold, cwd) for u in uris])
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -321,6 +332,12 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     if gt is not None:
         seen = set(keys)
         erred = sum(r.gt_errors for r in results)
+        if keys and not erred and seen.isdisjoint(gt.boxes):
+            raise ValueError(
+                f"none of the {len(keys)} images of {predictions} is in the ground truth of {gt_root} "
+                f"(format={gt_format}, split={split}): e.g. the table has {paths[0]!r}, the ground truth "
+                f"{next(iter(gt.paths.values()))!r}; evaluate against the set that was labelled"
+            )
         missing = sum(1 for k in gt.boxes if k not in seen) - erred
         acc = LocalizationAccumulator(deltas, tau, cam_curve_interval, multi_contour=True)
         for r in results:

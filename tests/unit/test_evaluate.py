@@ -66,3 +66,51 @@ def test_box_recall_and_precision_count_every_box_of_a_boxes_all_table(tmp_path)
     ).metrics
     assert m1["box_recall@0.5"] == pytest.approx(40.0) and m1["box_precision@0.5"] == pytest.approx(100.0)
     assert "single_box_recall@0.5" not in m1
+
+
+def _one_image_set(tmp_path):
+    """A boxes_csv set of one image and a one-row table that boxes it exactly (absolute path)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "boxes.csv").write_text("path,width,height,x0,y0,x1,y1\na.jpg,200,120,10,10,59,59\n")
+    heat = np.zeros((7, 7), np.uint8)
+    heat[2:5, 2:5] = 255
+    pred = str(tmp_path / "pred")
+    data.write_parts(
+        pred, data.prediction_rows([(str(root / "a.jpg"), 200, 120, heat, (10.0, 10.0, 59.0, 59.0), 0.8)]), 1
+    )
+    return root, pred
+
+
+def test_a_relative_ground_truth_root_meets_a_table_of_absolute_paths(tmp_path, monkeypatch):
+    root, pred = _one_image_set(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    def metrics(gt: str) -> dict:
+        cfg = EvaluateJobConfig(pred, gt=gt, format="boxes_csv", split="all", sheet_images=0)
+        return run_evaluation(cfg).metrics
+
+    reference = metrics(str(root))
+    assert (
+        reference["gt_images"],
+        reference["gt_images_not_in_table"],
+        reference["predictions_without_gt"],
+    ) == (
+        1,
+        0,
+        0,
+    )
+    assert reference["mean_iou"] > 0
+    for gt in ("photos", "./photos", f"file://{root}", "pred/../photos"):
+        assert metrics(gt) == reference, gt
+
+
+def test_ground_truth_of_another_set_is_refused_with_both_spellings(tmp_path):
+    root, pred = _one_image_set(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "boxes.csv").write_text("path,width,height,x0,y0,x1,y1\nz.jpg,200,120,10,10,59,59\n")
+    with pytest.raises(ValueError, match=r"none of the 1 images .* is in the ground truth .*a\.jpg.*z\.jpg"):
+        run_evaluation(
+            EvaluateJobConfig(pred, gt=str(other), format="boxes_csv", split="all", sheet_images=0)
+        )
