@@ -17,12 +17,12 @@ from typing import Any
 from pipelines import schema, storage
 from pipelines.export.common import (
     ExportSummary,
-    _kept_rows,
-    _log_filters,
-    _relative,
-    _summary,
+    export_summary,
     images_root_of,
+    kept_rows,
+    log_filters,
     pixel_box,
+    relative_path_under,
     select_rows,
 )
 
@@ -71,9 +71,9 @@ def export_coco(
         fh.write(json.dumps([{"id": 1, "name": category, "supercategory": category}]))
         # Two streamed passes (images, then annotations) keep memory bounded by one part file.
         fh.write(', "images": [')
-        for image_id, row, _ in _kept_rows(predictions, selection):
+        for image_id, row, _ in kept_rows(predictions, selection):
             images += 1
-            name = _relative(row[schema.PATH], root) or row[schema.PATH]
+            name = relative_path_under(row[schema.PATH], root) or row[schema.PATH]
             entry = {
                 "id": image_id,
                 "file_name": name,
@@ -82,7 +82,7 @@ def export_coco(
             }
             fh.write(("" if images == 1 else ", ") + json.dumps(entry))
         fh.write('], "annotations": [')
-        for image_id, row, kept in _kept_rows(predictions, selection):
+        for image_id, row, kept in kept_rows(predictions, selection):
             models.add(row[schema.MODEL])
             for box in kept:
                 bbox, area = _coco_bbox(row, box)
@@ -100,11 +100,11 @@ def export_coco(
         fh.write("]}\n")
     if len(models) > 1:
         log.warning("export: the table mixes models %s", sorted(models))
-    _log_filters(selection, min_score, top_k)
+    log_filters(selection, min_score, top_k)
     log.info(
         "export: COCO %s: %d images, %d boxes, %d error rows skipped", out, images, boxes, selection.errors
     )
-    return _summary(out, images, boxes, selection)
+    return export_summary(out, images, boxes, selection)
 
 
 def export_coco_results(
@@ -136,7 +136,7 @@ def export_coco_results(
     models: set[str] = set()
     with storage.atomic_write(out, "w") as fh:
         fh.write("[")
-        for image_id, row, kept in _kept_rows(predictions, selection):
+        for image_id, row, kept in kept_rows(predictions, selection):
             models.add(row[schema.MODEL])
             images += 1
             for box in kept:
@@ -154,6 +154,6 @@ def export_coco_results(
         log.warning("export: the table mixes models %s", sorted(models))
     if not boxes:
         log.warning("export: no detection left to write (pycocotools' loadRes refuses an empty list)")
-    _log_filters(selection, min_score, top_k)
+    log_filters(selection, min_score, top_k)
     log.info("export: COCO results %s: %d detections, %d error rows skipped", out, boxes, selection.errors)
-    return _summary(out, images, boxes, selection)
+    return export_summary(out, images, boxes, selection)

@@ -1,12 +1,12 @@
 """What every export format shares: the rows and boxes to write, image paths, the summary.
 
 - :func:`select_rows`: the ``min_score`` / ``top_k`` filters (one pass over the score columns) →
-  :class:`Selection`; :func:`_kept_rows` streams the selected rows with their COCO image ids.
+  :class:`Selection`; :func:`kept_rows` streams the selected rows with their COCO image ids.
 - :func:`row_boxes` / :func:`pixel_box`: a row's boxes and their clipped ``(x, y, w, h)`` in pixels.
-- :func:`images_root_of`, :func:`_relative`, :func:`_image_name`, :func:`_label_name`: paths
+- :func:`images_root_of`, :func:`relative_path_under`, :func:`image_file_name`, :func:`label_file_name`: paths
   relative to ``images_root`` (the manifest's ``images`` by default).
-- :func:`_export_per_image`: one file per selected image (YOLO labels, VOC XML), threaded on S3.
-- :class:`ExportSummary`: what an export wrote, and :func:`_log_filters`.
+- :func:`export_per_image`: one file per selected image (YOLO labels, VOC XML), threaded on S3.
+- :class:`ExportSummary`: what an export wrote, and :func:`log_filters`.
 """
 
 from __future__ import annotations
@@ -82,17 +82,19 @@ class Selection:
     dropped_top_k: int = 0
 
 
-def _manifest(predictions: str) -> dict[str, Any]:
+def predictions_manifest(predictions: str) -> dict[str, Any]:
+    """The predictions folder's ``_manifest.json`` (``{}`` for a folder without one)."""
     folder = PredictionsFolder(predictions)
     return folder.read_manifest() if folder.has_manifest() else {}
 
 
 def images_root_of(predictions: str) -> str:
     """The ``images`` root recorded in a predictions folder's manifest (``""`` when there is none)."""
-    return str(_manifest(predictions).get("images") or "")
+    return str(predictions_manifest(predictions).get("images") or "")
 
 
-def _relative(path: str, root: str) -> str | None:
+def relative_path_under(path: str, root: str) -> str | None:
+    """``path`` relative to ``root``; None when ``root`` is empty or ``path`` is not below it."""
     if not root:
         return None
     try:
@@ -130,7 +132,8 @@ def pixel_box(row: dict[str, Any], box: dict[str, Any] | None = None) -> tuple[f
     return x0, y0, x1 - x0 + 1.0, y1 - y0 + 1.0
 
 
-def _score(value: Any) -> float | None:
+def optional_score(value: Any) -> float | None:
+    """A stored score as a float; None for a missing or NaN one."""
     if value is None:
         return None
     score = float(value)
@@ -167,7 +170,7 @@ def select_rows(predictions: str, min_score: float | None = None, top_k: int = 0
                 errors += 1
                 continue
             for index, box in enumerate(row_boxes(row)):
-                score = _score(box[schema.SCORE_FIELD])
+                score = optional_score(box[schema.SCORE_FIELD])
                 if min_score is not None and (score is None or score < min_score):
                     dropped_min += 1
                     continue
@@ -189,7 +192,7 @@ def select_rows(predictions: str, min_score: float | None = None, top_k: int = 0
     return Selection(keep=kept, errors=errors, dropped_min_score=dropped_min, dropped_top_k=dropped_top)
 
 
-def _kept_rows(
+def kept_rows(
     predictions: str, selection: Selection
 ) -> Iterator[tuple[int, dict[str, Any], list[dict[str, Any]]]]:
     """``(image id, row, its boxes to write)`` of the selected rows.
@@ -210,14 +213,16 @@ def _kept_rows(
                 yield image_id, row, [boxes[i] for i in selection.keep[pos]]
 
 
-def _log_filters(selection: Selection, min_score: float | None, top_k: int) -> None:
+def log_filters(selection: Selection, min_score: float | None, top_k: int) -> None:
+    """Log how many boxes ``--min_score`` and ``--top_k`` dropped (each only when given)."""
     if min_score is not None:
         log.info("export: --min_score=%g dropped %d boxes", min_score, selection.dropped_min_score)
     if top_k:
         log.info("export: --top_k=%d dropped %d boxes", top_k, selection.dropped_top_k)
 
 
-def _summary(out: str, images: int, boxes: int, selection: Selection) -> ExportSummary:
+def export_summary(out: str, images: int, boxes: int, selection: Selection) -> ExportSummary:
+    """What an export wrote: its counts and the selection's dropped and skipped rows."""
     return ExportSummary(
         out=out,
         images=images,
@@ -228,16 +233,17 @@ def _summary(out: str, images: int, boxes: int, selection: Selection) -> ExportS
     )
 
 
-def _image_name(path: str, root: str) -> str:
+def image_file_name(path: str, root: str) -> str:
     """The image's path relative to ``root``, or its base name when it is not below ``root``."""
-    return _relative(path, root) or posixpath.basename(storage.strip_scheme(path))
+    return relative_path_under(path, root) or posixpath.basename(storage.strip_scheme(path))
 
 
-def _label_name(path: str, root: str, ext: str = ".txt") -> str:
-    return posixpath.splitext(_image_name(path, root))[0] + ext
+def label_file_name(path: str, root: str, ext: str = ".txt") -> str:
+    """The per-image file of an image (:func:`image_file_name` with its extension replaced by ``ext``)."""
+    return posixpath.splitext(image_file_name(path, root))[0] + ext
 
 
-def _export_per_image(
+def export_per_image(
     predictions: str,
     out: str,
     selection: Selection,
@@ -262,7 +268,7 @@ def _export_per_image(
     threads = _S3_WRITE_THREADS if storage.is_s3(out) else 1
     with ThreadPoolExecutor(max_workers=threads) as pool:
         batch: list[tuple[str, str]] = []
-        for _, row, kept in _kept_rows(predictions, selection):
+        for _, row, kept in kept_rows(predictions, selection):
             name = name_of(row)
             if name in names:
                 raise ValueError(f"two images map to the label file {name}; pass images_root")

@@ -22,13 +22,13 @@ from typing import Any
 from pipelines import schema, storage
 from pipelines.export.common import (
     ExportSummary,
-    _kept_rows,
-    _log_filters,
-    _manifest,
-    _relative,
-    _score,
-    _summary,
+    export_summary,
+    kept_rows,
+    log_filters,
+    optional_score,
     pixel_box,
+    predictions_manifest,
+    relative_path_under,
     select_rows,
 )
 
@@ -41,7 +41,7 @@ def image_url(path: str, root: str, images_url: str) -> str:
     The prefix is used as given when it ends with ``/`` or ``=`` (``/data/local-files/?d=``), else a
     ``/`` joins the two. A path outside ``root`` is returned unchanged.
     """
-    rel = _relative(path, root) if images_url else None
+    rel = relative_path_under(path, root) if images_url else None
     if rel is None:
         return path
     return images_url + rel if images_url.endswith(("/", "=")) else f"{images_url}/{rel}"
@@ -76,12 +76,12 @@ def label_studio_task(
                 "rectanglelabels": [category],
             },
         }
-        score = _score(box[schema.SCORE_FIELD])
+        score = optional_score(box[schema.SCORE_FIELD])
         if score is not None:
             region["score"] = round(score, 6)
         result.append(region)
     prediction: dict[str, Any] = {"model_version": model_version}
-    score = _score(row[schema.SCORE])
+    score = optional_score(row[schema.SCORE])
     if score is not None:
         prediction["score"] = round(score, 6)
     prediction["result"] = result
@@ -116,7 +116,7 @@ def export_label_studio(
     """
     if not category:
         raise ValueError("category (the collection's name) is required")
-    manifest = _manifest(predictions)
+    manifest = predictions_manifest(predictions)
     root = str(manifest.get("images") or "") if images_root is None else images_root
     if images_url and not root:
         raise ValueError("images_url needs images_root (the table's manifest records none)")
@@ -125,14 +125,14 @@ def export_label_studio(
     images, boxes = 0, 0
     with storage.atomic_write(out, "w") as fh:
         fh.write("[")
-        for _, row, kept in _kept_rows(predictions, selection):
+        for _, row, kept in kept_rows(predictions, selection):
             image = image_url(row[schema.PATH], root, images_url)
             task = label_studio_task(row, kept, category, image, row[schema.MODEL] or default_model)
             fh.write(("\n" if images == 0 else ",\n") + json.dumps(task))
             images += 1
             boxes += len(kept)
         fh.write("\n]\n")
-    _log_filters(selection, min_score, top_k)
+    log_filters(selection, min_score, top_k)
     log.info(
         "export: Label Studio %s: %d tasks, %d regions, %d error rows skipped",
         out,
@@ -140,4 +140,4 @@ def export_label_studio(
         boxes,
         selection.errors,
     )
-    return _summary(out, images, boxes, selection)
+    return export_summary(out, images, boxes, selection)

@@ -15,13 +15,13 @@ from xml.etree import ElementTree as ET
 from pipelines import schema, storage
 from pipelines.export.common import (
     ExportSummary,
-    _export_per_image,
-    _label_name,
-    _log_filters,
-    _relative,
-    _summary,
+    export_per_image,
+    export_summary,
     images_root_of,
+    label_file_name,
+    log_filters,
     pixel_box,
+    relative_path_under,
     select_rows,
 )
 
@@ -42,7 +42,7 @@ def voc_xml(
     """
     path = row[schema.PATH]
     width, height = int(row[schema.WIDTH]), int(row[schema.HEIGHT])
-    rel = _relative(path, root) or posixpath.basename(storage.strip_scheme(path))
+    rel = relative_path_under(path, root) or posixpath.basename(storage.strip_scheme(path))
     ann = ET.Element("annotation")
     ET.SubElement(ann, "folder").text = posixpath.dirname(rel)
     ET.SubElement(ann, "filename").text = posixpath.basename(rel)
@@ -95,15 +95,15 @@ def export_voc(
         raise ValueError("category (the collection's name) is required")
     root = images_root_of(predictions) if images_root is None else images_root
     selection = select_rows(predictions, min_score, top_k)
-    images, boxes = _export_per_image(
+    images, boxes = export_per_image(
         predictions,
         out,
         selection,
-        lambda row: _label_name(row[schema.PATH], root, ".xml"),
+        lambda row: label_file_name(row[schema.PATH], root, ".xml"),
         lambda row, kept: voc_xml(row, category, root, kept),
     )
-    _log_filters(selection, min_score, top_k)
+    log_filters(selection, min_score, top_k)
     log.info(
         "export: VOC %s: %d XML files, %d boxes, %d error rows skipped", out, images, boxes, selection.errors
     )
-    return _summary(out, images, boxes, selection)
+    return export_summary(out, images, boxes, selection)

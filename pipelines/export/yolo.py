@@ -39,11 +39,11 @@ from typing import Any
 from pipelines import schema, storage
 from pipelines.export.common import (
     ExportSummary,
-    _export_per_image,
-    _image_name,
-    _log_filters,
-    _summary,
+    export_per_image,
+    export_summary,
+    image_file_name,
     images_root_of,
+    log_filters,
     pixel_box,
     select_rows,
 )
@@ -161,7 +161,7 @@ def export_yolo(
 
         def visit(row: dict[str, Any]) -> None:
             nonlocal links
-            name = _image_name(row[schema.PATH], root)
+            name = image_file_name(row[schema.PATH], root)
             split = yolo_split(name, val_fraction)
             lists[split].write(f"./images/{name}\n")
             counts[split] += 1
@@ -170,11 +170,11 @@ def export_yolo(
                 _link(target, os.path.join(base, "images", *name.split("/")))
                 links += 1
 
-        images, boxes = _export_per_image(
+        images, boxes = export_per_image(
             predictions,
             out,
             selection,
-            lambda row: ultralytics_label_path("/images/" + _image_name(row[schema.PATH], root))[1:],
+            lambda row: ultralytics_label_path("/images/" + image_file_name(row[schema.PATH], root))[1:],
             lambda row, kept: "\n".join(yolo_line(row, b) for b in kept),
             visit,
         )
@@ -196,7 +196,7 @@ def export_yolo(
             images,
             storage.join(out, "images"),
         )
-    _log_filters(selection, min_score, top_k)
+    log_filters(selection, min_score, top_k)
     log.info(
         "export: YOLO dataset %s: %d label files (train %d, val %d), %d boxes, %d error rows skipped",
         out,
@@ -206,4 +206,4 @@ def export_yolo(
         boxes,
         selection.errors,
     )
-    return _summary(out, images, boxes, selection)
+    return export_summary(out, images, boxes, selection)
