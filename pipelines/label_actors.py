@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.heatmap import quantize_heatmap
-from coloc_core.localizer import localizer_from_payload
+from coloc_core.localizer import DEFAULT_INPUT_SIZES, localizer_from_payload
 from coloc_core.predict import attention_maps, inference_layout
 from pipelines import ingest, schema, storage
 from pipelines.config import LabelJobConfig
@@ -234,6 +234,13 @@ def box_areas_batch(
 #: decoding: decoding and resizing an image costs about a tenth to a thirtieth of its forward pass on
 #: one core (docs/BENCHMARKS.md: ingest 325-544 images/s per core, labeling 7-11).
 AUTO_DECODE_SHARE = 0.125
+#: A CPU model actor's memory, for sizing the pool to the cluster's ``memory`` resource: the process
+#: (torch, the model) plus the forward pass's activations per input pixel of a batch. Measured with
+#: the self-trained head at 480 on one thread (coloc_core.predict.attention_maps): 0.77 GiB before
+#: the first batch, peak 1.09 GiB at batch 8 and 2.46 GiB at batch 32 (≈ 170-230 bytes per pixel).
+ACTOR_BASE_BYTES, ACTOR_BYTES_PER_PIXEL = 0.8e9, 240.0
+#: The share of the cluster's ``memory`` resource the auto-sized actors may plan to use.
+AUTO_MEMORY_SHARE = 0.8
 
 
 def actor_count(cfg: LabelJobConfig, resources: dict[str, float]) -> int:
@@ -242,8 +249,10 @@ def actor_count(cfg: LabelJobConfig, resources: dict[str, float]) -> int:
     ``resources``: ``ray.cluster_resources()``. With ``use_gpu``, one actor per GPU. On CPUs, one
     actor per ``ceil(actor_cpus)`` CPUs (the threads each actor's torch runs, so cores are never
     oversubscribed) after :data:`AUTO_DECODE_SHARE` of them, at least ``decode_cpus``, is left to the
-    decode tasks. At least 1: a cluster still adding its workers (a GPU worker type with no node
-    yet) gets one actor, which Ray places when a node joins; set ``num_actors`` to grow with it.
+    decode tasks, and no more than :data:`AUTO_MEMORY_SHARE` of the cluster's ``memory`` holds at
+    :func:`actor_memory_bytes` each (a 16-core node with 32 GB would otherwise run out at batch 32).
+    At least 1: a cluster still adding its workers (a GPU worker type with no node yet) gets one
+    actor, which Ray places when a node joins; set ``num_actors`` to grow with it.
     """
     if cfg.num_actors > 0:
         return int(cfg.num_actors)
@@ -251,7 +260,21 @@ def actor_count(cfg: LabelJobConfig, resources: dict[str, float]) -> int:
         return max(1, int(resources.get("GPU", 0.0) + 1e-9))
     cpus = float(resources.get("CPU", 0.0))
     free = cpus - max(cfg.decode_cpus, AUTO_DECODE_SHARE * cpus)
-    return max(1, int(free // max(1, math.ceil(cfg.actor_cpus)) + 1e-9))
+    count = int(free // max(1, math.ceil(cfg.actor_cpus)) + 1e-9)
+    memory = float(resources.get("memory", 0.0))
+    if memory > 0:
+        count = min(count, int(AUTO_MEMORY_SHARE * memory // actor_memory_bytes(cfg)))
+    return max(1, count)
+
+
+def actor_memory_bytes(cfg: LabelJobConfig) -> float:
+    """The planned memory of one CPU model actor: :data:`ACTOR_BASE_BYTES` plus a batch's activations.
+
+    At the labeling side ``image_size``, or 480 (the largest default, ``DEFAULT_INPUT_SIZES``) when the
+    side is not known before the model file is read.
+    """
+    side = cfg.image_size or max(DEFAULT_INPUT_SIZES.values())
+    return ACTOR_BASE_BYTES + ACTOR_BYTES_PER_PIXEL * cfg.batch_size * side * side
 
 
 def decode_tasks(cfg: LabelJobConfig, cluster_cpus: float) -> int | None:

@@ -160,7 +160,8 @@ class LabelJobConfig:
         batch_size: images per model call.
         num_actors: model actors (one GPU each when ``use_gpu``); 0 = sized to the cluster when the
             run starts: one per GPU with ``use_gpu``, else one per ``ceil(actor_cpus)`` CPUs left
-            after decoding's share (``pipelines.label_actors.actor_count``).
+            after decoding's share, as many as the cluster's memory holds
+            (``pipelines.label_actors.actor_count``).
         actor_cpus: CPU share of each model actor.
         decode_cpus: CPU share of each decode task.
         use_gpu: one GPU per actor.
