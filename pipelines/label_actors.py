@@ -232,7 +232,8 @@ def box_areas_batch(
 
 #: With ``num_actors=0`` this share of a CPU cluster's CPUs (at least one decode task's) is left to
 #: decoding: decoding and resizing an image costs about a tenth to a thirtieth of its forward pass on
-#: one core (docs/BENCHMARKS.md: ingest 325-544 images/s per core, labeling 7-11).
+#: one core (docs/BENCHMARKS.md: ingest 325-544 images/s per core, labeling 7-11 at 224 pixels; the
+#: self-trained head at 480 runs about 3 per thread).
 AUTO_DECODE_SHARE = 0.125
 #: A CPU model actor's memory, for sizing the pool to the cluster's ``memory`` resource: the process
 #: (torch, the model) plus the forward pass's activations per input pixel of a batch. Measured with
