@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--rows_per_file", type=int, default=100)
     ap.add_argument("--baseline_n", type=int, default=200)
     ap.add_argument("--method", default="caam", help="training-free localizer: caam | full")
+    ap.add_argument("--model", default="", help="label with this model file instead (no baseline loop)")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     args = ap.parse_args()
 
@@ -126,7 +127,8 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     cfg = LabelJobConfig(
-        method=args.method,
+        model=args.model,
+        method="model" if args.model else args.method,
         backbone=args.backbone,
         images=args.images,
         out=args.out,
@@ -146,7 +148,7 @@ def main() -> None:
     sampler.stop_flag.set()
     sampler.join()
     ray.shutdown()
-    paths = storage.list_images(args.images)[: args.baseline_n]
+    paths = [] if args.model else storage.list_images(args.images)[: args.baseline_n]
     result = {
         "images": summary.images,
         "errors": summary.errors,

@@ -35,7 +35,10 @@ log = logging.getLogger("pipelines.label")
 FITTED = ("ddt", "rps", "selftrain")
 # DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
 DDT_FIT_IMAGES = 2000
-DDT_FIT_BATCH = 64
+# Images per call of a fit pass: small batches run faster on CPU (the self-trained head's fit and
+# labeling of raccoon took 149.5 s at 16 against 171.9 s at 64, the same model and boxes;
+# docs/BENCHMARKS.md).
+DDT_FIT_BATCH = 16
 
 
 def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | None = "auto") -> dict[str, Any]:

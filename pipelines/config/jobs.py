@@ -157,7 +157,9 @@ class LabelJobConfig:
         threshold: τ; negative = the one stored with the model (calibrated, or the default of its kind:
             0.1 DDT, 0.2 RPS, 0.25 the self-trained head, 0.2 CAAM and CAML models;
             ``coloc_core.localizer.DEFAULT_THRESHOLDS``).
-        batch_size: images per model call.
+        batch_size: images per model call. 8 by default: on CPU small batches run faster and hold
+            less memory (at 480 pixels, 8 against 32: 1.12-1.47x the images/s of a whole run, 0.6-0.7x
+            the peak memory; docs/BENCHMARKS.md); on a GPU raise it while its memory allows.
         num_actors: model actors (one GPU each when ``use_gpu``); 0 = sized to the cluster when the
             run starts: one per GPU with ``use_gpu``, else one per ``ceil(actor_cpus)`` CPUs left
             after decoding's share, as many as the cluster's memory holds
@@ -187,7 +189,7 @@ class LabelJobConfig:
     split: str = "all"
     out: str = ""
     threshold: float = -1.0
-    batch_size: int = 32
+    batch_size: int = 8
     num_actors: int = 0
     actor_cpus: float = 1.0
     decode_cpus: float = 0.5

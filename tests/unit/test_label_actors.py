@@ -46,9 +46,11 @@ def test_num_actors_zero_sizes_the_pool_to_the_cluster() -> None:
     assert actor_count(_cfg(**auto), {}) == 1
     assert actor_count(_cfg(use_gpu=True, **auto), {"CPU": 8.0}) == 1
     # memory caps the CPU count: at batch 32 and 480 px an actor plans 0.8 GB + 240 B x 32 x 480² ≈ 2.57 GB
-    assert actor_memory_bytes(_cfg(**auto)) == pytest.approx(0.8e9 + 240 * 32 * 480 * 480)
-    assert actor_count(_cfg(**auto), {"CPU": 16.0, "memory": 16e9}) == 4  # 0.8 x 16 GB / 2.57 GB
-    assert actor_count(_cfg(**auto), {"CPU": 16.0, "memory": 128e9}) == 14  # the CPUs bind first
+    big = dict(batch_size=32, **auto)
+    assert actor_memory_bytes(_cfg(**big)) == pytest.approx(0.8e9 + 240 * 32 * 480 * 480)
+    assert actor_count(_cfg(**big), {"CPU": 16.0, "memory": 16e9}) == 4  # 0.8 x 16 GB / 2.57 GB
+    assert actor_count(_cfg(**big), {"CPU": 16.0, "memory": 128e9}) == 14  # the CPUs bind first
+    assert actor_count(_cfg(**auto), {"CPU": 16.0, "memory": 16e9}) == 10  # batch 8 (default): 1.24 GB
     assert actor_count(_cfg(batch_size=8, image_size=224, **auto), {"CPU": 16.0, "memory": 16e9}) == 14
     assert actor_count(_cfg(**auto), {"CPU": 16.0, "memory": 1e9}) == 1  # never fewer than one
     assert actor_count(_cfg(use_gpu=True, **auto), {"GPU": 4.0, "memory": 1e9}) == 4  # host memory: CPU only
