@@ -2,8 +2,9 @@
 
 Part of the labeling stage (:mod:`pipelines.label`): the decoded-images dataset of some input rows
 (:func:`decoded_images`), the model actor that turns decoded images into heatmap (and box) rows
-(:class:`LocalizeBatch`) and the statistics task of the training-free fits
-(:func:`descriptor_moments_batch`, summed by :func:`pipelines.label_fit.fit_statistics`).
+(:class:`LocalizeBatch`; how many run: :func:`actor_count`) and the statistics task of the
+training-free fits (:func:`descriptor_moments_batch`, summed by
+:func:`pipelines.label_fit.fit_statistics`).
 """
 
 from __future__ import annotations
@@ -237,8 +238,8 @@ def box_areas_batch(
 AUTO_DECODE_SHARE = 0.125
 #: A CPU model actor's memory, for sizing the pool to the cluster's ``memory`` resource: the process
 #: (torch, the model) plus the forward pass's activations per input pixel of a batch. Measured with
-#: the self-trained head at 480 on one thread (coloc_core.predict.attention_maps): 0.77 GiB before
-#: the first batch, peak 1.09 GiB at batch 8 and 2.46 GiB at batch 32 (≈ 170-230 bytes per pixel).
+#: the self-trained head at 480 on one thread (bench/bench_actor_memory.py, docs/BENCHMARKS.md): 0.72
+#: GiB at batch 1, 1.07-1.11 GiB at batch 8, 2.32-2.35 GiB at batch 32 (228-258 bytes per pixel).
 ACTOR_BASE_BYTES, ACTOR_BYTES_PER_PIXEL = 0.8e9, 240.0
 #: The share of the cluster's ``memory`` resource the auto-sized actors may plan to use.
 AUTO_MEMORY_SHARE = 0.8
