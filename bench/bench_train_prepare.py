@@ -31,14 +31,14 @@ from pipelines.config import DatasetConfig, RunConfig, TrainJobConfig
 def before(cfg: TrainJobConfig) -> tuple[int, int]:
     """The preparation of the code before the fix: two decodes per image. (train rows, test rows)."""
     from pipelines import ingest
-    from pipelines.train import _read_records
+    from pipelines.train import read_split_records
 
-    records = _read_records(cfg, cfg.dataset.train_split)
+    records = read_split_records(cfg, cfg.dataset.train_split)
     train, _ = ingest.split_errors(
         ingest.images_dataset(records, size=cfg.augment.resize, decode_cpus=cfg.run.decode_cpus),
         num_cpus=cfg.run.decode_cpus,
     )
-    test_records = [r for r in _read_records(cfg, cfg.dataset.test_split) if r.boxes]
+    test_records = [r for r in read_split_records(cfg, cfg.dataset.test_split) if r.boxes]
     test, _ = ingest.split_errors(
         ingest.images_dataset(test_records, size=cfg.augment.crop, decode_cpus=cfg.run.decode_cpus),
         num_cpus=cfg.run.decode_cpus,
@@ -59,9 +59,9 @@ def decode_cpu(cfg: TrainJobConfig) -> tuple[float, float]:
     """CPU seconds (this process, no Ray) to decode every image twice (256, then 224) vs once for both."""
     from coloc_core.decode import decode_image, decode_image_sizes
     from pipelines import storage
-    from pipelines.train import _read_records
+    from pipelines.train import read_split_records
 
-    blobs = [storage.read_bytes(r.path) for r in _read_records(cfg, cfg.dataset.train_split)]
+    blobs = [storage.read_bytes(r.path) for r in read_split_records(cfg, cfg.dataset.train_split)]
     resize, crop = cfg.augment.resize, cfg.augment.crop
     started = time.process_time()
     for data in blobs:

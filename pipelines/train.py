@@ -270,7 +270,8 @@ def check_memory(cfg: TrainJobConfig) -> memory.MemoryEstimate:
     return estimate
 
 
-def _read_records(cfg: TrainJobConfig, split: str) -> list[ImageRecord]:
+def read_split_records(cfg: TrainJobConfig, split: str) -> list[ImageRecord]:
+    """The records of one split of the run's data set, cut to ``cfg.dataset.limit`` when it is set."""
     records = ingest.read_records(cfg.dataset.format, cfg.dataset.root, split)
     return records[: cfg.dataset.limit] if cfg.dataset.limit > 0 else records
 
@@ -313,12 +314,12 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
         ValueError: on an empty training split, or fewer good images than workers.
     """
     run = cfg.run
-    records = _read_records(cfg, cfg.dataset.train_split)
+    records = read_split_records(cfg, cfg.dataset.train_split)
     if not records:
         raise ValueError(f"no images in split {cfg.dataset.train_split!r} of {cfg.dataset.root}")
     test_records: list[ImageRecord] = []
     if cfg.dataset.test_split:
-        test_records = [r for r in _read_records(cfg, cfg.dataset.test_split) if r.boxes]
+        test_records = [r for r in read_split_records(cfg, cfg.dataset.test_split) if r.boxes]
         if not test_records:
             log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
     shared = bool(test_records) and [r.path for r in test_records] == [r.path for r in records]

@@ -372,7 +372,7 @@ def test_one_decode_per_image_when_the_test_split_is_the_train_split(
     ray_cluster, cub_root, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ):  # noqa: ANN001
     from pipelines import ingest
-    from pipelines.train import _read_records, prepare_data
+    from pipelines.train import prepare_data, read_split_records
 
     caplog.set_level(logging.INFO, logger="pipelines")
     cfg = small_config(cub_root, str(tmp_path / "runs"), "one-pass", "--dataset.test_split=train")
@@ -399,7 +399,7 @@ def test_one_decode_per_image_when_the_test_split_is_the_train_split(
     assert ingest.EVAL_IMAGE not in train[0] and ingest.EVAL_IMAGE not in test[0]
     assert {r[ingest.IMAGE].shape for r in train} == {(72, 72, 3)}
     assert {r[ingest.IMAGE].shape for r in test} == {(64, 64, 3)}
-    records = _read_records(cfg, "train")
+    records = read_split_records(cfg, "train")
     separate = ingest.images_dataset(records, size=64).take_all()
     by_path = {r[ingest.PATH]: r for r in test}
     assert sorted(by_path) == sorted(r[ingest.PATH] for r in separate)
