@@ -3,7 +3,7 @@
     python jobs/export.py --predictions s3://bucket/labels/birds --to coco \
         --out s3://bucket/birds.coco.json --category bird
     python jobs/export.py --predictions s3://bucket/labels/birds --to coco_results \
-        --out s3://bucket/birds.results.json --min_score 0.5
+        --out s3://bucket/birds.results.json --top_fraction 0.5
     python jobs/export.py --predictions /data/labels/birds --to yolo --out /data/birds-yolo --category bird \
         --val_fraction 0.2
     python jobs/export.py --predictions /data/labels/birds --to voc --out /data/birds-voc --category bird \
@@ -14,10 +14,10 @@
 COCO writes one dataset JSON file, COCO results one JSON list of detections (same image ids as the
 dataset file), YOLO an Ultralytics dataset folder (``labels/``, links under ``images/``, ``train.txt``
 / ``val.txt``, ``data.yaml``, ``classes.txt``), VOC a folder of ``.xml`` files, Label Studio one JSON
-file of tasks with predictions; error rows are skipped, and ``--min_score`` / ``--top_k`` drop
-low-scored boxes in every format. A table labelled with ``--boxes=all`` exports every box of an image
-(one annotation, detection, YOLO line, VOC object or Label Studio region each), with its own score; the
-filters then act on those boxes.
+file of tasks with predictions; error rows are skipped, and ``--min_score`` / ``--top_k`` (or
+``--top_fraction``, a share of the boxes) drop low-scored boxes in every format. A table labelled with
+``--boxes=all`` exports every box of an image (one annotation, detection, YOLO line, VOC object or
+Label Studio region each), with its own score; the filters then act on those boxes.
 Needs no Ray. Exit code 0 on success, 1 on failure, 2 on a bad command line.
 """
 

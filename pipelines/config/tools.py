@@ -145,6 +145,10 @@ class ExportJobConfig:
         top_k: then keep only the ``top_k`` highest-scored boxes (ties: table order); 0 = all.
             An image left without a box is left out of every format like an error row; the counts
             are logged.
+        top_fraction: instead of ``top_k``, keep this share of the boxes that passed ``min_score``,
+            the highest-scored (``top_k`` = ⌈fraction × their count⌉); 0 = off. The score's scale
+            differs from one collection to the next, so a share carries over where a ``min_score``
+            does not.
         val_fraction: ``yolo`` only: about this fraction of the images goes to ``val.txt`` (split
             by a hash of the image path, the same every run); 0 = everything in ``train.txt``.
         images_url: ``label_studio`` only: a prefix that replaces the images root in each task's
@@ -159,6 +163,7 @@ class ExportJobConfig:
     images_root: str = ""
     min_score: float | None = None
     top_k: int = 0
+    top_fraction: float = 0.0
     val_fraction: float = 0.0
     images_url: str = ""
 
@@ -177,6 +182,10 @@ def check_export_config(cfg: ExportJobConfig) -> ExportJobConfig:
         raise ValueError(f"--to={cfg.to!r} is not one of {', '.join(EXPORT_FORMATS)}")
     if cfg.top_k < 0:
         raise ValueError(f"--top_k={cfg.top_k} must be >= 0 (0 = all)")
+    if not 0.0 <= cfg.top_fraction <= 1.0:
+        raise ValueError(f"--top_fraction={cfg.top_fraction} must be in [0, 1] (0 = off)")
+    if cfg.top_fraction and cfg.top_k:
+        raise ValueError("--top_k and --top_fraction each pick the best boxes: give one of them")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"--val_fraction={cfg.val_fraction} must be in [0, 1)")
     if cfg.val_fraction and cfg.to != "yolo":

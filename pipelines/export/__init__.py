@@ -40,7 +40,9 @@ filtered no more strictly than the results.
 Filters (every format, the same way) act on boxes, which in a one-box table are the rows:
 ``min_score`` keeps the boxes whose score is at least it (a box without a score is dropped); then
 ``top_k`` keeps the ``k`` highest-scored of those over the whole table (ties: table order, then the
-box's order in its row). An image none of whose boxes is kept is left out like an error row: no image
+box's order in its row); ``top_fraction`` F sets ``k`` to ⌈F × the boxes that passed ``min_score``⌉
+(one more pass over the score columns), a share that carries over between collections whose scores
+have different scales. An image none of whose boxes is kept is left out like an error row: no image
 entry, annotation, detection, label file or task. The counts each filter dropped (boxes) are logged and
 returned.
 
@@ -51,6 +53,7 @@ each written in one atomic write.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +66,7 @@ from pipelines.export.common import (
     pixel_box,
     row_boxes,
     select_rows,
+    top_k_of_fraction,
 )
 from pipelines.export.labelstudio import export_label_studio, image_url, label_studio_task
 from pipelines.export.voc import export_voc, voc_xml
@@ -90,6 +94,7 @@ __all__ = [
     "row_boxes",
     "run_export",
     "select_rows",
+    "top_k_of_fraction",
     "ultralytics_label_path",
     "voc_xml",
     "yolo_data_yaml",
@@ -97,6 +102,8 @@ __all__ = [
     "yolo_split",
 ]
 
+
+log = logging.getLogger("pipelines.export")
 
 FORMATS = ("coco", "coco_results", "yolo", "voc", "label_studio")
 
@@ -111,7 +118,7 @@ _WRITERS: dict[str, Callable[..., ExportSummary]] = {
 
 
 def run_export(cfg: ExportJobConfig) -> ExportSummary:
-    """Export in ``cfg.to``, keeping the boxes that pass ``min_score`` and ``top_k``.
+    """Export in ``cfg.to``, keeping the boxes that pass ``min_score`` and ``top_k`` (or ``top_fraction``).
 
     ``coco`` (a dataset JSON file), ``coco_results`` (a results JSON file), ``yolo`` (an Ultralytics
     dataset folder), ``voc`` (a folder) or ``label_studio`` (a JSON file of tasks).
@@ -122,7 +129,9 @@ def run_export(cfg: ExportJobConfig) -> ExportSummary:
             name (the one class; unused by ``coco_results``); ``to`` one of :data:`FORMATS`;
             ``images_root`` the root the exported image paths are relative to (``""`` = the
             manifest's ``images``); ``min_score`` keeps boxes with ``score >= min_score`` (None =
-            all); ``top_k`` keeps the ``top_k`` highest-scored boxes (0 = all); ``val_fraction``
+            all); ``top_k`` keeps the ``top_k`` highest-scored boxes (0 = all); ``top_fraction``
+            instead keeps that share of the boxes that passed ``min_score``
+            (:func:`~pipelines.export.common.top_k_of_fraction`; 0 = off); ``val_fraction``
             (``yolo`` only) the fraction of images in ``val.txt`` (0 = none); ``images_url``
             (``label_studio`` only) the URL prefix replacing ``images_root`` in ``data.image``.
     """
@@ -135,6 +144,14 @@ def run_export(cfg: ExportJobConfig) -> ExportSummary:
         raise ValueError(f"val_fraction applies to the yolo format, not {fmt}")
     if images_url and fmt != "label_studio":
         raise ValueError(f"images_url applies to the label_studio format, not {fmt}")
+    if cfg.top_fraction:
+        if top_k:
+            raise ValueError("top_k and top_fraction each pick the best boxes: give one of them")
+        # k >= 1 whenever a box passed min_score; k = 0 only when none did, so nothing is kept either way
+        top_k = top_k_of_fraction(predictions, cfg.top_fraction, min_score)
+        log.info(
+            "export: --top_fraction=%g keeps the best %d boxes, as --top_k=%d", cfg.top_fraction, top_k, top_k
+        )
     options: dict[str, Any] = {}
     if fmt == "yolo":
         options["val_fraction"] = val_fraction

@@ -1,7 +1,8 @@
 """What every export format shares: the rows and boxes to write, image paths, the summary.
 
 - :func:`select_rows`: the ``min_score`` / ``top_k`` filters (one pass over the score columns) →
-  :class:`Selection`; :func:`kept_rows` streams the selected rows with their COCO image ids.
+  :class:`Selection` (:func:`top_k_of_fraction` turns ``top_fraction`` into a ``top_k``);
+  :func:`kept_rows` streams the selected rows with their COCO image ids.
 - :func:`row_boxes` / :func:`pixel_box`: a row's boxes and their clipped ``(x, y, w, h)`` in pixels.
 - :func:`images_root_of`, :func:`relative_path_under`, :func:`image_file_name`, :func:`label_file_name`: paths
   relative to ``images_root`` (the manifest's ``images`` by default).
@@ -190,6 +191,32 @@ def select_rows(predictions: str, min_score: float | None = None, top_k: int = 0
         for indices in kept.values():
             indices.sort()
     return Selection(keep=kept, errors=errors, dropped_min_score=dropped_min, dropped_top_k=dropped_top)
+
+
+def top_k_of_fraction(predictions: str, fraction: float, min_score: float | None = None) -> int:
+    """The ``top_k`` that keeps ``fraction`` of the boxes passing ``min_score``: ⌈fraction × count⌉.
+
+    One pass over the score columns (the boxes of non-error rows; a box without a score fails any
+    ``min_score``, as in :func:`select_rows`). 0 when no box passes.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1], or a ``min_score`` that is not finite.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    if min_score is not None and not math.isfinite(min_score):
+        raise ValueError(f"min_score={min_score} is not a finite number")
+    count = 0
+    for table in iter_predictions(
+        predictions, columns=[*schema.BOX_COLUMNS, schema.SCORE, schema.ERROR, schema.BOXES]
+    ):
+        for row in table.to_pylist():
+            if row[schema.ERROR] is not None:
+                continue
+            for box in row_boxes(row):
+                score = optional_score(box[schema.SCORE_FIELD])
+                count += min_score is None or (score is not None and score >= min_score)
+    return math.ceil(fraction * count - 1e-9)
 
 
 def kept_rows(

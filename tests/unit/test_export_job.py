@@ -16,7 +16,7 @@ import yaml
 
 from jobs.export import main as export_main
 from pipelines import storage
-from pipelines.export import select_rows, ultralytics_label_path, yolo_split
+from pipelines.export import select_rows, top_k_of_fraction, ultralytics_label_path, yolo_split
 from pipelines.predictions import MANIFEST
 from tests.ray import labeling_data as data
 
@@ -222,6 +222,41 @@ def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_pat
     )  # a row without a score fails any bound
     sel = select_rows(out)
     assert sel.keep is None and sel.errors == 1
+
+
+def test_top_fraction_keeps_a_share_of_the_boxes_that_pass_min_score(tmp_path):
+    heat = np.full((7, 7), 255, np.uint8)
+    scores = [0.5, 0.9, None, 0.5, 0.5]
+    items = [(f"/img/{k}.jpg", 10, 10, heat, (1.0, 1.0, 5.0, 5.0), s) for k, s in enumerate(scores)]
+    items.insert(1, ("/img/bad.jpg", None, None, None, None, None))
+    out = str(tmp_path / "pred")
+    data.write_parts(out, data.prediction_rows(items), rows_per_file=2)
+    assert top_k_of_fraction(out, 0.5) == 3  # ⌈0.5 × 5⌉: the error row is no box, the unscored one is
+    assert top_k_of_fraction(out, 1.0) == 5
+    assert top_k_of_fraction(out, 0.01) == 1  # never 0 while a box passes
+    assert top_k_of_fraction(out, 0.5, min_score=0.5) == 2  # 4 pass (the unscored box fails any bound)
+    assert top_k_of_fraction(out, 0.5, min_score=2.0) == 0
+    assert top_k_of_fraction(out, 0.4) == 2  # ⌈2.0⌉, not 3 from a rounding error
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="must be in"):
+            top_k_of_fraction(out, bad)
+
+
+def test_top_fraction_export_keeps_the_best_share_in_every_format(tmp_path, table_dir, caplog):
+    pred, _ = table_dir  # three images scored 0.7, 0.1, 0.5 and an error row
+    caplog.set_level(logging.INFO, logger="pipelines.export")
+    out = str(tmp_path / "coco.json")
+    assert _export(pred, out, "coco", "--top_fraction=0.5") == 0  # ⌈1.5⌉ = 2 boxes
+    assert [im["file_name"] for im in json.load(open(out))["images"]] == ["a/one.jpg", "b/three.jpeg"]
+    assert "--top_fraction=0.5 keeps the best 2 boxes" in caplog.text
+    assert "--top_k=2 dropped 1 boxes" in caplog.text
+    voc = str(tmp_path / "voc")
+    assert _export(pred, voc, "voc", "--top_fraction=0.5", "--min_score=0.6") == 0  # ⌈0.5 × 1⌉ = 1
+    assert _files(voc, ".xml") == ["a/one.xml"]
+    none = str(tmp_path / "none.json")
+    assert _export(pred, none, "coco", "--top_fraction=0.5", "--min_score=5") == 0  # no box passes
+    assert json.load(open(none))["images"] == []
+    assert _export(pred, str(tmp_path / "x.json"), "coco", "--top_fraction=0.5", "--top_k=1") == 2
 
 
 def test_voc_export_is_valid_pascal_voc(tmp_path, table_dir):
