@@ -37,6 +37,7 @@ _COLUMNS = [
     schema.ERROR,
     schema.BOXES,
 ]
+_SCORE_COLUMNS = [*schema.BOX_COLUMNS, schema.SCORE, schema.ERROR, schema.BOXES]  # what the filters read
 _S3_WRITE_THREADS = 16
 
 
@@ -163,8 +164,7 @@ def select_rows(predictions: str, min_score: float | None = None, top_k: int = 0
     kept: dict[int, list[int]] = {}  # without top_k: every box that passed min_score
     # with top_k: (score, -position, -box index, position, box index) of the k best boxes so far
     heap: list[tuple[float, int, int, int, int]] = []
-    columns = [*schema.BOX_COLUMNS, schema.SCORE, schema.ERROR, schema.BOXES]
-    for table in iter_predictions(predictions, columns=columns):
+    for table in iter_predictions(predictions, columns=_SCORE_COLUMNS):
         for row in table.to_pylist():
             pos, position = position, position + 1
             if row[schema.ERROR] is not None:
@@ -172,7 +172,7 @@ def select_rows(predictions: str, min_score: float | None = None, top_k: int = 0
                 continue
             for index, box in enumerate(row_boxes(row)):
                 score = optional_score(box[schema.SCORE_FIELD])
-                if min_score is not None and (score is None or score < min_score):
+                if not passes_min_score(score, min_score):
                     dropped_min += 1
                     continue
                 if not top_k:
@@ -193,6 +193,11 @@ def select_rows(predictions: str, min_score: float | None = None, top_k: int = 0
     return Selection(keep=kept, errors=errors, dropped_min_score=dropped_min, dropped_top_k=dropped_top)
 
 
+def passes_min_score(score: float | None, min_score: float | None) -> bool:
+    """Whether a box with this score passes ``min_score`` (None = no filter; no score fails any bound)."""
+    return min_score is None or (score is not None and score >= min_score)
+
+
 def top_k_of_fraction(predictions: str, fraction: float, min_score: float | None = None) -> int:
     """The ``top_k`` that keeps ``fraction`` of the boxes passing ``min_score``: ⌈fraction × count⌉.
 
@@ -207,15 +212,13 @@ def top_k_of_fraction(predictions: str, fraction: float, min_score: float | None
     if min_score is not None and not math.isfinite(min_score):
         raise ValueError(f"min_score={min_score} is not a finite number")
     count = 0
-    for table in iter_predictions(
-        predictions, columns=[*schema.BOX_COLUMNS, schema.SCORE, schema.ERROR, schema.BOXES]
-    ):
+    for table in iter_predictions(predictions, columns=_SCORE_COLUMNS):
         for row in table.to_pylist():
             if row[schema.ERROR] is not None:
                 continue
-            for box in row_boxes(row):
-                score = optional_score(box[schema.SCORE_FIELD])
-                count += min_score is None or (score is not None and score >= min_score)
+            count += sum(
+                passes_min_score(optional_score(b[schema.SCORE_FIELD]), min_score) for b in row_boxes(row)
+            )
     return math.ceil(fraction * count - 1e-9)
 
 

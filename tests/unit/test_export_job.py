@@ -205,13 +205,20 @@ def test_filters_apply_the_same_to_every_format(tmp_path, table_dir, caplog, ext
         assert caplog.text.count(f"--{key}={value} dropped {count} boxes") == 5  # one line per format
 
 
-def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_path):
+@pytest.fixture
+def scored_table(tmp_path):
+    """Five one-box rows scored 0.5, 0.9, none, 0.5, 0.5 and an error row second: the folder."""
     heat = np.full((7, 7), 255, np.uint8)
     scores = [0.5, 0.9, None, 0.5, 0.5]
     items = [(f"/img/{k}.jpg", 10, 10, heat, (1.0, 1.0, 5.0, 5.0), s) for k, s in enumerate(scores)]
     items.insert(1, ("/img/bad.jpg", None, None, None, None, None))
     out = str(tmp_path / "pred")
     data.write_parts(out, data.prediction_rows(items), rows_per_file=2)
+    return out
+
+
+def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(scored_table):
+    out = scored_table
     sel = select_rows(out, top_k=3)
     assert set(sel.keep) == {0, 2, 4} and sel.errors == 1 and sel.dropped_top_k == 2  # rows 0.5, 0.9, 0.5
     sel = select_rows(out, top_k=5)
@@ -224,13 +231,8 @@ def test_top_k_breaks_ties_by_table_order_and_drops_missing_scores_first(tmp_pat
     assert sel.keep is None and sel.errors == 1
 
 
-def test_top_fraction_keeps_a_share_of_the_boxes_that_pass_min_score(tmp_path):
-    heat = np.full((7, 7), 255, np.uint8)
-    scores = [0.5, 0.9, None, 0.5, 0.5]
-    items = [(f"/img/{k}.jpg", 10, 10, heat, (1.0, 1.0, 5.0, 5.0), s) for k, s in enumerate(scores)]
-    items.insert(1, ("/img/bad.jpg", None, None, None, None, None))
-    out = str(tmp_path / "pred")
-    data.write_parts(out, data.prediction_rows(items), rows_per_file=2)
+def test_top_fraction_keeps_a_share_of_the_boxes_that_pass_min_score(scored_table):
+    out = scored_table
     assert top_k_of_fraction(out, 0.5) == 3  # ⌈0.5 × 5⌉: the error row is no box, the unscored one is
     assert top_k_of_fraction(out, 1.0) == 5
     assert top_k_of_fraction(out, 0.01) == 1  # never 0 while a box passes
