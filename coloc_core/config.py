@@ -87,8 +87,17 @@ CALIBRATION_CURVE_INTERVAL = 0.01
 # The backbones coloc_core.backbones registers (= available_backbones(); a unit test keeps them equal),
 # named here so a command line is checked without importing torch. ``AUTO_WEIGHTS_BACKBONES``: those
 # that ``model.weights=auto`` can build here (packaged ImageNet file, or random init for ``tiny``).
-BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "seresnet50", "tiny", "vgg16", "vgg16_bn")
-AUTO_WEIGHTS_BACKBONES = ("efficientnet_lite0", "tiny")
+BACKBONES = (
+    "efficientnet_lite0",
+    "efficientnet_lite2",
+    "resnet18",
+    "resnet50",
+    "seresnet50",
+    "tiny",
+    "vgg16",
+    "vgg16_bn",
+)
+AUTO_WEIGHTS_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "tiny")
 
 
 @dataclass

@@ -122,23 +122,42 @@ SELFTRAIN_BAND = 0.5
 CLASS_STATISTICS = ("fg_x", "fg_xxT", "fg_count", "bg_x", "bg_xxT", "bg_count")
 
 
-def class_statistics(features: Tensor, weight: Tensor, bias: float, level: float) -> dict[str, Tensor]:
+def class_statistics(
+    features: Tensor, weight: Tensor, bias: float, level: float, labels_from: Tensor | None = None
+) -> dict[str, Tensor]:
     """Per-class moments of a batch's pixels under the linear map s = w · x + b.
 
     Foreground: s > ``level``; background: s < −``level``; the band in between is left out. Sums are
     float64 (counts int64) and add up across batches.
 
+    ``labels_from``: other features of the same pixels (another backbone at the same side and stride)
+    that s is computed on instead; the moments stay those of ``features``, and the moments of all its
+    pixels (``sum_x``, ``sum_xxT``, ``count`` of :func:`feature_moments`) are added (the seeded first
+    round of :func:`fit_selftrain`).
+
     Shape:
-        features: (B, C, h, w); weight: (C,).
+        features: (B, C, h, w); weight: (C,), or (C',) with ``labels_from`` (B, C', h, w).
     """
     x = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).double()
-    s = x @ weight.double() + float(bias)
+    if labels_from is None:
+        s = x @ weight.double() + float(bias)
+    else:
+        if labels_from.shape[0] != features.shape[0] or labels_from.shape[2:] != features.shape[2:]:
+            raise ValueError(
+                f"the seed's feature map {tuple(labels_from.shape)} does not cover the same pixels as "
+                f"{tuple(features.shape)}"
+            )
+        y = labels_from.detach().permute(0, 2, 3, 1).reshape(-1, labels_from.shape[1]).double()
+        s = y @ weight.double() + float(bias)
     out: dict[str, Tensor] = {}
     for name, mask in (("fg", s > level), ("bg", s < -level)):
         part = x[mask]
         out[f"{name}_x"] = part.sum(dim=0)
         out[f"{name}_xxT"] = part.T @ part
         out[f"{name}_count"] = torch.tensor(int(part.shape[0]), dtype=torch.int64)
+    if labels_from is not None:
+        out["sum_x"], out["sum_xxT"], count = feature_moments(features)
+        out["count"] = torch.tensor(count, dtype=torch.int64)
     return out
 
 
@@ -242,6 +261,7 @@ def fit_selftrain(
     shrinkage: float = SELFTRAIN_SHRINKAGE,
     band: float = SELFTRAIN_BAND,
     quadratic: bool = True,
+    seeded: bool = False,
 ) -> tuple[Tensor, float, Tensor | None, list[dict[str, int]]]:
     """Self-train the head: the DDT map labels the pixels, then each head relabels them.
 
@@ -251,14 +271,24 @@ def fit_selftrain(
     its own spread (the background of a collection varies far more than its object does); measured in
     docs/RESULTS.md (issue 10).
 
+    ``seeded``: the DDT map that labels the first round is another backbone's (the seed's:
+    ``statistics`` are its features'), while the head is fitted on the features ``class_pass``
+    gathers. The first call is then ``class_pass(weight, bias, level, seed=True)``, which labels each
+    pixel with the seed's features and also returns the moments of the head's own features
+    (``class_statistics(..., labels_from=...)``); the later rounds' bands use those. A stronger
+    backbone whose own first principal component is a poorer object detector gets the better seed
+    (EfficientNet-Lite2 seeded by Lite0's DDT, docs/RESULTS.md, issue 10).
+
     Args:
-        statistics: summed :func:`feature_statistics` of the collection (the DDT fit's pass).
+        statistics: summed :func:`feature_statistics` of the collection (the DDT fit's pass; of the
+            seed's features when ``seeded``).
         class_pass: ``class_pass(weight, bias, level)`` → summed :func:`class_statistics` of the same
             collection (one streamed pass; a plain loop in tests, Ray Data in the labeling stage).
         rounds: discriminants fitted in turn (each on the previous map's labels), at least 1.
         shrinkage: see :func:`lda_from_class_statistics` and :func:`qda_from_class_statistics`.
         band: pixels with |s| ≤ band · std(s) are left out of a round.
         quadratic: fit the last round's head as a quadratic discriminant.
+        seeded: the first round's labels come from a seed backbone (see above).
 
     Returns:
         (weight (C,), bias, quadratic term (C, C) or None, one ``{"round", "foreground",
@@ -267,14 +297,20 @@ def fit_selftrain(
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    count = int(statistics["count"])
+    moments = statistics
     mean, vector = ddt_from_statistics(statistics)
     weight, bias = vector, -float(mean.double() @ vector.double())
     history: list[dict[str, int]] = []
     square: Tensor | None = None
     for r in range(rounds):
-        level = band * linear_score_std(weight, statistics["sum_x"], statistics["sum_xxT"], count)
-        stats = class_pass(weight, bias, level)
+        level = band * linear_score_std(weight, moments["sum_x"], moments["sum_xxT"], int(moments["count"]))
+        if seeded and r == 0:
+            stats = class_pass(weight, bias, level, seed=True)
+            if int(stats.get("count", 0)) < 2:
+                raise ValueError("the seeded round returned no moments of the head's own features")
+            moments = stats
+        else:
+            stats = class_pass(weight, bias, level)
         if quadratic and r == rounds - 1:
             square, weight, bias = qda_from_class_statistics(stats, shrinkage)
         else:

@@ -1,6 +1,6 @@
 """The end-to-end demo on generated data (local Ray, CPU, a few minutes): ``./run demo``.
 
-    python jobs/demo.py [--out=demo_out] [--num_images=96] [--epochs=3] [--backbone=efficientnet_lite0|tiny]
+    python jobs/demo.py [--out=demo_out] [--num_images=96] [--epochs=3] [--backbone=auto|tiny|...]
 
 Generates a CUB-layout data set of synthetic birds, trains what ``coloc train`` trains by default (the
 self-trained head, a few Ray Data passes) and, for comparison, the paper's CAML on Ray Train
@@ -35,6 +35,7 @@ from pipelines.config import (
     RunConfig,
     TrainJobConfig,
     build_config,
+    default_backbone,
     resolve_train_config,
 )
 
@@ -113,7 +114,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     console.note(
         log,
         "[2/5] coloc train (default): self-training a head on the train split's %s features",
-        cfg.backbone,
+        default_backbone("selftrain") if cfg.backbone == "auto" else cfg.backbone,
     )
     trained = run_training(train_config(cfg, str(data)))
     log.info("      %s", format_metrics(trained.metrics))
@@ -290,7 +291,12 @@ def _fields(cfg: DemoConfig) -> dict[str, str]:
     if cfg.calibrate:
         compare += (" and " if compare else "") + "τ fitted to the train split's boxes"
     return {
-        "trains": f"{trains}; backbone {cfg.backbone}",
+        "trains": f"{trains}; backbone {cfg.backbone}"
+        + (
+            f" ({default_backbone('selftrain')} for the head, {default_backbone('caml')} otherwise)"
+            if cfg.backbone == "auto"
+            else ""
+        ),
         "compares": compare,
         "out": f"{cfg.out} (data/, runs/, labels*/, evaluation*/, exports/, summary.json)",
     }

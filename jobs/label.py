@@ -4,7 +4,7 @@
         --model s3://bucket/runs/cub-caml/model.pt --images s3://bucket/photos --out s3://bucket/labels/photos
 
     # no model: the head is self-trained on the images first (--method=selftrain, the default);
-    # training-free baselines: --method=ddt | rps | caam | full (--backbone=efficientnet_lite0)
+    # training-free baselines: --method=ddt | rps | caam | full (--backbone=auto: efficientnet_lite0)
     python jobs/label.py --images=/data/birds --out=/data/labels/birds
     python jobs/label.py --method=ddt --images=/data/birds --out=/data/labels/birds-ddt
     # every box above τ (several objects per image) besides the single box, in the `boxes` column

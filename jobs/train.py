@@ -40,7 +40,8 @@ def job(only_format: str | None = None) -> Job[TrainJobConfig, TrainResult]:
                 f"this job reads {only_format} only (got dataset.format={cfg.dataset.format!r}); "
                 "use jobs/train.py"
             )
-        check_train_paths(resolve_train_config(cfg))  # fail before starting Ray
+        cfg = resolve_train_config(cfg)  # backbone=auto resolved for the header
+        check_train_paths(cfg)  # fail before starting Ray
         return cfg
 
     return Job(

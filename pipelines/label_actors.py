@@ -138,6 +138,7 @@ def descriptor_moments_batch(
     model_uri: str,
     num_threads: int = 1,
     head: tuple[list[float], float, float] | None = None,
+    seed_uri: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Ingest rows → one row of feature statistics of the good images (DDT, RPS, self-training).
 
@@ -147,10 +148,14 @@ def descriptor_moments_batch(
         num_threads: torch threads of the worker.
         head: ``(weight, bias, level)`` of a linear map: return its per-class moments
             (``coloc_core.fits.class_statistics``) instead of the collection statistics.
+        seed_uri: with ``head``: another frozen backbone's payload file whose features the head's
+            linear map labels the pixels with (the seeded first round of
+            ``coloc_core.fits.fit_selftrain``).
 
     Returns:
         One row per key of ``coloc_core.fits.STATISTICS`` (``feature_statistics``) or, with
-        ``head``, of ``CLASS_STATISTICS``; summed on the driver; matrices are flattened ((1, C*C)).
+        ``head``, of ``CLASS_STATISTICS`` (with ``seed_uri`` also ``sum_x``, ``sum_xxT`` and
+        ``count`` of the model's features); summed on the driver; matrices are flattened ((1, C*C)).
         Plus :data:`FIT_ROWS`, the number of input rows (the driver's progress bar counts them).
     """
     import torch  # noqa: PLC0415
@@ -163,24 +168,30 @@ def descriptor_moments_batch(
     )
     from coloc_core.predict import feature_maps  # noqa: PLC0415
 
-    localizer: Any = _FIT_LOCALIZERS.get(model_uri)
-    if localizer is None:
-        torch.set_num_threads(max(1, int(num_threads)))
-        payload = read_model_payload(storage.read_bytes(model_uri))
-        localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
-        _FIT_LOCALIZERS[model_uri] = localizer
+    def features_of(uri: str) -> Any:
+        localizer: Any = _FIT_LOCALIZERS.get(uri)
+        if localizer is None:
+            torch.set_num_threads(max(1, int(num_threads)))
+            payload = read_model_payload(storage.read_bytes(uri))
+            localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
+            _FIT_LOCALIZERS[uri] = localizer
+        if ok.any():
+            return feature_maps(localizer, batch[ingest.IMAGE][ok])
+        return torch.zeros(0, int(localizer.channels), 1, 1)  # no good image: no descriptor (all zero)
+
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     with torch.inference_mode():
-        if ok.any():
-            feats = feature_maps(localizer, batch[ingest.IMAGE][ok])
-        else:  # no good image in this batch: the statistics of no descriptor (all zero)
-            feats = torch.zeros(0, int(localizer.channels), 1, 1)
+        feats = features_of(model_uri)
+        keys: tuple[str, ...]
         if head is None:
             stats, keys = feature_statistics(feats), STATISTICS
         else:
             weight, bias, level = head
-            stats = class_statistics(feats, torch.tensor(weight, dtype=torch.float64), bias, level)
-            keys = CLASS_STATISTICS
+            seed = None if seed_uri is None else features_of(seed_uri)
+            stats = class_statistics(
+                feats, torch.tensor(weight, dtype=torch.float64), bias, level, labels_from=seed
+            )
+            keys = CLASS_STATISTICS if seed is None else (*CLASS_STATISTICS, "sum_x", "sum_xxT", "count")
     out = {k: stats[k].numpy().reshape(1, -1) if stats[k].ndim else stats[k].numpy().reshape(1) for k in keys}
     out[FIT_ROWS] = np.array([len(ok)], dtype=np.int64)  # input rows of this batch: the driver's progress
     return out

@@ -33,6 +33,11 @@ log = logging.getLogger("pipelines.label")
 
 # Methods fitted on collection statistics before labeling (one streamed pass over a sample).
 FITTED = ("ddt", "rps", "selftrain")
+#: The backbone whose DDT labels the first self-training round of a head fitted on another
+#: EfficientNet-Lite (``coloc_core.fits.fit_selftrain``, ``seeded``): DDT localizes better on Lite0's
+#: features than on Lite2's, and on a small collection Lite2's own first component can miss the object
+#: altogether (docs/RESULTS.md, issue 10).
+SELFTRAIN_SEED_BACKBONE = "efficientnet_lite0"
 # DDT / RPS are fitted on at most this many images, spread evenly over the sorted collection.
 DDT_FIT_IMAGES = 2000
 # Images per call of a fit pass: small batches run faster on CPU (the self-trained head's fit and
@@ -73,6 +78,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
 
     torch.save(caam, buffer)
     storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
+    seed_uri = _seed_backbone(cfg, options) if cfg.method == "selftrain" else None
     sample = _ddt_sample(inputs)
     sized = typical_box_images(sample.num_rows)
     passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
@@ -81,14 +87,18 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
     total = passes * sample.num_rows + sized
     with console.progress(f"fit {cfg.method.upper()} ({what})", total=total):
-        stats = fit_statistics(backbone_uri, sample, cfg, size=fit_size)
+        stats = fit_statistics(seed_uri or backbone_uri, sample, cfg, size=fit_size)
         if cfg.method == "selftrain":
 
-            def class_pass(weight: Any, bias: float, level: float) -> dict[str, Any]:
+            def class_pass(weight: Any, bias: float, level: float, seed: bool = False) -> dict[str, Any]:
                 head = ([float(v) for v in weight], float(bias), float(level))
-                return fit_statistics(backbone_uri, sample, cfg, head=head, size=fit_size)
+                return fit_statistics(
+                    backbone_uri, sample, cfg, head=head, size=fit_size, seed_uri=seed_uri if seed else None
+                )
 
-            weight, bias, square, rounds = fit_selftrain(stats, class_pass)
+            weight, bias, square, rounds = fit_selftrain(stats, class_pass, seeded=seed_uri is not None)
+            if seed_uri is not None:
+                meta.update(selftrain_seed=f"ddt on {SELFTRAIN_SEED_BACKBONE} pre_head")
         meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
         backbone_state = {k[len("backbone.") :]: v for k, v in caam["state_dict"].items()}
         if cfg.method == "ddt":
@@ -173,12 +183,40 @@ def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) 
     return sizes
 
 
+def _seed_backbone(cfg: LabelJobConfig, options: dict[str, Any]) -> str | None:
+    """The seed backbone's file of a self-training fit (written to ``cfg.out``), or None.
+
+    A head on an EfficientNet-Lite other than :data:`SELFTRAIN_SEED_BACKBONE`, read at its
+    ``pre_head`` at plain stride 16 (the default), is seeded by that backbone's DDT at the same side
+    and stride, so both feature maps cover the same pixels; any other head seeds itself.
+    """
+    backbone = str(options["backbone"])
+    if (
+        backbone == SELFTRAIN_SEED_BACKBONE
+        or not backbone.startswith("efficientnet_lite")
+        or options["feature_layer"] != "pre_head"
+        or options["dilate"] is not False
+    ):
+        return None
+    import torch  # noqa: PLC0415
+
+    keys = ("feature_layer", "dilate", "input_size")
+    seed = baseline_payload(
+        "caam", weights="auto", backbone=SELFTRAIN_SEED_BACKBONE, **{k: options[k] for k in keys}
+    )
+    uri = PredictionsFolder(cfg.out).seed_backbone_file
+    buffer = io.BytesIO()
+    torch.save(seed, buffer)
+    storage.write_bytes_atomic(uri, buffer.getvalue())
+    return uri
+
+
 def baseline_backbone_options(cfg: LabelJobConfig) -> tuple[str, bool | None]:
     """The (feature layer, dilate) of a training-free method, resolving ``auto``.
 
     ``auto``: DDT and RPS read the last block before the head (``pre_head``) of a stride-16 network
-    that is not dilated, where the backbone has one (EfficientNet-Lite0): the best setting measured on
-    raccoon and confirmed on kangaroo (docs/RESULTS.md); CAAM keeps the head output of the dilated
+    that is not dilated, where the backbone has one (EfficientNet-Lite0 and -Lite2): the best setting
+    measured on raccoon and confirmed on kangaroo (docs/RESULTS.md); CAAM keeps the head output of the dilated
     network (its own best); elsewhere the backbone's own output and default.
     """
     from coloc_core.backbones import build_backbone  # noqa: PLC0415
@@ -189,7 +227,7 @@ def baseline_backbone_options(cfg: LabelJobConfig) -> tuple[str, bool | None]:
         probe = build_backbone(cfg.backbone, weights=None)
         layer = "pre_head" if fitted and "pre_head" in probe.feature_layers else "output"
     if cfg.stride16 == "auto":
-        dilate = False if fitted and cfg.backbone == "efficientnet_lite0" else None
+        dilate = False if fitted and cfg.backbone.startswith("efficientnet_lite") else None
     else:
         dilate = cfg.stride16 == "dilated"
     return layer, dilate
@@ -213,11 +251,14 @@ def fit_statistics(
     head: tuple[list[float], float, float] | None = None,
     *,
     size: int,
+    seed_uri: str | None = None,
 ) -> dict[str, Any]:
     """The summed feature statistics of ``inputs`` (Ray Data, CPU tasks) as float64 tensors.
 
     Keys: ``coloc_core.fits.STATISTICS`` (``sum_xxT`` reshaped to (C, C)); with ``head``
-    (``(weight, bias, level)``, a self-training round), ``CLASS_STATISTICS`` (``*_xxT`` (C, C)).
+    (``(weight, bias, level)``, a self-training round), ``CLASS_STATISTICS`` (``*_xxT`` (C, C)), and
+    with ``seed_uri`` (the head labels the pixels with that backbone's features: the seeded first
+    round) also ``sum_x``, ``sum_xxT`` and ``count`` of ``backbone_uri``'s features.
     ``size``: the side every image is resized to (the input size of the model being fitted).
 
     Raises:
@@ -233,9 +274,16 @@ def fit_statistics(
         num_cpus=cfg.actor_cpus,
         batch_size=DDT_FIT_BATCH,
         batch_format="numpy",
-        fn_kwargs={"model_uri": backbone_uri, "num_threads": max(1, math.ceil(cfg.actor_cpus)), "head": head},
+        fn_kwargs={
+            "model_uri": backbone_uri,
+            "num_threads": max(1, math.ceil(cfg.actor_cpus)),
+            "head": head,
+            "seed_uri": seed_uri,
+        },
     )
-    keys = STATISTICS if head is None else CLASS_STATISTICS
+    keys: tuple[str, ...] = STATISTICS if head is None else CLASS_STATISTICS
+    if head is not None and seed_uri is not None:
+        keys = (*CLASS_STATISTICS, "sum_x", "sum_xxT", "count")
     sums: dict[str, np.ndarray] = {}
     for batch in moments.iter_batches(batch_format="numpy", batch_size=None):
         console.advance(int(batch[FIT_ROWS].sum()))  # the fit's bar (fit_baseline_model)

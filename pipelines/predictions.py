@@ -12,6 +12,7 @@ The columns and their types are :mod:`pipelines.schema`'s. A folder (local or ``
     _inputs.arrow            the frozen input list (Arrow IPC); ``_inputs.parquet`` in older folders
     _model.pt                the fitted model file of a training-free method
     _ddt_backbone.pt         the frozen backbone the collection fits read
+    _seed_backbone.pt        the self-trained head's seed backbone (its first round's DDT), when seeded
     _fit_model.pt            the fitted model that the typical-box pass reads (before its box sizes)
     _SUCCESS                 the summary of the whole folder (JSON), once every shard is written
     _eval/                   evaluate's default output folder
@@ -44,6 +45,7 @@ INPUTS = "_inputs.arrow"
 LEGACY_INPUTS = "_inputs.parquet"  # the name before; read (and replaced) when resuming such a folder
 MODEL_FILE = "_model.pt"
 BACKBONE_FILE = "_ddt_backbone.pt"
+SEED_BACKBONE_FILE = "_seed_backbone.pt"
 FITTED_FILE = "_fit_model.pt"
 SUCCESS = "_SUCCESS"
 EVAL_DIR = "_eval"
@@ -107,6 +109,11 @@ class PredictionsFolder:
     def backbone_file(self) -> str:
         """``_ddt_backbone.pt``: the frozen backbone the collection fits read."""
         return self.file(BACKBONE_FILE)
+
+    @property
+    def seed_backbone_file(self) -> str:
+        """``_seed_backbone.pt``: the seed backbone of a seeded self-training fit (``label_fit``)."""
+        return self.file(SEED_BACKBONE_FILE)
 
     @property
     def fitted_file(self) -> str:

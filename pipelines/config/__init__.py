@@ -23,6 +23,7 @@ from pipelines.config.jobs import (
     check_label_config,
     check_label_paths,
     check_train_paths,
+    default_backbone,
     resolve_train_config,
 )
 from pipelines.config.parse import (
@@ -74,6 +75,7 @@ __all__ = [
     "check_label_paths",
     "check_render_config",
     "check_train_paths",
+    "default_backbone",
     "dump",
     "help_text",
     "resolve_train_config",

@@ -20,6 +20,7 @@ from coloc_core.config import (
     NON_NEGATIVE,
     POSITIVE,
     ColocConfig,
+    ModelConfig,
     Range,
     check_numbers,
     validate,
@@ -32,6 +33,17 @@ LABEL_METHODS = ("model", "full", "caam", "ddt", "rps", "selftrain")
 LABEL_BOXES = ("one", "all")
 # What `coloc train` fits: the self-trained head (default) or the paper's CAML network.
 TRAIN_METHODS = ("selftrain", "caml")
+# What ``backbone=auto`` (the default of `coloc train` and `coloc label`) stands for: the self-trained
+# head reads EfficientNet-Lite2, whose features give it the best boxes measured; every other method
+# EfficientNet-Lite0 (DDT and RPS localize better on it, CAML is the paper's setting; docs/RESULTS.md,
+# issue 10).
+SELFTRAIN_BACKBONE = "efficientnet_lite2"
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def default_backbone(method: str) -> str:
+    """The backbone ``auto`` stands for with ``method`` (a training or a labeling method)."""
+    return SELFTRAIN_BACKBONE if method == "selftrain" else DEFAULT_BACKBONE
 
 
 @dataclass
@@ -118,8 +130,12 @@ class TrainJobConfig(ColocConfig):
             ``caml`` refuses it: its input side is ``augment.crop`` (and ``model.image_size``).
         fit_size: ``selftrain``: the side the training images are resized to for the fit passes (0 =
             the default, 320; ``coloc_core.localizer.DEFAULT_FIT_SIZE``). ``caml`` refuses it.
+        model: as :class:`coloc_core.config.ModelConfig`, but ``model.backbone`` defaults to ``auto``:
+            ``efficientnet_lite2`` for ``selftrain``, ``efficientnet_lite0`` for ``caml``
+            (:func:`default_backbone`; resolved by :func:`resolve_train_config`).
     """
 
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="auto"))
     method: str = "selftrain"
     image_size: int = 0
     fit_size: int = 0
@@ -144,7 +160,9 @@ class LabelJobConfig:
             before labeling: what ``coloc train`` fits, fitted on the images being labelled) or a
             training-free method: ``full`` | ``caam`` | ``ddt`` | ``rps`` (DDT: principal component
             of the collection's features; RPS: representer points).
-        backbone: backbone of the training-free methods.
+        backbone: backbone of the methods fitted or built here: ``auto`` (the default:
+            ``efficientnet_lite2`` for ``selftrain``, ``efficientnet_lite0`` for the others;
+            :func:`default_backbone`) or a registered name.
         feature_layer: layer the training-free map is read at: ``auto`` (DDT/RPS: the last block before
             the head where the backbone has one; CAAM: the output) | ``output`` | ``pre_head``.
         stride16: how the stride-16 backbone of a training-free method compensates the stage it runs
@@ -181,7 +199,7 @@ class LabelJobConfig:
 
     model: str = ""
     method: str = "auto"
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "auto"
     feature_layer: str = "auto"
     stride16: str = "auto"
     images: str = ""
@@ -214,10 +232,13 @@ class LabelJobConfig:
 
 
 def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
-    """Validate a training job config (no I/O, no mutation).
+    """Validate a training job config (no I/O, no mutation) and resolve ``model.backbone=auto``.
 
     Every number of the tree (method, dataset, run) must be finite and in its declared range
     (:func:`coloc_core.config.check_numbers`), so ``--optim.lr=nan`` is refused here, before Ray starts.
+
+    Returns:
+        ``cfg``, with ``model.backbone=auto`` replaced by :func:`default_backbone` of its method.
 
     Raises:
         ValueError: naming the first bad key.
@@ -238,6 +259,8 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
         raise ValueError("dataset.root is required (--data: a local folder or s3://bucket/prefix)")
+    if cfg.model.backbone == "auto":
+        cfg = replace(cfg, model=replace(cfg.model, backbone=default_backbone(cfg.method)))
     _check_backbone("model.backbone", cfg.model.backbone)
     if cfg.model.weights == "auto" and cfg.model.backbone not in AUTO_WEIGHTS_BACKBONES:
         raise ValueError(
@@ -258,7 +281,8 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
     ``method=model``, ``model`` are required.
 
     Returns:
-        ``cfg`` with ``method=auto`` resolved (``model`` when a model is given, else ``selftrain``).
+        ``cfg`` with ``method=auto`` resolved (``model`` when a model is given, else ``selftrain``),
+        and ``backbone=auto`` (:func:`default_backbone` of the method).
 
     Raises:
         ValueError: naming the first bad key.
@@ -274,6 +298,8 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         )
     if cfg.method not in LABEL_METHODS:
         raise ValueError(f"method={cfg.method!r} is not one of {', '.join(LABEL_METHODS)}")
+    if cfg.backbone == "auto":
+        cfg = replace(cfg, backbone=default_backbone(cfg.method))
     if cfg.method == "model" and not cfg.model:
         raise ValueError(
             "method=model needs --model=<model file, local or s3://> "

