@@ -374,9 +374,10 @@ class MBConvBlock(nn.Module):
         return out + x if self.residual else out
 
 
-# (expand ratio, kernel, stride, out channels, repeats) per stage. Lite0 keeps EfficientNet-B0's table;
-# Lite1 and Lite2 scale its depth (and Lite2 its width) as their ImageNet files were trained, with the
-# first and last stages, the 32-channel stem and the 1280-channel head left as they are.
+# (expand ratio, kernel, stride, out channels, repeats) per stage, as the ImageNet files were trained.
+# Lite0 keeps EfficientNet-B0's table; Lite2 scales its depth (×1.2) and width (×1.1) but keeps the
+# first and last stages' repeats, the 32-channel stem and the 1280-channel head. Written out rather than
+# derived (TF's rounding rules), so that each table can be read against its weights file's shapes.
 LITE_STAGES: dict[int, tuple[tuple[int, int, int, int, int], ...]] = {
     0: (
         (1, 3, 1, 16, 1),
