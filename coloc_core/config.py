@@ -105,7 +105,9 @@ class ModelConfig:
     """Network: backbone, ECA gate and PTAP pooling (SPEC §1-2).
 
     Attributes:
-        backbone: registered backbone name (``coloc_core.backbones.available_backbones()``).
+        backbone: registered backbone name (``coloc_core.backbones.available_backbones()``). ``coloc
+            train`` defaults to ``auto``: ``efficientnet_lite2`` for its self-trained head,
+            ``efficientnet_lite0`` for CAML (``pipelines.config.default_backbone``).
         weights: ``"auto"`` (the packaged ImageNet weights where the backbone has them, else an error
             explaining where to put them), a file path / ``s3://`` URI, or ``None`` for random init.
         output_stride: backbone output stride; ``None`` keeps the backbone's default (SPEC §1).
