@@ -73,11 +73,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     caam = baseline_payload("caam", weights=weights, **options)
     options["fit_size"] = fit_size
     backbone_uri = PredictionsFolder(cfg.out).backbone_file
-    buffer = io.BytesIO()
-    import torch  # noqa: PLC0415
-
-    torch.save(caam, buffer)
-    storage.write_bytes_atomic(backbone_uri, buffer.getvalue())
+    write_model_file(backbone_uri, caam)
     seed_uri = _seed_backbone(cfg, options) if cfg.method == "selftrain" else None
     sample = _ddt_sample(inputs)
     sized = typical_box_images(sample.num_rows)
@@ -141,16 +137,12 @@ def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) 
     cuts), over the model written to ``<out>/_fit_model.pt``. None (scores without the typicality
     term) when no image of the sample gave a box.
     """
-    import torch  # noqa: PLC0415
-
     from coloc_core.box_score import box_size_statistics  # noqa: PLC0415
     from coloc_core.localizer import payload_input_size  # noqa: PLC0415
 
     sample = _spread_sample(inputs, TYPICAL_BOX_IMAGES)
     uri = PredictionsFolder(cfg.out).fitted_file
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    storage.write_bytes_atomic(uri, buffer.getvalue())
+    write_model_file(uri, payload)
     ds = decoded_images(sample, np.arange(sample.num_rows), cfg, payload_input_size(payload))
     areas = ds.map_batches(
         box_areas_batch,
@@ -183,6 +175,15 @@ def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) 
     return sizes
 
 
+def write_model_file(uri: str, payload: dict[str, Any]) -> None:
+    """Write a model payload (the fit's frozen backbones, the fitted model) to ``uri`` atomically."""
+    import torch  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    storage.write_bytes_atomic(uri, buffer.getvalue())
+
+
 def _seed_backbone(cfg: LabelJobConfig, options: dict[str, Any]) -> str | None:
     """The seed backbone's file of a self-training fit (written to ``cfg.out``), or None.
 
@@ -198,16 +199,12 @@ def _seed_backbone(cfg: LabelJobConfig, options: dict[str, Any]) -> str | None:
         or options["dilate"] is not False
     ):
         return None
-    import torch  # noqa: PLC0415
-
     keys = ("feature_layer", "dilate", "input_size")
     seed = baseline_payload(
         "caam", weights="auto", backbone=SELFTRAIN_SEED_BACKBONE, **{k: options[k] for k in keys}
     )
     uri = PredictionsFolder(cfg.out).seed_backbone_file
-    buffer = io.BytesIO()
-    torch.save(seed, buffer)
-    storage.write_bytes_atomic(uri, buffer.getvalue())
+    write_model_file(uri, seed)
     return uri
 
 

@@ -8,7 +8,6 @@ extended with the images listed since).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import payload_input_size, payload_kind
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig, check_label_config, dump
-from pipelines.label_fit import fit_baseline_model
+from pipelines.label_fit import fit_baseline_model, write_model_file
 from pipelines.label_inputs import INPUT_SCHEMA, list_inputs, read_inputs, write_inputs
 from pipelines.predictions import MANIFEST, MANIFEST_VERSION, PredictionsFolder, part_files
 
@@ -291,11 +290,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
     else:
         payload = fit_baseline_model(cfg, inputs)
         model_uri = PredictionsFolder(out).model_file
-        buffer = io.BytesIO()
-        import torch  # noqa: PLC0415
-
-        torch.save(payload, buffer)
-        storage.write_bytes_atomic(model_uri, buffer.getvalue())
+        write_model_file(model_uri, payload)
     model_id = str(payload["model_id"])
     threshold = cfg.threshold if cfg.threshold >= 0 else float(payload["threshold"])
     manifest = {
