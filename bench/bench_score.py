@@ -20,7 +20,15 @@ boxes at τ); CAAM has none.
     python bench/bench_score.py --method selftrain --n 150 --without 30 --seed 0
 
 The DDT/RPS statistics (and the self-trained head's) are fitted on all images, with and without birds, as ``coloc label`` would on
-such a mixed collection. No Ray: this measures the score, not the pipeline.
+such a mixed collection. No Ray: this measures the score, not the pipeline. Its head is the Lite0 head
+at 224 (no seed); the product's default head (EfficientNet-Lite2 seeded by Lite0's DDT, fit at 320,
+labels at 480) is measured through the product's own commands instead: ``--write`` puts the same
+collection in a folder as image files, and ``--predictions`` scores a labeling run over it::
+
+    python bench/bench_score.py --n 150 --seed 0 --write /tmp/empty
+    coloc train --data /tmp/empty/images --format folder --run.storage_path=/tmp/R --run.name=empty
+    coloc label --model /tmp/R/empty/model.pt --images /tmp/empty/images --out /tmp/O
+    python bench/bench_score.py --n 150 --seed 0 --write /tmp/empty --predictions /tmp/O
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,17 +70,73 @@ from coloc_core.model import normalize_images
 from coloc_core.synthetic import render_synthetic_sample
 
 
-def render(n: int, seed: int, size: int = 224) -> tuple[torch.Tensor, list, np.ndarray]:
+def render_samples(n: int, seed: int) -> list:
+    """The 2n rendered samples, birds at even indices and bird-free backgrounds at odd ones."""
     rng = np.random.default_rng(seed)
-    images, boxes, has = [], [], []
+    samples = []
     for i in range(2 * n):
-        with_object = i % 2 == 0
         w, h = int(rng.integers(160, 321)), int(rng.integers(160, 321))
-        sample = render_synthetic_sample(rng, w, h, with_object=with_object)
+        samples.append(render_synthetic_sample(rng, w, h, with_object=i % 2 == 0))
+    return samples
+
+
+def render(n: int, seed: int, size: int = 224) -> tuple[torch.Tensor, list, np.ndarray]:
+    images, boxes, has = [], [], []
+    for i, sample in enumerate(render_samples(n, seed)):
+        with_object = i % 2 == 0
+        w, h = sample.image.size
         images.append(np.asarray(sample.image.resize((size, size))))
         boxes.append(resize_boxes(np.asarray([sample.box]), (h, w), SCOREMAP_SIZE) if with_object else None)
         has.append(with_object)
     return torch.from_numpy(np.stack(images)), boxes, np.asarray(has)
+
+
+def write_collection(folder: str, n: int, without: int, seed: int) -> None:
+    """Write the collection as image files for the product's commands (``--write``).
+
+    ``images/bird_NNNN.png`` and ``images/none_NNNN.png`` (the render's index), and ``boxes.csv``
+    with the birds' boxes (the ``boxes_csv`` reader's layout).
+    """
+    root = Path(folder)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["path,width,height,x0,y0,x1,y1"]
+    for i, sample in enumerate(render_samples(n, seed)):
+        if i % 2 == 1 and i // 2 >= without:
+            continue
+        name = f"images/{'bird' if i % 2 == 0 else 'none'}_{i:04d}.png"
+        sample.image.save(root / name)
+        if i % 2 == 0:
+            w, h = sample.image.size
+            lines.append(",".join(str(v) for v in (name, w, h, *sample.box)))
+    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
+
+
+def read_predictions(predictions: str, folder: str) -> dict[str, float | int]:
+    """The score's ranking and bird-vs-background AUC of a ``coloc label`` run over a ``--write`` folder."""
+    from pipelines import schema  # noqa: PLC0415
+    from pipelines.predictions import part_files  # noqa: PLC0415
+
+    truth: dict[str, tuple[int, int, list[float]]] = {}
+    for line in (Path(folder) / "boxes.csv").read_text().splitlines()[1:]:
+        name, w, h, *box = line.split(",")
+        truth[Path(name).name] = (int(w), int(h), [float(v) for v in box])
+    scores, ious, has = [], [], []
+    for uri in part_files(predictions):
+        for row in schema.read_table(uri).to_pylist():
+            name = Path(row[schema.PATH]).name
+            if row[schema.ERROR] is not None or not name.startswith(("bird_", "none_")):
+                continue
+            scores.append(float(row[schema.SCORE]))
+            has.append(name.startswith("bird_"))
+            box = np.array([[row[c] for c in schema.BOX_COLUMNS]], dtype=np.float64)
+            ious.append(float(iou_matrix(box, np.array([truth[name][2]]))[0, 0]) if has[-1] else np.nan)
+    has_a, ious_a = np.asarray(has), np.asarray(ious)
+    return {
+        "images_with_bird": int(has_a.sum()),
+        "images_without": int((~has_a).sum()),
+        "corloc@0.5": round(100 * float((ious_a[has_a] >= 0.5).mean()), 2),
+        **ranking(np.asarray(scores), ious_a, has_a, ""),
+    }
 
 
 def candidates(stability: float, compactness: float) -> dict[str, float]:
@@ -117,10 +182,37 @@ def main(argv: list[str] | None = None) -> int:
         help="images without a bird in the collection (default: --n; fewer = the first of those rendered)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--write",
+        default="",
+        metavar="FOLDER",
+        help="write the collection as image files (and boxes.csv) for the product's commands, then stop",
+    )
+    parser.add_argument(
+        "--predictions",
+        default="",
+        metavar="OUT",
+        help="score a `coloc label` run over the --write FOLDER (give both) instead of labeling here",
+    )
     args = parser.parse_args(argv)
     without = args.n if args.without is None else args.without
     if not 1 <= without <= args.n:
         parser.error(f"--without must be between 1 and --n ({args.n}), got {without}")
+    command = "python bench/bench_score.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.predictions:
+        if not args.write:
+            parser.error("--predictions needs --write FOLDER: the folder the run labelled")
+        print(json.dumps({"command": command, **read_predictions(args.predictions, args.write)}, indent=1))
+        return 0
+    if args.write:
+        write_collection(args.write, args.n, without, args.seed)
+        print(f"wrote {args.n} + {without} images to {args.write}; label it with the product, e.g.")
+        print(
+            f"  coloc train --data {args.write}/images --format folder --run.storage_path=R --run.name=empty"
+        )
+        print(f"  coloc label --model R/empty/model.pt --images {args.write}/images --out OUT")
+        print(f"  python bench/bench_score.py --write {args.write} --predictions OUT")
+        return 0
     torch.manual_seed(args.seed)
     images, boxes, has = render(args.n, args.seed)
     keep = np.flatnonzero(has | (np.arange(len(has)) // 2 < without))  # the same images as the full render
@@ -189,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         ious.append(float(iou_matrix(box, gt).max()) if gt is not None else np.nan)
     scores_a, ious_a = np.asarray(scores), np.asarray(ious)
     result = {
-        "command": "python bench/bench_score.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "method": args.method,
         "tau": tau,
         "box_sizes": sizes,
