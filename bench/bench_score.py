@@ -116,10 +116,10 @@ def read_predictions(predictions: str, folder: str) -> dict[str, float | int]:
     from pipelines import schema  # noqa: PLC0415
     from pipelines.predictions import part_files  # noqa: PLC0415
 
-    truth: dict[str, tuple[int, int, list[float]]] = {}
+    truth: dict[str, list[float]] = {}  # a bird image's name → its box (boxes.csv: path,w,h,x0,y0,x1,y1)
     for line in (Path(folder) / "boxes.csv").read_text().splitlines()[1:]:
-        name, w, h, *box = line.split(",")
-        truth[Path(name).name] = (int(w), int(h), [float(v) for v in box])
+        name, _w, _h, *box = line.split(",")
+        truth[Path(name).name] = [float(v) for v in box]
     scores, ious, has = [], [], []
     for uri in part_files(predictions):
         for row in schema.read_table(uri).to_pylist():
@@ -128,8 +128,13 @@ def read_predictions(predictions: str, folder: str) -> dict[str, float | int]:
                 continue
             scores.append(float(row[schema.SCORE]))
             has.append(name.startswith("bird_"))
-            box = np.array([[row[c] for c in schema.BOX_COLUMNS]], dtype=np.float64)
-            ious.append(float(iou_matrix(box, np.array([truth[name][2]]))[0, 0]) if has[-1] else np.nan)
+            if not has[-1]:
+                ious.append(np.nan)
+            elif row[schema.X0] is None:  # no box (a constant map): a miss
+                ious.append(0.0)
+            else:
+                box = np.array([[row[c] for c in schema.BOX_COLUMNS]], dtype=np.float64)
+                ious.append(float(iou_matrix(box, np.array([truth[name]]))[0, 0]))
     has_a, ious_a = np.asarray(has), np.asarray(ious)
     return {
         "images_with_bird": int(has_a.sum()),
