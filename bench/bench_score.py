@@ -57,6 +57,7 @@ from coloc_core.boxes import (
     resize_boxes,
     scoremap_from_attention,
 )
+from coloc_core.datasets import BOXES_CSV_COLUMNS
 from coloc_core.fits import (
     class_statistics,
     ddt_from_statistics,
@@ -99,7 +100,7 @@ def write_collection(folder: str, n: int, without: int, seed: int) -> None:
     """
     root = Path(folder)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    lines = ["path,width,height,x0,y0,x1,y1"]
+    lines = [",".join(BOXES_CSV_COLUMNS)]
     for i, sample in enumerate(render_samples(n, seed)):
         if i % 2 == 1 and i // 2 >= without:
             continue
@@ -114,12 +115,10 @@ def write_collection(folder: str, n: int, without: int, seed: int) -> None:
 def read_predictions(predictions: str, folder: str) -> dict[str, float | int]:
     """The score's ranking and bird-vs-background AUC of a ``coloc label`` run over a ``--write`` folder."""
     from pipelines import schema  # noqa: PLC0415
+    from pipelines.evaluate import path_key, read_ground_truth  # noqa: PLC0415
     from pipelines.predictions import part_files  # noqa: PLC0415
 
-    truth: dict[str, list[float]] = {}  # a bird image's name → its box (boxes.csv: path,w,h,x0,y0,x1,y1)
-    for line in (Path(folder) / "boxes.csv").read_text().splitlines()[1:]:
-        name, _w, _h, *box = line.split(",")
-        truth[Path(name).name] = [float(v) for v in box]
+    truth = read_ground_truth(folder, "boxes_csv", "all").boxes  # the birds' boxes, by path_key
     scores, ious, has = [], [], []
     for uri in part_files(predictions):
         for row in schema.read_table(uri).to_pylist():
@@ -134,7 +133,8 @@ def read_predictions(predictions: str, folder: str) -> dict[str, float | int]:
                 ious.append(0.0)
             else:
                 box = np.array([[row[c] for c in schema.BOX_COLUMNS]], dtype=np.float64)
-                ious.append(float(iou_matrix(box, np.array([truth[name]]))[0, 0]))
+                gt = np.asarray(truth[path_key(row[schema.PATH])], dtype=np.float64).reshape(-1, 4)
+                ious.append(float(iou_matrix(box, gt).max()))
     has_a, ious_a = np.asarray(has), np.asarray(ious)
     return {
         "images_with_bird": int(has_a.sum()),

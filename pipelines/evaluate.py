@@ -57,7 +57,7 @@ import numpy as np
 
 from coloc_core.box_score import TYPICAL_BOX_IMAGES, box_size_statistics, evenly_spread, scoremap_box_area
 from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
-from coloc_core.checkpoint import read_model_payload
+from coloc_core.checkpoint import read_model_payload, save_model_file
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL
 from coloc_core.heatmap import dequantize_heatmap
 from coloc_core.metrics import LocalizationAccumulator, MaxBoxAccAccumulator
@@ -554,8 +554,6 @@ def write_calibrated_model(model_uri: str, out_uri: str, calibration: Calibratio
     Returns:
         The new payload.
     """
-    import torch  # noqa: PLC0415
-
     payload = read_model_payload(storage.read_bytes(model_uri))
     payload["threshold"] = float(calibration.threshold)
     if payload.get("box_sizes") is not None:
@@ -569,7 +567,6 @@ def write_calibrated_model(model_uri: str, out_uri: str, calibration: Calibratio
         "source_model": model_uri,
     }
     payload["meta"] = meta
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    storage.write_bytes_atomic(out_uri, buffer.getvalue())
+    with storage.atomic_write(out_uri, "wb") as fh:
+        save_model_file(fh, payload)
     return payload

@@ -11,7 +11,6 @@ score).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from typing import Any
@@ -177,11 +176,10 @@ def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) 
 
 def write_model_file(uri: str, payload: dict[str, Any]) -> None:
     """Write a model payload (the fit's frozen backbones, the fitted model) to ``uri`` atomically."""
-    import torch  # noqa: PLC0415
+    from coloc_core.checkpoint import save_model_file  # noqa: PLC0415
 
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    storage.write_bytes_atomic(uri, buffer.getvalue())
+    with storage.atomic_write(uri, "wb") as fh:
+        save_model_file(fh, payload)
 
 
 def _seed_backbone(cfg: LabelJobConfig, options: dict[str, Any]) -> str | None:
