@@ -76,6 +76,7 @@ from coloc_core.metrics import CorLocAccumulator, MaxBoxAccAccumulator
 from coloc_core.model import colocnet_on, normalize_images
 from coloc_core.pretext import IDENTITY_LABEL, NUM_CLASSES, PretextTransform, sample_labels
 from coloc_core.step import loss_from_views, make_optimizer
+from pipelines.evaluate import score_ranking
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -301,24 +302,6 @@ def evaluate_maps(
         "spearman": ranking["spearman_score_iou"],
         "top_half": ranking["corloc@0.5_top_half_by_score"],
         "bottom_half": ranking["corloc@0.5_bottom_half_by_score"],
-    }
-
-
-def score_ranking(scores: np.ndarray, ious: np.ndarray) -> dict[str, float]:
-    """Spearman(score, IoU) and CorLoc@0.5 of the top- and bottom-scored halves (as ``coloc evaluate``)."""
-    from scipy.stats import spearmanr
-
-    order = np.argsort(-scores, kind="stable")
-    n = len(scores)
-    hit = ious >= 0.5
-    top, bottom = order[: (n + 1) // 2], order[(n + 1) // 2 :]
-    rho = (
-        float(spearmanr(scores, ious).statistic) if np.ptp(scores) > 0 and np.ptp(ious) > 0 else float("nan")
-    )
-    return {
-        "spearman_score_iou": rho,
-        "corloc@0.5_top_half_by_score": float(100 * hit[top].mean()),
-        "corloc@0.5_bottom_half_by_score": float(100 * hit[bottom].mean()) if len(bottom) else float("nan"),
     }
 
 

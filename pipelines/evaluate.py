@@ -17,7 +17,9 @@ How each number is computed (SPEC §6, the wsolevaluation protocol):
   same misses count. Both come from ``coloc_core.metrics.LocalizationAccumulator``, training's evaluation
   core too (misses: ``add_misses``).
 - Score ranking: Spearman ρ between the stored ``score`` and the image's IoU (best over its GT boxes),
-  and CorLoc@0.5 of the top-scored half vs the bottom half (images with a prediction only).
+  and CorLoc@0.5 of the top-scored half vs the bottom half and their gap (images with a prediction
+  only), each with an approximate 95% interval (:func:`spearman_interval`, :func:`gap_interval`): a
+  few hundred labelled images pin ρ down to about ±0.13.
 - Box recall and precision at IoU 0.5 (``box_recall@0.5``, ``box_precision@0.5``), for images with
   several objects: the stored boxes in original pixels (every box of a ``boxes=all`` table, else the
   single box) matched one-to-one to the GT boxes by decreasing score
@@ -252,8 +254,47 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+#: z of the two-sided 95% intervals of the score ranking (the normal quantile at 0.975).
+Z95 = 1.959964
+
+
+def spearman_interval(rho: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Approximate 95% interval of a Spearman ρ measured on ``n`` images (nan, nan when n < 4).
+
+    Fisher's z = atanh ρ with the variance of Bonett and Wright (2000) for Spearman's ρ,
+    (1 + ρ²/2) / (n − 3). It says how far the ranking measured on a labelled sample can be from the
+    collection's: at n = 200 a ρ of 0.30 spans about 0.17-0.42.
+    """
+    if n < 4 or not math.isfinite(rho):
+        return math.nan, math.nan
+    rho = min(max(rho, -1.0), 1.0)
+    if abs(rho) == 1.0:
+        return rho, rho
+    half = z * math.sqrt((1.0 + rho * rho / 2.0) / (n - 3))
+    centre = math.atanh(rho)
+    return math.tanh(centre - half), math.tanh(centre + half)
+
+
+def gap_interval(hits_a: int, n_a: int, hits_b: int, n_b: int, z: float = Z95) -> tuple[float, float]:
+    """Approximate 95% interval of the difference of two hit rates, in points (nan, nan if a group is empty).
+
+    Agresti and Caffo's (2000) interval: one hit and one miss added to each group, then the normal
+    interval of the difference, clipped to [−100, 100]; it stays sensible at rates of 0 or 100%.
+    """
+    if n_a < 1 or n_b < 1:
+        return math.nan, math.nan
+    p_a, p_b = (hits_a + 1.0) / (n_a + 2.0), (hits_b + 1.0) / (n_b + 2.0)
+    half = z * math.sqrt(p_a * (1.0 - p_a) / (n_a + 2.0) + p_b * (1.0 - p_b) / (n_b + 2.0))
+    low, high = (p_a - p_b - half) * 100.0, (p_a - p_b + half) * 100.0
+    return max(low, -100.0), min(high, 100.0)
+
+
 def score_ranking(scores: np.ndarray, ious: np.ndarray, delta: float = 0.5) -> dict[str, float]:
     """Does the score rank boxes by quality? Spearman ρ(score, IoU) and CorLoc@δ per score half.
+
+    Each comes with an approximate 95% interval (``*_ci95_low`` / ``*_ci95_high``:
+    :func:`spearman_interval`; the top − bottom half gap ``corloc@δ_half_gap``: :func:`gap_interval`),
+    since the images with ground truth are usually a small sample of the collection.
 
     Args:
         scores: the stored score of each image with a prediction and GT. Shape: (N,).
@@ -266,14 +307,21 @@ def score_ranking(scores: np.ndarray, ious: np.ndarray, delta: float = 0.5) -> d
     order = np.argsort(-scores, kind="stable")
     top, bottom = order[: (n + 1) // 2], order[(n + 1) // 2 :]
     hit = ious >= delta
-    out = {
-        "spearman_score_iou": _spearman(scores, ious),
-        f"corloc@{delta:g}_top_half_by_score": float(hit[top].mean() * 100.0) if len(top) else math.nan,
-        f"corloc@{delta:g}_bottom_half_by_score": float(hit[bottom].mean() * 100.0)
-        if len(bottom)
-        else math.nan,
+    rho = _spearman(scores, ious)
+    rho_low, rho_high = spearman_interval(rho, n)
+    top_rate = float(hit[top].mean() * 100.0)
+    bottom_rate = float(hit[bottom].mean() * 100.0) if len(bottom) else math.nan
+    gap_low, gap_high = gap_interval(int(hit[top].sum()), len(top), int(hit[bottom].sum()), len(bottom))
+    return {
+        "spearman_score_iou": rho,
+        "spearman_score_iou_ci95_low": rho_low,
+        "spearman_score_iou_ci95_high": rho_high,
+        f"corloc@{delta:g}_top_half_by_score": top_rate,
+        f"corloc@{delta:g}_bottom_half_by_score": bottom_rate,
+        f"corloc@{delta:g}_half_gap": top_rate - bottom_rate if len(bottom) else math.nan,
+        f"corloc@{delta:g}_half_gap_ci95_low": gap_low,
+        f"corloc@{delta:g}_half_gap_ci95_high": gap_high,
     }
-    return out
 
 
 @dataclass

@@ -187,11 +187,13 @@ def _seed_backbone(cfg: LabelJobConfig, options: dict[str, Any]) -> str | None:
 
     A head on an EfficientNet-Lite other than :data:`SELFTRAIN_SEED_BACKBONE`, read at its
     ``pre_head`` at plain stride 16 (the default), is seeded by that backbone's DDT at the same side
-    and stride, so both feature maps cover the same pixels; any other head seeds itself.
+    and stride, so both feature maps cover the same pixels; any other head, and every head with
+    ``first_labels=own``, seeds itself.
     """
     backbone = str(options["backbone"])
     if (
-        backbone == SELFTRAIN_SEED_BACKBONE
+        cfg.first_labels == "own"
+        or backbone == SELFTRAIN_SEED_BACKBONE
         or not backbone.startswith("efficientnet_lite")
         or options["feature_layer"] != "pre_head"
         or options["dilate"] is not False

@@ -117,7 +117,7 @@ class LabelPlan:
 def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {"method": cfg.method, "backbone": None if cfg.method == "full" else cfg.backbone}
     # Recorded only when set, so that folders labelled before these options existed still match.
-    for key in ("feature_layer", "stride16"):
+    for key in ("feature_layer", "stride16", "first_labels"):
         if getattr(cfg, key) != "auto":
             spec[key] = getattr(cfg, key)
     for key in ("image_size", "fit_size"):

@@ -46,6 +46,7 @@ def selftrain_label_config(cfg: TrainJobConfig, run_uri: str) -> LabelJobConfig:
         decode_cpus=cfg.run.decode_cpus,
         image_size=cfg.image_size,
         fit_size=cfg.fit_size,
+        first_labels=cfg.first_labels,
     )
 
 

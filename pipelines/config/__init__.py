@@ -13,6 +13,7 @@ Nothing here imports Ray or torch: ``--help`` and bad command lines stay fast.
 
 from pipelines.config.jobs import (
     DATASET_FORMATS,
+    FIRST_LABELS,
     LABEL_BOXES,
     LABEL_METHODS,
     TRAIN_METHODS,
@@ -52,6 +53,7 @@ from pipelines.config.tools import (
 __all__ = [
     "DATASET_FORMATS",
     "EXPORT_FORMATS",
+    "FIRST_LABELS",
     "LABEL_BOXES",
     "LABEL_METHODS",
     "TRAIN_METHODS",

@@ -38,6 +38,9 @@ TRAIN_METHODS = ("selftrain", "caml")
 # EfficientNet-Lite0 (DDT and RPS localize better on it, CAML is the paper's setting; docs/RESULTS.md,
 # issue 10).
 SELFTRAIN_BACKBONE = "efficientnet_lite2"
+# Who labels the self-trained head's first round (``first_labels``): ``auto`` lets a head on an
+# EfficientNet-Lite other than Lite0 be seeded by Lite0's DDT (pipelines.label_fit); ``own``: its own DDT.
+FIRST_LABELS = ("auto", "own")
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
@@ -130,6 +133,8 @@ class TrainJobConfig(ColocConfig):
             ``caml`` refuses it: its input side is ``augment.crop`` (and ``model.image_size``).
         fit_size: ``selftrain``: the side the training images are resized to for the fit passes (0 =
             the default, 320; ``coloc_core.localizer.DEFAULT_FIT_SIZE``). ``caml`` refuses it.
+        first_labels: ``selftrain``: who labels the head's first round, ``auto`` | ``own``
+            (:class:`LabelJobConfig`). ``caml`` refuses ``own``.
         model: as :class:`coloc_core.config.ModelConfig`, but ``model.backbone`` defaults to ``auto``:
             ``efficientnet_lite2`` for ``selftrain``, ``efficientnet_lite0`` for ``caml``
             (:func:`default_backbone`; resolved by :func:`resolve_train_config`).
@@ -139,6 +144,7 @@ class TrainJobConfig(ColocConfig):
     method: str = "selftrain"
     image_size: int = 0
     fit_size: int = 0
+    first_labels: str = "auto"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -195,6 +201,11 @@ class LabelJobConfig:
             ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). A model file carries its own.
         fit_size: side the images are resized to for the fit passes of selftrain, DDT and RPS (0 = the
             default, 320; ``coloc_core.localizer.DEFAULT_FIT_SIZE``).
+        first_labels: ``selftrain``: who labels the pixels of the head's first round. ``auto`` (the
+            default): the DDT of EfficientNet-Lite0 at the same side and stride when the head reads
+            another EfficientNet-Lite at its default layer (the default Lite2 head), else the head's
+            own backbone's DDT; ``own``: always the head's own backbone's DDT (skips Lite0's passes;
+            the seed's gain is measured in docs/RESULTS.md, issue 10).
     """
 
     model: str = ""
@@ -217,6 +228,7 @@ class LabelJobConfig:
     boxes: str = "one"
     image_size: int = 0
     fit_size: int = 0
+    first_labels: str = "auto"
 
     RANGES: ClassVar[dict[str, Range]] = {
         "threshold": Range(high=1, open_high=True),  # negative: the model's own τ
@@ -255,6 +267,7 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
             )
         if 0 < value < 32:
             raise ValueError(f"{key}={value} must be 0 (the default) or at least 32")
+    _check_first_labels(cfg.first_labels, cfg.method)
     if cfg.dataset.format not in DATASET_FORMATS:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
@@ -313,6 +326,7 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if cfg.boxes not in LABEL_BOXES:
         raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
+    _check_first_labels(cfg.first_labels, cfg.method)
     if cfg.method != "model":
         _check_backbone("backbone", cfg.backbone)
     else:
@@ -332,6 +346,16 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
     if cfg.threshold >= 1.0:
         raise ValueError(f"threshold={cfg.threshold} must be < 1 (negative = the model's own τ)")
     return cfg
+
+
+def _check_first_labels(value: str, method: str) -> None:
+    if value not in FIRST_LABELS:
+        raise ValueError(f"first_labels={value!r} is not one of {', '.join(FIRST_LABELS)}")
+    if value != "auto" and method != "selftrain":
+        raise ValueError(
+            f"first_labels={value} applies to method=selftrain (the self-trained head's first round); "
+            f"method={method} has no such round"
+        )
 
 
 def _check_backbone(key: str, name: str) -> None:

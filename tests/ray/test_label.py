@@ -352,6 +352,20 @@ def test_the_default_head_reads_lite2_and_is_seeded_by_lite0s_ddt(ray_cluster, t
     assert os.path.exists(os.path.join(out, "_seed_backbone.pt"))
     assert pq.read_table(out).num_rows == 20
 
+    # first_labels=own: the head labels its first round with Lite2's own DDT; no Lite0 in the fit.
+    own = str(tmp_path / "own")
+    own_cfg = dataclasses.replace(cfg, out=own, first_labels="own")
+    assert run_labeling(own_cfg).errors == 0
+    unseeded = read_model_payload(storage.read_bytes(os.path.join(own, "_model.pt")))
+    assert "selftrain_seed" not in unseeded["meta"] and not os.path.exists(
+        os.path.join(own, "_seed_backbone.pt")
+    )
+    assert not np.allclose(
+        unseeded["state_dict"]["head_weight"].numpy(), payload["state_dict"]["head_weight"].numpy()
+    )
+    with pytest.raises(ValueError, match="already holds predictions with method"):
+        run_labeling(dataclasses.replace(own_cfg, first_labels="auto"))  # a folder keeps its first labels
+
 
 def test_the_fit_passes_read_fit_size_and_the_model_labels_at_image_size(ray_cluster, tmp_path, cub_on_s3):
     import torch

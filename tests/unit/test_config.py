@@ -272,6 +272,31 @@ def test_train_image_size_is_for_the_self_trained_head():
         resolve_train_config(TrainJobConfig(method="caml", fit_size=256, **base))
 
 
+def test_first_labels_is_a_choice_of_the_self_trained_head():
+    from pipelines.config import (
+        DatasetConfig,
+        LabelJobConfig,
+        TrainJobConfig,
+        check_label_config,
+        resolve_train_config,
+    )
+    from pipelines.selftrain import selftrain_label_config
+
+    base = dict(dataset=DatasetConfig(root="/x"))
+    assert TrainJobConfig(**base).first_labels == "auto"
+    own = resolve_train_config(apply_overrides(TrainJobConfig(**base), ["first_labels=own"]))
+    assert selftrain_label_config(own, "/run").first_labels == "own"
+    with pytest.raises(ValueError, match="first_labels='lite0' is not one of auto, own"):
+        resolve_train_config(TrainJobConfig(first_labels="lite0", **base))
+    with pytest.raises(ValueError, match="first_labels=own applies to method=selftrain"):
+        resolve_train_config(TrainJobConfig(method="caml", first_labels="own", **base))
+    assert check_label_config(LabelJobConfig(images="/x", out="/y", first_labels="own")).first_labels == "own"
+    with pytest.raises(ValueError, match="first_labels=own applies to method=selftrain"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", method="ddt", first_labels="own"))
+    with pytest.raises(ValueError, match="is not one of auto, own"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", first_labels="none"))
+
+
 def test_backbone_auto_is_lite2_for_the_self_trained_head_and_lite0_otherwise():
     from pipelines.config import (
         DatasetConfig,

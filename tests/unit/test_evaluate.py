@@ -1,4 +1,5 @@
-"""pipelines.evaluate on local predictions tables, without Ray: box recall and precision of every box.
+"""pipelines.evaluate on local predictions tables, without Ray: box recall and precision of every box,
+the score ranking's intervals.
 
 Evaluation through Ray Data, on S3, and the label → evaluate → calibrate jobs: tests/ray/test_evaluate.py.
 """
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import EvaluateJobConfig
-from pipelines.evaluate import run_evaluation
+from pipelines.evaluate import gap_interval, run_evaluation, score_ranking, spearman_interval
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -114,3 +115,57 @@ def test_ground_truth_of_another_set_is_refused_with_both_spellings(tmp_path):
         run_evaluation(
             EvaluateJobConfig(pred, gt=str(other), format="boxes_csv", split="all", sheet_images=0)
         )
+
+
+def test_spearman_interval_covers_the_true_rank_correlation():
+    # Bivariate normal with Pearson r has the population Spearman (6/π)·asin(r/2): the 95% interval
+    # measured on n = 100 samples must hold it about 95 times in 100.
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    r, n, trials = 0.5, 100, 400
+    truth = 6.0 / np.pi * np.arcsin(r / 2.0)
+    cov = np.array([[1.0, r], [r, 1.0]])
+    held = 0
+    for _ in range(trials):
+        x = rng.multivariate_normal([0.0, 0.0], cov, size=n)
+        low, high = spearman_interval(float(spearmanr(x[:, 0], x[:, 1]).statistic), n)
+        held += low <= truth <= high
+    assert 0.91 <= held / trials <= 0.99
+
+
+def test_spearman_interval_shapes():
+    low, high = spearman_interval(0.3, 200)
+    assert 0.15 < low < 0.3 < high < 0.45
+    narrow = spearman_interval(0.3, 2000)
+    assert low < narrow[0] < 0.3 < narrow[1] < high
+    assert spearman_interval(1.0, 50) == (1.0, 1.0)
+    assert all(np.isnan(v) for v in spearman_interval(0.3, 3))
+    assert all(np.isnan(v) for v in spearman_interval(float("nan"), 100))
+
+
+def test_gap_interval_covers_the_true_difference_and_stays_in_range():
+    rng = np.random.default_rng(1)
+    p_a, p_b, n, trials = 0.9, 0.75, 100, 400
+    held = 0
+    for _ in range(trials):
+        low, high = gap_interval(int(rng.binomial(n, p_a)), n, int(rng.binomial(n, p_b)), n)
+        held += low <= 100.0 * (p_a - p_b) <= high
+    assert 0.91 <= held / trials <= 0.99
+    low, high = gap_interval(100, 100, 100, 100)  # both perfect: an interval around 0, not a point
+    assert -5.0 < low < 0.0 < high < 5.0
+    p = 11 / 12  # one hit and one miss added: 11 / 12 against 1 / 12, clipped at 100 points
+    low = 100 * (p - (1 - p)) - 1.959964 * 100 * np.sqrt(2 * p * (1 - p) / 12)
+    assert gap_interval(10, 10, 0, 10) == pytest.approx((low, 100.0))
+    assert all(np.isnan(v) for v in gap_interval(1, 1, 0, 0))
+
+
+def test_score_ranking_reports_the_gap_and_intervals():
+    ious = np.linspace(0.0, 1.0, 40)
+    scores = ious + np.random.default_rng(2).normal(0.0, 0.3, 40)
+    m = score_ranking(scores, ious)
+    assert m["spearman_score_iou_ci95_low"] < m["spearman_score_iou"] < m["spearman_score_iou_ci95_high"]
+    gap = m["corloc@0.5_top_half_by_score"] - m["corloc@0.5_bottom_half_by_score"]
+    assert m["corloc@0.5_half_gap"] == pytest.approx(gap)
+    assert m["corloc@0.5_half_gap_ci95_low"] < gap < m["corloc@0.5_half_gap_ci95_high"]
+    assert score_ranking(np.array([]), np.array([])) == {}
