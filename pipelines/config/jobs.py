@@ -204,8 +204,8 @@ class LabelJobConfig:
         first_labels: ``selftrain``: who labels the pixels of the head's first round. ``auto`` (the
             default): the DDT of EfficientNet-Lite0 at the same side and stride when the head reads
             another EfficientNet-Lite at its default layer (the default Lite2 head), else the head's
-            own backbone's DDT; ``own``: always the head's own backbone's DDT (skips Lite0's passes;
-            the seed's gain is measured in docs/RESULTS.md, issue 10).
+            own backbone's DDT; ``own``: always the head's own backbone's DDT (one backbone instead
+            of two, in about the same time; the seed's gain is measured in docs/RESULTS.md, issue 10).
     """
 
     model: str = ""
