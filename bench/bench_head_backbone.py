@@ -21,17 +21,15 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_label import PeakSampler  # noqa: E402
+from bench_label import timed_labeling  # noqa: E402
 
 
 def run_one(images: str, out: str, n: int, backbone: str, args: argparse.Namespace) -> dict[str, float]:
     from pipelines.config import LabelJobConfig  # noqa: PLC0415
-    from pipelines.label import run_labeling  # noqa: PLC0415
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = LabelJobConfig(
@@ -44,20 +42,7 @@ def run_one(images: str, out: str, n: int, backbone: str, args: argparse.Namespa
         actor_cpus=args.actor_cpus,
         decode_cpus=args.decode_cpus,
     )
-    sampler = PeakSampler()
-    sampler.start()
-    start = time.monotonic()
-    summary = run_labeling(cfg)
-    wall = time.monotonic() - start
-    sampler.stop_flag.set()
-    sampler.join()
-    return {
-        "images": summary.images,
-        "errors": summary.errors,
-        "wall_s": round(wall, 1),
-        "images_per_s_whole_run": round(summary.images / wall, 3),
-        "process_tree_peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
-    }
+    return timed_labeling(cfg)
 
 
 def main() -> None:

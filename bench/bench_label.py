@@ -32,6 +32,7 @@ import resource
 import shutil
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,31 @@ class PeakSampler(threading.Thread):
             rss, pss = _tree_memory_bytes(os.getpid())
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             time.sleep(self.interval)
+
+
+def timed_labeling(cfg: Any) -> dict[str, float]:
+    """``pipelines.label.run_labeling(cfg)`` timed, with the peak PSS of this process tree sampled.
+
+    Returns the images, errors, wall time, images per second and peak PSS of the call (Ray must run).
+    """
+    from pipelines.label import run_labeling  # noqa: PLC0415
+
+    sampler = PeakSampler()
+    sampler.start()
+    start = time.monotonic()
+    try:
+        summary = run_labeling(cfg)
+    finally:
+        sampler.stop_flag.set()
+        sampler.join()
+    wall = time.monotonic() - start
+    return {
+        "images": summary.images,
+        "errors": summary.errors,
+        "wall_s": round(wall, 1),
+        "images_per_s": round(summary.images / wall, 3),
+        "process_tree_peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
+    }
 
 
 def plain_baseline(paths: list[str], threads: int, batch: int, method: str, backbone: str) -> float:

@@ -5,7 +5,8 @@ of the box over a range of τ (:func:`box_stability`) plus the excess map mass i
 (:func:`box_compactness`), on the score map of SPEC §6 (the stored map is
 :mod:`coloc_core.heatmap`'s), plus, for a fitted or trained model, how typical the box's size is
 of the collection it was fitted or trained on (:func:`box_typicality`, with the
-:func:`box_size_statistics` that the fit or the export stores in the model file).
+:func:`box_size_statistics` that the fit or the export stores in the model file), plus, for a
+fitted model, how typical its content is (the term of :mod:`coloc_core.box_content`, passed in).
 """
 
 from __future__ import annotations
@@ -158,12 +159,15 @@ def box_score(
     box: np.ndarray | list[float] | tuple[float, ...],
     threshold: float,
     box_sizes: dict[str, Any] | None = None,
+    content: float = 0.0,
 ) -> float:
-    """Confidence of the box at τ: stability + compactness (+ typicality, given ``box_sizes``).
+    """Confidence of the box at τ: stability + compactness (+ typicality, given ``box_sizes``) + content.
 
     :func:`box_stability` + :func:`box_compactness`, in [−1, 2]; with the collection's
     ``box_sizes`` (:func:`box_size_statistics`, stored with a fitted model) plus
-    :func:`box_typicality`, in [−2, 2].
+    :func:`box_typicality`, in [−2, 2]; plus ``content``, the box's content term in [−1, 1]
+    (:mod:`coloc_core.box_content`: how much the box's crop looks like the collection's boxes, which
+    needs the image and the backbone, so it is computed there and passed in), in [−3, 3].
 
     Each term alone ranks boxes the wrong way on some collections (docs/RESULTS.md, "Box score"):
     compactness penalises large boxes, so it ranks IoU backwards where objects fill the frame
@@ -171,7 +175,8 @@ def box_score(
     distractor (−0.20 for DDT on generated birds on clutter). Their sum had the best worst case over
     the three sets measured and separates images without the object best (ROC AUC 0.74 for DDT).
     The typicality term, relative to the collection, lifts the ranking where the object's size is
-    consistent (raccoon: Spearman 0.24 → 0.35 for the self-trained head).
+    consistent (raccoon: Spearman 0.24 → 0.35 for the self-trained head). The content term is the
+    first term measured to lift every labeler on every set (docs/RESULTS.md, issue 10).
 
     Shape:
         scoremap: (H, W) float in [0, 1]; box: [x0, y0, x1, y1] inclusive pixel coords in that map.
@@ -180,7 +185,9 @@ def box_score(
     if box_sizes is not None:
         s = _scoremap_2d(scoremap)
         score += box_typicality(box_area_share(box, s.shape), box_sizes)
-    return score
+    if not math.isfinite(content):
+        raise ValueError(f"content term must be finite, got {content}")
+    return score + float(content)
 
 
 def _scoremap_2d(scoremap: np.ndarray) -> np.ndarray:

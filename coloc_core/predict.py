@@ -14,10 +14,13 @@ What runs, per image (the same functions as ``pipelines.label``, which calls the
    (:func:`coloc_core.localizer.payload_input_size`: 224, or a CAML model's crop).
 2. :func:`attention_maps`: normalise → the localizer's attention map (bf16 autocast on CUDA).
 3. :func:`coloc_core.heatmap.quantize_heatmap`: the uint8 heatmap the predictions table stores.
-4. :func:`locate`: from that heatmap the SPEC §6 score map at 224, the single largest-contour box at τ
-   and its :func:`coloc_core.box_score.box_score`, and with ``all_boxes`` one box per region of the
-   mask (:func:`coloc_core.boxes.region_boxes_from_scoremap`) with its own score; all mapped to the
-   original image with :func:`coloc_core.boxes.boxes_to_original`.
+4. :func:`locate` (:func:`cut_boxes`, then :func:`score_cut`): from that heatmap the SPEC §6 score
+   map at 224, the single largest-contour box at τ and its :func:`coloc_core.box_score.box_score`,
+   and with ``all_boxes`` one box per region of the mask
+   (:func:`coloc_core.boxes.region_boxes_from_scoremap`) with its own score; all mapped to the
+   original image with :func:`coloc_core.boxes.boxes_to_original`. A model file that stores its
+   collection's box contents adds each box's content term to its score: the box is cropped from the
+   model's input and encoded by the backbone (:mod:`coloc_core.box_content`).
 
 So ``predict`` on an image file gives the row ``coloc label`` writes for it with the same model file.
 
@@ -37,7 +40,7 @@ whose data ends early.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -46,6 +49,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
+from coloc_core.box_content import ContentScorer
 from coloc_core.box_score import box_score, payload_box_sizes
 from coloc_core.boxes import (
     boxes_from_scoremap,
@@ -208,21 +212,104 @@ class Location:
     scores: npt.NDArray[np.float32] | None = None
 
 
+@dataclass
+class Cut:
+    """The boxes of one stored heatmap at τ, in the 224×224 score map's pixels, not yet scored.
+
+    Attributes:
+        scoremap: the SPEC §6 score map. Shape: (224, 224) float64.
+        box: the single largest-contour box. Shape: (1, 4).
+        regions: with ``all_boxes``, one box per region of the mask (Shape: (N, 4)); else None.
+    """
+
+    scoremap: npt.NDArray[np.float64]
+    box: npt.NDArray[np.float64]
+    regions: npt.NDArray[np.float64] | None = None
+
+    def all_boxes(self) -> npt.NDArray[np.float64]:
+        """The box, then every region's: what the content term encodes. Shape: (1 + N, 4)."""
+        return self.box if self.regions is None else np.concatenate([self.box, self.regions.reshape(-1, 4)])
+
+
+def cut_boxes(heatmap: npt.NDArray[np.uint8], threshold: float, all_boxes: bool = False) -> Cut:
+    """The unscored boxes of a stored heatmap at τ (the first half of :func:`locate`).
+
+    Score map S = :func:`coloc_core.boxes.scoremap_from_attention` of the dequantised heatmap
+    (224×224, SPEC §6), its single box ``boxes_from_scoremap(S, τ)`` and, with ``all_boxes``, every box
+    of :func:`coloc_core.boxes.region_boxes_from_scoremap` at τ.
+
+    Raises:
+        ValueError: a bad heatmap shape.
+    """
+    scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
+    box = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
+    regions = None
+    if all_boxes:
+        regions = np.asarray(region_boxes_from_scoremap(scoremap, threshold), dtype=np.float64).reshape(-1, 4)
+    return Cut(scoremap, box.reshape(-1, 4)[:1], regions)
+
+
+def score_cut(
+    cut: Cut,
+    threshold: float,
+    orig_wh: tuple[int, int],
+    box_sizes: dict[str, Any] | None = None,
+    content: npt.ArrayLike | None = None,
+) -> Location:
+    """Score a :class:`Cut` and map its boxes to the original image's pixels.
+
+    Each box gets ``box_score(S, box, τ, box_sizes, content)`` (the stability term is the map's, the
+    compactness term the box's own); the regions are sorted by score (ties: larger region first).
+    Boxes are mapped with :func:`coloc_core.boxes.boxes_to_original`.
+
+    Args:
+        cut: what :func:`cut_boxes` cut.
+        threshold: τ the boxes were cut at.
+        orig_wh: (width, height) of the original image.
+        box_sizes: the model's typical box (:func:`locate`).
+        content: the content term of each box of ``cut.all_boxes()``
+            (:meth:`coloc_core.box_content.ContentScorer.terms`); None = without the term.
+
+    Raises:
+        ValueError: a bad image size, or content terms that do not match the boxes.
+    """
+    width, height = int(orig_wh[0]), int(orig_wh[1])
+    count = 1 + (0 if cut.regions is None else len(cut.regions))
+    terms = np.zeros(count) if content is None else np.asarray(content, dtype=np.float64).reshape(-1)
+    if len(terms) != count:
+        raise ValueError(f"{len(terms)} content terms for {count} boxes")
+    box = boxes_to_original(cut.box, (height, width)).reshape(4)
+    score = box_score(cut.scoremap, cut.box[0], threshold, box_sizes, terms[0])
+    location = Location(box=box, score=float(score))
+    if cut.regions is not None:
+        regions = cut.regions
+        scores = np.array(
+            [
+                box_score(cut.scoremap, b, threshold, box_sizes, t)
+                for b, t in zip(regions, terms[1:], strict=True)
+            ],
+            dtype=np.float64,
+        )
+        order = np.argsort(-scores, kind="stable")
+        if len(regions):
+            location.boxes = boxes_to_original(regions[order], (height, width)).reshape(-1, 4)
+        else:
+            location.boxes = np.zeros((0, 4), dtype=np.float32)
+        location.scores = scores[order].astype(np.float32)
+    return location
+
+
 def locate(
     heatmap: npt.NDArray[np.uint8],
     threshold: float,
     orig_wh: tuple[int, int],
     all_boxes: bool = False,
     box_sizes: dict[str, Any] | None = None,
+    content: Callable[[npt.NDArray[np.float64]], npt.ArrayLike] | None = None,
 ) -> Location:
     """The box(es) and score(s) of a stored uint8 heatmap, in the original image's pixels.
 
-    Score map S = :func:`coloc_core.boxes.scoremap_from_attention` of the dequantised heatmap (224×224,
-    SPEC §6); the single box is ``boxes_from_scoremap(S, τ)``; with ``all_boxes`` every box of
-    :func:`coloc_core.boxes.region_boxes_from_scoremap` at τ, each scored with
-    ``box_score(S, box, τ)`` (the stability term is the map's, the compactness term the box's own), sorted
-    by score (ties: larger region first). Boxes are computed at 224 and mapped with
-    :func:`coloc_core.boxes.boxes_to_original`.
+    :func:`cut_boxes`, then :func:`score_cut`.
 
     Args:
         heatmap: Shape: (h, w) uint8 (the predictions table's ``heatmap``).
@@ -231,26 +318,15 @@ def locate(
         all_boxes: also return every region's box.
         box_sizes: the model's typical box (``coloc_core.box_score.payload_box_sizes``): the scores
             take its typicality term; None = without it.
+        content: given the boxes of :meth:`Cut.all_boxes` (score-map pixels), their content terms
+            (:class:`coloc_core.box_content.ContentScorer`, which needs the image); None = without.
 
     Raises:
         ValueError: a bad heatmap shape or image size.
     """
-    scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
-    box224 = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
-    box224 = box224.reshape(-1, 4)[:1]
-    width, height = int(orig_wh[0]), int(orig_wh[1])
-    box = boxes_to_original(box224, (height, width)).reshape(4)
-    location = Location(box=box, score=float(box_score(scoremap, box224[0], threshold, box_sizes)))
-    if all_boxes:
-        regions = region_boxes_from_scoremap(scoremap, threshold)
-        scores = np.array([box_score(scoremap, b, threshold, box_sizes) for b in regions], dtype=np.float64)
-        order = np.argsort(-scores, kind="stable")
-        if len(regions):
-            location.boxes = boxes_to_original(regions[order], (height, width)).reshape(-1, 4)
-        else:
-            location.boxes = np.zeros((0, 4), dtype=np.float32)
-        location.scores = scores[order].astype(np.float32)
-    return location
+    cut = cut_boxes(heatmap, threshold, all_boxes)
+    terms = None if content is None else content(cut.all_boxes())
+    return score_cut(cut, threshold, orig_wh, box_sizes, terms)
 
 
 # ------------------------------------------------------------------------------------------ the API
@@ -262,7 +338,7 @@ class Prediction:
 
     Attributes:
         box: Shape: (4,) float32 ``[x0, y0, x1, y1]``, far corner inclusive (``0 <= x0 <= x1 <= width - 1``).
-        score: the box's confidence in [−2, 2] (``coloc_core.box_score.box_score``).
+        score: the box's confidence in [−3, 3] (``coloc_core.box_score.box_score``).
         heatmap: the min-max normalised attention map at feature resolution. Shape: (h, w) uint8.
         width: the image's width (displayed orientation).
         height: its height.
@@ -311,6 +387,9 @@ class Predictor:
         self.threshold = float(np.float32(tau))
         self.input_size = payload_input_size(payload)
         self.box_sizes = payload_box_sizes(payload, tau)
+        # The content term of the scores (coloc_core.box_content), when the model file stores the
+        # collection's box contents: one more backbone pass per box, at 224.
+        self.content = ContentScorer.from_payload(payload, self.device)
 
     @classmethod
     def load(
@@ -371,12 +450,17 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             prepared = [prepare_image(im, self.input_size) for im in images[start : start + batch_size]]
-            maps = attention_maps(self.localizer, np.stack([p[0] for p in prepared]))
-            for (_, width, height), attn in zip(prepared, maps, strict=True):
-                if not np.isfinite(attn).all():
-                    raise ValueError("the model's attention map is not finite")
-                heatmap = quantize_heatmap(attn)
-                loc = locate(heatmap, self.threshold, (width, height), all_boxes, self.box_sizes)
+            pixels = np.stack([p[0] for p in prepared])
+            maps = attention_maps(self.localizer, pixels)
+            if not np.isfinite(maps).all():
+                raise ValueError("the model's attention map is not finite")
+            heatmaps = [quantize_heatmap(attn) for attn in maps]
+            cuts = [cut_boxes(heatmap, self.threshold, all_boxes) for heatmap in heatmaps]
+            terms: list[Any] = [None] * len(cuts)
+            if self.content is not None:
+                terms = list(self.content.terms(pixels, [cut.all_boxes() for cut in cuts]))
+            for (_, width, height), heatmap, cut, term in zip(prepared, heatmaps, cuts, terms, strict=True):
+                loc = score_cut(cut, self.threshold, (width, height), self.box_sizes, term)
                 out.append(
                     Prediction(
                         box=loc.box,

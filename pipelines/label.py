@@ -9,7 +9,9 @@ Stages (Ray Data, streaming; nothing is collected on the driver but the rows of 
                                        model file loaded once; normalise → attention map → uint8 heatmap
       → heatmaps_to_box_rows           CPU tasks: score map (SPEC §6) → box at τ → original pixels, score
                                        (with boxes=all also every region's box and score;
-                                       coloc_core.predict.locate, the Python API's own step)
+                                       coloc_core.predict.locate, the Python API's own step); in the
+                                       actor itself on CPU, and on every device for a model whose
+                                       scores take the content term (it encodes each box's crop)
       → driver: rows grouped by shard; a complete shard is written as ONE Parquet file, atomically
 
 Exactly-once and resumable
@@ -210,6 +212,8 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     if pending:
         folder.remove_success()
         indices = np.concatenate([plan.shard_rows(s) for s in pending])
+        # A model whose scores take the content term crops its boxes from the images in the actor.
+        postprocess_in_actor = not cfg.use_gpu or plan.content
         ds = decoded_images(plan.inputs, indices, cfg, plan.image_size).map_batches(
             LocalizeBatch,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
@@ -223,13 +227,13 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 "model_id": plan.model_id,
                 "use_gpu": cfg.use_gpu,
                 "num_threads": max(1, math.ceil(cfg.actor_cpus)),
-                "postprocess": not cfg.use_gpu,
+                "postprocess": postprocess_in_actor,
                 "all_boxes": plan.all_boxes,
                 "box_sizes": plan.box_sizes,
             },
             udf_modifying_row_count=False,
         )
-        if cfg.use_gpu:  # boxes on CPU tasks, so the GPU actors only run the network
+        if not postprocess_in_actor:  # boxes on CPU tasks, so the GPU actors only run the network
             ds = ds.map_batches(
                 heatmaps_to_box_rows,
                 batch_format="pyarrow",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from coloc_core.box_content import ContentScorer
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import DEFAULT_INPUT_SIZES, localizer_from_payload
@@ -45,6 +46,11 @@ class LocalizeBatch:
         endpoint_url: S3 endpoint override.
         all_boxes: with ``postprocess``, also every region's box and score (``boxes=all``).
         box_sizes: with ``postprocess``, the model's typical box (``LabelPlan.box_sizes``).
+
+    A model file that stores its collection's box contents (``coloc_core.box_content``) adds each
+    box's content term to its score: the actor crops the box from the decoded image and encodes it
+    with the model's backbone, so such a model always computes its boxes in the actor
+    (``LabelPlan.content``; ``postprocess`` must be true).
     """
 
     def __init__(
@@ -73,6 +79,9 @@ class LocalizeBatch:
             self.device = torch.device("cpu")
             torch.set_num_threads(max(1, int(num_threads)))
         self.localizer = inference_layout(localizer, self.device)
+        self.content = ContentScorer.from_payload(payload, self.device)
+        if self.content is not None and not postprocess:
+            raise ValueError("a model with box contents computes its boxes in the actor (postprocess=True)")
         self.threshold = float(threshold)
         self.model_id = model_id
         self.postprocess = postprocess
@@ -123,7 +132,16 @@ class LocalizeBatch:
                 schema.ERROR_KIND: pa.array([None if k is None else str(k) for k in kinds], pa.string()),
             }
         )
-        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes) if self.postprocess else table
+        if not self.postprocess:
+            return table
+        content = None
+        if self.content is not None:
+            scorer, images = self.content, batch[ingest.IMAGE]
+
+            def content(indices: list[int], boxes: list[np.ndarray]) -> list[np.ndarray]:
+                return scorer.terms(images[indices], boxes)
+
+        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes, content)
 
 
 # The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
@@ -204,42 +222,54 @@ _SIZE_LOCALIZER: dict[str, Any] = {}
 def box_areas_batch(
     batch: dict[str, np.ndarray], model_uri: str, model_id: str, threshold: float, num_threads: int = 1
 ) -> dict[str, np.ndarray]:
-    """Ingest rows → the area share of each good image's box at τ (the typical-box pass of a fit).
+    """Ingest rows → each good image's box at τ: its area share and its content descriptor.
 
-    The box is the labeling stage's: the model's map → the stored uint8 heatmap → SPEC §6 score map
-    at 224 → the single largest-contour box at ``threshold``
-    (``coloc_core.box_score.scoremap_box_area``). The model file is read once per worker process.
+    The typical-box pass of a fit. The box is the labeling stage's: the model's map → the stored
+    uint8 heatmap → SPEC §6 score map at 224 → the single largest-contour box at ``threshold``; its
+    area share (``coloc_core.box_score.box_area_share``) and the descriptor of its crop
+    (``coloc_core.box_content.ContentScorer.descriptors``, the model's backbone at its original
+    stride). The model file is read once per worker process.
 
     Returns:
-        ``area``: (n,) float64, one per input row, NaN for an image not decoded (or a map not finite).
+        ``area``: (n,) float64, one per input row, NaN for an image not decoded (or a map not finite);
+        ``descriptor``: (n, C) float32, NaN in the same rows (C = 0 for a model without a backbone).
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.box_score import scoremap_box_area  # noqa: PLC0415
-    from coloc_core.boxes import scoremap_from_attention  # noqa: PLC0415
-    from coloc_core.heatmap import dequantize_heatmap  # noqa: PLC0415
+    from coloc_core.box_score import box_area_share  # noqa: PLC0415
+    from coloc_core.predict import cut_boxes  # noqa: PLC0415
 
     key = f"{model_uri}#{model_id}"  # the file is rewritten by every fit in the same folder
-    localizer: Any = _SIZE_LOCALIZER.get(key)
-    if localizer is None:
+    cached: Any = _SIZE_LOCALIZER.get(key)
+    if cached is None:
         torch.set_num_threads(max(1, int(num_threads)))
         payload = read_model_payload(storage.read_bytes(model_uri))
         if payload.get("model_id") != model_id:
             raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
         localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
+        scorer = ContentScorer.from_payload(payload, need_contents=False)
         _SIZE_LOCALIZER.clear()  # one fitted model per worker process at a time
-        _SIZE_LOCALIZER[key] = localizer
+        cached = _SIZE_LOCALIZER[key] = (localizer, scorer)
+    localizer, scorer = cached
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     areas = np.full(len(ok), np.nan)
+    channels = 0 if scorer is None else scorer.backbone.feature_channels("output")
+    descriptors = np.full((len(ok), channels), np.nan, dtype=np.float32)
     if ok.any():
+        good, boxes = [], []
         for i, attn in zip(
             np.flatnonzero(ok), attention_maps(localizer, batch[ingest.IMAGE][ok]), strict=True
         ):
             if not np.isfinite(attn).all():
                 continue
-            scoremap = scoremap_from_attention(dequantize_heatmap(quantize_heatmap(attn)))
-            areas[i] = scoremap_box_area(scoremap, threshold)
-    return {"area": areas}
+            cut = cut_boxes(quantize_heatmap(attn), threshold)
+            areas[i] = box_area_share(cut.box[0], cut.scoremap.shape)
+            good.append(int(i))
+            boxes.append(cut.box)
+        if scorer is not None and good:
+            for i, d in zip(good, scorer.descriptors(batch[ingest.IMAGE][good], boxes), strict=True):
+                descriptors[i] = d[0]
+    return {"area": areas, "descriptor": descriptors}
 
 
 #: With ``num_actors=0`` this share of a CPU cluster's CPUs (at least one decode task's) is left to

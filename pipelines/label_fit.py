@@ -3,9 +3,9 @@
 Part of the labeling stage (:mod:`pipelines.label`): CAAM and the full map need no fit; DDT, RPS and
 self-training are fitted on feature statistics of a sample of the collection, summed over Ray Data
 passes (:func:`fit_statistics`, whose tasks run :func:`pipelines.label_actors.descriptor_moments_batch`),
-and then measure the fitted model's typical box on at most
-``coloc_core.box_score.TYPICAL_BOX_IMAGES`` of those images (:func:`typical_box`, a term of every box
-score).
+and then measure the fitted model's typical box (its size and its content) on at most
+``coloc_core.box_score.TYPICAL_BOX_IMAGES`` of those images (:func:`typical_box`, two terms of every
+box score).
 ``coloc train --method=selftrain`` (:mod:`pipelines.selftrain`) runs the same fit.
 """
 
@@ -50,7 +50,8 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
 
     ``weights``: the backbone's weights source ("auto", a file or URI; "none"/None = random init).
     The fitted kinds run Ray Data passes over ``inputs`` (:func:`fit_statistics`, then
-    :func:`typical_box`, whose result is the payload's ``box_sizes``), with ``cfg.out`` as scratch
+    :func:`typical_box`, whose results are the payload's ``box_sizes`` and ``box_contents``), with
+    ``cfg.out`` as scratch
     space for the frozen backbone and the fitted model.
     """
     if weights is not None and weights.lower() == "none":
@@ -92,6 +93,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
                 )
 
             weight, bias, square, rounds = fit_selftrain(stats, class_pass, seeded=seed_uri is not None)
+            meta.update(first_labels=cfg.first_labels)
             if seed_uri is not None:
                 meta.update(selftrain_seed=f"ddt on {SELFTRAIN_SEED_BACKBONE} pre_head")
         meta.update(fit_images=int(sample.num_rows), fit_descriptors=int(stats["count"]))
@@ -119,7 +121,7 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
             payload = baseline_payload(
                 "rps", backbone_state=backbone_state, rps_vector=vector, meta=meta, **options
             )
-        payload["box_sizes"] = typical_box(payload, sample, cfg)
+        payload["box_sizes"], payload["box_contents"] = typical_box(payload, sample, cfg)
     return payload
 
 
@@ -128,14 +130,22 @@ def typical_box_images(num_rows: int) -> int:
     return min(num_rows, TYPICAL_BOX_IMAGES)
 
 
-def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) -> dict[str, Any] | None:
-    """The model's typical box (``coloc_core.box_score.box_size_statistics``) on ``inputs``.
+def typical_box(
+    payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The model's typical box on ``inputs``: its size and its content.
 
     At most ``TYPICAL_BOX_IMAGES`` of them, spread evenly; one Ray Data pass at the model's input
     size and τ (:func:`pipelines.label_actors.box_areas_batch`: the very boxes the labeling stage
-    cuts), over the model written to ``<out>/_fit_model.pt``. None (scores without the typicality
-    term) when no image of the sample gave a box.
+    cuts), over the model written to ``<out>/_fit_model.pt``.
+
+    Returns:
+        (``coloc_core.box_score.box_size_statistics`` with the τ they were measured at,
+        ``coloc_core.box_content.box_content_statistics``): the payload's ``box_sizes`` and
+        ``box_contents``; (None, None) (scores without those terms) when no image of the sample gave
+        a box.
     """
+    from coloc_core.box_content import box_content_statistics  # noqa: PLC0415
     from coloc_core.box_score import box_size_statistics  # noqa: PLC0415
     from coloc_core.localizer import payload_input_size  # noqa: PLC0415
 
@@ -156,22 +166,32 @@ def typical_box(payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig) 
         },
     )
     values: list[float] = []
+    descriptors: list[np.ndarray] = []
     for batch in areas.iter_batches(batch_format="numpy", batch_size=None):
         console.advance(len(batch["area"]))
-        values.extend(float(a) for a in batch["area"] if np.isfinite(a))
+        for area, descriptor in zip(batch["area"], batch["descriptor"], strict=True):
+            if np.isfinite(area):
+                values.append(float(area))
+                if descriptor.size and np.isfinite(descriptor).all():
+                    descriptors.append(descriptor)
     if not values:
         log.warning(
-            "label: no box on the %d sample images: scores leave out the typicality term", sample.num_rows
+            "label: no box on the %d sample images: scores leave out the typicality and content terms",
+            sample.num_rows,
         )
-        return None
+        return None, None
     sizes = {**box_size_statistics(values), "threshold": float(payload["threshold"])}
+    contents = box_content_statistics(np.stack(descriptors)) if descriptors else None
     log.info(
-        "label: typical box on %d images: %.0f%% of the image (median), spread ×%.2f",
+        "label: typical box on %d images: %.0f%% of the image (median), spread ×%.2f; content: "
+        "cosine with the mean crop %.3f ± %.3f",
         sizes["images"],
         100 * math.exp(float(sizes["median"])),
         math.exp(float(sizes["spread"])),
+        float("nan") if contents is None else contents["cos_mean"],
+        float("nan") if contents is None else contents["cos_spread"],
     )
-    return sizes
+    return sizes, contents
 
 
 def write_model_file(uri: str, payload: dict[str, Any]) -> None:

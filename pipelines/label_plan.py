@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from coloc_core.box_content import payload_box_contents
 from coloc_core.box_score import payload_box_sizes
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.localizer import payload_input_size, payload_kind
@@ -55,6 +56,9 @@ class LabelPlan:
     image_size: int = field(kw_only=True)  # side the images are resized to (the model's input size)
     # The model's typical box at τ (coloc_core.box_score.payload_box_sizes): a term of every score.
     box_sizes: dict[str, Any] | None = field(default=None, kw_only=True)
+    # Whether the model stores its collection's box contents (coloc_core.box_content): then the
+    # model actors compute the boxes and scores themselves, on every device (they need the images).
+    content: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.segments is None:
@@ -259,6 +263,7 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
         missing=missing,
         image_size=plan.image_size,
         box_sizes=plan.box_sizes,
+        content=plan.content,
     )
     manifest.update(
         num_images=extended.num_images,
@@ -338,6 +343,7 @@ def _model_plan(
         segments,
         image_size=payload_input_size(payload),
         box_sizes=payload_box_sizes(payload, threshold),
+        content=payload_box_contents(payload) is not None,
     )
 
 

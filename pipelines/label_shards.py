@@ -12,7 +12,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from coloc_core.predict import locate
+from coloc_core.predict import Cut, cut_boxes, score_cut
 from pipelines import ingest, schema, storage
 from pipelines.predictions import PredictionsFolder, decode_heatmap, is_part_temp, part_name, shard_of
 
@@ -46,15 +46,21 @@ def nullable_ints(values: Iterable[Any]) -> list[int | None]:
 
 
 def heatmaps_to_box_rows(
-    batch: pa.Table, all_boxes: bool = False, box_sizes: dict[str, Any] | None = None
+    batch: pa.Table,
+    all_boxes: bool = False,
+    box_sizes: dict[str, Any] | None = None,
+    content: Callable[[list[int], list[np.ndarray]], Sequence[Any]] | None = None,
 ) -> pa.Table:
     """Heatmap rows (from :class:`.label_actors.LocalizeBatch`) → full prediction rows + index column.
 
-    Per image, :func:`coloc_core.predict.locate` (what ``Predictor.predict`` runs too): the stored
-    heatmap → SPEC §6 score map at 224 → the single largest-contour box at τ → original pixel
-    coordinates (``coloc_core.boxes.boxes_to_original``) and ``box_score``; with ``all_boxes`` also
-    every region's box and score into the ``boxes`` column (null otherwise). ``box_sizes``: the
-    model's typical box (``LabelPlan.box_sizes``), a term of every score when given.
+    Per image, what ``Predictor.predict`` runs too (:func:`coloc_core.predict.cut_boxes`, then
+    :func:`coloc_core.predict.score_cut`): the stored heatmap → SPEC §6 score map at 224 → the single
+    largest-contour box at τ → original pixel coordinates (``coloc_core.boxes.boxes_to_original``) and
+    ``box_score``; with ``all_boxes`` also every region's box and score into the ``boxes`` column
+    (null otherwise). ``box_sizes``: the model's typical box (``LabelPlan.box_sizes``), a term of every
+    score when given. ``content``: given the batch rows' indices and each one's boxes
+    (``Cut.all_boxes``), their content terms (the actor's
+    :class:`coloc_core.box_content.ContentScorer`, which needs the images); None = without the term.
     """
     rows = batch.to_pydict()
     n = batch.num_rows
@@ -63,6 +69,7 @@ def heatmaps_to_box_rows(
     every: list[list[dict[str, float]] | None] = [None] * n
     errors = list(rows[schema.ERROR])
     kinds = list(rows.get(schema.ERROR_KIND) or [None] * n)
+    cuts: dict[int, tuple[Cut, tuple[int, int]]] = {}
     for i in range(n):
         heat = decode_heatmap(rows[schema.HEATMAP][i], rows[schema.HEATMAP_H][i], rows[schema.HEATMAP_W][i])
         if heat is None or errors[i] is not None:
@@ -72,7 +79,14 @@ def heatmaps_to_box_rows(
             errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
             kinds[i] = schema.KIND_DECODE  # the decode gave no size (defensive: it always does)
             continue
-        loc = locate(heat, float(rows[schema.THRESHOLD][i]), (int(width), int(height)), all_boxes, box_sizes)
+        cuts[i] = (cut_boxes(heat, float(rows[schema.THRESHOLD][i]), all_boxes), (int(width), int(height)))
+    indices = list(cuts)
+    terms: Sequence[Any] = [None] * len(indices)
+    if content is not None and indices:
+        terms = content(indices, [cuts[i][0].all_boxes() for i in indices])
+    for i, term in zip(indices, terms, strict=True):
+        cut, wh = cuts[i]
+        loc = score_cut(cut, float(rows[schema.THRESHOLD][i]), wh, box_sizes, term)
         for c in range(4):
             coords[c][i] = float(loc.box[c])
         scores[i] = float(loc.score)

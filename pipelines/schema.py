@@ -33,7 +33,7 @@ A storage outage is never an error row (see ``pipelines.storage``: the job fails
 files). Tables written before version 3 have no ``error_kind`` column: :func:`read_table` gives it as
 null there.
 
-**score** (``coloc_core.box_score.box_score``), in [−2, 2], on S, the 224×224 score map (the stored
+**score** (``coloc_core.box_score.box_score``), in [−3, 3], on S, the 224×224 score map (the stored
 heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
 boxes at τ/2 and at min(2τ, 0.99) (1 when the region keeps its extent over a four-fold range of τ),
 plus its *compactness*, ``Σ_inside S / Σ S − area_inside / area_image`` (the excess map mass it
@@ -41,7 +41,11 @@ captures), plus, for a fitted or trained model (self-trained head, DDT, RPS, CAM
 *typicality*: −1/8 per spread (median absolute deviation) its log-area lies from the median of the
 collection's boxes, at most −1 (``box_score.box_typicality``; the model file stores the collection's
 ``box_sizes``). Rows of models without box sizes (CAAM, the full box, files written before
-2026-12-01) score in [−1, 2]. docs/RESULTS.md measures how it ranks IoU.
+2026-12-01) score in [−1, 2]. A fitted model (self-trained head, DDT, RPS) fitted since 2026-12-02
+adds its box's *content* term in [−1, 1] (``coloc_core.box_content``): the box's crop of the image,
+encoded by the model's backbone, against the collection's typical crop (``box_contents`` in the model
+file), 0.25 per standard deviation over the collection. That term needs the image, so a stored score
+is not reproduced from the heatmap alone. docs/RESULTS.md measures how the score ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(dequantize_heatmap(heat)), τ)``

@@ -484,7 +484,8 @@ def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> 
     """The trained model's typical box on the train images (``pipelines.label_fit.typical_box``).
 
     The pass the fitted labelers run after their fit, with the run folder as scratch space, so a CAML
-    model's scores take the typicality term as theirs do.
+    model's scores take the typicality term as theirs do. Not the content term: a ColocNet has no
+    backbone that ``coloc_core.box_content`` rebuilds, so CAML scores without it.
     """
     from pipelines.label_fit import typical_box, typical_box_images  # noqa: PLC0415
     from pipelines.label_inputs import list_inputs  # noqa: PLC0415
@@ -494,7 +495,7 @@ def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> 
     inputs = list_inputs(label_cfg)
     images = typical_box_images(inputs.num_rows)
     with console.progress(f"typical box ({images} train images)", total=images):
-        return typical_box(payload, inputs, label_cfg)
+        return typical_box(payload, inputs, label_cfg)[0]
 
 
 def export_model(

@@ -261,17 +261,37 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
     # The fit measured the typical box of the collection (every image, at τ) and stored it.
     sizes = payload["box_sizes"]
     assert sizes["images"] == 20 and sizes["median"] <= 0.0 and sizes["spread"] >= 0.05
+    # ... and the typical content of those boxes: the mean descriptor of their crops (tiny: 32 channels).
+    contents = payload["box_contents"]
+    assert contents["images"] == 20 and len(contents["mean"]) == 32 and contents["cos_spread"] > 0
     table = pq.read_table(out)
     assert all(t == pytest.approx(0.1) for t in table.column("threshold").to_pylist())
-    assert all(-2.0 <= s <= 2.0 for s in table.column("score").to_pylist())  # box_score's range
-    # Each score is the labeling stage's box score with the stored box sizes (the Python API's too).
+    assert all(-3.0 <= s <= 3.0 for s in table.column("score").to_pylist())  # box_score's range
+    # Each score is the labeling stage's box score with the stored box sizes and the content term of
+    # the box's crop from the decoded image (the Python API's too).
+    from coloc_core.box_content import ContentScorer
+    from coloc_core.decode import decode_image
+    from coloc_core.localizer import payload_input_size
     from coloc_core.predict import locate
     from pipelines.predictions import decode_heatmap
 
+    scorer = ContentScorer.from_payload(payload)
+    assert scorer is not None
+    terms = []
     for row in table.slice(0, 3).to_pylist():
         heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
-        loc = locate(heat, row["threshold"], (row["width"], row["height"]), box_sizes=sizes)
+        pixels, _, _ = decode_image(storage.read_bytes(row["path"]), payload_input_size(payload))
+        loc = locate(
+            heat,
+            row["threshold"],
+            (row["width"], row["height"]),
+            box_sizes=sizes,
+            content=lambda boxes, pixels=pixels: scorer.terms(pixels[None], [boxes])[0],
+        )
         assert row["score"] == pytest.approx(loc.score, abs=1e-5)
+        bare = locate(heat, row["threshold"], (row["width"], row["height"]), box_sizes=sizes)
+        terms.append(loc.score - bare.score)
+    assert any(abs(t) > 1e-4 for t in terms)  # the content term is part of the stored scores
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}
     assert run_labeling(cfg).shards_written == 0
     with pytest.raises(ValueError, match="method"):
@@ -345,6 +365,7 @@ def test_the_default_head_reads_lite2_and_is_seeded_by_lite0s_ddt(ray_cluster, t
     payload = read_model_payload(storage.read_bytes(os.path.join(out, "_model.pt")))
     assert payload["config"]["backbone"] == "efficientnet_lite2"
     assert payload["meta"]["selftrain_seed"] == "ddt on efficientnet_lite0 pre_head"
+    assert payload["meta"]["first_labels"] == "auto"
     assert payload["state_dict"]["head_weight"].shape == (352,)
     rounds = payload["meta"]["selftrain_rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
@@ -357,6 +378,7 @@ def test_the_default_head_reads_lite2_and_is_seeded_by_lite0s_ddt(ray_cluster, t
     own_cfg = dataclasses.replace(cfg, out=own, first_labels="own")
     assert run_labeling(own_cfg).errors == 0
     unseeded = read_model_payload(storage.read_bytes(os.path.join(own, "_model.pt")))
+    assert unseeded["meta"]["first_labels"] == "own"  # the file says how its first round was labelled
     assert "selftrain_seed" not in unseeded["meta"] and not os.path.exists(
         os.path.join(own, "_seed_backbone.pt")
     )

@@ -65,3 +65,35 @@ def test_a_negative_num_actors_is_refused() -> None:
     with pytest.raises(ValueError, match="num_actors"):
         check_label_config(_cfg(num_actors=-1))
     assert check_label_config(_cfg()).num_actors == 0  # the default: sized to the cluster
+
+
+def test_a_model_with_box_contents_boxes_in_its_actor_and_its_plan_says_so(tmp_path) -> None:
+    # The content term crops each box from the decoded image, which only the actor holds: such a
+    # model's plan asks for boxes in the actor on every device, and an actor told otherwise refuses.
+    import io
+
+    import numpy as np
+    import torch
+
+    from coloc_core.box_content import box_content_statistics
+    from coloc_core.localizer import baseline_payload
+    from pipelines.label_actors import LocalizeBatch
+    from pipelines.label_plan import _model_plan
+
+    torch.manual_seed(0)
+    plain = baseline_payload("caam", backbone="tiny", weights=None)
+    payload = {**plain, "box_contents": box_content_statistics(np.random.default_rng(0).random((5, 32)))}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    model = tmp_path / "content.pt"
+    model.write_bytes(buf.getvalue())
+    kw = {"model_uri": str(model), "threshold": 0.2, "model_id": payload["model_id"]}
+    with pytest.raises(ValueError, match="postprocess"):
+        LocalizeBatch(**kw, postprocess=False)
+    assert LocalizeBatch(**kw).content is not None
+    import pyarrow as pa
+
+    inputs = pa.table({"path": pa.array([], pa.string())})
+    cfg = _cfg(rows_per_file=10)
+    assert _model_plan(payload, inputs, str(model), 0.2, cfg, {}).content
+    assert not _model_plan(plain, inputs, str(model), 0.2, cfg, {}).content

@@ -118,6 +118,31 @@ def test_a_model_with_a_typical_box_scores_the_same_in_the_api_and_the_labeling_
     assert pred.score < without.score and np.array_equal(pred.box, without.box)
 
 
+@pytest.mark.parametrize("all_boxes", [False, True])
+def test_a_model_with_box_contents_scores_the_same_in_the_api_and_the_labeling_stage(tmp_path, all_boxes):
+    from coloc_core.box_content import ContentScorer, box_content_statistics
+    from coloc_core.predict import cut_boxes
+
+    image, _ = make_synthetic_image(np.random.default_rng(3), 280, 220)
+    png = tmp_path / "bird.png"
+    image.save(png)
+    plain = _random_payload()
+    rng = np.random.default_rng(0)
+    contents = box_content_statistics(rng.random((20, 32)))
+    model = _save({**plain, "box_contents": contents}, tmp_path / "content.pt")
+    pred = Predictor.load(model).predict(png, all_boxes=all_boxes)
+    _assert_same_as_row(pred, _label_row(model, png, all_boxes=all_boxes))
+    # The same box as without the term; the score moved by exactly the crop's content term.
+    without = Predictor(plain).predict(png)
+    np.testing.assert_array_equal(pred.box, without.box)
+    scorer = ContentScorer.from_payload({**plain, "box_contents": contents})
+    pixels, _, _ = decode_image(png.read_bytes(), payload_input_size(plain))
+    cut = cut_boxes(pred.heatmap, pred.threshold)
+    (term,) = scorer.terms(pixels[None], [cut.box])
+    assert term[0] != 0.0
+    assert pred.score == pytest.approx(without.score + term[0], abs=1e-6)
+
+
 def test_a_large_exif_rotated_jpeg_decodes_as_the_labeling_stage_decodes_it(tmp_path):
     # 640x480 stored, EXIF orientation 6 (rotate 90° clockwise to display): displayed 480x640; large
     # enough for the reduced-scale JPEG decode, which the API must do the same way.

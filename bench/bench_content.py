@@ -1,0 +1,93 @@
+"""What the content term of the box score costs when labeling: one model file with and without it.
+
+    .venv/bin/python bench/bench_content.py --model RUNS/raccoon/model.pt \
+        --images ../shared/data/cub100-unboxed/images --n 300 --out /tmp/bench-content
+
+Both runs are the product's ``coloc label --model`` path (``pipelines.label.run_labeling``) over the
+same first ``n`` images (sorted) of the folder, on one local Ray cluster of ``--cpus`` CPUs, in the
+order given by ``--order``. The baseline is the same model file with its ``box_contents`` removed
+(written to ``OUT/plain.pt``): the same boxes, scores without the content term, so no crop is encoded
+(``coloc_core.box_content``). The model file must store ``box_contents`` (a fit since 2026-12-02:
+``coloc train``, or ``coloc label --method ddt|rps|selftrain``'s ``_model.pt``). Reported per run:
+wall time, images per second, the peak summed PSS of the driver's process tree
+(``bench_label.PeakSampler``); and the ratios content / plain. The first run also starts the
+cluster's workers: run both orders. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_label import timed_labeling  # noqa: E402
+
+
+def run_one(model: str, images: str, out: str, args: argparse.Namespace) -> dict[str, float]:
+    from pipelines.config import LabelJobConfig  # noqa: PLC0415
+
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = LabelJobConfig(
+        model=model,
+        images=images,
+        out=out,
+        limit=args.n,
+        num_actors=args.num_actors,
+        actor_cpus=args.actor_cpus,
+        decode_cpus=args.decode_cpus,
+    )
+    return timed_labeling(cfg)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a model file that stores box_contents")
+    ap.add_argument("--images", required=True)
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--out", required=True, help="scratch folder (a model file, two predictions folders)")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--num_actors", type=int, default=0, help="0 = the product's auto-sized pool")
+    ap.add_argument("--actor_cpus", type=float, default=0.75)
+    ap.add_argument("--decode_cpus", type=float, default=0.25)
+    ap.add_argument("--order", default="plain,content", help="which run goes first")
+    args = ap.parse_args()
+
+    import ray  # noqa: PLC0415
+
+    from coloc_core.checkpoint import read_model_payload, save_model_file  # noqa: PLC0415
+
+    order = [s.strip() for s in args.order.split(",")]
+    if sorted(order) != ["content", "plain"]:
+        ap.error("--order must name plain and content once each")
+    payload = read_model_payload(Path(args.model).read_bytes())
+    if not payload.get("box_contents"):
+        ap.error(f"{args.model} stores no box_contents: fit it again (coloc train) to measure the term")
+    os.makedirs(args.out, exist_ok=True)
+    plain = os.path.join(args.out, "plain.pt")
+    with open(plain, "wb") as fh:
+        save_model_file(fh, {**payload, "box_contents": None})
+    models = {"content": os.path.abspath(args.model), "plain": plain}
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    runs = {key: run_one(models[key], args.images, os.path.join(args.out, key), args) for key in order}
+    ray.shutdown()
+    base, new = runs["plain"], runs["content"]
+    result = {
+        "command": "python bench/bench_content.py " + " ".join(sys.argv[1:]),
+        "plain": base,
+        "content": new,
+        "ratio_wall_content_over_plain": round(new["wall_s"] / base["wall_s"], 2),
+        "ratio_peak_pss_content_over_plain": round(
+            new["process_tree_peak_pss_mb"] / base["process_tree_peak_pss_mb"], 2
+        ),
+        "load_avg_after": os.getloadavg(),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
