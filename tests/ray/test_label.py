@@ -366,6 +366,8 @@ def test_the_default_head_reads_lite2_and_is_seeded_by_lite0s_ddt(ray_cluster, t
     assert payload["config"]["backbone"] == "efficientnet_lite2"
     assert payload["meta"]["selftrain_seed"] == "ddt on efficientnet_lite0 pre_head"
     assert payload["meta"]["first_labels"] == "auto"
+    # The typical content is measured with Lite2 itself (its 1280-channel head, at stride 32).
+    assert payload["box_contents"]["images"] == 20 and len(payload["box_contents"]["mean"]) == 1280
     assert payload["state_dict"]["head_weight"].shape == (352,)
     rounds = payload["meta"]["selftrain_rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
