@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_label import timed_labeling  # noqa: E402
+from bench_label import paired_report, timed_labeling  # noqa: E402
 
 
 def run_one(model: str, images: str, out: str, args: argparse.Namespace) -> dict[str, float]:
@@ -75,17 +75,7 @@ def main() -> None:
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     runs = {key: run_one(models[key], args.images, os.path.join(args.out, key), args) for key in order}
     ray.shutdown()
-    base, new = runs["plain"], runs["content"]
-    result = {
-        "command": "python bench/bench_content.py " + " ".join(sys.argv[1:]),
-        "plain": base,
-        "content": new,
-        "ratio_wall_content_over_plain": round(new["wall_s"] / base["wall_s"], 2),
-        "ratio_peak_pss_content_over_plain": round(
-            new["process_tree_peak_pss_mb"] / base["process_tree_peak_pss_mb"], 2
-        ),
-        "load_avg_after": os.getloadavg(),
-    }
+    result = paired_report("bench_content.py", runs, "plain", "content")
     print(json.dumps(result, indent=2))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_label import timed_labeling  # noqa: E402
+from bench_label import paired_report, timed_labeling  # noqa: E402
 
 
 def run_one(images: str, out: str, n: int, backbone: str, args: argparse.Namespace) -> dict[str, float]:
@@ -66,17 +66,7 @@ def main() -> None:
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     runs = {key: run_one(args.images, os.path.join(args.out, key), args.n, names[key], args) for key in order}
     ray.shutdown()
-    base, new = runs["lite0"], runs["auto"]
-    result = {
-        "command": "python bench/bench_head_backbone.py " + " ".join(sys.argv[1:]),
-        "lite0": base,
-        "auto_lite2_seeded": new,
-        "ratio_wall_auto_over_lite0": round(new["wall_s"] / base["wall_s"], 2),
-        "ratio_peak_pss_auto_over_lite0": round(
-            new["process_tree_peak_pss_mb"] / base["process_tree_peak_pss_mb"], 2
-        ),
-        "load_avg_after": os.getloadavg(),
-    }
+    result = paired_report("bench_head_backbone.py", runs, "lite0", "auto")
     print(json.dumps(result, indent=2))
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import threading
 import time
 from typing import Any
@@ -101,6 +102,21 @@ def timed_labeling(cfg: Any) -> dict[str, float]:
         "wall_s": round(wall, 1),
         "images_per_s": round(summary.images / wall, 3),
         "process_tree_peak_pss_mb": round(sampler.peak_pss / 2**20, 1),
+    }
+
+
+def paired_report(script: str, runs: dict[str, dict[str, float]], base: str, new: str) -> dict[str, Any]:
+    """The JSON of a two-run benchmark: the command, both runs, and the ratios ``new`` / ``base``."""
+    a, b = runs[base], runs[new]
+    return {
+        "command": f"python bench/{script} " + " ".join(sys.argv[1:]),
+        base: a,
+        new: b,
+        f"ratio_wall_{new}_over_{base}": round(b["wall_s"] / a["wall_s"], 2),
+        f"ratio_peak_pss_{new}_over_{base}": round(
+            b["process_tree_peak_pss_mb"] / a["process_tree_peak_pss_mb"], 2
+        ),
+        "load_avg_after": os.getloadavg(),
     }
 
 
