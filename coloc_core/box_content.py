@@ -18,8 +18,8 @@ surroundings looks less like them. The term measures that on the model's own bac
    the other terms of the score over the same images.
 
 It costs one forward pass of the backbone at 224 per box (about a fifth of the self-trained head's
-pass at 480). Model files without ``box_contents`` (CAAM, the full box, CAML, files written before
-2026-12-02) score without it. Measured in docs/RESULTS.md (issue 10: "The content term").
+pass at 480). Model files without ``box_contents`` (CAAM, the full box, files of earlier versions)
+score without it. Measured in docs/RESULTS.md (issue 10: "The content term").
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ CONTENT_MIN_SPREAD = 1e-3
 #: Crops encoded per forward pass.
 CONTENT_BATCH = 32
 # The kinds whose payload holds a ``backbone.*`` state that this module can rebuild at stride 32.
-_KINDS = ("caam", "ddt", "rps", "selftrain")
+_KINDS = ("colocnet", "caam", "ddt", "rps", "selftrain")
 _RESTRIDED = ("efficientnet_lite0", "efficientnet_lite2")
 
 
@@ -126,13 +126,16 @@ def payload_box_contents(payload: dict[str, Any]) -> dict[str, Any] | None:
 def content_backbone(payload: dict[str, Any]) -> Backbone | None:
     """The model's backbone at its original output stride, with the model's weights; None if it has none.
 
-    The training-free and fitted kinds (CAAM, DDT, RPS, the self-trained head) store their backbone
-    under ``backbone.*``; an EfficientNet-Lite is rebuilt at output stride 32 (the weights do not
-    depend on the stride), any other backbone at its own fixed stride. CAML (ColocNet) and the full
-    box have none here. Eval mode, CPU.
+    The training-free and fitted kinds (CAAM, DDT, RPS, the self-trained head) and CAML's trained
+    ColocNet (its backbone named under the config's ``model``) store their backbone under
+    ``backbone.*``; an EfficientNet-Lite is rebuilt at output stride 32 (the weights do not depend on
+    the stride), any other backbone at the stride of its config. The full box has none. Eval mode,
+    CPU.
     """
-    kind = str(payload.get("kind", ""))
+    kind = str(payload.get("kind", "colocnet"))  # a file without a kind is a trained ColocNet
     cfg = payload.get("config") or {}
+    if kind == "colocnet":
+        cfg = cfg.get("model") or {}  # CAML's method config: the backbone is under ``model``
     if kind not in _KINDS or "backbone" not in cfg:
         return None
     name = str(cfg["backbone"])

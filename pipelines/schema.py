@@ -41,11 +41,12 @@ captures), plus, for a fitted or trained model (self-trained head, DDT, RPS, CAM
 *typicality*: −1/8 per spread (median absolute deviation) its log-area lies from the median of the
 collection's boxes, at most −1 (``box_score.box_typicality``; the model file stores the collection's
 ``box_sizes``). Rows of models without box sizes (CAAM, the full box, files written before
-2026-12-01) score in [−1, 2]. A fitted model (self-trained head, DDT, RPS) fitted since 2026-12-02
-adds its box's *content* term in [−1, 1] (``coloc_core.box_content``): the box's crop of the image,
-encoded by the model's backbone, against the collection's typical crop (``box_contents`` in the model
-file), 0.25 per standard deviation over the collection. That term needs the image, so a stored score
-is not reproduced from the heatmap alone. docs/RESULTS.md measures how the score ranks IoU.
+2026-12-01) score in [−1, 2]. A fitted model (self-trained head, DDT, RPS) fitted since 2026-12-02,
+or a CAML model trained since that day, adds its box's *content* term in [−1, 1]
+(``coloc_core.box_content``): the box's crop of the image, encoded by the model's backbone, against
+the collection's typical crop (``box_contents`` in the model file), 0.25 per standard deviation over
+the collection. That term needs the image, so a stored score is not reproduced from the heatmap
+alone. docs/RESULTS.md measures how the score ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(dequantize_heatmap(heat)), τ)``

@@ -208,7 +208,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
             state["model"],
             cfg,
             model_uri,
-            sizes_of=lambda payload: _typical_box(payload, cfg, run_uri),
+            typical_of=lambda payload: _typical_box(payload, cfg, run_uri),
             meta={
                 "epoch": completed,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
@@ -480,12 +480,13 @@ def _set_aside_unreadable_snapshot(run_uri: str, folders: dict[str, set[str]]) -
     )
 
 
-def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> dict[str, Any] | None:
+def _typical_box(
+    payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The trained model's typical box on the train images (``pipelines.label_fit.typical_box``).
 
     The pass the fitted labelers run after their fit, with the run folder as scratch space, so a CAML
-    model's scores take the typicality term as theirs do. Not the content term: a ColocNet has no
-    backbone that ``coloc_core.box_content`` rebuilds, so CAML scores without it.
+    model's scores take the size and content terms as theirs do: (``box_sizes``, ``box_contents``).
     """
     from pipelines.label_fit import typical_box, typical_box_images  # noqa: PLC0415
     from pipelines.label_inputs import list_inputs  # noqa: PLC0415
@@ -495,7 +496,7 @@ def _typical_box(payload: dict[str, Any], cfg: TrainJobConfig, run_uri: str) -> 
     inputs = list_inputs(label_cfg)
     images = typical_box_images(inputs.num_rows)
     with console.progress(f"typical box ({images} train images)", total=images):
-        return typical_box(payload, inputs, label_cfg)[0]
+        return typical_box(payload, inputs, label_cfg)
 
 
 def export_model(
@@ -503,16 +504,17 @@ def export_model(
     cfg: ColocConfig,
     uri: str,
     meta: dict[str, Any],
-    sizes_of: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    typical_of: Callable[[dict[str, Any]], tuple[dict[str, Any] | None, dict[str, Any] | None]] | None = None,
 ) -> None:
     """Write the one-file model (``coloc_core.checkpoint`` payload) atomically to ``uri``.
 
-    ``sizes_of(payload)``: the model's typical box (``box_sizes``, a term of its box scores), or None.
+    ``typical_of(payload)``: the model's typical box, size and content (``box_sizes`` and
+    ``box_contents``, two terms of its box scores), each None where unknown.
     """
     model = build_model(cfg, weights=False)
     model.load_state_dict(state_dict)
     payload = model_payload(model, cfg, meta=meta)
-    if sizes_of is not None:
-        payload["box_sizes"] = sizes_of(payload)
+    if typical_of is not None:
+        payload["box_sizes"], payload["box_contents"] = typical_of(payload)
     with storage.atomic_write(uri, "wb") as fh:
         save_model_file(fh, payload)

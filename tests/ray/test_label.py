@@ -110,13 +110,17 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_a_model_trained_at_another_size_labels_at_that_size(ray_cluster, tmp_path, cub_on_s3):
+def test_a_caml_model_labels_at_its_own_size_with_its_content_term(ray_cluster, tmp_path, cub_on_s3):
     import torch
 
+    from coloc_core.box_content import ContentScorer, box_content_statistics
     from coloc_core.checkpoint import model_payload
     from coloc_core.config import ColocConfig, apply_overrides
+    from coloc_core.decode import decode_image
     from coloc_core.localizer import payload_input_size
     from coloc_core.model import build_model
+    from coloc_core.predict import locate
+    from pipelines.predictions import decode_heatmap
 
     images, _, _ = cub_on_s3
     torch.manual_seed(0)
@@ -124,6 +128,13 @@ def test_a_model_trained_at_another_size_labels_at_that_size(ray_cluster, tmp_pa
     net = build_model(cfg).eval()
     payload = model_payload(net, cfg)
     assert payload_input_size(payload) == 96 and payload_input_size(data.brightness_payload()) == 224
+    # A CAML model stores its typical box content as `coloc train` measures it: here from four
+    # random crops, so that the stored scores must hold the term of the trained backbone.
+    scorer = ContentScorer.from_payload(payload, need_contents=False)
+    assert scorer is not None
+    noise = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    crops = scorer.descriptors(noise, [np.array([[0.0, 0.0, 223.0, 223.0]])] * 4)
+    payload["box_contents"] = box_content_statistics(np.concatenate(crops))
     model = tmp_path / "crop96.pt"
     model.write_bytes(data.save_payload(payload))
     out = str(tmp_path / "crop96")
@@ -138,6 +149,14 @@ def test_a_model_trained_at_another_size_labels_at_that_size(ray_cluster, tmp_pa
     table = pq.read_table(out)
     sizes = zip(table.column("heatmap_h").to_pylist(), table.column("heatmap_w").to_pylist(), strict=True)
     assert set(sizes) == {expected}
+    scorer = ContentScorer.from_payload(payload)
+    for row in table.slice(0, 2).to_pylist():
+        heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
+        pixels, _, _ = decode_image(storage.read_bytes(row["path"]), 96)
+        wh = (row["width"], row["height"])
+        term = lambda boxes, pixels=pixels: scorer.terms(pixels[None], [boxes])[0]  # noqa: E731
+        assert row["score"] == pytest.approx(locate(heat, row["threshold"], wh, content=term).score, abs=1e-5)
+        assert row["score"] != pytest.approx(locate(heat, row["threshold"], wh).score, abs=1e-4)
 
 
 def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):

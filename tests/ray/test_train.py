@@ -138,6 +138,10 @@ def test_two_workers_checkpoint_to_s3_and_export(ray_cluster, s3_server, cub_roo
     sizes = payload["box_sizes"]
     assert sizes["threshold"] == pytest.approx(payload["threshold"]) and 1 <= sizes["images"] <= NUM_IMAGES
     assert sizes["median"] <= 0.0 and sizes["spread"] >= 0.05
+    # ... and its typical box content, on the trained backbone (tiny: 32 channels).
+    contents = payload["box_contents"]
+    assert len(contents["mean"]) == 32 and contents["images"] == sizes["images"]
+    assert -1.0 <= contents["cos_mean"] <= 1.0 and contents["cos_spread"] >= 1e-3
 
 
 def test_resume_continues_at_the_next_epoch(ray_cluster, cub_root, tmp_path: Path):  # noqa: ANN001

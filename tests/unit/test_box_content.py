@@ -18,7 +18,10 @@ from coloc_core.box_content import (
     content_backbone,
     payload_box_contents,
 )
+from coloc_core.checkpoint import model_payload
+from coloc_core.config import ColocConfig, apply_overrides
 from coloc_core.localizer import baseline_payload
+from coloc_core.model import build_model
 
 
 def test_statistics_are_the_mean_descriptor_and_the_spread_of_cosines_to_it():
@@ -85,9 +88,23 @@ def test_the_content_backbone_is_the_model_s_own_at_its_original_stride():
         torch.testing.assert_close(value, own[key])  # the same weights, only the stride differs
     x = torch.rand(1, 3, 224, 224)
     assert backbone.features_at(x, "output").shape[-1] == 7  # 224 / 32
-    # No backbone to rebuild: the full box (and CAML's ColocNet, kind "colocnet").
+    # No backbone to rebuild: the full box, and a payload whose config names none.
     assert content_backbone(baseline_payload("full")) is None
     assert content_backbone({"kind": "colocnet", "config": {}}) is None
+
+
+def test_a_caml_model_s_content_backbone_is_its_trained_backbone_at_stride_32():
+    # A trained ColocNet's file has no "kind" and names its backbone under the config's "model".
+    torch.manual_seed(0)
+    overrides = ["model.backbone=efficientnet_lite0", "model.weights=none", "model.output_stride=16"]
+    cfg = apply_overrides(ColocConfig(), overrides)
+    model = build_model(cfg, weights=False)
+    payload = model_payload(model, cfg)
+    assert "kind" not in payload
+    backbone = content_backbone(payload)
+    assert backbone is not None and backbone.stride == 32 and model.backbone.stride == 16
+    for key, value in backbone.state_dict().items():
+        torch.testing.assert_close(value, model.backbone.state_dict()[key])
 
 
 def test_a_descriptor_is_the_backbone_on_the_resized_crop():
