@@ -6,7 +6,7 @@ of the box over a range of τ (:func:`box_stability`) plus the excess map mass i
 :mod:`coloc_core.heatmap`'s), plus, for a fitted or trained model, how typical the box's size is
 of the collection it was fitted or trained on (:func:`box_typicality`, with the
 :func:`box_size_statistics` that the fit or the export stores in the model file), plus, for a
-fitted model, how typical its content is (the term of :mod:`coloc_core.box_content`, passed in).
+fitted or trained model, how typical its content is (the term of :mod:`coloc_core.box_content`, passed in).
 """
 
 from __future__ import annotations
