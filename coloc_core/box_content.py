@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from coloc_core.backbones import Backbone, build_backbone
 from coloc_core.boxes import SCOREMAP_SIZE
+from coloc_core.localizer import payload_kind
 
 #: Side of the square a box's crop is resized to before it is encoded.
 CONTENT_SIDE = 224
@@ -132,7 +133,7 @@ def content_backbone(payload: dict[str, Any]) -> Backbone | None:
     the stride), any other backbone at the stride of its config. The full box has none. Eval mode,
     CPU.
     """
-    kind = str(payload.get("kind", "colocnet"))  # a file without a kind is a trained ColocNet
+    kind = payload_kind(payload)  # a file without a kind is a trained ColocNet
     cfg = payload.get("config") or {}
     if kind == "colocnet":
         cfg = cfg.get("model") or {}  # CAML's method config: the backbone is under ``model``
