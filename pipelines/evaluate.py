@@ -503,7 +503,8 @@ class CalibrationResult:
     """τ maximising CorLoc@δ on a labelled subset.
 
     Attributes:
-        threshold: the chosen τ (the smallest τ reaching the maximum).
+        threshold: the chosen τ: the middle one of the grid's τ that reach the maximum
+            (:func:`middle_of_best`).
         corloc: CorLoc@δ at that τ, in percent (images with a prediction and GT).
         delta: δ.
         num_images: images used.
@@ -518,6 +519,28 @@ class CalibrationResult:
     curve: list[float]
     thresholds: list[float]
     box_sizes: dict[str, Any] | None = None
+
+
+def middle_of_best(curve: Sequence[float]) -> int:
+    """The index of the middle one of the curve's points that reach its maximum.
+
+    With a few dozen labelled images CorLoc@δ moves in steps of several points, so many τ tie at the
+    maximum. The smallest of them (the previous rule) sits at the edge of the run, where a τ slightly
+    lower already loses images; the middle one is the farthest from both edges when the maximum is one
+    run of τ, and always one that reaches it. For an even count it is the upper of the middle two.
+    Measured against the smallest in docs/RESULTS.md (issue 10, "Objects that fill the frame").
+
+    Raises:
+        ValueError: an empty curve or one that is not finite.
+
+    Shape:
+        curve: (T,) values on an increasing τ grid.
+    """
+    c = np.asarray(curve, dtype=np.float64).reshape(-1)
+    if c.size == 0 or not np.isfinite(c).all():
+        raise ValueError("the calibration curve must be non-empty and finite")
+    reaching = np.flatnonzero(c >= c.max() - 1e-9)
+    return int(reaching[len(reaching) // 2])
 
 
 def calibrate_threshold(
@@ -556,7 +579,7 @@ def calibrate_threshold(
     if acc.count == 0:
         raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
     curve = acc.accuracies()[0]
-    best = int(np.argmax(curve))
+    best = middle_of_best(curve)
     result = CalibrationResult(
         threshold=float(acc.thresholds[best]),
         corloc=float(curve[best]),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import EvaluateJobConfig
-from pipelines.evaluate import gap_interval, run_evaluation, score_ranking, spearman_interval
+from pipelines.evaluate import gap_interval, middle_of_best, run_evaluation, score_ranking, spearman_interval
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -169,3 +169,19 @@ def test_score_ranking_reports_the_gap_and_intervals():
     assert m["corloc@0.5_half_gap"] == pytest.approx(gap)
     assert m["corloc@0.5_half_gap_ci95_low"] < gap < m["corloc@0.5_half_gap_ci95_high"]
     assert score_ranking(np.array([]), np.array([])) == {}
+
+
+def test_calibration_takes_the_middle_of_the_tau_that_reach_the_maximum():
+    # one run of ties: its middle (the upper of the middle two for an even count)
+    assert middle_of_best([50, 70, 90, 90, 90, 60]) == 3
+    assert middle_of_best([50, 90, 90, 90, 90, 60]) == 3
+    # a single maximum is itself; two runs: the middle of all the τ that reach it, itself one of them
+    assert middle_of_best([10, 20, 95, 20]) == 2
+    curve = [90, 80, 90, 90, 80, 90]
+    assert curve[middle_of_best(curve)] == 90 and middle_of_best(curve) == 3
+    # float noise below the maximum does not break a tie
+    assert middle_of_best([0.1 + 0.2, 0.3, 0.3]) == 1
+    with pytest.raises(ValueError, match="non-empty and finite"):
+        middle_of_best([])
+    with pytest.raises(ValueError, match="non-empty and finite"):
+        middle_of_best([1.0, float("nan")])
