@@ -157,9 +157,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         write_calibrated_model(trained.model_path, model_file, fitted)
         console.note(
             log,
-            "      τ fitted to the train split's boxes: %.3f (CorLoc@0.5 %.2f there); relabeling with it",
+            "      τ fitted to the train split's boxes: %.3f (CorLoc@0.5 %.2f there, reached from τ %.2f "
+            "to %.2f); relabeling with it",
             fitted.threshold,
             fitted.corloc,
+            *(fitted.tied or (fitted.threshold, fitted.threshold)),
         )
         run_labeling(label_config(data, out / "labels_calibrated", model=model_file))
         calibrated = {

@@ -510,6 +510,9 @@ class CalibrationResult:
         num_images: images used.
         curve: CorLoc@δ at every τ of the grid (percent).
         thresholds: the τ grid.
+        box_sizes: the calibration images' typical box at the chosen τ (None without images).
+        tied: the smallest and largest τ of the grid that reach the maximum too: a wide range says the
+            labelled images pin τ down loosely (label more of them, or read the curve).
     """
 
     threshold: float
@@ -519,6 +522,7 @@ class CalibrationResult:
     curve: list[float]
     thresholds: list[float]
     box_sizes: dict[str, Any] | None = None
+    tied: tuple[float, float] | None = None
 
 
 def middle_of_best(curve: Sequence[float]) -> int:
@@ -580,6 +584,7 @@ def calibrate_threshold(
         raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
     curve = acc.accuracies()[0]
     best = middle_of_best(curve)
+    reaching = np.flatnonzero(np.asarray(curve) >= curve[best] - 1e-9)
     result = CalibrationResult(
         threshold=float(acc.thresholds[best]),
         corloc=float(curve[best]),
@@ -588,13 +593,15 @@ def calibrate_threshold(
         curve=[float(v) for v in curve],
         thresholds=[float(t) for t in acc.thresholds],
         box_sizes=_box_sizes_at(heatmaps, float(acc.thresholds[best])),
+        tied=(float(acc.thresholds[reaching[0]]), float(acc.thresholds[reaching[-1]])),
     )
     log.info(
-        "calibrate: τ=%.3f gives CorLoc@%g=%.2f on %d images",
+        "calibrate: τ=%.3f gives CorLoc@%g=%.2f on %d images (τ %.3f-%.3f reach it too)",
         result.threshold,
         delta,
         result.corloc,
         acc.count,
+        *result.tied,
     )
     return result
 
@@ -635,6 +642,7 @@ def write_calibrated_model(model_uri: str, out_uri: str, calibration: Calibratio
         "corloc": calibration.corloc,
         "delta": calibration.delta,
         "num_images": calibration.num_images,
+        "tied": list(calibration.tied) if calibration.tied is not None else None,
         "source_model": model_uri,
     }
     payload["meta"] = meta

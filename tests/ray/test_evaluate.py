@@ -94,6 +94,7 @@ def test_calibration_finds_the_threshold_and_writes_a_model_file(tmp_path, squar
     reaching = [t for t, c in zip(result.thresholds, result.curve, strict=True) if c == pytest.approx(100.0)]
     assert reaching[0] == pytest.approx(0.51) and reaching[-1] == pytest.approx(0.99)
     assert result.threshold == pytest.approx(0.75)
+    assert result.tied == pytest.approx((0.51, 0.99))
     src = str(tmp_path / "model.pt")
     with open(src, "wb") as fh:
         fh.write(data.save_payload(data.tiny_colocnet_payload()))
@@ -102,6 +103,7 @@ def test_calibration_finds_the_threshold_and_writes_a_model_file(tmp_path, squar
     old, new = read_model_payload(open(src, "rb").read()), read_model_payload(open(dst, "rb").read())
     assert new["threshold"] == pytest.approx(0.75) and old["threshold"] == pytest.approx(0.2)
     assert new["model_id"] == old["model_id"] and new["meta"]["calibration"]["num_images"] == 10
+    assert new["meta"]["calibration"]["tied"] == pytest.approx([0.51, 0.99])
     assert "box_sizes" not in new  # a model without a typical box (CAML) gets none
     # The calibration images' boxes at the chosen τ are the oracle boxes: their typical size is theirs.
     sizes = result.box_sizes
@@ -137,6 +139,12 @@ def test_label_evaluate_calibrate_jobs(ray_cluster, tmp_path, squares, capsys):
     assert -1.0 <= m["spearman_score_iou"] <= 1.0
     assert os.path.exists(os.path.join(out, "_eval", "sheet.png"))
     calibrated = str(tmp_path / "bright.calibrated.pt")
+    capsys.readouterr()
     assert calibrate_main([f"--predictions={out}", f"--gt={root}", "--split=all", f"--model={model}"]) == 0
     payload = read_model_payload(open(calibrated, "rb").read())
     assert 0.0 <= payload["threshold"] < 1.0 and "calibration" in payload["meta"]
+    # the JSON summary says which τ tie at the maximum, the chosen one among them
+    summary = json.loads(capsys.readouterr().out)
+    low, high = summary["tied"]
+    assert summary["threshold"] == pytest.approx(payload["threshold"])
+    assert low <= summary["threshold"] <= high
