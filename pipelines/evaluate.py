@@ -56,6 +56,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from coloc_core.box_score import TYPICAL_BOX_IMAGES, box_size_statistics, evenly_spread, scoremap_box_area
 from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
@@ -525,8 +526,20 @@ class CalibrationResult:
     tied: tuple[float, float] | None = None
 
 
+def tied_at_best(curve: Sequence[float]) -> npt.NDArray[np.int64]:
+    """The indices of the curve's points that reach its maximum (to 1e-9), increasing.
+
+    Raises:
+        ValueError: an empty curve or one that is not finite.
+    """
+    c = np.asarray(curve, dtype=np.float64).reshape(-1)
+    if c.size == 0 or not np.isfinite(c).all():
+        raise ValueError("the calibration curve must be non-empty and finite")
+    return np.flatnonzero(c >= c.max() - 1e-9).astype(np.int64)
+
+
 def middle_of_best(curve: Sequence[float]) -> int:
-    """The index of the middle one of the curve's points that reach its maximum.
+    """The index of the middle one of the curve's points that reach its maximum (:func:`tied_at_best`).
 
     With a few dozen labelled images CorLoc@δ moves in steps of several points, so many τ tie at the
     maximum. The smallest of them (the previous rule) sits at the edge of the run, where a τ slightly
@@ -540,10 +553,7 @@ def middle_of_best(curve: Sequence[float]) -> int:
     Shape:
         curve: (T,) values on an increasing τ grid.
     """
-    c = np.asarray(curve, dtype=np.float64).reshape(-1)
-    if c.size == 0 or not np.isfinite(c).all():
-        raise ValueError("the calibration curve must be non-empty and finite")
-    reaching = np.flatnonzero(c >= c.max() - 1e-9)
+    reaching = tied_at_best(curve)
     return int(reaching[len(reaching) // 2])
 
 
@@ -583,8 +593,8 @@ def calibrate_threshold(
     if acc.count == 0:
         raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
     curve = acc.accuracies()[0]
-    best = middle_of_best(curve)
-    reaching = np.flatnonzero(np.asarray(curve) >= curve[best] - 1e-9)
+    best, reaching = middle_of_best(curve), tied_at_best(curve)
+    tied = (float(acc.thresholds[reaching[0]]), float(acc.thresholds[reaching[-1]]))
     result = CalibrationResult(
         threshold=float(acc.thresholds[best]),
         corloc=float(curve[best]),
@@ -593,7 +603,7 @@ def calibrate_threshold(
         curve=[float(v) for v in curve],
         thresholds=[float(t) for t in acc.thresholds],
         box_sizes=_box_sizes_at(heatmaps, float(acc.thresholds[best])),
-        tied=(float(acc.thresholds[reaching[0]]), float(acc.thresholds[reaching[-1]])),
+        tied=tied,
     )
     log.info(
         "calibrate: τ=%.3f gives CorLoc@%g=%.2f on %d images (τ %.3f-%.3f reach it too)",
@@ -601,7 +611,7 @@ def calibrate_threshold(
         delta,
         result.corloc,
         acc.count,
-        *result.tied,
+        *tied,
     )
     return result
 
