@@ -1,7 +1,7 @@
 """A close-up copy of a boxed set: do the boxes follow objects that fill the frame? (issue 10, item 5)
 
-The boxed photo sets at hand have objects covering a median 31% (kangaroo) to 52% (raccoon) of the
-image; collections such as cars or aircraft are shot closer. This derives, from any set with boxes,
+In the boxed photo sets at hand the largest object of an image covers a median 31% (kangaroo) to 52%
+(raccoon) of it; collections such as cars or aircraft are shot closer. This derives, from any set with boxes,
 one where every object covers a large share of its image, with exact boxes, so a labeler's defaults
 (τ above all) can be measured on frame-filling objects without new annotations:
 
