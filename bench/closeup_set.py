@@ -44,10 +44,14 @@ from coloc_core.decode import to_rgb
 class CloseupSummary:
     """What :func:`derive_closeup` wrote: image count, what it skipped, and the box shares."""
 
-    images: int
     several_boxes: int
     unreadable: int
     shares: list[float]
+
+    @property
+    def images(self) -> int:
+        """Images written: one box share each."""
+        return len(self.shares)
 
     def line(self) -> str:
         """One line for the console."""
@@ -103,7 +107,7 @@ def derive_closeup(
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows: list[list[object]] = []
-    summary = CloseupSummary(images=0, several_boxes=0, unreadable=0, shares=[])
+    summary = CloseupSummary(several_boxes=0, unreadable=0, shares=[])
     for record in sorted(read_dataset(fmt, data, split), key=lambda r: r.path):
         if len(record.boxes) != 1:
             summary.several_boxes += len(record.boxes) > 1
@@ -130,7 +134,6 @@ def derive_closeup(
         writer = csv.writer(f)
         writer.writerow(["path", "width", "height", "x0", "y0", "x1", "y1"])
         writer.writerows(rows)
-    summary.images = len(rows)
     return summary
 
 
