@@ -2,12 +2,17 @@
 
     .venv/bin/python bench/bench_content.py --model RUNS/raccoon/model.pt \
         --images ../shared/data/cub100-unboxed/images --n 300 --out /tmp/bench-content
+    .venv/bin/python bench/bench_content.py --compare pick ...   # the box of the best-scored region
+
+``--compare pick`` measures the default ``--pick=score`` (every region of the mask scored, so every
+region's crop encoded) against ``--pick=largest`` (the single largest contour's crop only), the same
+model file with its content term in both runs; the runs are named ``largest`` and ``score``.
 
 Both runs are the product's ``coloc label --model`` path (``pipelines.label.run_labeling``) over the
 same first ``n`` images (sorted) of the folder, on one local Ray cluster of ``--cpus`` CPUs, in the
 order given by ``--order``. The baseline is the same model file with its ``box_contents`` removed
 (written to ``OUT/plain.pt``): the same boxes, scores without the content term, so no crop is encoded
-(``coloc_core.box_content``). The model file must store ``box_contents`` (a fit since 2026-12-02:
+(``coloc_core.box_content``); both runs at ``--pick=largest``, one crop per image. The model file must store ``box_contents`` (a fit since 2026-12-02:
 ``coloc train``, or ``coloc label --method ddt|rps|selftrain``'s ``_model.pt``). Reported per run:
 wall time, images per second, the peak summed PSS of the driver's process tree
 (``bench_label.PeakSampler``); and the ratios content / plain. The first run also starts the
@@ -28,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_label import paired_report, timed_labeling  # noqa: E402
 
 
-def run_one(model: str, images: str, out: str, args: argparse.Namespace) -> dict[str, float]:
+def run_one(
+    model: str, images: str, out: str, args: argparse.Namespace, pick: str = "score"
+) -> dict[str, float]:
     from pipelines.config import LabelJobConfig  # noqa: PLC0415
 
     shutil.rmtree(out, ignore_errors=True)
@@ -40,6 +47,7 @@ def run_one(model: str, images: str, out: str, args: argparse.Namespace) -> dict
         num_actors=args.num_actors,
         actor_cpus=args.actor_cpus,
         decode_cpus=args.decode_cpus,
+        pick=pick,
     )
     return timed_labeling(cfg)
 
@@ -54,28 +62,37 @@ def main() -> None:
     ap.add_argument("--num_actors", type=int, default=0, help="0 = the product's auto-sized pool")
     ap.add_argument("--actor_cpus", type=float, default=0.75)
     ap.add_argument("--decode_cpus", type=float, default=0.25)
-    ap.add_argument("--order", default="plain,content", help="which run goes first")
+    ap.add_argument("--order", default="", help="which run goes first (default: the baseline)")
+    ap.add_argument("--compare", choices=("content", "pick"), default="content", help="what is measured")
     args = ap.parse_args()
+    base, new = ("plain", "content") if args.compare == "content" else ("largest", "score")
 
     import ray  # noqa: PLC0415
 
     from coloc_core.checkpoint import read_model_payload, save_model_file  # noqa: PLC0415
 
-    order = [s.strip() for s in args.order.split(",")]
-    if sorted(order) != ["content", "plain"]:
-        ap.error("--order must name plain and content once each")
+    order = [s.strip() for s in (args.order or f"{base},{new}").split(",")]
+    if sorted(order) != sorted([base, new]):
+        ap.error(f"--order must name {base} and {new} once each")
     payload = read_model_payload(Path(args.model).read_bytes())
     if not payload.get("box_contents"):
         ap.error(f"{args.model} stores no box_contents: fit it again (coloc train) to measure the term")
     os.makedirs(args.out, exist_ok=True)
-    plain = os.path.join(args.out, "plain.pt")
-    with open(plain, "wb") as fh:
-        save_model_file(fh, {**payload, "box_contents": None})
-    models = {"content": os.path.abspath(args.model), "plain": plain}
+    model = os.path.abspath(args.model)
+    if args.compare == "content":
+        plain = os.path.join(args.out, "plain.pt")
+        with open(plain, "wb") as fh:
+            save_model_file(fh, {**payload, "box_contents": None})
+        runs_of = {"content": (model, "largest"), "plain": (plain, "largest")}
+    else:
+        runs_of = {"largest": (model, "largest"), "score": (model, "score")}
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    runs = {key: run_one(models[key], args.images, os.path.join(args.out, key), args) for key in order}
+    runs = {
+        key: run_one(runs_of[key][0], args.images, os.path.join(args.out, key), args, pick=runs_of[key][1])
+        for key in order
+    }
     ray.shutdown()
-    result = paired_report("bench_content.py", runs, "plain", "content")
+    result = paired_report("bench_content.py", runs, base, new)
     print(json.dumps(result, indent=2))
 
 

@@ -42,6 +42,9 @@ CONTENT_SIDE = 224
 #: The term's weight per standard deviation of the collection's cosines, and the deviation (in
 #: standard deviations) from which it stops growing: the term is in [−WEIGHT·CLIP, WEIGHT·CLIP].
 CONTENT_WEIGHT, CONTENT_CLIP = 0.25, 4.0
+#: The largest the term can be, either way: a box whose score without it is this much below another
+#: box's full score cannot overtake that box (``coloc_core.predict.content_terms`` skips its crop).
+CONTENT_BOUND = CONTENT_WEIGHT * CONTENT_CLIP
 #: The smallest standard deviation of the cosines a collection may have (a collection of identical
 #: crops would otherwise divide by zero).
 CONTENT_MIN_SPREAD = 1e-3

@@ -243,14 +243,20 @@ def _report(cfg: DemoConfig, result: dict[str, Any]) -> None:
     print("exports:      ", result["exports"], "(COCO JSON, YOLO dataset)")
     keys = [
         k
-        for k in ("corloc@0.5", "maxboxaccv2", "spearman_score_iou", "corloc@0.5_top_half_by_score")
+        for k in (
+            "corloc@0.5",
+            "box_corloc@0.5",
+            "maxboxaccv2",
+            "spearman_score_iou",
+            "corloc@0.5_top_half_by_score",
+        )
         if k in metrics
     ]
     rows = [("self-trained (default)", metrics)]
     if result.get("calibrated"):
         rows.append(
             (
-                f"  τ={result['calibrated']['threshold']:.2f} from train boxes",
+                f"  τ={result['calibrated']['threshold']:.2f} (train boxes)",
                 result["calibrated"]["evaluation"],
             )
         )
@@ -261,9 +267,10 @@ def _report(cfg: DemoConfig, result: dict[str, Any]) -> None:
             (f"training-free {result['baseline']['method'].upper()}", result["baseline"]["evaluation"])
         )
     print(f"\ntest split ({int(metrics.get('gt_images', 0))} images)")
-    print(f"  {'':<24}" + "".join(f"{k:>32}" for k in keys))
+    print(f"  {'':<24}" + "".join(f"{k:>{len(k) + 2}}" for k in keys))
     for name, values in rows:
-        print(f"  {name:<24}" + "".join(f"{float(values.get(k, float('nan'))):>32.2f}" for k in keys))
+        cells = (f"{float(values.get(k, float('nan'))):>{len(k) + 2}.2f}" for k in keys)
+        print(f"  {name:<24}" + "".join(cells))
     print(
         f"whole-image boxes (self-trained): {result['whole_image_boxes']} of "
         f"{result['label_summary']['images']}"

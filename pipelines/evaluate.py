@@ -8,16 +8,21 @@ How each number is computed (SPEC §6, the wsolevaluation protocol):
 
 - Everything is measured at 224×224 from the **stored heatmaps**: score map = bicubic upsampling +
   min-max (``coloc_core.boxes.scoremap_from_attention``), GT boxes scaled to 224 with truncation
-  (``resize_boxes``, from the image's decoded size). The stored original-pixel boxes are these same
-  boxes mapped back, so they are not re-scaled (that would lose a pixel to truncation).
-- CorLoc@δ (δ ∈ {0.3, 0.5, 0.7}) and their mean: the single largest-contour box at the table's τ,
-  over ALL ground-truth images: an image without a usable prediction (error row, or not in the table)
-  counts as a miss.
+  (``resize_boxes``, from the image's decoded size).
+- CorLoc@δ (δ ∈ {0.3, 0.5, 0.7}) and their mean: the single largest-contour box at the table's τ
+  (SPEC §6, the paper's protocol), over ALL ground-truth images: an image without a usable
+  prediction (error row, or not in the table) counts as a miss.
+- ``box_corloc@δ``: the same count for the table's own boxes, the labels users get (each image's
+  ``x0..y1`` in original pixels against its GT boxes, IoU with inclusive pixels). With ``coloc label
+  --pick=largest`` they are the boxes of CorLoc@δ mapped back to the image (equal up to rounding);
+  with the default ``--pick=score`` an image whose best-scored region is not its largest one has
+  another box (``coloc_core.predict.PICKS``). ``mean_iou`` is these boxes' mean IoU.
 - MaxBoxAccV2: best τ per δ of multi-contour boxes (``coloc_core.metrics.MaxBoxAccAccumulator``); the
   same misses count. Both come from ``coloc_core.metrics.LocalizationAccumulator``, training's evaluation
   core too (misses: ``add_misses``).
-- Score ranking: Spearman ρ between the stored ``score`` and the image's IoU (best over its GT boxes),
-  and CorLoc@0.5 of the top-scored half vs the bottom half and their gap (images with a prediction
+- Score ranking: Spearman ρ between the stored ``score`` and the IoU of the table's box (best over
+  the image's GT boxes, original pixels: the box the score belongs to), and CorLoc@0.5 of the
+  top-scored half vs the bottom half and their gap (images with a prediction
   only), each with an approximate 95% interval (:func:`spearman_interval`, :func:`gap_interval`): a
   few hundred labelled images pin ρ down to about ±0.13.
 - Box recall and precision at IoU 0.5 (``box_recall@0.5``, ``box_precision@0.5``), for images with
@@ -59,7 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coloc_core.box_score import TYPICAL_BOX_IMAGES, box_size_statistics, evenly_spread, scoremap_box_area
-from coloc_core.boxes import SCOREMAP_SIZE, match_boxes, resize_boxes, scoremap_from_attention
+from coloc_core.boxes import SCOREMAP_SIZE, iou_matrix, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload, save_model_file
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL
 from coloc_core.heatmap import dequantize_heatmap
@@ -217,8 +222,10 @@ def evaluate_part(
             scoremap = _table_scoremap(row)
             assert scoremap is not None
             gt224 = resize_boxes(np.asarray(gt), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
-            iou = acc.update(scoremap, gt224)
+            acc.update(scoremap, gt224)
             gt_array = np.asarray(gt, dtype=np.float64)
+            single = _single_box(row)[0]
+            iou = float(iou_matrix(single, gt_array).max()) if len(single) and len(gt_array) else 0.0
             _count_matches(result.matches["boxes"], *_row_boxes(row), gt_array)
             _count_matches(result.matches["single"], *_single_box(row), gt_array)
         result.keys.append(key)
@@ -402,8 +409,10 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
         )
         if acc.count:
             metrics.update(acc.compute())
-        metrics.update(_box_match_metrics(results, gt, seen))
         has = ~np.isnan(ious)
+        for delta in deltas:  # the table's boxes; GT images without a usable prediction are misses
+            metrics[f"box_corloc@{delta:g}"] = 100.0 * float((ious[has] >= delta).sum()) / gt.num_images
+        metrics.update(_box_match_metrics(results, gt, seen))
         metrics.update(score_ranking(scores[has], ious[has]))
         metrics["mean_iou"] = float(ious[has].mean()) if has.any() else math.nan
     else:

@@ -230,6 +230,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 "postprocess": postprocess_in_actor,
                 "all_boxes": plan.all_boxes,
                 "box_sizes": plan.box_sizes,
+                "pick": plan.pick,
             },
             udf_modifying_row_count=False,
         )
@@ -239,7 +240,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 batch_format="pyarrow",
                 batch_size=None,
                 num_cpus=cfg.decode_cpus,
-                fn_kwargs={"all_boxes": plan.all_boxes, "box_sizes": plan.box_sizes},
+                fn_kwargs={"all_boxes": plan.all_boxes, "box_sizes": plan.box_sizes, "pick": plan.pick},
                 udf_modifying_row_count=False,
             )
         todo = int(sum(plan.shard_size(s) for s in pending))

@@ -19,7 +19,7 @@ from coloc_core.box_content import ContentScorer
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import DEFAULT_INPUT_SIZES, localizer_from_payload
-from coloc_core.predict import attention_maps, inference_layout
+from coloc_core.predict import DEFAULT_PICK, attention_maps, inference_layout
 from pipelines import ingest, schema, storage
 from pipelines.config import LabelJobConfig
 from pipelines.label_shards import heatmaps_to_box_rows, nullable_ints
@@ -46,6 +46,7 @@ class LocalizeBatch:
         endpoint_url: S3 endpoint override.
         all_boxes: with ``postprocess``, also every region's box and score (``boxes=all``).
         box_sizes: with ``postprocess``, the model's typical box (``LabelPlan.box_sizes``).
+        pick: with ``postprocess``, which region's box is the image's (``coloc_core.predict.PICKS``).
 
     A model file that stores its collection's box contents (``coloc_core.box_content``) adds each
     box's content term to its score: the actor crops the box from the decoded image and encodes it
@@ -64,6 +65,7 @@ class LocalizeBatch:
         endpoint_url: str | None = None,
         all_boxes: bool = False,
         box_sizes: dict[str, Any] | None = None,
+        pick: str = DEFAULT_PICK,
     ) -> None:
         import torch  # noqa: PLC0415
 
@@ -87,6 +89,7 @@ class LocalizeBatch:
         self.postprocess = postprocess
         self.all_boxes = all_boxes
         self.box_sizes = box_sizes
+        self.pick = pick
 
     def attention(self, images: np.ndarray) -> np.ndarray:
         """Attention maps of uint8 images.
@@ -141,7 +144,7 @@ class LocalizeBatch:
             def content(indices: list[int], boxes: list[np.ndarray]) -> list[np.ndarray]:
                 return scorer.terms(images[indices], boxes)
 
-        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes, content)
+        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes, content, self.pick)
 
 
 # The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
@@ -262,7 +265,7 @@ def box_areas_batch(
         ):
             if not np.isfinite(attn).all():
                 continue
-            cut = cut_boxes(quantize_heatmap(attn), threshold)
+            cut = cut_boxes(quantize_heatmap(attn), threshold, pick="largest")
             areas[i] = box_area_share(cut.box[0], cut.scoremap.shape)
             good.append(int(i))
             boxes.append(cut.box)

@@ -84,6 +84,14 @@ class LabelPlan:
         return self.manifest.get("boxes", "one") == "all"
 
     @property
+    def pick(self) -> str:
+        """Which region's box is each image's (``pick``, recorded in the manifest).
+
+        Folders from before the option hold the largest contour's.
+        """
+        return str(self.manifest.get("pick", "largest"))
+
+    @property
     def schema_version(self) -> int:
         """The part files' schema version: the folder's own (1 before ``boxes``, 2 before ``error_kind``).
 
@@ -147,6 +155,10 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
             raise _mismatch(out, key, manifest[key], getattr(cfg, key))
     if manifest.get("boxes", "one") != cfg.boxes:  # folders from before the option hold one box
         raise _mismatch(out, "boxes", manifest.get("boxes", "one"), cfg.boxes)
+    if manifest.get("pick", "largest") != cfg.pick:  # folders from before the option: the largest
+        old = manifest.get("pick", "largest")
+        error = _mismatch(out, "pick", old, cfg.pick)
+        raise ValueError(f"{error} (or pass --pick={old} to finish it)")
     if cfg.method == "model":
         payload = read_model_payload(storage.read_bytes(cfg.model))
         model_uri, model_id = cfg.model, str(payload["model_id"])
@@ -314,6 +326,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "split": cfg.split,
         "limit": cfg.limit,
         "boxes": cfg.boxes,
+        "pick": cfg.pick,
         "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
         "schema_version": schema.SCHEMA_VERSION,
         "config": dump(cfg),

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from coloc_core.predict import Cut, cut_boxes, score_cut
+from coloc_core.predict import DEFAULT_PICK, Cut, content_terms, cut_boxes, score_cut
 from pipelines import ingest, schema, storage
 from pipelines.predictions import PredictionsFolder, decode_heatmap, is_part_temp, part_name, shard_of
 
@@ -50,17 +50,19 @@ def heatmaps_to_box_rows(
     all_boxes: bool = False,
     box_sizes: dict[str, Any] | None = None,
     content: Callable[[list[int], list[np.ndarray]], Sequence[Any]] | None = None,
+    pick: str = DEFAULT_PICK,
 ) -> pa.Table:
     """Heatmap rows (from :class:`.label_actors.LocalizeBatch`) → full prediction rows + index column.
 
     Per image, what ``Predictor.predict`` runs too (:func:`coloc_core.predict.cut_boxes`, then
-    :func:`coloc_core.predict.score_cut`): the stored heatmap → SPEC §6 score map at 224 → the single
-    largest-contour box at τ → original pixel coordinates (``coloc_core.boxes.boxes_to_original``) and
-    ``box_score``; with ``all_boxes`` also every region's box and score into the ``boxes`` column
-    (null otherwise). ``box_sizes``: the model's typical box (``LabelPlan.box_sizes``), a term of every
-    score when given. ``content``: given the batch rows' indices and each one's boxes
-    (``Cut.all_boxes``), their content terms (the actor's
-    :class:`coloc_core.box_content.ContentScorer`, which needs the images); None = without the term.
+    :func:`coloc_core.predict.score_cut`): the stored heatmap → SPEC §6 score map at 224 → the image's
+    box at τ (``pick``: the best-scored region's, or the single largest contour's) → original pixel
+    coordinates (``coloc_core.boxes.boxes_to_original``) and ``box_score``; with ``all_boxes`` also
+    every region's box and score into the ``boxes`` column (null otherwise). ``box_sizes``: the
+    model's typical box (``LabelPlan.box_sizes``), a term of every score when given. ``content``:
+    given the batch rows' indices and each one's boxes (``Cut.all_boxes``), their content terms (the
+    actor's :class:`coloc_core.box_content.ContentScorer`, which needs the images); None = without the
+    term.
     """
     rows = batch.to_pydict()
     n = batch.num_rows
@@ -79,11 +81,18 @@ def heatmaps_to_box_rows(
             errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
             kinds[i] = schema.KIND_DECODE  # the decode gave no size (defensive: it always does)
             continue
-        cuts[i] = (cut_boxes(heat, float(rows[schema.THRESHOLD][i]), all_boxes), (int(width), int(height)))
+        cut = cut_boxes(heat, float(rows[schema.THRESHOLD][i]), all_boxes, pick)
+        cuts[i] = (cut, (int(width), int(height)))
     indices = list(cuts)
     terms: Sequence[Any] = [None] * len(indices)
     if content is not None and indices:
-        terms = content(indices, [cuts[i][0].all_boxes() for i in indices])
+        encode = content  # the batch rows' positions among `indices` → the rows themselves
+
+        def by_position(at: list[int], boxes: list[np.ndarray]) -> Sequence[Any]:
+            return encode([indices[p] for p in at], boxes)
+
+        taus = [float(rows[schema.THRESHOLD][i]) for i in indices]
+        terms = content_terms([cuts[i][0] for i in indices], taus, box_sizes, by_position)
     for i, term in zip(indices, terms, strict=True):
         cut, wh = cuts[i]
         loc = score_cut(cut, float(rows[schema.THRESHOLD][i]), wh, box_sizes, term)

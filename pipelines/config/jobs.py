@@ -31,6 +31,8 @@ DATASET_FORMATS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
 LABEL_METHODS = ("model", "full", "caam", "ddt", "rps", "selftrain")
 # Boxes per image of the labeling job: the single box (co-localization) or every region's box.
 LABEL_BOXES = ("one", "all")
+# Which region's box is an image's box (coloc_core.predict.PICKS, kept light here: no torch import).
+LABEL_PICKS = ("score", "largest")
 # What `coloc train` fits: the self-trained head (default) or the paper's CAML network.
 TRAIN_METHODS = ("selftrain", "caml")
 # What ``backbone=auto`` (the default of `coloc train` and `coloc label`) stands for: the self-trained
@@ -193,9 +195,13 @@ class LabelJobConfig:
         use_gpu: one GPU per actor.
         rows_per_file: maximum rows per Parquet file (bounds file size).
         limit: label at most this many images (0 = all).
-        boxes: ``one`` (the default: the single largest-contour box of co-localization) or ``all``
+        boxes: ``one`` (the default: one box per image, the co-localization box) or ``all``
             (also every region's box above τ, each with its score, in the table's ``boxes`` column
             and in every export; for images with several objects).
+        pick: which region of the mask at τ gives the image's box: ``score`` (the default: the
+            region whose box scores highest, content term included, so the region most like the
+            collection's object; the largest on ties) or ``largest`` (the single largest contour,
+            SPEC §6: the box of the paper and of ``coloc evaluate``'s CorLoc@δ).
         image_size: side of the square images a method fitted or built here labels at (0 = the
             method's default: 480 for selftrain, DDT and RPS, 224 for CAAM and full;
             ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). A model file carries its own.
@@ -226,6 +232,7 @@ class LabelJobConfig:
     rows_per_file: int = 5000
     limit: int = 0
     boxes: str = "one"
+    pick: str = "score"
     image_size: int = 0
     fit_size: int = 0
     first_labels: str = "auto"
@@ -326,6 +333,8 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if cfg.boxes not in LABEL_BOXES:
         raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
+    if cfg.pick not in LABEL_PICKS:
+        raise ValueError(f"pick={cfg.pick!r} is not one of {', '.join(LABEL_PICKS)}")
     _check_first_labels(cfg.first_labels, cfg.method)
     if cfg.method != "model":
         _check_backbone("backbone", cfg.backbone)

@@ -72,7 +72,7 @@ def test_demo_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> None:
         0.0 <= summary["calibrated"]["threshold"] < 1.0
         and "corloc@0.5" in summary["calibrated"]["evaluation"]
     )
-    assert "from train boxes" in output
+    assert "(train boxes)" in output and "box_corloc@0.5" in output
     assert 0 <= summary["whole_image_boxes"] <= 24
     coco = json.loads((out / "exports" / "coco.json").read_text())
     assert len(coco["images"]) == 24 and coco["annotations"]

@@ -62,12 +62,15 @@ def test_oracle_heatmaps_score_100_on_s3(ray_cluster, s3_server, squares):
 def test_misses_count_and_score_ranking(ray_cluster, tmp_path, squares):
     root, _, expected = squares
     items = _oracle_items(root, expected)
-    # Shift the oracle box of image i right by 4·i pixels at 224 and give it a score falling with i.
+    # Shift the oracle map and box of image i right by 4·i pixels at 224 and give it a score falling
+    # with i: the table's box (what the score ranks) loses IoU as the score falls.
     shifted = []
     for i, (path, w, h, heat, box, _) in enumerate(items[:8]):
         moved = np.zeros_like(heat)
         moved[:, 4 * i :] = heat[:, : 224 - 4 * i]
-        shifted.append((path, w, h, moved, box, 1.0 - i / 10))
+        dx = 4 * i * w / 224
+        x0, y0, x1, y1 = box
+        shifted.append((path, w, h, moved, (min(x0 + dx, w - 1), y0, min(x1 + dx, w - 1), y1), 1.0 - i / 10))
     shifted.append((items[8][0], items[8][1], items[8][2], None, None, None))  # an error row
     # items[9] is left out of the table: a miss.
     pred = str(tmp_path / "pred")

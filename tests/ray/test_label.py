@@ -712,7 +712,8 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
     cfg = dataclasses.replace(_brightness_folder_cfg(tmp_path, str(root), out, rows_per_file=3), boxes="all")
     summary = run_labeling(cfg)
     assert (summary.images, summary.errors, summary.shards) == (5, 0, 2)
-    assert json.loads(storage.read_text(storage.join(out, MANIFEST)))["boxes"] == "all"
+    manifest = json.loads(storage.read_text(storage.join(out, MANIFEST)))
+    assert (manifest["boxes"], manifest["pick"]) == ("all", "score")
     predictor = Predictor.load(cfg.model)
     for row in _read_parts(out).to_pylist():
         boxes = np.array([[b[c] for c in schema.BOX_COLUMNS] for b in row["boxes"]])
@@ -729,6 +730,8 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
     # The folder holds every box: a rerun must ask for the same.
     with pytest.raises(ValueError, match="boxes='all'.*boxes='one'"):
         run_labeling(dataclasses.replace(cfg, boxes="one"))
+    with pytest.raises(ValueError, match="pick='score'.*pick='largest'"):  # nor another box per image
+        run_labeling(dataclasses.replace(cfg, pick="largest"))
     from jobs.label import main as label_main
 
     assert label_main([f"--images={root}", f"--out={out}-x", "--boxes=many"]) == 2  # before any work
@@ -754,6 +757,7 @@ def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, vers
     manifest = json.loads(storage.read_text(storage.join(old, MANIFEST)))
     if version == 1:
         manifest.pop("boxes")
+    manifest.pop("pick")  # both are from before the option: their boxes are the largest contour's
     manifest["schema_version"] = version
     manifest["schema"] = [c for c in manifest["schema"] if c.split(":", 1)[0] not in later]
     storage.write_text_atomic(storage.join(old, MANIFEST), json.dumps(manifest))
@@ -762,8 +766,10 @@ def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, vers
 
     if version == 1:
         with pytest.raises(ValueError, match="boxes"):
-            run_labeling(dataclasses.replace(cfg, out=old, boxes="all"))
-    summary = run_labeling(dataclasses.replace(cfg, out=old))
+            run_labeling(dataclasses.replace(cfg, out=old, boxes="all", pick="largest"))
+    with pytest.raises(ValueError, match=r"pick='largest', this run has pick='score'.*--pick=largest"):
+        run_labeling(dataclasses.replace(cfg, out=old))
+    summary = run_labeling(dataclasses.replace(cfg, out=old, pick="largest"))
     assert (summary.images, summary.shards_written, summary.errors_by_kind) == (len(expected), 1, {})
     for uri in part_files(old):
         file_schema = pq.read_schema(uri)

@@ -325,3 +325,14 @@ def test_backbone_auto_is_lite2_for_the_self_trained_head_and_lite0_otherwise():
     assert kept.method == "selftrain" and kept.backbone == "efficientnet_lite0"
     with pytest.raises(ValueError, match="not a known backbone"):
         check_label_config(LabelJobConfig(images="/x", out="/y", method="ddt", backbone="lite9"))
+
+
+def test_label_pick_is_the_best_scored_region_by_default_and_checked():
+    from coloc_core.predict import DEFAULT_PICK, PICKS
+    from pipelines.config import LABEL_PICKS, LabelJobConfig, check_label_config
+
+    assert LABEL_PICKS == PICKS  # the config keeps its own copy, so it need not import torch
+    assert LabelJobConfig().pick == DEFAULT_PICK == "score"
+    assert check_label_config(LabelJobConfig(images="/x", out="/y", pick="largest")).pick == "largest"
+    with pytest.raises(ValueError, match="pick='biggest' is not one of score, largest"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", pick="biggest"))

@@ -83,6 +83,42 @@ def _one_image_set(tmp_path):
     return root, pred
 
 
+def test_box_corloc_and_the_ranking_measure_the_tables_own_boxes(tmp_path):
+    # Three images whose map's largest contour is the centre of the image (the SPEC box of CorLoc@δ).
+    # The table's boxes differ, as a best-scored region can: a.jpg's box finds its object off the centre,
+    # b.jpg's misses, c.jpg's is the centre box; d.jpg is not in the table (a miss for both).
+    root = tmp_path / "set"
+    root.mkdir()
+    centre = (57, 34, 142, 85)  # the 7x7 map's middle 3x3 cells, in a 200x120 image
+    gt = {"a.jpg": (150, 80, 199, 119), "b.jpg": centre, "c.jpg": centre, "d.jpg": centre}
+    lines = ["path,width,height,x0,y0,x1,y1"] + [
+        f"{k},200,120,{','.join(map(str, v))}" for k, v in gt.items()
+    ]
+    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
+    heat = np.zeros((7, 7), np.uint8)
+    heat[2:5, 2:5] = 255
+    items = [
+        (str(root / "a.jpg"), 200, 120, heat, (150.0, 80.0, 199.0, 119.0), 0.9),
+        (str(root / "b.jpg"), 200, 120, heat, (0.0, 0.0, 30.0, 20.0), 0.1),
+        (str(root / "c.jpg"), 200, 120, heat, tuple(float(v) for v in centre), 0.5),
+    ]
+    pred = str(tmp_path / "pred")
+    data.write_parts(pred, data.prediction_rows(items), rows_per_file=2)
+    m = run_evaluation(
+        EvaluateJobConfig(pred, gt=str(root), format="boxes_csv", split="all", sheet_images=0)
+    ).metrics
+    assert m["corloc@0.5"] == pytest.approx(50.0)  # the map's box: b and c of the four
+    assert m["box_corloc@0.5"] == pytest.approx(50.0)  # the table's boxes: a and c of the four
+    assert m["box_corloc@0.3"] == pytest.approx(50.0) and m["box_corloc@0.7"] == pytest.approx(50.0)
+    # The score ranks the table's boxes: a (0.9, hit) > c (0.5, hit) > b (0.1, miss).
+    # IoU ranks a = c > b, the scores a > c > b: ρ = √3/2 (the map's boxes, a miss and b a hit, would
+    # give a negative ρ)
+    assert m["spearman_score_iou"] == pytest.approx(np.sqrt(3) / 2)
+    assert m["corloc@0.5_top_half_by_score"] == pytest.approx(100.0)
+    assert m["corloc@0.5_bottom_half_by_score"] == pytest.approx(0.0)
+    assert m["mean_iou"] == pytest.approx(2 / 3)
+
+
 def test_a_relative_ground_truth_root_meets_a_table_of_absolute_paths(tmp_path, monkeypatch):
     root, pred = _one_image_set(tmp_path)
     monkeypatch.chdir(tmp_path)

@@ -196,6 +196,117 @@ def test_all_boxes_finds_each_object_with_its_own_score():
     assert predictor.predict(array).boxes is None  # only when asked
 
 
+def _two_blobs() -> np.ndarray:
+    heat = np.zeros((28, 28), np.uint8)
+    heat[2:16, 2:16] = 255  # a big region
+    heat[20:25, 19:26] = 200  # a small one
+    return heat
+
+
+def test_the_image_box_is_the_best_scored_region_and_pick_largest_keeps_the_largest_contour():
+    from coloc_core.predict import cut_boxes, locate
+
+    heat, wh = _two_blobs(), (280, 280)
+    seen: list[np.ndarray] = []
+
+    def small_is_typical(boxes: np.ndarray) -> np.ndarray:
+        # a content term that finds the collection's object in the small region only
+        seen.append(boxes)
+        areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+        return np.where(areas < 5000, 1.0, -1.0)
+
+    largest = locate(heat, 0.2, wh, content=small_is_typical, pick="largest", all_boxes=True)
+    best = locate(heat, 0.2, wh, content=small_is_typical, pick="score", all_boxes=True)
+    assert largest.boxes is not None and best.boxes is not None and len(best.boxes) == 2
+    # The largest contour is the big square; the best-scored region is the small one, first in the list.
+    big, small = np.array([[20, 20, 159, 159]]), np.array([[190, 200, 259, 249]])
+    assert iou_matrix(largest.box, big)[0, 0] > 0.8 and iou_matrix(best.box, small)[0, 0] > 0.6
+    np.testing.assert_array_equal(best.box, best.boxes[0])
+    assert best.score == pytest.approx(float(best.scores[0]), abs=1e-6) and best.score > largest.score
+    np.testing.assert_array_equal(largest.boxes, best.boxes)  # the list does not depend on the pick
+    # Each distinct box is encoded once, the box first: the largest region's box is the box itself.
+    assert [len(b) for b in seen] == [1, 1, 1, 1]
+    seen.clear()
+    assert np.array_equal(locate(heat, 0.2, wh, content=small_is_typical).box, best.box)
+    assert [len(b) for b in seen] == [1, 1]  # the small region can still win: it is encoded
+    # Without a term that prefers it, the small region scores lower and the box stays the largest.
+    plain = locate(heat, 0.2, wh)
+    np.testing.assert_array_equal(plain.box, largest.box)
+    assert plain.boxes is None  # the regions are scored, not returned, unless asked
+    cut = cut_boxes(heat, 0.2, pick="largest")
+    assert cut.regions is None and len(cut.all_boxes()) == 1  # the SPEC box alone costs no region pass
+    with pytest.raises(ValueError, match="pick='biggest' is not one of score, largest"):
+        cut_boxes(heat, 0.2, pick="biggest")
+    with pytest.raises(ValueError, match="pick='biggest'"):
+        Predictor(_brightness_payload(), pick="biggest")
+
+
+def test_regions_that_cannot_win_are_not_encoded_and_the_box_is_the_one_encoding_all_gives():
+    from coloc_core.box_content import CONTENT_BOUND
+    from coloc_core.box_score import box_score
+    from coloc_core.predict import content_terms, cut_boxes, score_cut
+
+    rng = np.random.default_rng(11)
+    encoded = skipped = 0
+    for _ in range(40):
+        heat = np.zeros((14, 14), np.uint8)  # a few blobs of random size and strength
+        for _ in range(int(rng.integers(2, 5))):
+            y, x, h, w = rng.integers(0, 12, 4)
+            heat[y : y + 1 + h % 5, x : x + 1 + w % 5] = rng.integers(60, 256)
+        table: dict = {}  # one fixed term per box, as the same crop always gives
+
+        def term(box: np.ndarray, table: dict = table) -> float:
+            return table.setdefault(tuple(box.tolist()), float(rng.uniform(-CONTENT_BOUND, CONTENT_BOUND)))
+
+        def encode(at: list[int], boxes: list[np.ndarray]) -> list[np.ndarray]:
+            return [np.array([term(b) for b in group]) for group in boxes]
+
+        cut = cut_boxes(heat, 0.2)
+        (lazy,) = content_terms([cut], 0.2, None, encode)
+        every = np.array([term(b) for b in cut.all_boxes()])  # every region encoded
+        assert np.array_equal(lazy[~np.isnan(lazy)], every[~np.isnan(lazy)])
+        got = score_cut(cut, 0.2, (140, 140), None, lazy)
+        want = score_cut(cut, 0.2, (140, 140), None, every)
+        np.testing.assert_array_equal(got.box, want.box)
+        assert got.score == pytest.approx(want.score)
+        # What was skipped could not have won even with the largest term, or is a speck.
+        full = box_score(cut.scoremap, cut.box[0], 0.2, None, every[0])
+        for box in cut.all_boxes()[np.isnan(lazy)]:
+            speck = not cut.candidates(box[None])[0]
+            assert speck or box_score(cut.scoremap, box, 0.2, None) + CONTENT_BOUND <= full
+        encoded += int((~np.isnan(lazy)).sum())
+        skipped += int(np.isnan(lazy).sum())
+    assert skipped > 0 and encoded > 40  # both cases happen on these maps
+
+
+def test_a_speck_is_never_the_image_box_however_it_scores():
+    from coloc_core.predict import PICK_MIN_SHARE, locate
+
+    heat = np.zeros((28, 28), np.uint8)
+    heat[2:18, 2:18] = 255  # 16x16 cells
+    heat[24:26, 24:26] = 255  # 2x2 cells: 1/64 of the big one's area, under PICK_MIN_SHARE
+    assert 1 / 64 < PICK_MIN_SHARE
+
+    def speck_is_typical(boxes: np.ndarray) -> np.ndarray:
+        areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+        return np.where(areas < 1000, 1.0, -1.0)
+
+    loc = locate(heat, 0.2, (280, 280), content=speck_is_typical, all_boxes=True)
+    assert loc.boxes is not None and loc.scores is not None and len(loc.boxes) == 2
+    assert loc.scores[0] > loc.scores[1]  # the speck scores best ...
+    np.testing.assert_array_equal(loc.box, loc.boxes[1])  # ... but the big region is the image's box
+
+
+def test_an_empty_mask_keeps_the_placeholder_box_with_either_pick():
+    from coloc_core.predict import locate
+
+    flat = np.zeros((7, 7), np.uint8)
+    for pick in ("score", "largest"):
+        loc = locate(flat, 0.2, (70, 70), pick=pick, all_boxes=True)
+        np.testing.assert_array_equal(loc.box, [0, 0, 0, 0])
+        assert loc.boxes is not None and loc.boxes.shape == (0, 4)
+
+
 def test_predict_batch_equals_predict_one_by_one(tmp_path):
     rng = np.random.default_rng(5)
     images = [np.asarray(make_synthetic_image(rng, w, h)[0]) for w, h in ((200, 150), (96, 160), (128, 128))]
