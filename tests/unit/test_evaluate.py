@@ -16,6 +16,16 @@ from tests.ray import labeling_data as data
 pytestmark = [pytest.mark.timeout(180)]
 
 
+def _boxes_csv_200x120(root, gt: dict) -> np.ndarray:
+    """Write ``root/boxes.csv`` for 200x120 images ({name: [box, ...]}); a 7x7 heatmap of its centre."""
+    lines = ["path,width,height,x0,y0,x1,y1"]
+    lines += [f"{name},200,120,{x0},{y0},{x1},{y1}" for name, boxes in gt.items() for x0, y0, x1, y1 in boxes]
+    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
+    heat = np.zeros((7, 7), np.uint8)
+    heat[2:5, 2:5] = 255
+    return heat
+
+
 def test_box_recall_and_precision_count_every_box_of_a_boxes_all_table(tmp_path):
     import pyarrow as pa
 
@@ -28,11 +38,7 @@ def test_box_recall_and_precision_count_every_box_of_a_boxes_all_table(tmp_path)
         "b.jpg": [(30, 30, 129, 99)],
         "c.jpg": [(0, 0, 49, 49), (60, 0, 99, 49)],  # not in the table: both boxes missed
     }
-    lines = ["path,width,height,x0,y0,x1,y1"]
-    lines += [f"{name},200,120,{x0},{y0},{x1},{y1}" for name, boxes in gt.items() for x0, y0, x1, y1 in boxes]
-    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
-    heat = np.zeros((7, 7), np.uint8)
-    heat[2:5, 2:5] = 255
+    heat = _boxes_csv_200x120(root, gt)
     items = [
         (str(root / "a.jpg"), 200, 120, heat, (10.0, 10.0, 59.0, 59.0), 0.8),
         (str(root / "b.jpg"), 200, 120, heat, (30.0, 30.0, 129.0, 99.0), 0.6),
@@ -90,13 +96,9 @@ def test_box_corloc_and_the_ranking_measure_the_tables_own_boxes(tmp_path):
     root = tmp_path / "set"
     root.mkdir()
     centre = (57, 34, 142, 85)  # the 7x7 map's middle 3x3 cells, in a 200x120 image
-    gt = {"a.jpg": (150, 80, 199, 119), "b.jpg": centre, "c.jpg": centre, "d.jpg": centre}
-    lines = ["path,width,height,x0,y0,x1,y1"] + [
-        f"{k},200,120,{','.join(map(str, v))}" for k, v in gt.items()
-    ]
-    (root / "boxes.csv").write_text("\n".join(lines) + "\n")
-    heat = np.zeros((7, 7), np.uint8)
-    heat[2:5, 2:5] = 255
+    heat = _boxes_csv_200x120(
+        root, {"a.jpg": [(150, 80, 199, 119)], **{k: [centre] for k in ("b.jpg", "c.jpg", "d.jpg")}}
+    )
     items = [
         (str(root / "a.jpg"), 200, 120, heat, (150.0, 80.0, 199.0, 119.0), 0.9),
         (str(root / "b.jpg"), 200, 120, heat, (0.0, 0.0, 30.0, 20.0), 0.1),
