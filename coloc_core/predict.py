@@ -432,8 +432,9 @@ def locate(
         all_boxes: also return every region's box.
         box_sizes: the model's typical box (``coloc_core.box_score.payload_box_sizes``): the scores
             take its typicality term; None = without it.
-        content: given the boxes of :meth:`Cut.all_boxes` (score-map pixels), their content terms
-            (:class:`coloc_core.box_content.ContentScorer`, which needs the image); None = without.
+        content: given some of the image's boxes ((k, 4), score-map pixels), their k content terms
+            (:class:`coloc_core.box_content.ContentScorer`, which needs the image); called for the
+            box, then for the regions that need a term (:func:`content_terms`); None = without.
         pick: which region's box is the image's (:data:`PICKS`).
 
     Raises:

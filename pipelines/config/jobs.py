@@ -200,7 +200,8 @@ class LabelJobConfig:
             and in every export; for images with several objects).
         pick: which region of the mask at τ gives the image's box: ``score`` (the default: the
             region whose box scores highest, content term included, so the region most like the
-            collection's object; the largest on ties) or ``largest`` (the single largest contour,
+            collection's object; the largest on ties; a region under 1/16 of the largest one's box
+            is a speck, never picked) or ``largest`` (the single largest contour,
             SPEC §6: the box of the paper and of ``coloc evaluate``'s CorLoc@δ).
         image_size: side of the square images a method fitted or built here labels at (0 = the
             method's default: 480 for selftrain, DDT and RPS, 224 for CAAM and full;
