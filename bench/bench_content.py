@@ -4,16 +4,16 @@
         --images ../shared/data/cub100-unboxed/images --n 300 --out /tmp/bench-content
     .venv/bin/python bench/bench_content.py --compare pick ...   # the box of the best-scored region
 
-``--compare pick`` measures the default ``--pick=score`` (every region of the mask scored, so every
-region's crop encoded) against ``--pick=largest`` (the single largest contour's crop only), the same
+``--compare pick`` measures the default ``--pick=score`` (every region of the mask scored, and the
+crop of each region that could still win encoded) against ``--pick=largest`` (the single largest contour's crop only), the same
 model file with its content term in both runs; the runs are named ``largest`` and ``score``.
 
 Both runs are the product's ``coloc label --model`` path (``pipelines.label.run_labeling``) over the
 same first ``n`` images (sorted) of the folder, on one local Ray cluster of ``--cpus`` CPUs, in the
 order given by ``--order``. The baseline is the same model file with its ``box_contents`` removed
 (written to ``OUT/plain.pt``): the same boxes, scores without the content term, so no crop is encoded
-(``coloc_core.box_content``); both runs at ``--pick=largest``, one crop per image. The model file must store ``box_contents`` (a fit since 2026-12-02:
-``coloc train``, or ``coloc label --method ddt|rps|selftrain``'s ``_model.pt``). Reported per run:
+(``coloc_core.box_content``); both runs at ``--pick=largest``, one crop per image. The model file must
+store ``box_contents`` (a fit since 2026-12-02: ``coloc train``, or ``coloc label --method ddt|rps|selftrain``'s ``_model.pt``). Reported per run:
 wall time, images per second, the peak summed PSS of the driver's process tree
 (``bench_label.PeakSampler``); and the ratios content / plain. The first run also starts the
 cluster's workers: run both orders. Prints one JSON object.

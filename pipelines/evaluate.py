@@ -224,10 +224,10 @@ def evaluate_part(
             gt224 = resize_boxes(np.asarray(gt), (row[schema.HEIGHT], row[schema.WIDTH]), SCOREMAP_SIZE)
             acc.update(scoremap, gt224)
             gt_array = np.asarray(gt, dtype=np.float64)
-            single = _single_box(row)[0]
-            iou = float(iou_matrix(single, gt_array).max()) if len(single) and len(gt_array) else 0.0
+            single = _single_box(row)
+            iou = float(iou_matrix(single[0], gt_array).max()) if len(single[0]) and len(gt_array) else 0.0
             _count_matches(result.matches["boxes"], *_row_boxes(row), gt_array)
-            _count_matches(result.matches["single"], *_single_box(row), gt_array)
+            _count_matches(result.matches["single"], *single, gt_array)
         result.keys.append(key)
         result.paths.append(row[schema.PATH])
         result.ious.append(iou)

@@ -33,6 +33,9 @@ from pipelines.predictions import MANIFEST, MANIFEST_VERSION, PredictionsFolder,
 log = logging.getLogger("pipelines.label")
 
 MISSING_EXAMPLES = 5  # paths named in the warning (and the summary) about inputs no longer listed
+#: The pick of a folder whose manifest names none: folders from before the option hold the largest
+#: contour's box.
+PICK_BEFORE_OPTION = "largest"
 
 
 @dataclass
@@ -89,7 +92,7 @@ class LabelPlan:
 
         Folders from before the option hold the largest contour's.
         """
-        return str(self.manifest.get("pick", "largest"))
+        return str(self.manifest.get("pick", PICK_BEFORE_OPTION))
 
     @property
     def schema_version(self) -> int:
@@ -155,10 +158,11 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
             raise _mismatch(out, key, manifest[key], getattr(cfg, key))
     if manifest.get("boxes", "one") != cfg.boxes:  # folders from before the option hold one box
         raise _mismatch(out, "boxes", manifest.get("boxes", "one"), cfg.boxes)
-    if manifest.get("pick", "largest") != cfg.pick:  # folders from before the option: the largest
-        old = manifest.get("pick", "largest")
-        error = _mismatch(out, "pick", old, cfg.pick)
-        raise ValueError(f"{error} (or pass --pick={old} to finish it)")
+    old_pick = manifest.get("pick", PICK_BEFORE_OPTION)
+    if old_pick != cfg.pick:
+        raise ValueError(
+            f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
+        )
     if cfg.method == "model":
         payload = read_model_payload(storage.read_bytes(cfg.model))
         model_uri, model_id = cfg.model, str(payload["model_id"])
