@@ -25,6 +25,9 @@ How each number is computed (SPEC §6, the wsolevaluation protocol):
   top-scored half vs the bottom half and their gap (images with a prediction
   only), each with an approximate 95% interval (:func:`spearman_interval`, :func:`gap_interval`): a
   few hundred labelled images pin ρ down to about ±0.13.
+- What filtering by score keeps (:func:`kept_by_score`): for the best-scored 10 / 25 / 50 / 75 / 90 /
+  100% of those images, the share whose box is correct at IoU 0.5 and the lowest score kept, so a user
+  picks ``coloc export --top_fraction`` (or ``--min_score``) for a collection from a labelled sample.
 - Box recall and precision at IoU 0.5 (``box_recall@0.5``, ``box_precision@0.5``), for images with
   several objects: the stored boxes in original pixels (every box of a ``boxes=all`` table, else the
   single box) matched one-to-one to the GT boxes by decreasing score
@@ -332,6 +335,44 @@ def score_ranking(scores: np.ndarray, ious: np.ndarray, delta: float = 0.5) -> d
     }
 
 
+#: The shares of the images, best score first, that :func:`kept_by_score` reports on: what ``coloc
+#: export --top_fraction`` with each share would keep.
+KEPT_SHARES = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def kept_by_score(
+    scores: np.ndarray, ious: np.ndarray, delta: float = 0.5, shares: Sequence[float] = KEPT_SHARES
+) -> dict[str, float]:
+    """What filtering by the score keeps: CorLoc@δ of the best-scored share of the images.
+
+    For each share q, the ⌈q·N⌉ best-scored images (ties: table order, as ``coloc export
+    --top_fraction`` keeps them): ``corloc@δ_top_<pct>pct_by_score``, the share of them whose box is
+    correct, and ``score_cut_top_<pct>pct``, the lowest score among them (the ``--min_score`` that
+    keeps about that share of a collection scored alike).
+
+    Args:
+        scores: the stored score of each image with a prediction and GT. Shape: (N,).
+        ious: its IoU (best over its GT boxes). Shape: (N,).
+        delta: IoU threshold of a correct box.
+        shares: the shares q, each in (0, 1].
+    """
+    n = len(scores)
+    if n == 0:
+        return {}
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    hit = np.asarray(ious, dtype=np.float64)[order] >= delta
+    ranked = np.asarray(scores, dtype=np.float64)[order]
+    out: dict[str, float] = {}
+    for share in shares:
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share={share} must be in (0, 1]")
+        k = max(1, math.ceil(share * n - 1e-9))
+        pct = f"{100.0 * share:g}"
+        out[f"corloc@{delta:g}_top_{pct}pct_by_score"] = float(hit[:k].mean() * 100.0)
+        out[f"score_cut_top_{pct}pct"] = float(ranked[k - 1])
+    return out
+
+
 @dataclass
 class EvaluationResult:
     """Metrics and where they were written."""
@@ -414,6 +455,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
             metrics[f"box_corloc@{delta:g}"] = 100.0 * float((ious[has] >= delta).sum()) / gt.num_images
         metrics.update(_box_match_metrics(results, gt, seen))
         metrics.update(score_ranking(scores[has], ious[has]))
+        metrics.update(kept_by_score(scores[has], ious[has]))
         metrics["mean_iou"] = float(ious[has].mean()) if has.any() else math.nan
     else:
         metrics["mean_score"] = float(scores.mean()) if len(scores) else math.nan
@@ -502,6 +544,23 @@ def metrics_markdown(metrics: dict[str, float], predictions: str, gt_root: str) 
     for key, value in metrics.items():
         text = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
         lines.append(f"| {key} | {text} |")
+    kept = [share for share in KEPT_SHARES if f"corloc@0.5_top_{100.0 * share:g}pct_by_score" in metrics]
+    if kept:
+        lines += [
+            "",
+            "## Keeping the best-scored boxes",
+            "",
+            "What `coloc export --top_fraction F` keeps, measured on these images: the share of the kept "
+            "boxes that are correct (IoU ≥ 0.5), and the lowest score kept (a `--min_score` that keeps "
+            "about as many).",
+            "",
+            "| kept (best score first) | correct | lowest score kept |",
+            "|---|---|---|",
+        ]
+        for share in kept:
+            pct = f"{100.0 * share:g}"
+            correct = metrics[f"corloc@0.5_top_{pct}pct_by_score"]
+            lines.append(f"| {pct}% | {correct:.1f}% | {metrics[f'score_cut_top_{pct}pct']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

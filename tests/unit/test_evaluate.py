@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from pipelines.config import EvaluateJobConfig
-from pipelines.evaluate import gap_interval, middle_of_best, run_evaluation, score_ranking, spearman_interval
+from pipelines.evaluate import (
+    gap_interval,
+    kept_by_score,
+    middle_of_best,
+    run_evaluation,
+    score_ranking,
+    spearman_interval,
+)
 from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -119,6 +126,43 @@ def test_box_corloc_and_the_ranking_measure_the_tables_own_boxes(tmp_path):
     assert m["corloc@0.5_top_half_by_score"] == pytest.approx(100.0)
     assert m["corloc@0.5_bottom_half_by_score"] == pytest.approx(0.0)
     assert m["mean_iou"] == pytest.approx(2 / 3)
+    # What a score filter keeps, among the three images with a prediction: the best-scored share,
+    # counted as `coloc export --top_fraction` counts it (10% of 3 → a; 50% → a, c; 75% → all three)
+    from pipelines.export.common import top_k_of_fraction
+
+    assert [top_k_of_fraction(pred, q) for q in (0.1, 0.5, 0.75)] == [1, 2, 3]
+    assert m["corloc@0.5_top_10pct_by_score"] == pytest.approx(100.0) and m[
+        "score_cut_top_10pct"
+    ] == pytest.approx(0.9)
+    assert m["corloc@0.5_top_50pct_by_score"] == pytest.approx(100.0)
+    assert m["score_cut_top_50pct"] == pytest.approx(0.5)
+    assert m["corloc@0.5_top_75pct_by_score"] == pytest.approx(200 / 3)
+    assert m["score_cut_top_75pct"] == pytest.approx(0.1)
+    assert m["corloc@0.5_top_100pct_by_score"] == pytest.approx(200 / 3)
+    report = (tmp_path / "pred" / "_eval" / "metrics.md").read_text()
+    assert "## Keeping the best-scored boxes" in report
+    assert "| 50% | 100.0% | 0.500 |" in report and "| 100% | 66.7% | 0.100 |" in report
+
+
+def test_kept_by_score_keeps_the_best_scored_share_ties_in_table_order():
+    scores = np.array([0.2, 0.9, 0.5, 0.5, -1.0, 0.5, 0.1, 0.7])
+    ious = np.array([0.9, 0.8, 0.6, 0.1, 0.0, 0.7, 0.3, 0.2])
+    m = kept_by_score(scores, ious, shares=(0.25, 0.5, 0.75, 1.0))
+    # best first: 0.9 (hit), 0.7 (miss), then the three 0.5 in table order: 0.6 (hit), 0.1, 0.7 (hit)
+    assert m["corloc@0.5_top_25pct_by_score"] == pytest.approx(50.0)  # 2 of 8
+    assert m["score_cut_top_25pct"] == pytest.approx(0.7)
+    assert m["corloc@0.5_top_50pct_by_score"] == pytest.approx(50.0)  # 0.9, 0.7, 0.5 (0.6), 0.5 (0.1)
+    assert m["corloc@0.5_top_75pct_by_score"] == pytest.approx(400 / 6)  # ⌈6⌉: + 0.5 (0.7), 0.2 (0.9)
+    assert m["score_cut_top_75pct"] == pytest.approx(0.2)
+    assert m["corloc@0.5_top_100pct_by_score"] == pytest.approx(50.0)
+    assert kept_by_score(scores, ious, delta=0.05, shares=(0.125,)) == {
+        "corloc@0.05_top_12.5pct_by_score": 100.0,
+        "score_cut_top_12.5pct": 0.9,
+    }
+    assert kept_by_score(np.array([1.0]), np.array([0.0]), shares=(0.1,))["score_cut_top_10pct"] == 1.0
+    assert kept_by_score(np.array([]), np.array([])) == {}
+    with pytest.raises(ValueError, match="share"):
+        kept_by_score(scores, ious, shares=(0.0,))
 
 
 def test_a_relative_ground_truth_root_meets_a_table_of_absolute_paths(tmp_path, monkeypatch):
