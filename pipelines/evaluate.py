@@ -340,6 +340,11 @@ def score_ranking(scores: np.ndarray, ious: np.ndarray, delta: float = 0.5) -> d
 KEPT_SHARES = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
+def _percent(share: float) -> str:
+    """A share as the percentage its keys carry: 0.25 → ``"25"``, 0.125 → ``"12.5"``."""
+    return f"{100.0 * share:g}"
+
+
 def kept_by_score(
     scores: np.ndarray, ious: np.ndarray, delta: float = 0.5, shares: Sequence[float] = KEPT_SHARES
 ) -> dict[str, float]:
@@ -367,7 +372,7 @@ def kept_by_score(
         if not 0.0 < share <= 1.0:
             raise ValueError(f"share={share} must be in (0, 1]")
         k = max(1, math.ceil(share * n - 1e-9))
-        pct = f"{100.0 * share:g}"
+        pct = _percent(share)
         out[f"corloc@{delta:g}_top_{pct}pct_by_score"] = float(hit[:k].mean() * 100.0)
         out[f"score_cut_top_{pct}pct"] = float(ranked[k - 1])
     return out
@@ -544,7 +549,8 @@ def metrics_markdown(metrics: dict[str, float], predictions: str, gt_root: str) 
     for key, value in metrics.items():
         text = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
         lines.append(f"| {key} | {text} |")
-    kept = [share for share in KEPT_SHARES if f"corloc@0.5_top_{100.0 * share:g}pct_by_score" in metrics]
+    kept = [_percent(share) for share in KEPT_SHARES]
+    kept = [pct for pct in kept if f"corloc@0.5_top_{pct}pct_by_score" in metrics]
     if kept:
         lines += [
             "",
@@ -557,8 +563,7 @@ def metrics_markdown(metrics: dict[str, float], predictions: str, gt_root: str) 
             "| kept (best score first) | correct | lowest score kept |",
             "|---|---|---|",
         ]
-        for share in kept:
-            pct = f"{100.0 * share:g}"
+        for pct in kept:
             correct = metrics[f"corloc@0.5_top_{pct}pct_by_score"]
             lines.append(f"| {pct}% | {correct:.1f}% | {metrics[f'score_cut_top_{pct}pct']:.3f} |")
     return "\n".join(lines) + "\n"
