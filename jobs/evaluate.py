@@ -7,7 +7,9 @@ Writes ``metrics.json``, ``metrics.md`` and ``sheet.png`` to ``--out`` (default
 ``<predictions>/_eval``); without ``--gt`` only score statistics and a sheet ranked by score. With
 ``--gt``: CorLoc@δ of the map's largest contour (SPEC §6) and ``box_corloc@δ`` of the table's own
 boxes (they differ where ``coloc label --pick=score`` chose another region), MaxBoxAccV2, the score's
-ranking of the table's boxes, and box recall and precision at IoU 0.5 (``box_recall@0.5``,
+ranking of the table's boxes, what a score filter keeps (the share of correct boxes among the
+best-scored 10-100% of the images, and the lowest score kept: ``coloc export --top_fraction`` or
+``--min_score``), and box recall and precision at IoU 0.5 (``box_recall@0.5``,
 ``box_precision@0.5``, ``boxes_per_image``), of every box for a table labelled with ``--boxes=all``
 (beside ``single_box_*``, its single box), for images with several objects. Exit code
 0 on success, 1 on failure, 2 on a bad command line.
