@@ -18,6 +18,7 @@ import argparse
 import json
 import subprocess
 import sys
+from typing import Any
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -43,7 +44,7 @@ print(json.dumps({"batch": batch, "before_bytes": before, "peak_bytes": peak, "i
 """
 
 
-def measure(model: str, side: int, batch: int) -> dict[str, float]:
+def measure(model: str, side: int, batch: int) -> dict[str, Any]:
     """One batch size in a fresh interpreter; its JSON line."""
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, model, str(side), str(batch)],

@@ -34,9 +34,12 @@ collection in a folder as image files, and ``--predictions`` scores a labeling r
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -66,7 +69,12 @@ from coloc_core.fits import (
     rps_from_statistics,
 )
 from coloc_core.heatmap import dequantize_heatmap, quantize_heatmap
-from coloc_core.localizer import DEFAULT_THRESHOLDS, baseline_payload, localizer_from_payload
+from coloc_core.localizer import (
+    DEFAULT_THRESHOLDS,
+    CAAMLocalizer,
+    baseline_payload,
+    localizer_from_payload,
+)
 from coloc_core.model import normalize_images
 from coloc_core.synthetic import render_synthetic_sample
 
@@ -223,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     keep = np.flatnonzero(has | (np.arange(len(has)) // 2 < without))  # the same images as the full render
     images, boxes, has = images[keep], [boxes[i] for i in keep], has[keep]
     fitted = args.method in ("ddt", "rps", "selftrain")
-    options = {"feature_layer": "pre_head" if fitted else "output", "dilate": False if fitted else None}
-    caam = localizer_from_payload(baseline_payload("caam", **options))
+    options: dict[str, Any] = {
+        "feature_layer": "pre_head" if fitted else "output",
+        "dilate": False if fitted else None,
+    }
+    caam = cast(CAAMLocalizer, localizer_from_payload(baseline_payload("caam", **options)))
     with torch.inference_mode():
         feats = torch.cat(
             [
@@ -242,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def class_pass(weight: torch.Tensor, bias: float, level: float) -> dict[str, torch.Tensor]:
             parts = [class_statistics(chunk, weight, bias, level) for chunk in chunks]
-            return {key: sum(part[key] for part in parts) for key in parts[0]}
+            return {key: functools.reduce(operator.add, (part[key] for part in parts)) for key in parts[0]}
 
         weight, bias, square, _ = fit_selftrain(stats, class_pass)
         payload = baseline_payload(

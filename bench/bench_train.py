@@ -62,7 +62,7 @@ def plain_loop(root: str, cfg: TrainJobConfig, epochs: int, threads: int) -> flo
     rng = np.random.default_rng(0)
     for rec in records:
         with Image.open(rec.path) as im:
-            arr = np.asarray(im.convert("RGB").resize((256, 256), Image.BILINEAR))
+            arr = np.asarray(im.convert("RGB").resize((256, 256), Image.Resampling.BILINEAR))
         arr = np.pad(arr, ((4, 4), (4, 4), (0, 0)), mode="reflect")
         y, x = rng.integers(0, arr.shape[0] - 224 + 1, size=2)
         crops.append(arr[y : y + 224, x : x + 224])

@@ -52,7 +52,7 @@ def after(cfg: TrainJobConfig) -> tuple[int, int]:
 
     data = prepare_data(cfg)
     assert data.decoded == data.num_train + data.num_errors, data  # one decode per image
-    return data.train.count(), data.test.count()
+    return data.train.count(), 0 if data.test is None else data.test.count()
 
 
 def decode_cpu(cfg: TrainJobConfig) -> tuple[float, float]:

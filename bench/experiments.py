@@ -179,7 +179,7 @@ def load_set(
         with Image.open(rec.path) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             w, h = im.size
-            images.append(np.asarray(im.resize((size, size), Image.BILINEAR)))
+            images.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)))
         boxes = np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4)
         gts.append(resize_boxes(boxes, (h, w), SCOREMAP_SIZE))
         names.append(rec.path)
@@ -200,7 +200,7 @@ class Trunk(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         import torch.nn.functional as F
 
-        f = self.full
+        f: Any = self.full  # EfficientNet-Lite's own attributes, which nn.Module types as Tensor | Module
         x = F.relu6(f._bn0(f._conv_stem(x)))
         for block in f._blocks[: self.n]:
             x = block(x)
@@ -210,7 +210,7 @@ class Trunk(nn.Module):
 class Top(Backbone):
     """The trainable rest of EfficientNet-Lite0: blocks n.., head conv + BN + ReLU6."""
 
-    def __init__(self, full: Backbone, n: int) -> None:
+    def __init__(self, full: Any, n: int) -> None:  # full: a Backbone (EfficientNet-Lite)
         super().__init__()
         self.blocks = nn.ModuleList(list(full._blocks[n:]))
         self._conv_head, self._bn1 = full._conv_head, full._bn1

@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             head_map = torch.relu(torch.einsum("bchw,c->bhw", feats, weight) + bias)
             rows[f"lda_l{shrinkage:g}_r{rounds}"] = [evaluate(head_map, data.gt_224)]
     weight, bias, square, _ = fit_selftrain(st, class_pass)
+    assert square is not None  # the quadratic fit is the default
     pixels = feats.permute(0, 2, 3, 1)
     llr = ((pixels @ square) * pixels).sum(-1) + pixels @ weight + bias
     rows["qda_l1_r3"] = [evaluate(torch.sqrt(torch.relu(llr)), data.gt_224)]

@@ -114,7 +114,7 @@ def payload_box_contents(payload: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         mean = [float(v) for v in contents["mean"]]
-        out = {
+        out: dict[str, Any] = {
             "mean": mean,
             "cos_mean": float(contents["cos_mean"]),
             "cos_spread": float(contents["cos_spread"]),

@@ -254,7 +254,8 @@ def _run_parts(
     task = ray.remote(num_cpus=0.5)(evaluate_part)
     gt_ref = ray.put(gt_boxes)
     cwd = os.getcwd()  # the driver's: relative paths in a table are relative to it, not to the worker's
-    return ray.get([task.remote(u, gt_ref, tuple(deltas), interval, threshold, cwd) for u in uris])
+    # Ray's stub types a remote function by its first parameters only; evaluate_part takes six.
+    return ray.get([task.remote(u, gt_ref, tuple(deltas), interval, threshold, cwd) for u in uris])  # type: ignore[call-arg]
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -382,7 +382,7 @@ def images_dataset(
     per_block = rows_per_block or default_rows_per_block(table.num_rows, row_bytes)
     blocks = [table.slice(start, per_block) for start in range(0, table.num_rows, per_block)]
     return ray.data.from_arrow(blocks).map_batches(
-        decode_batch,
+        decode_batch,  # type: ignore[arg-type]  # its keyword-only arguments come in fn_kwargs
         batch_format="pyarrow",
         batch_size=None,  # one call per block
         num_cpus=decode_cpus,

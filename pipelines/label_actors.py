@@ -270,8 +270,8 @@ def box_areas_batch(
             good.append(int(i))
             boxes.append(cut.box)
         if scorer is not None and good:
-            for i, d in zip(good, scorer.descriptors(batch[ingest.IMAGE][good], boxes), strict=True):
-                descriptors[i] = d[0]
+            for j, d in zip(good, scorer.descriptors(batch[ingest.IMAGE][good], boxes), strict=True):
+                descriptors[j] = d[0]
     return {"area": areas, "descriptor": descriptors}
 
 
@@ -360,7 +360,7 @@ def decoded_images(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, s
     per_block = min(ingest.default_rows_per_block(records.num_rows), max(cfg.batch_size, 1) * 4)
     blocks = [records.slice(start, per_block) for start in range(0, records.num_rows, per_block)]
     return ray.data.from_arrow(blocks).map_batches(
-        ingest.decode_batch,
+        ingest.decode_batch,  # type: ignore[arg-type]  # its keyword-only arguments come in fn_kwargs
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=cfg.decode_cpus,

@@ -48,6 +48,7 @@ when its marker exists.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -462,9 +463,9 @@ def list_images(
         return []
     base = path.rstrip("/")
     prefix = uri.rstrip("/")
-    images = []
+    images: list[str] = []
     skipped: dict[str, int] = {}
-    image_named_folders = []
+    image_named_folders: list[str] = []
     for item, info in found.items():
         rel = item[len(base) :].lstrip("/") if item.startswith(base) else None
         full = to_uri(item, uri) if rel is None else join(uri, rel)
@@ -640,7 +641,7 @@ def copy_dir_from(uri: str, local_dir: str, endpoint_url: str | None = None) -> 
         dest = os.path.join(local_dir, *rel.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         fs, path = filesystem_for(src, endpoint_url, own_retries=False)
-        retry_transient(lambda fs=fs, path=path, dest=dest: fs.get_file(path, dest), f"downloading {src}")
+        retry_transient(functools.partial(fs.get_file, path, dest), f"downloading {src}")
         out.append(dest)
     return out
 

@@ -154,7 +154,9 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     if run.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        # Ray Train V2 hands the loop's return value back as ``Result.return_value``; the static types
+        # are V1's, whose loop returns None.
+        train_loop_per_worker,  # type: ignore[arg-type]
         train_loop_config=LoopConfig(
             cfg=cfg,
             # Lets a restart after a worker failure tell its own checkpoints from earlier invocations'.
@@ -188,7 +190,7 @@ def run_training(cfg: TrainJobConfig) -> TrainResult:
     )
     result = trainer.fit()
 
-    history = list(result.return_value or [])
+    history = list(result.return_value or [])  # type: ignore[attr-defined]  # V2's Result, see above
     checkpoint = result.checkpoint
     metrics: dict[str, Any] = dict(history[-1]) if history else {}
     state: dict[str, Any] | None = None

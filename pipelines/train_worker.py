@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray.train
@@ -335,7 +335,8 @@ def train_batch(
     Raises:
         FloatingPointError: on a non-finite loss, gradient or weight.
     """
-    x = normalize_images(images, unwrap(model).mean, unwrap(model).std)
+    net = cast(ColocNet, unwrap(model))
+    x = normalize_images(images, net.mean, net.std)
     if use_gpu:
         x = x.contiguous(memory_format=torch.channels_last)
     return train_step(
@@ -362,7 +363,8 @@ class AugmentCollate(NumpyBatchCollateFn):
         super().__init__()
         self.seed, self.epoch, self.crop, self.padding = seed, epoch, crop, padding
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Tensor:
+    # Ray types the collated result as an unbound TypeVar; ours is one tensor.
+    def __call__(self, batch: dict[str, np.ndarray]) -> Tensor:  # type: ignore[override]
         """Numpy batch (``index``, ``image``) → (B, crop, crop, 3) uint8 tensor."""
         out = ingest.augment_batch(
             {ingest.INDEX: batch[ingest.INDEX], ingest.IMAGE: batch[ingest.IMAGE]},
