@@ -18,11 +18,13 @@ from dataclasses import asdict
 from typing import Any
 
 from jobs.entry import Job
-from pipelines.config import CalibrateJobConfig, build_config, check_calibrate_config
+from pipelines.config import CalibrateJobConfig, build_config, check_calibrate_config, check_table_inputs
 
 
 def _parse(args: list[str]) -> CalibrateJobConfig:
-    return check_calibrate_config(build_config(CalibrateJobConfig, args))
+    cfg = check_calibrate_config(build_config(CalibrateJobConfig, args))
+    check_table_inputs(cfg.predictions, gt=cfg.gt, model=cfg.model, needs_manifest=not cfg.model)
+    return cfg
 
 
 def _header(cfg: CalibrateJobConfig) -> tuple[str, dict[str, str]]:

@@ -21,14 +21,16 @@ import sys
 from typing import TYPE_CHECKING
 
 from jobs.entry import Job
-from pipelines.config import EvaluateJobConfig, build_config, check_evaluate_config
+from pipelines.config import EvaluateJobConfig, build_config, check_evaluate_config, check_table_inputs
 
 if TYPE_CHECKING:
     from pipelines.evaluate import EvaluationResult
 
 
 def _parse(args: list[str]) -> EvaluateJobConfig:
-    return check_evaluate_config(build_config(EvaluateJobConfig, args))
+    cfg = check_evaluate_config(build_config(EvaluateJobConfig, args))
+    check_table_inputs(cfg.predictions, gt=cfg.gt)
+    return cfg
 
 
 def _header(cfg: EvaluateJobConfig) -> tuple[str, dict[str, str]]:

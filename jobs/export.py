@@ -27,14 +27,16 @@ import sys
 from typing import TYPE_CHECKING
 
 from jobs.entry import Job
-from pipelines.config import ExportJobConfig, build_config, check_export_config
+from pipelines.config import ExportJobConfig, build_config, check_export_config, check_table_inputs
 
 if TYPE_CHECKING:
     from pipelines.export import ExportSummary
 
 
 def _parse(args: list[str]) -> ExportJobConfig:
-    return check_export_config(build_config(ExportJobConfig, args))
+    cfg = check_export_config(build_config(ExportJobConfig, args))
+    check_table_inputs(cfg.predictions)
+    return cfg
 
 
 def _header(cfg: ExportJobConfig) -> tuple[str, dict[str, str]]:

@@ -19,14 +19,16 @@ import sys
 from typing import TYPE_CHECKING
 
 from jobs.entry import Job, Refused
-from pipelines.config import RenderJobConfig, build_config, check_render_config
+from pipelines.config import RenderJobConfig, build_config, check_render_config, check_table_inputs
 
 if TYPE_CHECKING:
     from pipelines.render import RenderSummary
 
 
 def _parse(args: list[str]) -> RenderJobConfig:
-    return check_render_config(build_config(RenderJobConfig, args))
+    cfg = check_render_config(build_config(RenderJobConfig, args))
+    check_table_inputs(cfg.predictions, gt=cfg.gt)
+    return cfg
 
 
 def _header(cfg: RenderJobConfig) -> tuple[str, dict[str, str]]:
@@ -48,8 +50,9 @@ def _run(cfg: RenderJobConfig) -> RenderSummary:
     from pipelines.predictions import part_files  # noqa: PLC0415 - imports pyarrow
     from pipelines.render import run_render  # noqa: PLC0415 - imports torch
 
-    # Checked here, not in _parse: listing storage can fail for reasons that are not the command
-    # line's (an unreachable server: exit 1), while a folder without part files is a bad argument.
+    # A local folder is checked in _parse; a remote one here: listing storage can fail for reasons
+    # that are not the command line's (an unreachable server: exit 1), while a folder without part
+    # files is a bad argument.
     try:
         found = part_files(cfg.predictions)
     except FileNotFoundError:

@@ -9,6 +9,7 @@ The checks here do no I/O beyond looking up local paths, so a bad command line f
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -371,6 +372,42 @@ def _check_first_labels(value: str, method: str) -> None:
 def _check_backbone(key: str, name: str) -> None:
     if name not in BACKBONES:
         raise ValueError(f"{key}={name!r} is not a known backbone; one of {', '.join(BACKBONES)}")
+
+
+def check_table_inputs(predictions: str, gt: str = "", model: str = "", needs_manifest: bool = False) -> None:
+    """The local inputs of a command that reads a predictions folder must be there.
+
+    The cheap look before Ray (or torch) of ``coloc evaluate``, ``calibrate``, ``export`` and ``render``:
+
+    - ``--predictions``, when local, must be a folder with ``part-*.parquet`` files at its top (what
+      ``coloc label --out`` writes);
+    - ``--gt`` and ``--model``, when given and local, must exist;
+    - with ``needs_manifest`` (``coloc calibrate`` without ``--model``), a local predictions folder must
+      hold the ``_manifest.json`` that names the model it was labelled with.
+
+    ``s3://`` URIs are not looked up here; the job says what is missing there.
+
+    Raises:
+        ValueError: naming the option, the path and what is wrong.
+    """
+    if predictions and ("://" not in predictions or predictions.startswith("file://")):
+        folder = predictions[len("file://") :] if predictions.startswith("file://") else predictions
+        if not os.path.exists(folder):
+            raise ValueError(f"--predictions={predictions}: no such folder")
+        if not os.path.isdir(folder) or not glob.glob(os.path.join(glob.escape(folder), "part-*.parquet")):
+            raise ValueError(
+                f"--predictions={predictions}: no part-*.parquet files there "
+                "(it takes the --out folder of coloc label)"
+            )
+        if needs_manifest and not os.path.exists(os.path.join(folder, "_manifest.json")):
+            raise ValueError(
+                f"--predictions={predictions} has no _manifest.json naming the model it was labelled "
+                "with: give --model"
+            )
+    if _missing_local_path(gt):
+        raise ValueError(f"--gt={gt}: no such file or folder")
+    if _missing_local_path(model):
+        raise ValueError(f"--model={model}: no such file")
 
 
 def _missing_local_path(uri: str | None) -> bool:

@@ -185,11 +185,26 @@ def test_the_console_script_answers_version_and_help():
         ),
         (["train", "--data={tmp}/photos", "--model.backbone=resnet18"], "model.weights=auto has no ImageNet"),
         (["train-cub", "--data={tmp}/no_such_cub"], "no_such_cub: no such"),
+        (["evaluate", "--predictions={tmp}/no_labels"], "--predictions={tmp}/no_labels: no such folder"),
+        (["evaluate", "--predictions={tmp}/photos"], "--predictions={tmp}/photos: no part-*.parquet files"),
+        (["evaluate", "--predictions={tmp}/labels", "--gt={tmp}/no_gt"], "--gt={tmp}/no_gt: no such"),
+        (["calibrate", "--predictions={tmp}/labels", "--gt={tmp}/photos"], "has no _manifest.json"),
+        (
+            ["calibrate", "--predictions={tmp}/labels", "--gt={tmp}/photos", "--model={tmp}/m.pt"],
+            "--model={tmp}/m.pt: no such file",
+        ),
+        (
+            ["export", "--predictions=file://{tmp}/photos", "--out={tmp}/x.json", "--category=bird"],
+            "--predictions=file://{tmp}/photos: no part-*.parquet",
+        ),
+        (["render", "--predictions={tmp}/labels/part-00000.parquet", "--out={tmp}/r"], "no part-*.parquet"),
     ],
 )
 def test_missing_paths_and_unknown_backbones_exit_2_before_ray(argv, message, tmp_path):
     """Checks that need a cheap look at the world (local paths, the backbone registry), still before Ray."""
     (tmp_path / "photos").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "part-00000.parquet").write_bytes(b"not read before Ray")
     tmp = str(tmp_path)
     result = _coloc(*(a.format(tmp=tmp) for a in argv))
     assert result["code"] == 2, result
@@ -198,7 +213,13 @@ def test_missing_paths_and_unknown_backbones_exit_2_before_ray(argv, message, tm
 
 
 def test_existing_local_paths_and_s3_uris_pass_the_path_checks(tmp_path):
-    from pipelines.config import LabelJobConfig, TrainJobConfig, check_label_paths, check_train_paths
+    from pipelines.config import (
+        LabelJobConfig,
+        TrainJobConfig,
+        check_label_paths,
+        check_table_inputs,
+        check_train_paths,
+    )
 
     model = tmp_path / "model.pt"
     model.write_bytes(b"x")
@@ -210,6 +231,13 @@ def test_existing_local_paths_and_s3_uris_pass_the_path_checks(tmp_path):
     for weights in ("auto", "none", None, str(model), "s3://b/w.pth"):
         train.model.weights = weights
         check_train_paths(train)
+    (tmp_path / "part-00000.parquet").write_bytes(b"x")
+    for predictions in (str(tmp_path), f"file://{tmp_path}", "s3://bucket/labels"):
+        check_table_inputs(predictions, gt=str(tmp_path), model=str(model))
+        check_table_inputs(predictions, gt="s3://b/CUB", model="s3://b/m.pt")
+    (tmp_path / "_manifest.json").write_text("{}")
+    check_table_inputs(str(tmp_path), gt=str(tmp_path), needs_manifest=True)
+    check_table_inputs("s3://bucket/labels", gt=str(tmp_path), needs_manifest=True)  # the job looks
 
 
 def test_the_backbone_names_checked_before_torch_are_the_registered_ones():
