@@ -42,6 +42,8 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from coloc_core.errors import InvalidInputError, MissingInputError
+
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
@@ -83,15 +85,15 @@ class ImageRecord:
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
-            raise ValueError(f"{self.path}: split {self.split!r} is not one of {SPLITS}")
+            raise InvalidInputError(f"{self.path}: split {self.split!r} is not one of {SPLITS}")
         for name, size in (("width", self.width), ("height", self.height)):
             if size is not None and size <= 0:
-                raise ValueError(f"{self.path}: {name}={size} must be positive")
+                raise InvalidInputError(f"{self.path}: {name}={size} must be positive")
         for box in self.boxes:
             if len(box) != 4 or not all(math.isfinite(v) for v in box):
-                raise ValueError(f"{self.path}: box {box} must be 4 finite numbers (x0, y0, x1, y1)")
+                raise InvalidInputError(f"{self.path}: box {box} must be 4 finite numbers (x0, y0, x1, y1)")
             if box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(f"{self.path}: box {box} has x1 < x0 or y1 < y0")
+                raise InvalidInputError(f"{self.path}: box {box} has x1 < x0 or y1 < y0")
 
 
 @runtime_checkable
@@ -150,7 +152,7 @@ def _read_bytes(fs: FileSystemLike, path: str, what: str) -> bytes:
         with fs.open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{what}: expected file {path} was not found") from e
+        raise MissingInputError(f"{what}: expected file {path} was not found") from e
     return bytes(data)
 
 
@@ -181,13 +183,13 @@ def _table_rows(text: str, num_fields: int, path: str) -> Iterable[list[str]]:
             continue
         fields = _SEP.split(line, maxsplit=num_fields - 1)
         if len(fields) < num_fields:
-            raise ValueError(f"{path}:{lineno}: expected {num_fields} fields, got {line!r}")
+            raise InvalidInputError(f"{path}:{lineno}: expected {num_fields} fields, got {line!r}")
         yield fields
 
 
 def _check_split(split: str, allowed: Sequence[str], kind: str) -> None:
     if split not in allowed:
-        raise ValueError(f"{kind}: split {split!r} is not one of {tuple(allowed)}")
+        raise InvalidInputError(f"{kind}: split {split!r} is not one of {tuple(allowed)}")
 
 
 def _from_one_based(x0: float, y0: float, x1: float, y1: float) -> Box:
@@ -240,12 +242,14 @@ def read_cub(
         try:
             x, y, w, h = (float(v) for v in fields[1:5])
         except ValueError as e:
-            raise ValueError(f"{boxes_txt}: image id {fields[0]}: expected x y w h, got {fields[1:]}") from e
+            raise InvalidInputError(
+                f"{boxes_txt}: image id {fields[0]}: expected x y w h, got {fields[1:]}"
+            ) from e
         boxes[fields[0]] = (x, y, x + w, y + h)
     records = []
     for image_id, rel in images:
         if image_id not in is_train:
-            raise ValueError(f"{split_txt}: image id {image_id} of {images_txt} has no split")
+            raise InvalidInputError(f"{split_txt}: image id {image_id} of {images_txt} has no split")
         rec_split = "train" if is_train[image_id] == 1 else "test"
         if split != "all" and rec_split != split:
             continue
@@ -273,7 +277,7 @@ def _load_mat(fs: FileSystemLike, path: str, what: str) -> dict[str, Any]:
 def _mat_field(mat: dict[str, Any], name: str, path: str) -> np.ndarray:
     if name not in mat:
         keys = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: no variable {name!r} (has {keys})")
+        raise InvalidInputError(f"{path}: no variable {name!r} (has {keys})")
     return np.asarray(mat[name])
 
 
@@ -300,12 +304,12 @@ def _read_cars_annos(
             continue
     if mat is None:
         tried = ", ".join(_join(root, rel) for rel in candidates)
-        raise FileNotFoundError(f"cars: expected one of {tried} for the {split} split; none was found")
+        raise MissingInputError(f"cars: expected one of {tried} for the {split} split; none was found")
     annos = _mat_field(mat, "annotations", path).ravel()
     names = annos.dtype.names or ()
     missing = [f for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "fname") if f not in names]
     if missing:
-        raise ValueError(f"{path}: 'annotations' lacks fields {missing} (has {list(names)})")
+        raise InvalidInputError(f"{path}: 'annotations' lacks fields {missing} (has {list(names)})")
     records = []
     for a in annos:
         box = _from_one_based(*(_mat_scalar(a[f]) for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")))
@@ -379,7 +383,7 @@ def read_aircraft(root: str, split: str = "train", fs: FileSystemLike | None = N
     for name, coords in _table_rows(_read_text(fs, box_txt, "aircraft"), 2, box_txt):
         values = _SEP.split(coords)
         if len(values) != 4:
-            raise ValueError(f"{box_txt}: image {name}: expected 4 coordinates, got {coords!r}")
+            raise InvalidInputError(f"{box_txt}: image {name}: expected 4 coordinates, got {coords!r}")
         boxes[name] = _from_one_based(*(float(v) for v in values))
     records = []
     for part in parts:
@@ -389,7 +393,7 @@ def read_aircraft(root: str, split: str = "train", fs: FileSystemLike | None = N
             if not name:
                 continue
             if name not in boxes:
-                raise ValueError(f"{box_txt}: no box for image {name} listed in {list_txt}")
+                raise InvalidInputError(f"{box_txt}: no box for image {name} listed in {list_txt}")
             records.append(
                 ImageRecord(
                     path=_join(root, "data", "images", f"{name}.jpg"), split=part, boxes=(boxes[name],)
@@ -406,7 +410,7 @@ def _parse_voc(xml: bytes, path: str) -> tuple[int | None, int | None, tuple[Box
     try:
         tree = ET.fromstring(xml)
     except ET.ParseError as e:
-        raise ValueError(f"{path}: not a valid XML annotation: {e}") from e
+        raise InvalidInputError(f"{path}: not a valid XML annotation: {e}") from e
 
     def size(tag: str) -> int | None:
         text = tree.findtext(f"size/{tag}")
@@ -418,7 +422,7 @@ def _parse_voc(xml: bytes, path: str) -> tuple[int | None, int | None, tuple[Box
         try:
             box = tuple(float(bndbox.findtext(t) or "") for t in ("xmin", "ymin", "xmax", "ymax"))
         except ValueError as e:
-            raise ValueError(f"{path}: <bndbox> without numeric xmin/ymin/xmax/ymax") from e
+            raise InvalidInputError(f"{path}: <bndbox> without numeric xmin/ymin/xmax/ymax") from e
         boxes.append((box[0], box[1], box[2], box[3]))
     return size("width"), size("height"), tuple(boxes)
 
@@ -450,7 +454,7 @@ def read_dogs(root: str, split: str = "train", fs: FileSystemLike | None = None)
         files = [_mat_str(v) for v in _mat_field(mat, "file_list", list_path).ravel()]
         annos = [_mat_str(v) for v in _mat_field(mat, "annotation_list", list_path).ravel()]
         if len(files) != len(annos):
-            raise ValueError(f"{list_path}: {len(files)} files but {len(annos)} annotations")
+            raise InvalidInputError(f"{list_path}: {len(files)} files but {len(annos)} annotations")
         xml_paths = [_join(root, "Annotation", a) for a in annos]
 
         def read_xml(path: str) -> bytes:
@@ -489,7 +493,7 @@ def _relative_to(found: str, root: str) -> str:
     for prefix in prefixes:
         if found_bare.startswith(prefix + "/"):
             return found_bare[len(prefix) + 1 :]
-    raise ValueError(f"listed file {found} is not under {root}")
+    raise InvalidInputError(f"listed file {found} is not under {root}")
 
 
 def read_image_folder(root: str, fs: FileSystemLike | None = None) -> list[ImageRecord]:
@@ -517,7 +521,7 @@ def read_image_folder(root: str, fs: FileSystemLike | None = None) -> list[Image
         if os.path.splitext(rel)[1].lower() in IMAGE_EXTENSIONS:
             rels.append(rel)
     if not rels:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"folder: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}"
         )
     return [ImageRecord(path=_join(root, rel), split="all") for rel in sorted(rels)]
@@ -554,7 +558,7 @@ def read_boxes_csv(root: str, csv: str = "boxes.csv", fs: FileSystemLike | None 
     reader = _csv.DictReader(io.StringIO(_read_text(fs, csv_path, "boxes_csv")))
     missing = [c for c in BOXES_CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise ValueError(
+        raise InvalidInputError(
             f"{csv_path}: missing columns {missing}; expected header {','.join(BOXES_CSV_COLUMNS)}"
         )
     sizes: dict[str, tuple[int | None, int | None]] = {}
@@ -563,20 +567,22 @@ def read_boxes_csv(root: str, csv: str = "boxes.csv", fs: FileSystemLike | None 
         where = f"{csv_path}:{lineno}"
         rel = (row["path"] or "").strip()
         if not rel:
-            raise ValueError(f"{where}: empty path")
+            raise InvalidInputError(f"{where}: empty path")
         try:
             w, h = (_optional_number(row[c]) for c in ("width", "height"))
             coords = [_optional_number(row[c]) for c in ("x0", "y0", "x1", "y1")]
         except ValueError as e:
-            raise ValueError(f"{where}: non-numeric field: {e}") from e
+            raise InvalidInputError(f"{where}: non-numeric field: {e}") from e
         size = (int(w) if w is not None else None, int(h) if h is not None else None)
         if sizes.setdefault(rel, size) != size:
-            raise ValueError(f"{where}: size {size} of {rel} differs from an earlier row's {sizes[rel]}")
+            raise InvalidInputError(
+                f"{where}: size {size} of {rel} differs from an earlier row's {sizes[rel]}"
+            )
         image_boxes = boxes.setdefault(rel, [])
         if all(c is None for c in coords):
             continue
         if any(c is None for c in coords):
-            raise ValueError(f"{where}: partial box {coords}")
+            raise InvalidInputError(f"{where}: partial box {coords}")
         x0, y0, x1, y1 = (float(c) for c in coords if c is not None)
         image_boxes.append((x0, y0, x1, y1))
     records = []
@@ -593,7 +599,7 @@ def read_boxes_csv(root: str, csv: str = "boxes.csv", fs: FileSystemLike | None 
                 )
             )
         except ValueError as e:
-            raise ValueError(f"{csv_path}: {e}") from e
+            raise InvalidInputError(f"{csv_path}: {e}") from e
     return records
 
 
@@ -629,4 +635,4 @@ def read_dataset(
     if kind in ("folder", "boxes_csv"):
         _check_split(split, (*SPLITS, "trainval"), kind)
         return read_image_folder(root, fs) if kind == "folder" else read_boxes_csv(root, fs=fs)
-    raise ValueError(f"unknown dataset kind {kind!r}; expected one of {DATASET_KINDS}")
+    raise InvalidInputError(f"unknown dataset kind {kind!r}; expected one of {DATASET_KINDS}")

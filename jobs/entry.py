@@ -11,8 +11,11 @@ A job script describes itself as a :class:`Job` and its ``main`` is ``JOB.main``
    it starts, a background thread imports ``Job.preload`` (torch and the stage's modules: about 3 s
    that would otherwise follow Ray's start);
 5. ``Job.run`` does the work, importing its heavy modules itself: :class:`Refused` → its message,
-   exit 2 (a configuration to change); any other exception → ``<Job.failed>`` with the traceback,
-   exit 1; Ctrl-C → ``<name> interrupted``, exit 130 (as a shell reports a SIGINT);
+   exit 2 (a configuration to change); :class:`coloc_core.errors.InputError` (inputs that are not what
+   the command expects: a dataset without its layout's files, a folder without images or part files,
+   a table and a ground truth of different sets; also when a Ray task raised it) → ``bad input: ...``
+   without a traceback, exit 2; any other exception → ``<Job.failed>`` with the traceback, exit 1;
+   Ctrl-C → ``<name> interrupted``, exit 130 (as a shell reports a SIGINT);
 6. ``Job.report`` shows the result; a mapping it returns is printed as JSON on stdout (the
    machine-readable summary; the person-facing lines go to stderr). Exit 0.
 
@@ -30,13 +33,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from coloc_core.errors import InputError
 from pipelines import console
 from pipelines.config import version_text
 
 C = TypeVar("C")
 R = TypeVar("R")
 
-# Exit codes: success, a failed run, a bad command line (or a refused configuration), Ctrl-C.
+# Exit codes: success, a failed run, a bad command line (or a refused configuration, or bad input), Ctrl-C.
 OK, FAILED, BAD_ARGUMENTS, INTERRUPTED = 0, 1, 2, 130
 
 
@@ -99,6 +103,11 @@ def run_job(job: Job[C, R], argv: list[str] | None = None) -> int:
         result = job.run(cfg)
     except Refused as err:
         log.error("%s", err)
+        return BAD_ARGUMENTS
+    except InputError as err:
+        # A Ray task's error is also an instance of its cause, whose own message has no remote traceback.
+        cause = getattr(err, "cause", None)
+        log.error("bad input: %s", cause if isinstance(cause, InputError) else err)
         return BAD_ARGUMENTS
     except KeyboardInterrupt:
         log.error("%s interrupted", job.name)

@@ -47,18 +47,10 @@ def _header(cfg: RenderJobConfig) -> tuple[str, dict[str, str]]:
 
 def _run(cfg: RenderJobConfig) -> RenderSummary:
     from pipelines import storage  # noqa: PLC0415
-    from pipelines.predictions import part_files  # noqa: PLC0415 - imports pyarrow
     from pipelines.render import run_render  # noqa: PLC0415 - imports torch
 
-    # A local folder is checked in _parse; a remote one here: listing storage can fail for reasons
-    # that are not the command line's (an unreachable server: exit 1), while a folder without part
-    # files is a bad argument.
-    try:
-        found = part_files(cfg.predictions)
-    except FileNotFoundError:
-        found = []
-    if not found:
-        raise Refused(f"bad arguments: --predictions={cfg.predictions}: no part-*.parquet files there")
+    # A local --predictions folder is checked in _parse; run_render says when a remote one has no
+    # part files (an input error: exit 2).
     if cfg.paths and not storage.exists(cfg.paths):
         raise Refused(f"bad arguments: --paths={cfg.paths}: no such file")
     return run_render(cfg)

@@ -70,11 +70,12 @@ from coloc_core.box_score import TYPICAL_BOX_IMAGES, box_size_statistics, evenly
 from coloc_core.boxes import SCOREMAP_SIZE, iou_matrix, match_boxes, resize_boxes, scoremap_from_attention
 from coloc_core.checkpoint import read_model_payload, save_model_file
 from coloc_core.config import CALIBRATION_CURVE_INTERVAL
+from coloc_core.errors import InvalidInputError
 from coloc_core.heatmap import dequantize_heatmap
 from coloc_core.metrics import LocalizationAccumulator, MaxBoxAccAccumulator
 from pipelines import ingest, schema, storage
 from pipelines.config import EvaluateJobConfig
-from pipelines.predictions import PredictionsFolder, decode_heatmap_row, part_files
+from pipelines.predictions import PredictionsFolder, decode_heatmap_row, require_part_files
 from pipelines.render import picture_sheet, sheet_title
 
 log = logging.getLogger(__name__)
@@ -412,9 +413,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     iou_thresholds, cam_curve_interval = cfg.iou_thresholds, cfg.cam_curve_interval
     threshold = None if cfg.threshold < 0 else cfg.threshold
     sheet_images, sheet_columns = cfg.sheet_images, cfg.sheet_columns
-    uris = part_files(predictions)
-    if not uris:
-        raise FileNotFoundError(f"no predictions (part-*.parquet) under {predictions}")
+    uris = require_part_files(predictions)
     gt = read_ground_truth(gt_root, gt_format, split) if gt_root else None
     deltas = tuple(float(d) for d in iou_thresholds)
     results = _run_parts(uris, gt, deltas, cam_curve_interval, threshold)
@@ -436,7 +435,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
         seen = set(keys)
         erred = sum(r.gt_errors for r in results)
         if keys and not erred and seen.isdisjoint(gt.boxes):
-            raise ValueError(
+            raise InvalidInputError(
                 f"none of the {len(keys)} images of {predictions} is in the ground truth of {gt_root} "
                 f"(format={gt_format}, split={split}): e.g. the table has {paths[0]!r}, the ground truth "
                 f"{next(iter(gt.paths.values()))!r}; evaluate against the set that was labelled"
@@ -654,7 +653,7 @@ def calibrate_threshold(
     gt = read_ground_truth(gt_root, gt_format, split, limit=limit)
     acc = MaxBoxAccAccumulator((delta,), cam_curve_interval, multi_contour=False)
     heatmaps: list[np.ndarray] = []  # the images' stored heatmaps: their boxes at the chosen τ
-    for uri in part_files(predictions):
+    for uri in require_part_files(predictions):
         table = schema.read_table(io.BytesIO(storage.read_bytes(uri)), columns=_COLUMNS)
         for row in table.to_pylist():
             boxes = gt.boxes.get(path_key(row[schema.PATH]))

@@ -62,6 +62,7 @@ from PIL import UnidentifiedImageError
 
 from coloc_core.datasets import ImageRecord, read_dataset
 from coloc_core.decode import MAX_PIXELS, ImageTooLargeError, decode_image_sizes
+from coloc_core.errors import MissingInputError
 from pipelines import schema, storage
 from pipelines.schema import ERROR, ERROR_KIND, HEIGHT, PATH, WIDTH
 
@@ -109,7 +110,8 @@ def records_from_folder(uri: str, endpoint_url: str | None = None) -> list[Image
     """Every image under a folder URI (recursively, sorted): split ``all``, no sizes, no boxes.
 
     Raises:
-        FileNotFoundError: when there is no image under ``uri`` (see :func:`no_images_error`).
+        MissingInputError: (a ``FileNotFoundError``) when there is no image under ``uri`` (see
+            :func:`no_images_error`).
     """
     paths = storage.list_images(uri, endpoint_url=endpoint_url)
     if not paths:
@@ -117,7 +119,7 @@ def records_from_folder(uri: str, endpoint_url: str | None = None) -> list[Image
     return [ImageRecord(path=p, split="all") for p in paths]
 
 
-def no_images_error(uri: str, endpoint_url: str | None = None) -> FileNotFoundError:
+def no_images_error(uri: str, endpoint_url: str | None = None) -> MissingInputError:
     """The error for a folder that lists no image: says whether the bucket or the folder is missing.
 
     Call it after an empty listing (it looks the folder and, for ``s3://``, the bucket up once).
@@ -126,11 +128,11 @@ def no_images_error(uri: str, endpoint_url: str | None = None) -> FileNotFoundEr
         if storage.is_s3(uri):
             bucket = "s3://" + storage.strip_scheme(uri).split("/", 1)[0]
             if bucket.rstrip("/") == uri.rstrip("/") or not storage.exists(bucket, endpoint_url):
-                return FileNotFoundError(
+                return MissingInputError(
                     f"input bucket {bucket} does not exist (or these credentials cannot see it)"
                 )
-        return FileNotFoundError(f"input folder {uri} does not exist")
-    return FileNotFoundError(f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {uri}")
+        return MissingInputError(f"input folder {uri} does not exist")
+    return MissingInputError(f"no image files ({', '.join(storage.IMAGE_EXTENSIONS)}) under {uri}")
 
 
 def records_table(records: Sequence[ImageRecord]) -> pa.Table:

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coloc_core.errors import MissingInputError
 from pipelines import schema, storage
 
 MANIFEST = "_manifest.json"
@@ -183,16 +184,26 @@ def part_files(out: str) -> list[str]:
     return PredictionsFolder(out).part_files()
 
 
+def require_part_files(out: str) -> list[str]:
+    """The part files of a predictions folder, sorted; at least one.
+
+    Raises:
+        MissingInputError: the folder has no part file (it is not a ``coloc label --out`` folder, or
+            that run wrote nothing yet).
+    """
+    parts = part_files(out)
+    if not parts:
+        raise MissingInputError(f"no predictions (part-*.parquet) under {out}")
+    return parts
+
+
 def iter_predictions(out: str, columns: list[str] | None = None) -> Iterable[pa.Table]:
     """The predictions table, one part file at a time (memory bounded by one part file).
 
     Every part file comes back in the current schema: a version-1 file (no ``boxes`` column) gets
     that column as nulls (``schema.read_table``).
     """
-    parts = part_files(out)
-    if not parts:
-        raise FileNotFoundError(f"no predictions (part-*.parquet) under {out}")
-    for uri in parts:
+    for uri in require_part_files(out):
         data = pa.BufferReader(storage.read_bytes(uri))
         if columns is None:
             schema.check_schema(pq.read_schema(data))

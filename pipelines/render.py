@@ -31,7 +31,12 @@ from coloc_core.boxes import scoremap_from_attention
 from coloc_core.heatmap import dequantize_heatmap
 from pipelines import console, schema, storage
 from pipelines.config import RenderJobConfig
-from pipelines.predictions import PredictionsFolder, decode_heatmap_row, iter_predictions, part_files
+from pipelines.predictions import (
+    PredictionsFolder,
+    decode_heatmap_row,
+    iter_predictions,
+    require_part_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -421,8 +426,7 @@ def run_render(cfg: RenderJobConfig) -> RenderSummary:
 
     predictions, out, sample, seed, paths_file = cfg.predictions, cfg.out, cfg.sample, cfg.seed, cfg.paths
     gt_root, gt_format, split, max_side = cfg.gt, cfg.format, cfg.split, cfg.max_side
-    if not part_files(predictions):
-        raise FileNotFoundError(f"no predictions (part-*.parquet) under {predictions}")
+    require_part_files(predictions)
     wanted = read_path_list(paths_file) if paths_file else None
     chosen, errors, not_found = _select(predictions, sample, seed, wanted, path_key)
     gt = read_ground_truth(gt_root, gt_format, split).boxes if gt_root else None

@@ -21,6 +21,7 @@ from coloc_core.datasets import (
     read_dogs,
     read_image_folder,
 )
+from coloc_core.errors import InvalidInputError, MissingInputError
 
 
 def _write(path: Path, text: str | bytes) -> None:
@@ -94,18 +95,18 @@ def test_read_cub_without_boxes_file(tmp_path):
     _make_cub(tmp_path, ", ", boxes=False)
     records = read_cub(str(tmp_path), "all")
     assert [r.boxes for r in records] == [(), (), ()]
-    with pytest.raises(FileNotFoundError, match="bounding_boxes.txt"):
+    with pytest.raises(MissingInputError, match="bounding_boxes.txt"):
         read_cub(str(tmp_path), "all", require_boxes=True)
 
 
 def test_read_cub_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"images\.txt"):
+    with pytest.raises(MissingInputError, match=r"images\.txt"):
         read_cub(str(tmp_path), "train")
     _make_cub(tmp_path)
-    with pytest.raises(ValueError, match="split 'val'"):
+    with pytest.raises(InvalidInputError, match="split 'val'"):
         read_cub(str(tmp_path), "val")
     _write(tmp_path / "train_test_split.txt", "1 1\n2 0\n")
-    with pytest.raises(ValueError, match="image id 3"):
+    with pytest.raises(InvalidInputError, match="image id 3"):
         read_cub(str(tmp_path), "all")
 
 
@@ -159,13 +160,13 @@ def test_read_cars_test_annotation_fallbacks(tmp_path, test_file):
 
 
 def test_read_cars_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cars_train_annos.mat"):
+    with pytest.raises(MissingInputError, match="cars_train_annos.mat"):
         read_cars(str(tmp_path), "train")
-    with pytest.raises(FileNotFoundError, match="cars_test_annos_withlabels.mat.*cars_test_annos.mat"):
+    with pytest.raises(MissingInputError, match="cars_test_annos_withlabels.mat.*cars_test_annos.mat"):
         read_cars(str(tmp_path), "test")
     (tmp_path / "devkit").mkdir()
     scipy.io.savemat(tmp_path / "devkit" / "cars_train_annos.mat", {"something_else": np.zeros(3)})
-    with pytest.raises(ValueError, match="no variable 'annotations'"):
+    with pytest.raises(InvalidInputError, match="no variable 'annotations'"):
         read_cars(str(tmp_path), "train")
 
 
@@ -201,13 +202,13 @@ def test_read_aircraft_splits_and_boxes(tmp_path):
 def test_read_aircraft_errors(tmp_path):
     _make_aircraft(tmp_path)
     (tmp_path / "data" / "images_val.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"data/images_val\.txt"):
+    with pytest.raises(MissingInputError, match=r"data/images_val\.txt"):
         read_aircraft(str(tmp_path), "val")
     _write(tmp_path / "data" / "images_test.txt", "9999999\n")
-    with pytest.raises(ValueError, match="no box for image 9999999"):
+    with pytest.raises(InvalidInputError, match="no box for image 9999999"):
         read_aircraft(str(tmp_path), "test")
     (tmp_path / "data" / "images_box.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"images_box\.txt"):
+    with pytest.raises(MissingInputError, match=r"images_box\.txt"):
         read_aircraft(str(tmp_path), "train")
 
 
@@ -269,14 +270,14 @@ def test_read_dogs_keeps_all_boxes_and_sizes(tmp_path):
 
 
 def test_read_dogs_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"train_list\.mat"):
+    with pytest.raises(MissingInputError, match=r"train_list\.mat"):
         read_dogs(str(tmp_path), "train")
     _make_dogs(tmp_path)
     (tmp_path / "Annotation/n02085936-Maltese_dog/n02085936_1").unlink()
-    with pytest.raises(FileNotFoundError, match="n02085936_1"):
+    with pytest.raises(MissingInputError, match="n02085936_1"):
         read_dogs(str(tmp_path), "train")
     _write(tmp_path / "Annotation/n02085936-Maltese_dog/n02085936_1", "<annotation><size>")
-    with pytest.raises(ValueError, match="not a valid XML"):
+    with pytest.raises(InvalidInputError, match="not a valid XML"):
         read_dogs(str(tmp_path), "train")
 
 
@@ -321,9 +322,9 @@ def test_read_image_folder_relative_root(tmp_path, monkeypatch):
 
 def test_read_image_folder_empty_or_missing(tmp_path):
     _write(tmp_path / "readme.txt", "no images")
-    with pytest.raises(FileNotFoundError, match="no image files"):
+    with pytest.raises(MissingInputError, match="no image files"):
         read_image_folder(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no image files"):
+    with pytest.raises(MissingInputError, match="no image files"):
         read_image_folder(str(tmp_path / "missing"))
 
 
@@ -377,12 +378,12 @@ def test_read_boxes_csv_other_name_and_extra_columns(tmp_path):
 )
 def test_read_boxes_csv_errors(tmp_path, body, match):
     _write(tmp_path / "boxes.csv", body)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidInputError, match=match):
         read_boxes_csv(str(tmp_path))
 
 
 def test_read_boxes_csv_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"boxes\.csv"):
+    with pytest.raises(MissingInputError, match=r"boxes\.csv"):
         read_boxes_csv(str(tmp_path))
 
 
@@ -400,9 +401,9 @@ def test_read_dataset_dispatch(tmp_path):
     for split in ("train", "test", "all"):
         assert len(read_dataset("boxes_csv", str(tmp_path / "csv"), split)) == 4
         assert [r.split for r in read_dataset("folder", str(tmp_path / "folder"), split)] == ["all"]
-    with pytest.raises(ValueError, match="unknown dataset kind 'coco'"):
+    with pytest.raises(InvalidInputError, match="unknown dataset kind 'coco'"):
         read_dataset("coco", str(tmp_path))
-    with pytest.raises(ValueError, match="split 'bogus'"):
+    with pytest.raises(InvalidInputError, match="split 'bogus'"):
         read_dataset("folder", str(tmp_path / "folder"), "bogus")
 
 
@@ -418,13 +419,13 @@ def test_readers_through_memory_fs_keep_s3_paths(tmp_path):
 
 
 def test_image_record_validation():
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(InvalidInputError, match="split"):
         ImageRecord(path="a.jpg", split="trainval")
-    with pytest.raises(ValueError, match="width=0"):
+    with pytest.raises(InvalidInputError, match="width=0"):
         ImageRecord(path="a.jpg", split="all", width=0, height=5)
-    with pytest.raises(ValueError, match="y1 < y0"):
+    with pytest.raises(InvalidInputError, match="y1 < y0"):
         ImageRecord(path="a.jpg", split="all", boxes=((0.0, 5.0, 1.0, 4.0),))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(InvalidInputError, match="finite"):
         ImageRecord(path="a.jpg", split="all", boxes=((0.0, float("nan"), 1.0, 4.0),))
 
 

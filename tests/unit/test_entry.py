@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from coloc_core.errors import InvalidInputError, MissingInputError
 from jobs import entry
 from jobs.entry import Job, Refused, run_job
 from pipelines import console
@@ -118,6 +119,39 @@ def test_a_refused_run_exits_2_with_its_message(caplog, ray_starts):
         assert run_job(_job(refuse), ["--out=/o"]) == 2
     assert "bad arguments: 4 workers need 40 GiB" in caplog.text
     assert "toy failed" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MissingInputError("cub: expected file /d/images.txt was not found"),
+        InvalidInputError("none of the 3 images of /p is in the ground truth of /d"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_traceback(error, caplog, ray_starts):
+    def bad(cfg):
+        raise error
+
+    with caplog.at_level(logging.ERROR):
+        assert run_job(_job(bad), ["--out=/o"]) == entry.BAD_ARGUMENTS
+    record = next(r for r in caplog.records if r.name == "jobs.toy")
+    assert record.getMessage() == f"bad input: {error}" and record.exc_info is None
+    assert "toy failed" not in caplog.text
+
+
+def test_bad_input_raised_in_a_ray_task_is_reported_without_the_remote_traceback(caplog, ray_starts):
+    from ray.exceptions import RayTaskError
+
+    cause = MissingInputError("no image files (.jpg) under s3://b/photos")
+    wrapped = RayTaskError("read_task", "Traceback (most recent call last): ...", cause).as_instanceof_cause()
+    assert isinstance(wrapped, MissingInputError)  # what Ray raises in the driver
+
+    def bad(cfg):
+        raise wrapped
+
+    with caplog.at_level(logging.ERROR):
+        assert run_job(_job(bad), ["--out=/o"]) == 2
+    assert [r.getMessage() for r in caplog.records if r.name == "jobs.toy"] == [f"bad input: {cause}"]
 
 
 def test_ctrl_c_exits_130_with_a_short_line(caplog, ray_starts):
