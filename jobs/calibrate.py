@@ -8,7 +8,7 @@
 GT. ``--model`` defaults to the baseline model file stored in the predictions folder (``_model.pt``);
 ``--out`` defaults to ``<model without .pt>.calibrated.pt``. The weights (and model id) are unchanged:
 label into a new output folder with the new file. Exit code 0 on success, 1 on failure, 2 on a bad
-command line.
+command line or bad input (a missing --predictions, --gt or --model, a GT of another set).
 """
 
 from __future__ import annotations

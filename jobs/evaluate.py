@@ -12,7 +12,8 @@ best-scored 10-100% of the images, and the lowest score kept: ``coloc export --t
 ``--min_score``), and box recall and precision at IoU 0.5 (``box_recall@0.5``,
 ``box_precision@0.5``, ``boxes_per_image``), of every box for a table labelled with ``--boxes=all``
 (beside ``single_box_*``, its single box), for images with several objects. Exit code
-0 on success, 1 on failure, 2 on a bad command line.
+0 on success, 1 on failure, 2 on a bad command line or bad input (a folder without part files, a
+GT that is not of the labelled set or not in the layout of ``--format``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ file of tasks with predictions; error rows are skipped, and ``--min_score`` / ``
 ``--top_fraction``, a share of the boxes) drop low-scored boxes in every format. A table labelled with
 ``--boxes=all`` exports every box of an image (one annotation, detection, YOLO line, VOC object or
 Label Studio region each), with its own score; the filters then act on those boxes.
-Needs no Ray. Exit code 0 on success, 1 on failure, 2 on a bad command line.
+Needs no Ray. Exit code 0 on success, 1 on failure, 2 on a bad command line or bad input (a
+folder without part files).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value``
 ``--config file.yaml`` applies a file first). Starting the same command again resumes: only images
 without a written part file are labelled (see ``pipelines.label``). Exit code 0 on success, 1 when
 labeling fails, 2 on a bad command line or a local ``--images`` / ``--model`` path that does not exist
-(checked before Ray or torch is imported; ``s3://`` inputs are looked up by the job).
+(checked before Ray or torch is imported; ``s3://`` inputs are looked up by the job), or bad input
+(a folder without images, a dataset without the files of its ``--format``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ labelled with ``--boxes=all``); with ``--gt`` the ground-truth boxes in red. The
 image's path relative to the labelled images root, with ``.png``. ``--sample N`` picks N images at
 random (``--seed``; 0 = all); ``--paths FILE`` draws the images listed in a text file instead (one path
 per line). Error rows are skipped and counted. Needs no Ray. Exit code 0 on success, 1 on failure, 2 on
-a bad command line (e.g. a predictions folder without part files).
+a bad command line or bad input (e.g. a predictions folder without part files).
 """
 
 from __future__ import annotations

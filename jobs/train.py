@@ -8,7 +8,8 @@
 (``--help`` lists them). Exit code 0 on success, 1 when training fails, 2 on a bad command line, an
 unknown backbone or a local ``--data`` / ``model.weights`` path that does not exist (checked before Ray
 or torch is imported; ``s3://`` paths are looked up by the job), and when CAML's workers would not fit
-in the node's memory (``pipelines.memory``, checked before the data is read; ``run.check_memory``).
+in the node's memory (``pipelines.memory``, checked before the data is read; ``run.check_memory``), or
+on bad input (a dataset without the files of its ``--format``, no images).
 """
 
 from __future__ import annotations

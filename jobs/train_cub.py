@@ -11,7 +11,7 @@ every other key of ``pipelines.config.TrainJobConfig`` can be set with ``--key=v
 lists them, ``--config file.yaml`` applies a file first). Starting the same
 ``--run.storage_path``/``--run.name`` of a CAML run again resumes from its latest checkpoint (a
 self-training run is fitted again). Exit code 0 on success, 1 when training fails, 2 on a bad command
-line.
+line or bad input (a dataset without the files of the CUB layout).
 """
 
 from __future__ import annotations
