@@ -191,7 +191,7 @@ def test_train_cub_job_submitted_with_the_cli(ray_head: RayHead, cub_root: str, 
 
 def test_failing_job_exits_non_zero(ray_head: RayHead, tmp_path: Path) -> None:
     # The folder exists (so the driver-side checks pass) but holds no Stanford Cars annotations: the
-    # job fails while reading the data set, inside the running job.
+    # job fails while reading the data set, inside the running job, with the one line of bad input.
     empty = tmp_path / "empty"
     empty.mkdir()
     code, output = ray_head.submit(
@@ -203,5 +203,5 @@ def test_failing_job_exits_non_zero(ray_head: RayHead, tmp_path: Path) -> None:
         f"--run.storage_path={tmp_path / 'runs'}",
     )
     assert code != 0, output[-4000:]
-    assert "training failed" in output
-    assert "FileNotFoundError" in output
+    assert "bad input: cars: expected one of" in output, output[-4000:]
+    assert "training failed" not in output
