@@ -359,12 +359,15 @@ def decoded_images(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, s
     )
     per_block = min(ingest.default_rows_per_block(records.num_rows), max(cfg.batch_size, 1) * 4)
     blocks = [records.slice(start, per_block) for start in range(0, records.num_rows, per_block)]
+    tasks = decode_tasks(cfg, ray.cluster_resources().get("CPU", 0.0))
+    if tasks is not None:
+        tasks = min(tasks, max(len(blocks), 1))  # one task per block at most (Ray warns of a larger cap)
     return ray.data.from_arrow(blocks).map_batches(
         ingest.decode_batch,  # type: ignore[arg-type]  # its keyword-only arguments come in fn_kwargs
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=cfg.decode_cpus,
-        compute=ray.data.TaskPoolStrategy(size=decode_tasks(cfg, ray.cluster_resources().get("CPU", 0.0))),
+        compute=ray.data.TaskPoolStrategy(size=tasks),
         fn_kwargs={"size": int(size)},
         udf_modifying_row_count=False,
     )
