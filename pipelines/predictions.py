@@ -202,6 +202,9 @@ def iter_predictions(out: str, columns: list[str] | None = None) -> Iterable[pa.
 
     Every part file comes back in the current schema: a version-1 file (no ``boxes`` column) gets
     that column as nulls (``schema.read_table``).
+
+    Raises:
+        MissingInputError: the folder has no part file (:func:`require_part_files`).
     """
     for uri in require_part_files(out):
         data = pa.BufferReader(storage.read_bytes(uri))

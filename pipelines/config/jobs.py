@@ -390,8 +390,8 @@ def check_table_inputs(predictions: str, gt: str = "", model: str = "", needs_ma
     Raises:
         ValueError: naming the option, the path and what is wrong.
     """
-    if predictions and ("://" not in predictions or predictions.startswith("file://")):
-        folder = predictions[len("file://") :] if predictions.startswith("file://") else predictions
+    folder = _local_path(predictions)
+    if folder is not None:
         if not os.path.exists(folder):
             raise ValueError(f"--predictions={predictions}: no such folder")
         if not os.path.isdir(folder) or not glob.glob(os.path.join(glob.escape(folder), "part-*.parquet")):
@@ -410,11 +410,17 @@ def check_table_inputs(predictions: str, gt: str = "", model: str = "", needs_ma
         raise ValueError(f"--model={model}: no such file")
 
 
+def _local_path(uri: str | None) -> str | None:
+    """The path of a local path or ``file://`` URI; None for an empty or remote one (not looked up)."""
+    if not uri or ("://" in uri and not uri.startswith("file://")):
+        return None
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
 def _missing_local_path(uri: str | None) -> bool:
     """True for a local path or ``file://`` URI that does not exist; remote URIs are not looked up."""
-    if not uri or ("://" in uri and not uri.startswith("file://")):
-        return False
-    return not os.path.exists(uri[len("file://") :] if uri.startswith("file://") else uri)
+    path = _local_path(uri)
+    return path is not None and not os.path.exists(path)
 
 
 def check_train_paths(cfg: TrainJobConfig) -> TrainJobConfig:
