@@ -37,10 +37,25 @@ def _header(cfg: CalibrateJobConfig) -> tuple[str, dict[str, str]]:
 
 def _run(cfg: CalibrateJobConfig) -> dict[str, Any]:
     # Only once the command line is known to be good: these import pyarrow and torch.
+    from coloc_core.errors import MissingInputError  # noqa: PLC0415
+    from pipelines import storage  # noqa: PLC0415
     from pipelines.evaluate import calibrate_threshold, write_calibrated_model  # noqa: PLC0415
     from pipelines.predictions import PredictionsFolder  # noqa: PLC0415
 
-    model = cfg.model or PredictionsFolder(cfg.predictions).read_manifest()["model_uri"]
+    # The model is looked up before the calibration pass, which would otherwise run for nothing.
+    if cfg.model:
+        model, named_by = cfg.model, "named by --model"
+    else:
+        folder = PredictionsFolder(cfg.predictions)
+        if not folder.has_manifest():
+            raise MissingInputError(
+                f"--predictions={cfg.predictions} has no {folder.manifest} naming the model it was "
+                "labelled with: give --model"
+            )
+        model = folder.read_manifest()["model_uri"]
+        named_by = f"the one {folder.manifest} names; give --model"
+    if not storage.exists(model):
+        raise MissingInputError(f"the model file {model} is not there ({named_by})")
     out = cfg.out or (model[: -len(".pt")] if model.endswith(".pt") else model) + ".calibrated.pt"
     result = calibrate_threshold(
         cfg.predictions, cfg.gt, cfg.format, cfg.split, cfg.delta, cfg.cam_curve_interval, cfg.limit

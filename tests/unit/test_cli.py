@@ -245,3 +245,22 @@ def test_the_backbone_names_checked_before_torch_are_the_registered_ones():
     from coloc_core.config import BACKBONES
 
     assert sorted(BACKBONES) == available_backbones()
+
+
+def test_calibrate_looks_the_model_up_before_its_pass(tmp_path, caplog):
+    """The model a predictions folder was labelled with is gone: one line of bad input, exit 2."""
+    import logging
+
+    from jobs import calibrate
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "part-00000.parquet").write_bytes(b"not read: the model is looked up first")
+    gone = tmp_path / "runs" / "model.pt"
+    (labels / "_manifest.json").write_text(json.dumps({"model_uri": str(gone)}))
+    (tmp_path / "photos").mkdir()
+    argv = [f"--predictions={labels}", f"--gt={tmp_path / 'photos'}", "--split=all"]
+    with caplog.at_level(logging.ERROR):
+        assert calibrate.main(argv) == 2
+    assert f"bad input: the model file {gone} is not there" in caplog.text, caplog.text
+    assert "give --model" in caplog.text and "Traceback" not in caplog.text
