@@ -13,7 +13,8 @@ A job script describes itself as a :class:`Job` and its ``main`` is ``JOB.main``
 5. ``Job.run`` does the work, importing its heavy modules itself: :class:`Refused` → its message,
    exit 2 (a configuration to change); :class:`coloc_core.errors.InputError` (inputs that are not what
    the command expects: a dataset without its layout's files, a folder without images or part files,
-   a table and a ground truth of different sets; also when a Ray task raised it) → ``bad input: ...``
+   a table and a ground truth of different sets, a labels folder of another model or other options;
+   also when a Ray task raised it) → ``bad input: ...``
    without a traceback, exit 2; any other exception → ``<Job.failed>`` with the traceback, exit 1;
    Ctrl-C → ``<name> interrupted``, exit 130 (as a shell reports a SIGINT);
 6. ``Job.report`` shows the result; a mapping it returns is printed as JSON on stdout (the

@@ -45,11 +45,14 @@ def _header(cfg: LabelJobConfig) -> tuple[str, dict[str, str]]:
 
 
 def _run(cfg: LabelJobConfig) -> LabelSummary:
+    from coloc_core.errors import InputError  # noqa: PLC0415
     from pipelines.label import run_labeling  # noqa: PLC0415 - imports torch
 
     try:
         return run_labeling(cfg)
-    except ValueError as err:
+    except InputError:
+        raise  # reported as bad input by run_job
+    except ValueError as err:  # a configuration the stage refuses (e.g. a model file it cannot use)
         raise Refused(f"labeling refused: {err}") from err
 
 

@@ -139,7 +139,7 @@ def read_ground_truth(root: str, fmt: str = "boxes_csv", split: str = "test", li
         if limit and len(boxes) >= limit:
             break
     if not boxes:
-        raise ValueError(f"no ground-truth boxes in {root} (format={fmt}, split={split})")
+        raise InvalidInputError(f"no ground-truth boxes in {root} (format={fmt}, split={split})")
     return GroundTruth(boxes, paths)
 
 
@@ -420,7 +420,9 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
 
     taus = set().union(*(r.thresholds for r in results))
     if threshold is None and len(taus) > 1:
-        raise ValueError(f"{predictions} mixes thresholds {sorted(taus)}; pass threshold= to evaluate one τ")
+        raise InvalidInputError(
+            f"{predictions} mixes thresholds {sorted(taus)}; pass --threshold (threshold=) to evaluate one τ"
+        )
     tau = float(threshold if threshold is not None else (next(iter(taus)) if taus else 0.2))
     keys = [k for r in results for k in r.keys]
     paths = [p for r in results for p in r.paths]
@@ -664,7 +666,7 @@ def calibrate_threshold(
             acc.update(scoremap_from_attention(dequantize_heatmap(heat), SCOREMAP_SIZE), gt224)
             heatmaps.append(heat)
     if acc.count == 0:
-        raise ValueError(f"no image of {predictions} has ground truth in {gt_root}")
+        raise InvalidInputError(f"no image of {predictions} has ground truth in {gt_root}")
     curve = acc.accuracies()[0]
     best, reaching = middle_of_best(curve), tied_at_best(curve)
     tied = (float(acc.thresholds[reaching[0]]), float(acc.thresholds[reaching[-1]]))

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from coloc_core.box_score import TYPICAL_BOX_IMAGES, evenly_spread
+from coloc_core.errors import InvalidInputError
 from coloc_core.fits import SELFTRAIN_ROUNDS, ddt_from_statistics, fit_selftrain, rps_from_statistics
 from coloc_core.localizer import DEFAULT_FIT_SIZE, DEFAULT_INPUT_SIZES, baseline_payload
 from pipelines import console, storage
@@ -308,7 +309,7 @@ def fit_statistics(
             part = batch[key].sum(axis=0)
             sums[key] = part if key not in sums else sums[key] + part
     if not sums or (head is None and int(sums["count"]) < 2):
-        raise ValueError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
+        raise InvalidInputError(f"{cfg.method.upper()}: no decodable image to fit the feature statistics on")
     channels = sums["sum_x" if head is None else "fg_x"].shape[0]
     out = {k: torch.from_numpy(np.asarray(v)) for k, v in sums.items()}
     for key in keys:

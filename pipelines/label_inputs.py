@@ -13,6 +13,7 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coloc_core.errors import MissingInputError
 from pipelines import ingest, storage
 from pipelines.config import LabelJobConfig
 from pipelines.predictions import INPUTS, LEGACY_INPUTS, PredictionsFolder
@@ -45,7 +46,7 @@ def list_inputs(cfg: LabelJobConfig, apply_limit: bool = True) -> pa.Table:
     if apply_limit and cfg.limit > 0:
         ordered = ordered[: cfg.limit]
     if not ordered:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no images to label under {cfg.images} (format={cfg.format}, split={cfg.split})"
         )
     return pa.table(
@@ -87,7 +88,7 @@ def read_inputs(out: str) -> pa.Table:
             return reader.read_all()
     legacy = folder.legacy_inputs
     if not storage.exists(legacy):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{out} has no {INPUTS} (nor {LEGACY_INPUTS}): the labeling plan is incomplete"
         )
     inputs = _read_parquet(legacy)

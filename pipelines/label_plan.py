@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from coloc_core.box_content import payload_box_contents
 from coloc_core.box_score import payload_box_sizes
 from coloc_core.checkpoint import read_model_payload
+from coloc_core.errors import InvalidInputError
 from coloc_core.localizer import payload_input_size, payload_kind
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig, check_label_config, dump
@@ -141,8 +142,8 @@ def _baseline_spec(cfg: LabelJobConfig) -> dict[str, Any]:
     return spec
 
 
-def _mismatch(out: str, what: str, old: Any, new: Any) -> ValueError:
-    return ValueError(
+def _mismatch(out: str, what: str, old: Any, new: Any) -> InvalidInputError:
+    return InvalidInputError(
         f"{out} already holds predictions with {what}={old!r}, this run has {what}={new!r}: "
         "use a new output folder (or delete the old one) instead of mixing them"
     )
@@ -152,7 +153,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     out = cfg.out
     folder = PredictionsFolder(out)
     if manifest.get("version") != MANIFEST_VERSION:
-        raise ValueError(f"{folder.manifest}: unknown manifest version {manifest.get('version')}")
+        raise InvalidInputError(f"{folder.manifest}: unknown manifest version {manifest.get('version')}")
     for key in ("rows_per_file", "images", "format", "split", "limit"):
         if key in manifest and manifest[key] != getattr(cfg, key):
             raise _mismatch(out, key, manifest[key], getattr(cfg, key))
@@ -160,7 +161,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         raise _mismatch(out, "boxes", manifest.get("boxes", "one"), cfg.boxes)
     old_pick = manifest.get("pick", PICK_BEFORE_OPTION)
     if old_pick != cfg.pick:
-        raise ValueError(
+        raise InvalidInputError(
             f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
         )
     if cfg.method == "model":
@@ -182,7 +183,7 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
     committed = int(manifest["num_images"])
     segments = _manifest_segments(manifest)
     if inputs.num_rows < committed or sum(segments) != committed:
-        raise ValueError(
+        raise InvalidInputError(
             f"{folder.inputs} has {inputs.num_rows} rows, the manifest says {committed} "
             f"(segments {segments}): the folder's plan is damaged; use a new output folder"
         )
@@ -251,7 +252,7 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
     if new.num_rows and len(missing) == plan.num_images:
         # Not one labelled path is listed any more, yet others are: most likely the same images listed
         # under other names (another URI form); appending them would label them twice.
-        raise ValueError(
+        raise InvalidInputError(
             f"{out}: none of its {plan.num_images} labelled images is listed under {cfg.images} any more, "
             f"but {new.num_rows} others are (e.g. {new.column('path')[0].as_py()}): not adding them to "
             "this folder; use a new output folder"
@@ -376,7 +377,7 @@ def plan_labeling(cfg: LabelJobConfig) -> LabelPlan:
     if folder.has_manifest():
         return _load_plan(cfg, folder.read_manifest())
     if part_files(cfg.out):
-        raise ValueError(
+        raise InvalidInputError(
             f"{cfg.out} holds part files but no {MANIFEST}: it was not written by this labeling stage "
             "(or its manifest was deleted); use a new output folder"
         )

@@ -97,6 +97,7 @@ import numpy as np
 import pyarrow as pa
 
 from coloc_core import __version__
+from coloc_core.errors import InvalidInputError
 
 # Version of the table's columns and their meaning; raised on any change to them.
 # 1: the single box; 2: + ``boxes`` (every box, --boxes=all); 3: + ``error_kind``. Older tables are still
@@ -233,7 +234,7 @@ def schema_of_version(version: int) -> pa.Schema:
         ValueError: for an unknown version.
     """
     if not 1 <= version <= SCHEMA_VERSION:
-        raise ValueError(f"unknown predictions schema version {version} (known: 1..{SCHEMA_VERSION})")
+        raise InvalidInputError(f"unknown predictions schema version {version} (known: 1..{SCHEMA_VERSION})")
     fields = _fields_of_version(version)
     return pa.schema(fields, metadata={b"pandas": _pandas_metadata(fields)})
 
@@ -264,7 +265,7 @@ def check_schema(schema: pa.Schema) -> None:
         if got == [(f.name, f.type) for f in _fields_of_version(version)]:
             return
     want = [(f.name, f.type) for f in PREDICTIONS_SCHEMA]
-    raise ValueError(f"not a predictions table: columns {got}, expected {want}")
+    raise InvalidInputError(f"not a predictions table: columns {got}, expected {want}")
 
 
 def read_table(source: Any, columns: list[str] | None = None) -> pa.Table:

@@ -64,6 +64,7 @@ from torch import Tensor
 from coloc_core.checkpoint import model_payload, save_model_file
 from coloc_core.config import ColocConfig
 from coloc_core.datasets import ImageRecord
+from coloc_core.errors import InvalidInputError
 from coloc_core.model import build_model
 from pipelines import console, ingest, memory, storage
 from pipelines.config import TrainJobConfig, dump, resolve_train_config
@@ -318,7 +319,7 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
     run = cfg.run
     records = read_split_records(cfg, cfg.dataset.train_split)
     if not records:
-        raise ValueError(f"no images in split {cfg.dataset.train_split!r} of {cfg.dataset.root}")
+        raise InvalidInputError(f"no images in split {cfg.dataset.train_split!r} of {cfg.dataset.root}")
     test_records: list[ImageRecord] = []
     if cfg.dataset.test_split:
         test_records = [r for r in read_split_records(cfg, cfg.dataset.test_split) if r.boxes]
@@ -346,7 +347,7 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
     errors = ingest.error_list(materialized, run.decode_cpus) if num_good < len(records) else []
     log.info("ingest: %d images read, %d usable, %d errors", len(records), num_good, len(errors))
     if num_good < run.num_workers:
-        raise ValueError(
+        raise InvalidInputError(
             f"only {num_good} decodable training images for {run.num_workers} workers "
             f"({len(errors)} decode errors, e.g. {errors[:1]})"
         )

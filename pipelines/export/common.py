@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coloc_core.errors import InvalidInputError
 from pipelines import schema, storage
 from pipelines.predictions import PredictionsFolder, iter_predictions
 
@@ -301,7 +302,7 @@ def export_per_image(
         for _, row, kept in kept_rows(predictions, selection):
             name = name_of(row)
             if name in names:
-                raise ValueError(f"two images map to the label file {name}; pass images_root")
+                raise InvalidInputError(f"two images map to the label file {name}; pass --images_root")
             names.add(name)
             boxes += len(kept)
             batch.append((name, render(row, kept)))

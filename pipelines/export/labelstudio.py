@@ -19,6 +19,7 @@ import json
 import logging
 from typing import Any
 
+from coloc_core.errors import InvalidInputError
 from pipelines import schema, storage
 from pipelines.export.common import (
     ExportSummary,
@@ -119,7 +120,7 @@ def export_label_studio(
     manifest = predictions_manifest(predictions)
     root = str(manifest.get("images") or "") if images_root is None else images_root
     if images_url and not root:
-        raise ValueError("images_url needs images_root (the table's manifest records none)")
+        raise InvalidInputError("--images_url needs --images_root (the table's manifest records none)")
     default_model = str(manifest.get("model_id") or "")
     selection = select_rows(predictions, min_score, top_k)
     images, boxes = 0, 0

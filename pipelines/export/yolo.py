@@ -36,6 +36,7 @@ import os
 from contextlib import ExitStack
 from typing import Any
 
+from coloc_core.errors import InvalidInputError
 from pipelines import schema, storage
 from pipelines.export.common import (
     ExportSummary,
@@ -65,11 +66,12 @@ def ultralytics_label_path(image_path: str) -> str:
     ``txt``: ``/d/images/a/x.jpg`` → ``/d/labels/a/x.txt``.
 
     Raises:
-        ValueError: the path has no ``/images/`` component (Ultralytics would find no label file).
+        InvalidInputError: (a ``ValueError``) the path has no ``/images/`` component (Ultralytics
+            would find no label file).
     """
     head, sep, tail = image_path.rpartition("/images/")
     if not sep:
-        raise ValueError(f"{image_path} has no /images/ component")
+        raise InvalidInputError(f"{image_path} has no /images/ component")
     return f"{head}/labels/{tail}".rsplit(".", 1)[0] + ".txt"
 
 

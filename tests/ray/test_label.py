@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from coloc_core.boxes import iou_matrix
+from coloc_core.errors import InvalidInputError
 from coloc_core.synthetic import generate_cub_layout
 from pipelines import schema, storage
 from pipelines.config import LabelJobConfig
@@ -98,11 +99,11 @@ def test_label_collection_on_s3_to_parquet_on_s3(ray_cluster, s3_server, cub_on_
     other = s3_server.put(
         f"{out.split('/', 3)[3]}-other.pt", data.save_payload(data.tiny_colocnet_payload(seed=1))
     )
-    with pytest.raises(ValueError, match="model id.*new output folder"):
+    with pytest.raises(InvalidInputError, match="model id.*new output folder"):
         run_labeling(dataclasses.replace(cfg, model=other))
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(InvalidInputError, match="threshold"):
         run_labeling(dataclasses.replace(cfg, threshold=0.5))
-    with pytest.raises(ValueError, match="rows_per_file"):
+    with pytest.raises(InvalidInputError, match="rows_per_file"):
         run_labeling(dataclasses.replace(cfg, rows_per_file=5))
 
 
@@ -313,7 +314,7 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
     assert any(abs(t) > 1e-4 for t in terms)  # the content term is part of the stored scores
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}
     assert run_labeling(cfg).shards_written == 0
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(InvalidInputError, match="method"):
         run_labeling(dataclasses.replace(cfg, method="caam"))
 
 
@@ -406,7 +407,7 @@ def test_the_default_head_reads_lite2_and_is_seeded_by_lite0s_ddt(ray_cluster, t
     assert not np.allclose(
         unseeded["state_dict"]["head_weight"].numpy(), payload["state_dict"]["head_weight"].numpy()
     )
-    with pytest.raises(ValueError, match="already holds predictions with method"):
+    with pytest.raises(InvalidInputError, match="already holds predictions with method"):
         run_labeling(dataclasses.replace(own_cfg, first_labels="auto"))  # a folder keeps its first labels
 
 
@@ -683,7 +684,7 @@ def test_a_rerun_reports_removed_images_and_reuses_the_fitted_model(ray_cluster,
     for name in os.listdir(root):
         os.rename(os.path.join(root, name), os.path.join(root, "renamed_" + name))
     before = _folder_state(out)
-    with pytest.raises(ValueError, match="none of its 7 labelled images"):
+    with pytest.raises(InvalidInputError, match="none of its 7 labelled images"):
         run_labeling(cfg)
     assert _folder_state(out) == before
 
@@ -728,9 +729,9 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
         np.testing.assert_array_equal(pred.boxes, boxes.astype(np.float32))
         np.testing.assert_array_equal(pred.heatmap, decode_heatmap_row(row))
     # The folder holds every box: a rerun must ask for the same.
-    with pytest.raises(ValueError, match="boxes='all'.*boxes='one'"):
+    with pytest.raises(InvalidInputError, match="boxes='all'.*boxes='one'"):
         run_labeling(dataclasses.replace(cfg, boxes="one"))
-    with pytest.raises(ValueError, match="pick='score'.*pick='largest'"):  # nor another box per image
+    with pytest.raises(InvalidInputError, match="pick='score'.*pick='largest'"):  # nor another box per image
         run_labeling(dataclasses.replace(cfg, pick="largest"))
     from jobs.label import main as label_main
 
@@ -765,9 +766,9 @@ def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, vers
     os.remove(os.path.join(old, SUCCESS))
 
     if version == 1:
-        with pytest.raises(ValueError, match="boxes"):
+        with pytest.raises(InvalidInputError, match="boxes"):
             run_labeling(dataclasses.replace(cfg, out=old, boxes="all", pick="largest"))
-    with pytest.raises(ValueError, match=r"pick='largest', this run has pick='score'.*--pick=largest"):
+    with pytest.raises(InvalidInputError, match=r"pick='largest', this run has pick='score'.*--pick=largest"):
         run_labeling(dataclasses.replace(cfg, out=old))
     summary = run_labeling(dataclasses.replace(cfg, out=old, pick="largest"))
     assert (summary.images, summary.shards_written, summary.errors_by_kind) == (len(expected), 1, {})

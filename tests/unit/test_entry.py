@@ -223,3 +223,26 @@ def test_preload_imports_the_stage_in_the_background_and_leaves_errors_to_run(tm
         if thread.name == "coloc-preload":
             thread.join(timeout=30)
     assert sys.modules["coloc_preload_probe"].LOADED
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (InvalidInputError("/o already holds predictions with pick='score'"), "bad input: /o already holds"),
+        (ValueError("the model file has no kind"), "labeling refused: the model file has no kind"),
+    ],
+)
+def test_coloc_label_reports_bad_input_and_refusals_in_one_line(
+    error, line, tmp_path, monkeypatch, caplog, ray_starts
+):
+    import pipelines.label
+    from jobs import label
+
+    def run_labeling(cfg):
+        raise error
+
+    monkeypatch.setattr(pipelines.label, "run_labeling", run_labeling)
+    (tmp_path / "photos").mkdir()
+    with caplog.at_level(logging.ERROR):
+        assert label.main([f"--images={tmp_path / 'photos'}", f"--out={tmp_path / 'o'}", "--method=ddt"]) == 2
+    assert line in caplog.text and "labeling failed" not in caplog.text, caplog.text
