@@ -47,12 +47,13 @@ def _run(cfg: CalibrateJobConfig) -> dict[str, Any]:
         model, named_by = cfg.model, "named by --model"
     else:
         folder = PredictionsFolder(cfg.predictions)
-        if not folder.has_manifest():
+        try:
+            model = folder.read_manifest()["model_uri"]
+        except FileNotFoundError:
             raise MissingInputError(
                 f"--predictions={cfg.predictions} has no {folder.manifest} naming the model it was "
                 "labelled with: give --model"
-            )
-        model = folder.read_manifest()["model_uri"]
+            ) from None
         named_by = f"the one {folder.manifest} names; give --model"
     if not storage.exists(model):
         raise MissingInputError(f"the model file {model} is not there ({named_by})")

@@ -75,6 +75,7 @@ from coloc_core.heatmap import dequantize_heatmap
 from coloc_core.metrics import LocalizationAccumulator, MaxBoxAccAccumulator
 from pipelines import ingest, schema, storage
 from pipelines.config import EvaluateJobConfig
+from pipelines.export.common import count_of_fraction
 from pipelines.predictions import PredictionsFolder, decode_heatmap_row, require_part_files
 from pipelines.render import picture_sheet, sheet_title
 
@@ -371,9 +372,7 @@ def kept_by_score(
     ranked = np.asarray(scores, dtype=np.float64)[order]
     out: dict[str, float] = {}
     for share in shares:
-        if not 0.0 < share <= 1.0:
-            raise ValueError(f"share={share} must be in (0, 1]")
-        k = max(1, math.ceil(share * n - 1e-9))
+        k = max(1, count_of_fraction(share, n))
         pct = _percent(share)
         out[f"corloc@{delta:g}_top_{pct}pct_by_score"] = float(hit[:k].mean() * 100.0)
         out[f"score_cut_top_{pct}pct"] = float(ranked[k - 1])

@@ -199,6 +199,17 @@ def passes_min_score(score: float | None, min_score: float | None) -> bool:
     return min_score is None or (score is not None and score >= min_score)
 
 
+def count_of_fraction(fraction: float, count: int) -> int:
+    """How many of ``count`` items a share keeps: ⌈fraction × count⌉ (``--top_fraction``'s rule).
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction}: a share must be in (0, 1]")
+    return math.ceil(fraction * count - 1e-9)
+
+
 def top_k_of_fraction(predictions: str, fraction: float, min_score: float | None = None) -> int:
     """The ``top_k`` that keeps ``fraction`` of the boxes passing ``min_score``: ⌈fraction × count⌉.
 
@@ -208,8 +219,7 @@ def top_k_of_fraction(predictions: str, fraction: float, min_score: float | None
     Raises:
         ValueError: ``fraction`` outside (0, 1], or a ``min_score`` that is not finite.
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    count_of_fraction(fraction, 0)  # checks the share before the pass
     if min_score is not None and not math.isfinite(min_score):
         raise ValueError(f"min_score={min_score} is not a finite number")
     count = 0
@@ -220,7 +230,7 @@ def top_k_of_fraction(predictions: str, fraction: float, min_score: float | None
             count += sum(
                 passes_min_score(optional_score(b[schema.SCORE_FIELD]), min_score) for b in row_boxes(row)
             )
-    return math.ceil(fraction * count - 1e-9)
+    return count_of_fraction(fraction, count)
 
 
 def kept_rows(
