@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from coloc_core.config import ColocConfig, from_dict, to_dict, validate
+from coloc_core.errors import InvalidInputError
 from coloc_core.model import ColocNet, build_model
 
 FORMAT = "coloc-model/1"
@@ -78,16 +79,33 @@ def save_model_file(fileobj: IO[bytes], payload: dict[str, Any]) -> None:
     torch.save(payload, fileobj)
 
 
-def read_model_payload(fileobj: IO[bytes] | bytes) -> dict[str, Any]:
-    """Read and check a model file (bytes or binary file object).
+def read_model_payload(fileobj: IO[bytes] | bytes, source: str | None = None) -> dict[str, Any]:
+    """Read and check a model file (bytes or binary file object); ``source`` names it in errors.
 
     Raises:
-        ValueError: when the file is not a coloc model file.
+        InvalidInputError: (a ``ValueError``) when the file is not a coloc model file: not something
+            ``torch.load`` reads (a text file, an image, a file cut short), or a ``torch.save`` file of
+            something else (a torchvision state dict, say).
+        OSError: reading a file object failed.
     """
+    what = source or "the file"
     buffer = io.BytesIO(fileobj) if isinstance(fileobj, (bytes, bytearray)) else fileobj
-    payload = torch.load(buffer, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(buffer, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch.load's many ways of saying "not a torch.save file"
+        # torch's own text is no help here (a byte offset, or advice to load the file unsafely)
+        raise InvalidInputError(
+            f"{what} is not a coloc model file: torch.load cannot read it ({type(err).__name__}); model "
+            "files are what `coloc train` (model.pt) and `coloc label --method=...` (_model.pt) write"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"not a coloc model file (expected format {FORMAT!r})")
+        found = f"format {payload.get('format')!r}" if isinstance(payload, dict) else type(payload).__name__
+        raise InvalidInputError(
+            f"{what} is not a coloc model file (expected format {FORMAT!r}, found {found}); "
+            "model files are what `coloc train` (model.pt) and `coloc label --method=...` (_model.pt) write"
+        )
     return payload
 
 

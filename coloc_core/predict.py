@@ -526,13 +526,13 @@ class Predictor:
         """A predictor from a model file (path or its bytes): CAML, self-trained head, DDT, RPS, ...
 
         Raises:
-            ValueError: when the file is not a coloc model file.
+            InvalidInputError: (a ``ValueError``) when the file is not a coloc model file.
         """
         if isinstance(model, (bytes, bytearray)):
             payload = read_model_payload(bytes(model))
         else:
             with open(model, "rb") as fh:
-                payload = read_model_payload(fh.read())
+                payload = read_model_payload(fh.read(), os.fspath(model))
         return cls(payload, threshold=threshold, device=device, pick=pick)
 
     @classmethod

@@ -59,6 +59,7 @@ class _State:
     verbose: bool = False
     bars: list[Progress] = field(default_factory=list)
     handler: logging.Handler | None = None
+    ray_announced: bool = False  # the "ray: N CPUs; ..." line is written once per run
 
 
 _state = _State()
@@ -166,6 +167,8 @@ def header(title: str, fields: Mapping[str, Any]) -> None:
 def ray_init(**kwargs: Any) -> None:
     """``ray.init(**kwargs)`` unless Ray is already up (a submitted job, a test session), quiet or not.
 
+    The first call of a configured run writes one line: the cluster's size and where Ray's logs are.
+
     Without ``address`` the address comes from the environment (``RAY_ADDRESS``) as with ``ray.init()``.
     """
     import ray  # noqa: PLC0415
@@ -176,7 +179,8 @@ def ray_init(**kwargs: Any) -> None:
             kwargs.setdefault("logging_level", logging.ERROR)  # e.g. the token-authentication notice
         ray.init(**kwargs)
     configure_ray()
-    if _state.configured:
+    if _state.configured and not _state.ray_announced:
+        _state.ray_announced = True
         resources = ray.cluster_resources()
         size = f"{int(resources.get('CPU', 0))} CPUs"
         if resources.get("GPU"):

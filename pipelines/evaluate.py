@@ -716,7 +716,7 @@ def write_calibrated_model(model_uri: str, out_uri: str, calibration: Calibratio
     Returns:
         The new payload.
     """
-    payload = read_model_payload(storage.read_bytes(model_uri))
+    payload = read_model_payload(storage.read_bytes(model_uri), model_uri)
     payload["threshold"] = float(calibration.threshold)
     if payload.get("box_sizes") is not None:
         payload["box_sizes"] = calibration.box_sizes

@@ -69,7 +69,7 @@ class LocalizeBatch:
     ) -> None:
         import torch  # noqa: PLC0415
 
-        payload = read_model_payload(storage.read_bytes(model_uri, endpoint_url))
+        payload = read_model_payload(storage.read_bytes(model_uri, endpoint_url), model_uri)
         if payload.get("model_id") != model_id:
             raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
         localizer = localizer_from_payload(payload)
@@ -193,7 +193,7 @@ def descriptor_moments_batch(
         localizer: Any = _FIT_LOCALIZERS.get(uri)
         if localizer is None:
             torch.set_num_threads(max(1, int(num_threads)))
-            payload = read_model_payload(storage.read_bytes(uri))
+            payload = read_model_payload(storage.read_bytes(uri), uri)
             localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
             _FIT_LOCALIZERS[uri] = localizer
         if ok.any():
@@ -246,7 +246,7 @@ def box_areas_batch(
     cached: Any = _SIZE_LOCALIZER.get(key)
     if cached is None:
         torch.set_num_threads(max(1, int(num_threads)))
-        payload = read_model_payload(storage.read_bytes(model_uri))
+        payload = read_model_payload(storage.read_bytes(model_uri), model_uri)
         if payload.get("model_id") != model_id:
             raise ValueError(f"{model_uri} has model id {payload.get('model_id')}, expected {model_id}")
         localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))

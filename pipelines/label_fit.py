@@ -79,7 +79,8 @@ def fit_baseline_model(cfg: LabelJobConfig, inputs: pa.Table, weights: str | Non
     sample = _ddt_sample(inputs)
     sized = typical_box_images(sample.num_rows)
     passes = 1 + (SELFTRAIN_ROUNDS if cfg.method == "selftrain" else 0)
-    what = f"{passes} passes over {sample.num_rows} images" if passes > 1 else f"{sample.num_rows} images"
+    images = f"{sample.num_rows} image{'s' if sample.num_rows != 1 else ''}"
+    what = f"{passes} passes over {images}" if passes > 1 else images
     what += f", box sizes on {sized}"
     # One bar for the whole fit (every pass): fit_statistics counts each batch's images on it.
     total = passes * sample.num_rows + sized

@@ -165,14 +165,14 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
             f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
         )
     if cfg.method == "model":
-        payload = read_model_payload(storage.read_bytes(cfg.model))
+        payload = read_model_payload(storage.read_bytes(cfg.model), cfg.model)
         model_uri, model_id = cfg.model, str(payload["model_id"])
         stored_tau = float(payload["threshold"])
     else:
         if manifest.get("baseline") != _baseline_spec(cfg):
             raise _mismatch(out, "method", manifest.get("baseline") or "model", _baseline_spec(cfg))
         model_uri = folder.model_file
-        payload = read_model_payload(storage.read_bytes(model_uri))
+        payload = read_model_payload(storage.read_bytes(model_uri), model_uri)
         model_id, stored_tau = str(payload["model_id"]), float(payload["threshold"])
     if model_id != manifest["model_id"]:
         raise _mismatch(out, "model id", manifest["model_id"], model_id)
@@ -307,7 +307,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
     log.info("label: %d images under %s", inputs.num_rows, cfg.images)
     write_inputs(out, inputs)
     if cfg.method == "model":
-        payload = read_model_payload(storage.read_bytes(cfg.model))
+        payload = read_model_payload(storage.read_bytes(cfg.model), cfg.model)
         model_uri = cfg.model
     else:
         payload = fit_baseline_model(cfg, inputs)

@@ -337,6 +337,11 @@ def test_training_free_rps_labeler(ray_cluster, tmp_path, cub_on_s3):
     # A layer the backbone does not have is refused before any image is labelled.
     with pytest.raises(ValueError, match="feature_layer"):
         run_labeling(dataclasses.replace(cfg, out=str(tmp_path / "bad"), feature_layer="conv9"))
+    # A --model that is not a model file (here the labels' own listing) is bad input, named by its path.
+    listing = os.path.join(out, "_inputs.arrow")
+    bad = dataclasses.replace(cfg, method="model", model=listing, out=str(tmp_path / "bad2"))
+    with pytest.raises(InvalidInputError, match=f"{listing} is not a coloc model file"):
+        run_labeling(bad)
 
 
 def test_self_trained_labeler_fits_its_head_on_the_collection(ray_cluster, tmp_path, cub_on_s3):

@@ -12,6 +12,7 @@ from coloc_core.checkpoint import (
     save_model_file,
 )
 from coloc_core.config import ColocConfig, apply_overrides
+from coloc_core.errors import InvalidInputError
 
 
 def _cfg():
@@ -49,11 +50,28 @@ def test_model_id_changes_with_weights():
     assert len(model_id(a)) == 16
 
 
-def test_not_a_model_file():
+def _saved(obj) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"weights": 1}, buffer)
-    with pytest.raises(ValueError, match="not a coloc model file"):
-        read_model_payload(buffer.getvalue())
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (_saved({"weights": 1}), "found format None"),  # a torch.save file of something else
+        (_saved([1, 2]), "found list"),
+        (b"hello\n", "torch.load cannot read it"),  # a text file
+        (bytes(range(256)) * 4, "torch.load cannot read it"),  # noise
+        (_saved({"weights": torch.zeros(8)})[:-40], "torch.load cannot read it"),  # cut short
+    ],
+)
+def test_not_a_model_file_is_bad_input_named_by_its_source(data, why):
+    with pytest.raises(InvalidInputError, match="not a coloc model file") as info:
+        read_model_payload(data, "s3://b/runs/x.pt")
+    assert isinstance(info.value, ValueError)  # every ValueError handler still catches it
+    assert str(info.value).startswith("s3://b/runs/x.pt is not a coloc model file"), info.value
+    assert why in str(info.value) and "\n" not in str(info.value), info.value
 
 
 def test_method_config_drops_job_fields():

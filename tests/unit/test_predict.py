@@ -340,6 +340,9 @@ def test_bad_inputs_and_fitted_methods_are_refused(tmp_path):
         Predictor.from_method("nope")
     with pytest.raises(ValueError, match="not a coloc model file"):
         Predictor.load(_save({"weights": 1}, tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match="junk.pt is not a coloc model file"):
+        (tmp_path / "junk.pt").write_text("not a model")
+        Predictor.load(tmp_path / "junk.pt")
     predictor = Predictor(_random_payload())
     with pytest.raises(ValueError, match="uint8"):
         predictor.predict(np.zeros((10, 10, 3), np.float32))
