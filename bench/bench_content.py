@@ -17,6 +17,10 @@ store ``box_contents`` (a fit since 2026-12-02: ``coloc train``, or ``coloc labe
 wall time, images per second, the peak summed PSS of the driver's process tree
 (``bench_label.PeakSampler``); and the ratios content / plain. The first run also starts the
 cluster's workers: run both orders. Prints one JSON object.
+
+``--compare halves`` measures the content term as it is (each box encoded with its two halves: three
+crops per box) against the same model file with ``box_contents.halves`` set to false (``OUT/whole.pt``:
+one crop per box), both at the default ``--pick=score``; the runs are named ``whole`` and ``halves``.
 """
 
 from __future__ import annotations
@@ -63,9 +67,15 @@ def main() -> None:
     ap.add_argument("--actor_cpus", type=float, default=0.75)
     ap.add_argument("--decode_cpus", type=float, default=0.25)
     ap.add_argument("--order", default="", help="which run goes first (default: the baseline)")
-    ap.add_argument("--compare", choices=("content", "pick"), default="content", help="what is measured")
+    ap.add_argument(
+        "--compare", choices=("content", "pick", "halves"), default="content", help="what is measured"
+    )
     args = ap.parse_args()
-    base, new = ("plain", "content") if args.compare == "content" else ("largest", "score")
+    base, new = {
+        "content": ("plain", "content"),
+        "pick": ("largest", "score"),
+        "halves": ("whole", "halves"),
+    }[args.compare]
 
     import ray  # noqa: PLC0415
 
@@ -84,6 +94,11 @@ def main() -> None:
         with open(plain, "wb") as fh:
             save_model_file(fh, {**payload, "box_contents": None})
         runs_of = {"content": (model, "largest"), "plain": (plain, "largest")}
+    elif args.compare == "halves":
+        whole = os.path.join(args.out, "whole.pt")
+        with open(whole, "wb") as fh:
+            save_model_file(fh, {**payload, "box_contents": {**payload["box_contents"], "halves": False}})
+        runs_of = {"halves": (model, "score"), "whole": (whole, "score")}
     else:
         runs_of = {"largest": (model, "largest"), "score": (model, "score")}
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)

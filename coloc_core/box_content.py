@@ -13,13 +13,21 @@ surroundings looks less like them. The term measures that on the model's own bac
 3. c = cos(d, m), with m the mean descriptor of the boxes of a sample of the collection (the fit's
    typical-box pass, at most ``TYPICAL_BOX_IMAGES`` images), stored in the model file as
    ``box_contents`` with the mean and standard deviation of c over that sample;
-4. the term is :data:`CONTENT_WEIGHT` · clip((c − mean) / std, ±:data:`CONTENT_CLIP`), in [−1, 1]:
-   one standard deviation of c over the collection is worth 0.25, about one standard deviation of
-   the other terms of the score over the same images.
+4. z = (c − mean) / std: one standard deviation of c over the collection is worth 0.25 in the term,
+   about one standard deviation of the other terms of the score over the same images;
+5. the box's two halves across its longer side (as the box lies in the original image) are encoded
+   the same way, and the better half's z_half is compared with z: a box around the object and
+   something else (two animals of a group, a bird and the branch beside it) has a half that looks more
+   like the collection's boxes than the whole box does, while a box around one object has halves that
+   are parts of it and look less typical. The term is :data:`CONTENT_WEIGHT` · clip(z − max(0,
+   z_half − z), ±:data:`CONTENT_CLIP`), in [−1, 1]: a half more typical than the box costs the box
+   what the half gains.
 
-It costs one forward pass of the backbone at 224 per box (about a fifth of the self-trained head's
-pass at 480). Model files without ``box_contents`` (CAAM, the full box, files of earlier versions)
-score without it. Measured in docs/RESULTS.md (issue 10: "The content term").
+It costs three forward passes of the backbone at 224 per box scored (the box and its halves; together
+about half the self-trained head's pass at 480). The collection's statistics are of whole boxes, so
+model files written before the halves score with them unchanged. Model files without
+``box_contents`` (CAAM, the full box, files of earlier versions) score without the term. Measured in
+docs/RESULTS.md (issue 10: "The content term", and "Halves more typical than their box").
 """
 
 from __future__ import annotations
@@ -85,19 +93,50 @@ def box_content_statistics(descriptors: npt.ArrayLike) -> dict[str, Any]:
     }
 
 
-def box_content_terms(descriptors: npt.ArrayLike, box_contents: dict[str, Any]) -> npt.NDArray[np.float64]:
-    """The content term of each descriptor: CONTENT_WEIGHT · clip((cos(d, m) − mean) / std, ±CLIP).
+def box_content_terms(
+    descriptors: npt.ArrayLike, box_contents: dict[str, Any], halves: npt.ArrayLike | None = None
+) -> npt.NDArray[np.float64]:
+    """The content term of each box: CONTENT_WEIGHT · clip(z − max(0, z_half − z), ±CLIP).
 
-    A descriptor of zero norm (an all-zero feature map) has cosine 0.
+    z = (cos(d, m) − mean) / std is how typical the box's content is; z_half the same for the more
+    typical of its two halves (:func:`long_side_halves`), when ``halves`` are given: a half that looks
+    more like the collection's boxes than the whole box costs the box what it gains. A descriptor of
+    zero norm (an all-zero feature map) has cosine 0.
 
     Shape:
-        descriptors: (N, C). Returns (N,) float64 in [−1, 1].
+        descriptors: (N, C); halves: (N, 2, C) or None. Returns (N,) float64 in [−1, 1].
     """
-    d = np.asarray(descriptors, dtype=np.float64).reshape(-1, len(box_contents["mean"]))
+    size = len(box_contents["mean"])
+    z = _typicality(np.asarray(descriptors, dtype=np.float64).reshape(-1, size), box_contents)
+    if halves is not None:
+        h = np.asarray(halves, dtype=np.float64).reshape(len(z), -1, size)
+        z_half = np.max([_typicality(h[:, k], box_contents) for k in range(h.shape[1])], axis=0)
+        z = z - np.maximum(0.0, z_half - z)
+    return CONTENT_WEIGHT * np.clip(z, -CONTENT_CLIP, CONTENT_CLIP)
+
+
+def _typicality(d: npt.NDArray[np.float64], box_contents: dict[str, Any]) -> npt.NDArray[np.float64]:
+    """(cos(d, m) − mean) / std per row of d: the content's standardised cosine with the mean box."""
     cos = _cosines(d, np.asarray(box_contents["mean"], dtype=np.float64))
     spread = max(float(box_contents["cos_spread"]), CONTENT_MIN_SPREAD)
-    z = (cos - float(box_contents["cos_mean"])) / spread
-    return CONTENT_WEIGHT * np.clip(z, -CONTENT_CLIP, CONTENT_CLIP)
+    return (cos - float(box_contents["cos_mean"])) / spread
+
+
+def long_side_halves(box: npt.ArrayLike, aspect: float = 1.0) -> npt.NDArray[np.float64]:
+    """The two halves of a box (score-map pixels, inclusive) cut across its longer side.
+
+    ``aspect`` is the original image's width / height: the score map is the image resized to a square,
+    so a box's sides are compared as they are in the image (a wide bird in a tall photo stays wide).
+
+    Shape:
+        box: (4,). Returns (2, 4): left and right halves, or top and bottom.
+    """
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    if (x1 - x0 + 1.0) * aspect >= (y1 - y0 + 1.0):
+        xm = (x0 + x1) / 2.0
+        return np.array([[x0, y0, xm, y1], [xm, y0, x1, y1]])
+    ym = (y0 + y1) / 2.0
+    return np.array([[x0, y0, x1, ym], [x0, ym, x1, y1]])
 
 
 def payload_box_contents(payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -119,6 +158,9 @@ def payload_box_contents(payload: dict[str, Any]) -> dict[str, Any] | None:
             "cos_mean": float(contents["cos_mean"]),
             "cos_spread": float(contents["cos_spread"]),
             "images": int(contents["images"]),
+            # whether a box's halves are compared with it (:func:`box_content_terms`); files written
+            # before the option have no key and take it (their statistics are of whole boxes too)
+            "halves": bool(contents.get("halves", True)),
         }
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"the model file's box_contents are malformed: {err}") from None
@@ -233,19 +275,41 @@ class ContentScorer:
         return list(np.split(out, split)) if counts else []
 
     def terms(
-        self, images: npt.NDArray[np.uint8], boxes: Sequence[npt.ArrayLike]
+        self,
+        images: npt.NDArray[np.uint8],
+        boxes: Sequence[npt.ArrayLike],
+        aspects: Sequence[float] | None = None,
     ) -> list[npt.NDArray[np.float64]]:
         """The content term of each box of each image (:func:`box_content_terms`); see :meth:`descriptors`.
+
+        Each box is encoded with its two halves across its longer side (:func:`long_side_halves`;
+        ``aspects``: each original image's width / height, 1 when not given): three crops per box, one
+        when the model's ``box_contents`` say ``halves: false``.
 
         Raises:
             ValueError: when the scorer has no ``box_contents``.
         """
         if self.box_contents is None:
             raise ValueError("this content scorer has no box_contents to compare with")
-        return [
-            box_content_terms(d, self.box_contents) if len(d) else np.zeros(0)
-            for d in self.descriptors(images, boxes)
-        ]
+        if aspects is None:
+            aspects = [1.0] * len(boxes)
+        if len(aspects) != len(boxes):
+            raise ValueError(f"{len(aspects)} aspects for boxes of {len(boxes)} images")
+        if not self.box_contents.get("halves", True):  # a model file that turns them off: one crop per box
+            return [
+                box_content_terms(d, self.box_contents) if len(d) else np.zeros(0)
+                for d in self.descriptors(images, boxes)
+            ]
+        expanded = []
+        for image_boxes, aspect in zip(boxes, aspects, strict=True):
+            b = np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4)
+            expanded.append(np.concatenate([b, *(long_side_halves(box, float(aspect)) for box in b)]))
+        out = []
+        for b, d in zip(expanded, self.descriptors(images, expanded), strict=True):
+            k = len(b) // 3  # the boxes, then each box's two halves in the boxes' order
+            halves = d[k:].reshape(k, 2, -1)
+            out.append(box_content_terms(d[:k], self.box_contents, halves) if k else np.zeros(0))
+        return out
 
 
 def _crop(image: npt.NDArray[np.uint8], box: npt.NDArray[np.float64]) -> torch.Tensor:

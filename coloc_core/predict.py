@@ -587,7 +587,8 @@ class Predictor:
             cuts = [cut_boxes(heatmap, self.threshold, all_boxes, self.pick) for heatmap in heatmaps]
             terms: list[Any] = [None] * len(cuts)
             if self.content is not None:
-                encode = partial(_encode_crops, self.content, pixels)
+                aspects = np.array([width / height for _, width, height in prepared], dtype=np.float64)
+                encode = partial(_encode_crops, self.content, pixels, aspects)
                 terms = content_terms(cuts, self.threshold, self.box_sizes, encode)
             for (_, width, height), heatmap, cut, term in zip(prepared, heatmaps, cuts, terms, strict=True):
                 loc = score_cut(cut, self.threshold, (width, height), self.box_sizes, term)
@@ -607,10 +608,17 @@ class Predictor:
 
 
 def _encode_crops(
-    scorer: ContentScorer, pixels: npt.NDArray[np.uint8], at: list[int], boxes: list[npt.NDArray[np.float64]]
+    scorer: ContentScorer,
+    pixels: npt.NDArray[np.uint8],
+    aspects: npt.NDArray[np.float64],
+    at: list[int],
+    boxes: list[npt.NDArray[np.float64]],
 ) -> list[npt.NDArray[np.float64]]:
-    """:func:`content_terms`' encoder for model inputs: the terms of ``boxes`` of ``pixels[at]``."""
-    return scorer.terms(pixels[at], boxes)
+    """:func:`content_terms`' encoder for model inputs: the terms of ``boxes`` of ``pixels[at]``.
+
+    ``aspects``: each original image's width / height (which side of a box is its longer one).
+    """
+    return scorer.terms(pixels[at], boxes, list(aspects[at]))
 
 
 def load(

@@ -231,6 +231,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
                 "all_boxes": plan.all_boxes,
                 "box_sizes": plan.box_sizes,
                 "pick": plan.pick,
+                "content_halves": plan.content_halves,
             },
             udf_modifying_row_count=False,
         )

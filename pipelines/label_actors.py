@@ -47,6 +47,8 @@ class LocalizeBatch:
         all_boxes: with ``postprocess``, also every region's box and score (``boxes=all``).
         box_sizes: with ``postprocess``, the model's typical box (``LabelPlan.box_sizes``).
         pick: with ``postprocess``, which region's box is the image's (``coloc_core.predict.PICKS``).
+        content_halves: whether the content term compares each box's halves (``LabelPlan.content_halves``;
+            false for a folder labelled before them; a model file can turn them off too).
 
     A model file that stores its collection's box contents (``coloc_core.box_content``) adds each
     box's content term to its score: the actor crops the box from the decoded image and encodes it
@@ -66,6 +68,7 @@ class LocalizeBatch:
         all_boxes: bool = False,
         box_sizes: dict[str, Any] | None = None,
         pick: str = DEFAULT_PICK,
+        content_halves: bool = True,
     ) -> None:
         import torch  # noqa: PLC0415
 
@@ -82,6 +85,8 @@ class LocalizeBatch:
             torch.set_num_threads(max(1, int(num_threads)))
         self.localizer = inference_layout(localizer, self.device)
         self.content = ContentScorer.from_payload(payload, self.device)
+        if self.content is not None and self.content.box_contents is not None and not content_halves:
+            self.content.box_contents = {**self.content.box_contents, "halves": False}
         if self.content is not None and not postprocess:
             raise ValueError("a model with box contents computes its boxes in the actor (postprocess=True)")
         self.threshold = float(threshold)
@@ -140,9 +145,11 @@ class LocalizeBatch:
         content = None
         if self.content is not None:
             scorer, images = self.content, batch[ingest.IMAGE]
+            widths, heights = batch[ingest.WIDTH], batch[ingest.HEIGHT]
 
             def content(indices: list[int], boxes: list[np.ndarray]) -> list[np.ndarray]:
-                return scorer.terms(images[indices], boxes)
+                aspects = [float(widths[i]) / float(heights[i]) for i in indices]  # decoded images only
+                return scorer.terms(images[indices], boxes, aspects)
 
         return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes, content, self.pick)
 

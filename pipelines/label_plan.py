@@ -37,6 +37,9 @@ MISSING_EXAMPLES = 5  # paths named in the warning (and the summary) about input
 #: The pick of a folder whose manifest names none: folders from before the option hold the largest
 #: contour's box.
 PICK_BEFORE_OPTION = "largest"
+#: Whether a folder whose manifest does not say compares each box's halves in its content term
+#: (``coloc_core.box_content``): folders labelled before the halves scored whole boxes only.
+CONTENT_HALVES_BEFORE_OPTION = False
 
 
 @dataclass
@@ -94,6 +97,15 @@ class LabelPlan:
         Folders from before the option hold the largest contour's.
         """
         return str(self.manifest.get("pick", PICK_BEFORE_OPTION))
+
+    @property
+    def content_halves(self) -> bool:
+        """Whether the content term compares each box's halves (``content_halves`` in the manifest).
+
+        Folders from before the halves keep scoring whole boxes only, so that a resumed folder's
+        scores rank alike in its old and new part files (the model file may still turn them off).
+        """
+        return bool(self.manifest.get("content_halves", CONTENT_HALVES_BEFORE_OPTION))
 
     @property
     def schema_version(self) -> int:
@@ -332,6 +344,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "limit": cfg.limit,
         "boxes": cfg.boxes,
         "pick": cfg.pick,
+        "content_halves": True,
         "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
         "schema_version": schema.SCHEMA_VERSION,
         "config": dump(cfg),

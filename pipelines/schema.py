@@ -45,8 +45,10 @@ collection's boxes, at most −1 (``box_score.box_typicality``; the model file s
 or a CAML model trained since that day, adds its box's *content* term in [−1, 1]
 (``coloc_core.box_content``): the box's crop of the image, encoded by the model's backbone, against
 the collection's typical crop (``box_contents`` in the model file), 0.25 per standard deviation over
-the collection. That term needs the image, so a stored score is not reproduced from the heatmap
-alone. docs/RESULTS.md measures how the score ranks IoU.
+the collection, less what the more typical of the box's two halves across its longer side gains over
+the whole box (rows labelled by version 0.1.0 since 2026-12-02 12:00 UTC, with model files of any date). That
+term needs the image, so a stored score is not reproduced from the heatmap alone. docs/RESULTS.md
+measures how the score ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(dequantize_heatmap(heat)), τ)``

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -129,13 +130,15 @@ def test_a_caml_model_labels_at_its_own_size_with_its_content_term(ray_cluster, 
     net = build_model(cfg).eval()
     payload = model_payload(net, cfg)
     assert payload_input_size(payload) == 96 and payload_input_size(data.brightness_payload()) == 224
-    # A CAML model stores its typical box content as `coloc train` measures it: here from four
-    # random crops, so that the stored scores must hold the term of the trained backbone.
+    # A CAML model stores its typical box content as `coloc train` measures it: here from the halves
+    # of the first four images, so that the stored scores must hold the term of the trained backbone,
+    # and a box's halves can look more typical than the box (the halves count).
     scorer = ContentScorer.from_payload(payload, need_contents=False)
     assert scorer is not None
-    noise = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
-    crops = scorer.descriptors(noise, [np.array([[0.0, 0.0, 223.0, 223.0]])] * 4)
-    payload["box_contents"] = box_content_statistics(np.concatenate(crops))
+    firsts = sorted(r.path for r in cub_on_s3[2])[:4]
+    pixels4 = np.stack([decode_image(storage.read_bytes(p), 96)[0] for p in firsts])
+    halves = [np.array([[0.0, 0.0, 111.0, 223.0], [112.0, 0.0, 223.0, 223.0], [0.0, 0.0, 223.0, 223.0]])] * 4
+    payload["box_contents"] = box_content_statistics(np.concatenate(scorer.descriptors(pixels4, halves)))
     model = tmp_path / "crop96.pt"
     model.write_bytes(data.save_payload(payload))
     out = str(tmp_path / "crop96")
@@ -151,13 +154,43 @@ def test_a_caml_model_labels_at_its_own_size_with_its_content_term(ray_cluster, 
     sizes = zip(table.column("heatmap_h").to_pylist(), table.column("heatmap_w").to_pylist(), strict=True)
     assert set(sizes) == {expected}
     scorer = ContentScorer.from_payload(payload)
-    for row in table.slice(0, 2).to_pylist():
-        heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
-        pixels, _, _ = decode_image(storage.read_bytes(row["path"]), 96)
-        wh = (row["width"], row["height"])
-        term = lambda boxes, pixels=pixels: scorer.terms(pixels[None], [boxes])[0]  # noqa: E731
-        assert row["score"] == pytest.approx(locate(heat, row["threshold"], wh, content=term).score, abs=1e-5)
-        assert row["score"] != pytest.approx(locate(heat, row["threshold"], wh).score, abs=1e-4)
+    whole = ContentScorer.from_payload(
+        {**payload, "box_contents": {**payload["box_contents"], "halves": False}}
+    )
+
+    def scores(table: pa.Table, scorer: ContentScorer | None) -> list[float]:
+        """What locate scores each row with ``scorer``'s content term (the image's aspect given)."""
+        out = []
+        for row in table.to_pylist():
+            heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
+            pixels, _, _ = decode_image(storage.read_bytes(row["path"]), 96)
+            wh = (row["width"], row["height"])
+            term = None
+            if scorer is not None:
+                term = lambda boxes, p=pixels, a=wh[0] / wh[1]: scorer.terms(p[None], [boxes], [a])[0]  # noqa: E731
+            out.append(locate(heat, row["threshold"], wh, content=term).score)
+        return out
+
+    stored = table.column("score").to_pylist()
+    widths, heights = table.column("width").to_pylist(), table.column("height").to_pylist()
+    assert any(w != h for w, h in zip(widths, heights, strict=True))  # the aspect decides the halves
+    assert stored == pytest.approx(scores(table, scorer), abs=1e-5)  # the box's halves in the term
+    assert stored != pytest.approx(scores(table, whole), abs=1e-4)
+    assert stored != pytest.approx(scores(table, None), abs=1e-4)
+    # A folder labelled before the halves (no `content_halves` in its manifest) resumes without them.
+    manifest = json.loads(storage.read_text(storage.join(out, MANIFEST)))
+    assert manifest["content_halves"] is True
+    old = str(tmp_path / "crop96-old")
+    shutil.copytree(out, old)
+    manifest.pop("content_halves")
+    storage.write_text_atomic(storage.join(old, MANIFEST), json.dumps(manifest))
+    for uri in [*part_files(old), storage.join(old, SUCCESS)]:
+        os.remove(uri)
+    cfg = LabelJobConfig(model=str(model), images=images, format="cub", split="all", out=old, limit=4, **FAST)
+    assert run_labeling(cfg).images_labelled == 4
+    resumed = pq.read_table(old)
+    assert resumed.column("path").to_pylist() == table.column("path").to_pylist()
+    assert resumed.column("score").to_pylist() == pytest.approx(scores(resumed, whole), abs=1e-5)
 
 
 def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):
@@ -495,7 +528,6 @@ def test_a_labels_folder_reads_with_a_glob_in_duckdb_and_polars(square_labels):
 
 def test_a_labels_folder_of_the_old_layout_resumes(square_labels, tmp_path):
     """A folder labelled before the rename (``_inputs.parquet``) is resumed and left glob-readable."""
-    import shutil
 
     from pipelines.predictions import INPUTS, LEGACY_INPUTS
 
@@ -747,7 +779,6 @@ def test_boxes_all_labels_every_object_and_matches_the_python_api(ray_cluster, t
 @pytest.mark.parametrize("version", [1, 2])
 def test_an_older_folder_resumes_in_its_own_layout(square_labels, tmp_path, version):
     """A folder labelled before ``boxes`` (1) or ``error_kind`` (2): its new part files match its old ones."""
-    import shutil
 
     from pipelines.predictions import iter_predictions
 

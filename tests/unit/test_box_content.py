@@ -16,6 +16,7 @@ from coloc_core.box_content import (
     box_content_statistics,
     box_content_terms,
     content_backbone,
+    long_side_halves,
     payload_box_contents,
 )
 from coloc_core.checkpoint import model_payload
@@ -61,7 +62,8 @@ def test_terms_reward_the_typical_content_and_are_bounded():
 
 def test_payload_contents_are_checked_and_optional():
     stats = box_content_statistics(np.eye(3) + 1.0)
-    assert payload_box_contents({"box_contents": stats}) == stats
+    assert payload_box_contents({"box_contents": stats}) == {**stats, "halves": True}  # on unless off
+    assert payload_box_contents({"box_contents": {**stats, "halves": False}})["halves"] is False
     assert payload_box_contents({}) is None and payload_box_contents({"box_contents": None}) is None
     with pytest.raises(ValueError, match="malformed"):
         payload_box_contents({"box_contents": {"mean": [1.0]}})
@@ -143,3 +145,56 @@ def test_the_crop_that_differs_from_the_collection_gets_the_lowest_term():
     scorer.box_contents = box_content_statistics(descriptors)
     terms = np.concatenate(scorer.terms(images, box))
     assert int(np.argmin(terms)) == 12 and terms[12] < 0
+
+
+def test_halves_are_cut_across_the_longer_side_of_the_box_in_the_original_image():
+    wide = np.array([10.0, 20.0, 109.0, 99.0])  # 100 × 80 score-map pixels
+    np.testing.assert_allclose(long_side_halves(wide), [[10, 20, 59.5, 99], [59.5, 20, 109, 99]])
+    # In a photo twice as tall as wide the same box is 50 × 80 in the image: cut top and bottom.
+    np.testing.assert_allclose(long_side_halves(wide, aspect=0.5), [[10, 20, 109, 59.5], [10, 59.5, 109, 99]])
+    np.testing.assert_allclose(
+        long_side_halves(np.array([0.0, 0.0, 9.0, 9.0])), [[0, 0, 4.5, 9], [4.5, 0, 9, 9]]
+    )
+
+
+def test_a_half_more_typical_than_its_box_costs_the_box_what_the_half_gains():
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(40, 6)) + 3.0
+    stats = box_content_statistics(d)
+    box = d[:3]
+    plain = box_content_terms(box, stats)
+    z = plain / CONTENT_WEIGHT
+    typical = np.asarray(stats["mean"])
+    # Halves no more typical than their box (here the box's own descriptor, and the box negated):
+    same = box_content_terms(box, stats, np.stack([box, -box], axis=1))
+    np.testing.assert_allclose(same, plain, atol=1e-12)
+    # One half is the collection's mean box (the most typical content there is): z − (z_half − z).
+    z_half = (1.0 - stats["cos_mean"]) / stats["cos_spread"]
+    better = box_content_terms(box, stats, np.stack([typical[None].repeat(3, 0), -box], axis=1))
+    expected = CONTENT_WEIGHT * np.clip(z - np.maximum(0.0, z_half - z), -CONTENT_CLIP, CONTENT_CLIP)
+    np.testing.assert_allclose(better, expected, atol=1e-9)
+    assert np.all(better <= plain) and np.all(better >= -CONTENT_WEIGHT * CONTENT_CLIP)
+
+
+def test_a_box_around_the_object_and_its_surroundings_scores_below_its_own_content():
+    # Twelve images with the same bright square; each box is twice as wide as the square, the square in
+    # its left half. The left half looks like the collection's tight boxes, so the halves lower the term.
+    torch.manual_seed(0)
+    scorer = ContentScorer.from_payload(
+        baseline_payload("caam", backbone="tiny", weights=None), need_contents=False
+    )
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+    images[:, 16:48, 8:32] = 220 + rng.integers(0, 30, (12, 32, 24, 3), dtype=np.uint8)
+    tight = [np.array([[28.0, 56.0, 111.0, 167.0]])] * 12  # the square, in score-map pixels
+    wide = [np.array([[28.0, 56.0, 195.0, 167.0]])] * 12  # the square and as much noise to its right
+    # The collection's boxes: tight ones and wide ones, so that the cosines have a spread to measure by.
+    both = np.concatenate(scorer.descriptors(images, tight) + scorer.descriptors(images, wide))
+    scorer.box_contents = box_content_statistics(both)
+    with_halves = np.concatenate(scorer.terms(images, wide))
+    whole_only = box_content_terms(np.concatenate(scorer.descriptors(images, wide)), scorer.box_contents)
+    assert np.all(with_halves < whole_only), (with_halves, whole_only)
+    scorer.box_contents = {**scorer.box_contents, "halves": False}  # a model file that turns them off
+    np.testing.assert_allclose(np.concatenate(scorer.terms(images, wide)), whole_only, atol=1e-9)
+    with pytest.raises(ValueError, match="aspects"):
+        scorer.terms(images, wide, aspects=[1.0])
