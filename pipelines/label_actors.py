@@ -51,8 +51,8 @@ class LocalizeBatch:
             false for a folder labelled before them; a model file can turn them off too).
 
     A model file that stores its collection's box contents (``coloc_core.box_content``) adds each
-    box's content term to its score: the actor crops the box from the decoded image and encodes it
-    with the model's backbone, so such a model always computes its boxes in the actor
+    box's content term to its score: the actor crops the box and its two halves from the decoded image
+    and encodes them with the model's backbone, so such a model always computes its boxes in the actor
     (``LabelPlan.content``; ``postprocess`` must be true).
     """
 
