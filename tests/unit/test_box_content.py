@@ -129,13 +129,20 @@ def test_a_descriptor_is_the_backbone_on_the_resized_crop():
         scorer.terms(images, boxes)
 
 
-def test_the_crop_that_differs_from_the_collection_gets_the_lowest_term():
-    # Twelve images whose box holds the same bright square (with noise), one whose box holds noise:
-    # even a random network's descriptors tell the odd one out.
+def _random_scorer() -> ContentScorer:
+    """A content scorer on the tiny backbone's seeded random weights, without collection statistics."""
     torch.manual_seed(0)
     scorer = ContentScorer.from_payload(
         baseline_payload("caam", backbone="tiny", weights=None), need_contents=False
     )
+    assert scorer is not None
+    return scorer
+
+
+def test_the_crop_that_differs_from_the_collection_gets_the_lowest_term():
+    # Twelve images whose box holds the same bright square (with noise), one whose box holds noise:
+    # even a random network's descriptors tell the odd one out.
+    scorer = _random_scorer()
     rng = np.random.default_rng(1)
     images = rng.integers(0, 40, (13, 64, 64, 3), dtype=np.uint8)
     images[:12, 16:48, 16:48] = 220 + rng.integers(0, 30, (12, 32, 32, 3), dtype=np.uint8)
@@ -179,10 +186,7 @@ def test_a_half_more_typical_than_its_box_costs_the_box_what_the_half_gains():
 def test_a_box_around_the_object_and_its_surroundings_scores_below_its_own_content():
     # Twelve images with the same bright square; each box is twice as wide as the square, the square in
     # its left half. The left half looks like the collection's tight boxes, so the halves lower the term.
-    torch.manual_seed(0)
-    scorer = ContentScorer.from_payload(
-        baseline_payload("caam", backbone="tiny", weights=None), need_contents=False
-    )
+    scorer = _random_scorer()
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
     images[:, 16:48, 8:32] = 220 + rng.integers(0, 30, (12, 32, 24, 3), dtype=np.uint8)
