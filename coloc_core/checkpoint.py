@@ -30,6 +30,10 @@ from coloc_core.errors import InvalidInputError
 from coloc_core.model import ColocNet, build_model
 
 FORMAT = "coloc-model/1"
+# The end of every "not a coloc model file" error: where a user's model files come from.
+_WHAT_WRITES = (
+    "model files are what `coloc train` (model.pt) and `coloc label --method=...` (_model.pt) write"
+)
 
 
 def method_config_dict(cfg: ColocConfig) -> dict[str, Any]:
@@ -97,14 +101,13 @@ def read_model_payload(fileobj: IO[bytes] | bytes, source: str | None = None) ->
     except Exception as err:  # noqa: BLE001 - torch.load's many ways of saying "not a torch.save file"
         # torch's own text is no help here (a byte offset, or advice to load the file unsafely)
         raise InvalidInputError(
-            f"{what} is not a coloc model file: torch.load cannot read it ({type(err).__name__}); model "
-            "files are what `coloc train` (model.pt) and `coloc label --method=...` (_model.pt) write"
+            f"{what} is not a coloc model file: torch.load cannot read it ({type(err).__name__}); "
+            + _WHAT_WRITES
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = f"format {payload.get('format')!r}" if isinstance(payload, dict) else type(payload).__name__
         raise InvalidInputError(
-            f"{what} is not a coloc model file (expected format {FORMAT!r}, found {found}); "
-            "model files are what `coloc train` (model.pt) and `coloc label --method=...` (_model.pt) write"
+            f"{what} is not a coloc model file (expected format {FORMAT!r}, found {found}); {_WHAT_WRITES}"
         )
     return payload
 
