@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from coloc_core.backbones import Backbone, build_backbone
 from coloc_core.boxes import SCOREMAP_SIZE
+from coloc_core.errors import InvalidInputError
 from coloc_core.localizer import payload_kind
 
 #: Side of the square a box's crop is resized to before it is encoded.
@@ -146,7 +147,8 @@ def payload_box_contents(payload: dict[str, Any]) -> dict[str, Any] | None:
     a shift of every image's cosine by the same amount leaves the ranking unchanged.
 
     Raises:
-        ValueError: stored contents that are malformed (missing keys, non-finite values).
+        InvalidInputError: (a ``ValueError``) stored contents that are malformed (missing keys,
+            non-finite values).
     """
     contents = payload.get("box_contents")
     if not contents:
@@ -163,9 +165,9 @@ def payload_box_contents(payload: dict[str, Any]) -> dict[str, Any] | None:
             "halves": bool(contents.get("halves", True)),
         }
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"the model file's box_contents are malformed: {err}") from None
+        raise InvalidInputError(f"the model file's box_contents are malformed: {err}") from None
     if not mean or not all(math.isfinite(v) for v in (*mean, out["cos_mean"], out["cos_spread"])):
-        raise ValueError("the model file's box_contents are not finite")
+        raise InvalidInputError("the model file's box_contents are not finite")
     return out
 
 

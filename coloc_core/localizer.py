@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from coloc_core.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, build_backbone
 from coloc_core.checkpoint import FORMAT, model_from_payload, model_id
 from coloc_core.config import BoxConfig
+from coloc_core.errors import InvalidInputError
 from coloc_core.model import ColocNet
 
 KINDS = ("colocnet", "caam", "ddt", "rps", "selftrain", "full")
@@ -411,15 +412,15 @@ def _training_free(
         return CAAMLocalizer(net, layer)
     if kind == "ddt":
         if ddt_mean is None or ddt_vector is None:
-            raise ValueError("a ddt payload needs ddt_mean and ddt_vector (see ddt_from_moments)")
+            raise InvalidInputError("a ddt payload needs ddt_mean and ddt_vector (see ddt_from_moments)")
         return DDTLocalizer(net, ddt_mean, ddt_vector, layer)
     if kind == "rps":
         if rps_vector is None:
-            raise ValueError("an rps payload needs rps_vector (see rps_from_statistics)")
+            raise InvalidInputError("an rps payload needs rps_vector (see rps_from_statistics)")
         return RPSLocalizer(net, rps_vector, layer)
     if kind == "selftrain":
         if head is None:
-            raise ValueError("a selftrain payload needs head_weight and head_bias (see fit_selftrain)")
+            raise InvalidInputError("a selftrain payload needs head_weight and head_bias (see fit_selftrain)")
         return SelfTrainLocalizer(net, head[0], head[1], layer, quadratic=head[2])
     raise ValueError(f"{kind!r} is not a backbone-based training-free kind")
 
@@ -428,11 +429,12 @@ def payload_kind(payload: dict[str, Any]) -> str:
     """The payload's kind (``colocnet`` when absent).
 
     Raises:
-        ValueError: on an unknown kind.
+        InvalidInputError: (a ``ValueError``) on an unknown kind: the model file is not one this
+            version reads.
     """
     kind = str(payload.get("kind", "colocnet"))
     if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise InvalidInputError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     return kind
 
 

@@ -15,7 +15,8 @@ Every key of ``pipelines.config.LabelJobConfig`` can be set with ``--key=value``
 without a written part file are labelled (see ``pipelines.label``). Exit code 0 on success, 1 when
 labeling fails, 2 on a bad command line or a local ``--images`` / ``--model`` path that does not exist
 (checked before Ray or torch is imported; ``s3://`` inputs are looked up by the job), or bad input
-(a folder without images, a dataset without the files of its ``--format``).
+(a folder without images, a dataset without the files of its ``--format``, a model file it cannot
+label with).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from jobs.entry import Job, Refused
+from jobs.entry import Job
 from pipelines.config import LabelJobConfig, build_config, check_label_config, check_label_paths, dump
 
 if TYPE_CHECKING:
@@ -45,15 +46,12 @@ def _header(cfg: LabelJobConfig) -> tuple[str, dict[str, str]]:
 
 
 def _run(cfg: LabelJobConfig) -> LabelSummary:
-    from coloc_core.errors import InputError  # noqa: PLC0415
     from pipelines.label import run_labeling  # noqa: PLC0415 - imports torch
 
-    try:
-        return run_labeling(cfg)
-    except InputError:
-        raise  # reported as bad input by run_job
-    except ValueError as err:  # a configuration the stage refuses (e.g. a model file it cannot use)
-        raise Refused(f"labeling refused: {err}") from err
+    # Inputs that are not what the stage expects (a model file it cannot read, a labels folder of
+    # other options) raise coloc_core.errors.InputError: one line, exit 2. Any other error, a
+    # ValueError included, is a failure of the run, reported with its traceback (exit 1).
+    return run_labeling(cfg)
 
 
 JOB = Job(

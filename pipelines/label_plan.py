@@ -177,14 +177,14 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
             f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
         )
     if cfg.method == "model":
-        payload = read_model_payload(storage.read_bytes(cfg.model), cfg.model)
+        payload = read_model(cfg.model)
         model_uri, model_id = cfg.model, str(payload["model_id"])
         stored_tau = float(payload["threshold"])
     else:
         if manifest.get("baseline") != _baseline_spec(cfg):
             raise _mismatch(out, "method", manifest.get("baseline") or "model", _baseline_spec(cfg))
         model_uri = folder.model_file
-        payload = read_model_payload(storage.read_bytes(model_uri), model_uri)
+        payload = read_model(model_uri)
         model_id, stored_tau = str(payload["model_id"]), float(payload["threshold"])
     if model_id != manifest["model_id"]:
         raise _mismatch(out, "model id", manifest["model_id"], model_id)
@@ -313,13 +313,34 @@ def _extend_plan(cfg: LabelJobConfig, plan: LabelPlan, rewrite_inputs: bool = Fa
     return extended
 
 
+def read_model(uri: str) -> dict[str, Any]:
+    """The model file at ``uri``, checked as far as labeling needs before any image is labelled.
+
+    Raises:
+        InvalidInputError: naming ``uri``, when it is not a coloc model file, or one this version
+            cannot label with (an unknown kind, malformed ``box_contents``, no model id or τ).
+    """
+    payload = read_model_payload(storage.read_bytes(uri), uri)
+    try:
+        payload_kind(payload)
+        payload_box_contents(payload)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{uri}: {err}") from None
+    for key, kind in (("model_id", str), ("threshold", float)):
+        try:
+            kind(payload[key])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInputError(f"{uri}: the model file has no usable {key!r}") from None
+    return payload
+
+
 def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
     out = cfg.out
     inputs = list_inputs(cfg)
     log.info("label: %d images under %s", inputs.num_rows, cfg.images)
     write_inputs(out, inputs)
     if cfg.method == "model":
-        payload = read_model_payload(storage.read_bytes(cfg.model), cfg.model)
+        payload = read_model(cfg.model)
         model_uri = cfg.model
     else:
         payload = fit_baseline_model(cfg, inputs)

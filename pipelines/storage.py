@@ -63,6 +63,7 @@ from urllib.parse import urlparse
 import fsspec
 
 from coloc_core.datasets import IMAGE_EXTENSIONS as _DATASET_IMAGE_EXTENSIONS
+from coloc_core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,13 @@ def _env_number(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
+    # a setting of the environment the command was given: bad input, reported in one line
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+        raise InvalidInputError(f"{name}={raw!r} is not a number") from None
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name}={raw!r} must be a finite number >= 0")
+        raise InvalidInputError(f"{name}={raw!r} must be a finite number >= 0")
     return value
 
 

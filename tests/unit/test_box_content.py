@@ -21,6 +21,7 @@ from coloc_core.box_content import (
 )
 from coloc_core.checkpoint import model_payload
 from coloc_core.config import ColocConfig, apply_overrides
+from coloc_core.errors import InvalidInputError
 from coloc_core.localizer import baseline_payload
 from coloc_core.model import build_model
 
@@ -65,9 +66,9 @@ def test_payload_contents_are_checked_and_optional():
     assert payload_box_contents({"box_contents": stats}) == {**stats, "halves": True}  # on unless off
     assert payload_box_contents({"box_contents": {**stats, "halves": False}})["halves"] is False
     assert payload_box_contents({}) is None and payload_box_contents({"box_contents": None}) is None
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(InvalidInputError, match="malformed"):
         payload_box_contents({"box_contents": {"mean": [1.0]}})
-    with pytest.raises(ValueError, match="not finite"):
+    with pytest.raises(InvalidInputError, match="not finite"):
         payload_box_contents({"box_contents": {**stats, "cos_mean": float("nan")}})
 
 

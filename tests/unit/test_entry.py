@@ -226,14 +226,15 @@ def test_preload_imports_the_stage_in_the_background_and_leaves_errors_to_run(tm
 
 
 @pytest.mark.parametrize(
-    ("error", "line"),
+    ("error", "code", "line", "traceback"),
     [
-        (InvalidInputError("/o already holds predictions with pick='score'"), "bad input: /o already holds"),
-        (ValueError("the model file has no kind"), "labeling refused: the model file has no kind"),
+        (InvalidInputError("/o holds predictions with pick='score'"), 2, "bad input: /o holds", False),
+        # any other error is a failure of the run, with its traceback: a bug is not passed off as a refusal
+        (ValueError("operands could not be broadcast"), 1, "labeling failed", True),
     ],
 )
-def test_coloc_label_reports_bad_input_and_refusals_in_one_line(
-    error, line, tmp_path, monkeypatch, caplog, ray_starts
+def test_coloc_label_reports_bad_input_in_one_line_and_failures_with_their_traceback(
+    error, code, line, traceback, tmp_path, monkeypatch, caplog, ray_starts
 ):
     import pipelines.label
     from jobs import label
@@ -243,6 +244,9 @@ def test_coloc_label_reports_bad_input_and_refusals_in_one_line(
 
     monkeypatch.setattr(pipelines.label, "run_labeling", run_labeling)
     (tmp_path / "photos").mkdir()
+    args = [f"--images={tmp_path / 'photos'}", f"--out={tmp_path / 'o'}", "--method=ddt"]
     with caplog.at_level(logging.ERROR):
-        assert label.main([f"--images={tmp_path / 'photos'}", f"--out={tmp_path / 'o'}", "--method=ddt"]) == 2
-    assert line in caplog.text and "labeling failed" not in caplog.text, caplog.text
+        assert label.main(args) == code
+    assert line in caplog.text, caplog.text
+    assert ("Traceback" in caplog.text) == traceback, caplog.text
+    assert ("labeling failed" in caplog.text) == (code == 1), caplog.text

@@ -109,3 +109,33 @@ def test_new_images_while_none_of_the_old_is_listed_are_refused(tmp_path):
     with pytest.raises(ValueError, match="none of its 6 labelled images"):
         _extend_plan(cfg, plan)
     assert read_inputs(cfg.out).num_rows == 6  # the frozen list is untouched
+
+
+def test_a_model_file_labeling_cannot_use_is_bad_input_naming_it(tmp_path):
+    import torch
+
+    from coloc_core.checkpoint import save_model_file
+    from coloc_core.errors import InvalidInputError
+    from coloc_core.localizer import baseline_payload
+    from pipelines.label_plan import read_model
+
+    good = baseline_payload(
+        "ddt", backbone="tiny", weights=None, ddt_mean=torch.zeros(32), ddt_vector=torch.ones(32) / 32**0.5
+    )
+    broken = {
+        "kind": ({**good, "kind": "nope"}, "unknown model kind 'nope'"),
+        "contents": ({**good, "box_contents": {"mean": [1.0]}}, "box_contents are malformed"),
+        "tau": ({k: v for k, v in good.items() if k != "threshold"}, "no usable 'threshold'"),
+        "id": ({k: v for k, v in good.items() if k != "model_id"}, "no usable 'model_id'"),
+        "tau2": ({**good, "threshold": "high"}, "no usable 'threshold'"),
+    }
+    path = tmp_path / "good.pt"
+    with open(path, "wb") as fh:
+        save_model_file(fh, good)
+    assert read_model(str(path))["model_id"] == good["model_id"]
+    for name, (payload, message) in broken.items():
+        path = tmp_path / f"{name}.pt"
+        with open(path, "wb") as fh:
+            save_model_file(fh, payload)
+        with pytest.raises(InvalidInputError, match=f"{path}: .*{message}"):
+            read_model(str(path))

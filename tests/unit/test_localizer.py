@@ -15,6 +15,7 @@ from coloc_core.box_score import (
 )
 from coloc_core.checkpoint import model_payload, read_model_payload, save_model_file
 from coloc_core.config import ColocConfig, apply_overrides
+from coloc_core.errors import InvalidInputError
 from coloc_core.fits import (
     class_statistics,
     ddt_from_moments,
@@ -431,9 +432,10 @@ def test_baseline_ids_differ_by_kind():
 
 
 def test_unknown_kind_and_missing_ddt_vectors():
-    with pytest.raises(ValueError, match="unknown model kind"):
+    # A model file of an unknown kind or without its kind's vectors is bad input (exit 2, one line).
+    with pytest.raises(InvalidInputError, match="unknown model kind"):
         payload_kind({"kind": "nope"})
-    with pytest.raises(ValueError, match="ddt_mean"):
+    with pytest.raises(InvalidInputError, match="ddt_mean"):
         baseline_payload("ddt", backbone="tiny", weights=None)
     with pytest.raises(ValueError, match="baseline kind"):
         baseline_payload("colocnet")

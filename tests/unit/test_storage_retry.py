@@ -14,6 +14,7 @@ from PIL import Image
 from s3fs.errors import translate_boto_error
 
 from coloc_core import decode
+from coloc_core.errors import InvalidInputError
 from pipelines import storage
 
 
@@ -142,9 +143,10 @@ def test_retry_settings(monkeypatch):
     attempts, backoff, backoff_max = storage.retry_settings()
     waits = [min(backoff * 2**i, backoff_max) for i in range(attempts - 1)]
     assert attempts == 5 and 20 <= sum(waits) <= 40  # bounded: about 30 s of waiting by default
-    monkeypatch.setenv(storage.BACKOFF_ENV, "nan")
-    with pytest.raises(ValueError, match=storage.BACKOFF_ENV):
-        storage.retry_settings()
+    for bad in ("nan", "soon", "-1"):  # a bad setting of the environment is bad input: one line, exit 2
+        monkeypatch.setenv(storage.BACKOFF_ENV, bad)
+        with pytest.raises(InvalidInputError, match=storage.BACKOFF_ENV):
+            storage.retry_settings()
 
 
 class FlakyUploads:
