@@ -176,6 +176,10 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         raise InvalidInputError(
             f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
         )
+    if cfg.halves == "off" and manifest.get("content_halves", CONTENT_HALVES_BEFORE_OPTION):
+        raise InvalidInputError(
+            f"{_mismatch(out, 'halves', 'auto', cfg.halves)} (or pass --halves=auto to finish it)"
+        )
     if cfg.method == "model":
         payload = read_model(cfg.model)
         model_uri, model_id = cfg.model, str(payload["model_id"])
@@ -365,7 +369,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "limit": cfg.limit,
         "boxes": cfg.boxes,
         "pick": cfg.pick,
-        "content_halves": True,
+        "content_halves": cfg.halves != "off",
         "schema": [f"{f.name}:{f.type}" for f in schema.PREDICTIONS_SCHEMA],
         "schema_version": schema.SCHEMA_VERSION,
         "config": dump(cfg),

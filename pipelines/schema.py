@@ -46,7 +46,8 @@ or a CAML model trained since that day, adds its box's *content* term in [−1, 
 (``coloc_core.box_content``): the box's crop of the image, encoded by the model's backbone, against
 the collection's typical crop (``box_contents`` in the model file), 0.25 per standard deviation over
 the collection, less what the more typical of the box's two halves across its longer side gains over
-the whole box (rows labelled by version 0.1.0 since 2026-12-02 12:00 UTC, with model files of any date). That
+the whole box (rows labelled by version 0.1.0 since 2026-12-02 12:00 UTC, with model files of any date,
+unless labelled with ``--halves=off``: the folder's manifest says, ``content_halves``). That
 term needs the image, so a stored score is not reproduced from the heatmap alone. docs/RESULTS.md
 measures how the score ranks IoU.
 

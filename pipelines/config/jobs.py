@@ -34,6 +34,8 @@ LABEL_METHODS = ("model", "full", "caam", "ddt", "rps", "selftrain")
 LABEL_BOXES = ("one", "all")
 # Which region's box is an image's box (coloc_core.predict.PICKS, kept light here: no torch import).
 LABEL_PICKS = ("score", "largest")
+#: ``halves`` of ``coloc label``: the content term with each box's halves, or whole boxes only.
+LABEL_HALVES = ("auto", "off")
 # What `coloc train` fits: the self-trained head (default) or the paper's CAML network.
 TRAIN_METHODS = ("selftrain", "caml")
 # What ``backbone=auto`` (the default of `coloc train` and `coloc label`) stands for: the self-trained
@@ -204,6 +206,12 @@ class LabelJobConfig:
             collection's object; the largest on ties; a region under 1/16 of the largest one's box
             is a speck, never picked) or ``largest`` (the single largest contour,
             SPEC §6: the box of the paper and of ``coloc evaluate``'s CorLoc@δ).
+        halves: the content term of the score (fitted and CAML models): ``auto`` (the default: each
+            scored box is compared with its two halves across its longer side, three crops per box,
+            unless the model file turns them off; a resumed folder keeps what it was started with)
+            or ``off`` (one crop per box: labeling takes about 1/1.4 of the time on CPU, and the
+            score ranks boxes a little less well, docs/RESULTS.md; a folder started with the halves
+            refuses it).
         image_size: side of the square images a method fitted or built here labels at (0 = the
             method's default: 480 for selftrain, DDT and RPS, 224 for CAAM and full;
             ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). A model file carries its own.
@@ -235,6 +243,7 @@ class LabelJobConfig:
     limit: int = 0
     boxes: str = "one"
     pick: str = "score"
+    halves: str = "auto"
     image_size: int = 0
     fit_size: int = 0
     first_labels: str = "auto"
@@ -337,6 +346,8 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
     if cfg.pick not in LABEL_PICKS:
         raise ValueError(f"pick={cfg.pick!r} is not one of {', '.join(LABEL_PICKS)}")
+    if cfg.halves not in LABEL_HALVES:
+        raise ValueError(f"halves={cfg.halves!r} is not one of {', '.join(LABEL_HALVES)}")
     _check_first_labels(cfg.first_labels, cfg.method)
     if cfg.method != "model":
         _check_backbone("backbone", cfg.backbone)

@@ -191,6 +191,14 @@ def test_a_caml_model_labels_at_its_own_size_with_its_content_term(ray_cluster, 
     resumed = pq.read_table(old)
     assert resumed.column("path").to_pylist() == table.column("path").to_pylist()
     assert resumed.column("score").to_pylist() == pytest.approx(scores(resumed, whole), abs=1e-5)
+    # --halves=off: one crop per box, recorded; a folder started with the halves refuses it.
+    off = str(tmp_path / "crop96-off")
+    assert run_labeling(dataclasses.replace(cfg, out=off, halves="off")).images_labelled == 4
+    assert json.loads(storage.read_text(storage.join(off, MANIFEST)))["content_halves"] is False
+    unhalved = pq.read_table(off)
+    assert unhalved.column("score").to_pylist() == pytest.approx(scores(unhalved, whole), abs=1e-5)
+    with pytest.raises(InvalidInputError, match=r"halves='auto', this run has halves='off'.*--halves=auto"):
+        run_labeling(dataclasses.replace(cfg, out=out, halves="off"))
 
 
 def test_interrupted_run_resumes_exactly_once(ray_cluster, tmp_path, cub_on_s3):

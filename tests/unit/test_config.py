@@ -336,3 +336,12 @@ def test_label_pick_is_the_best_scored_region_by_default_and_checked():
     assert check_label_config(LabelJobConfig(images="/x", out="/y", pick="largest")).pick == "largest"
     with pytest.raises(ValueError, match="pick='biggest' is not one of score, largest"):
         check_label_config(LabelJobConfig(images="/x", out="/y", pick="biggest"))
+
+
+def test_label_halves_are_on_unless_turned_off_and_checked():
+    from pipelines.config import LABEL_HALVES, LabelJobConfig, check_label_config
+
+    assert LabelJobConfig().halves == "auto" and LABEL_HALVES == ("auto", "off")
+    assert check_label_config(LabelJobConfig(images="/x", out="/y", halves="off")).halves == "off"
+    with pytest.raises(ValueError, match="halves='on' is not one of auto, off"):
+        check_label_config(LabelJobConfig(images="/x", out="/y", halves="on"))
