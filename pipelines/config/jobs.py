@@ -209,9 +209,9 @@ class LabelJobConfig:
         halves: the content term of the score (fitted and CAML models): ``auto`` (the default: each
             scored box is compared with its two halves across its longer side, three crops per box,
             unless the model file turns them off; a resumed folder keeps what it was started with)
-            or ``off`` (one crop per box: labeling takes about 1/1.4 of the time on CPU, and the
-            score ranks boxes a little less well, docs/RESULTS.md; a folder started with the halves
-            refuses it).
+            or ``off`` (one crop per box: labeling takes 0.7-0.9× the time on CPU, docs/BENCHMARKS.md,
+            and the score ranks boxes a little less well, docs/RESULTS.md; a folder started with the
+            halves refuses it).
         image_size: side of the square images a method fitted or built here labels at (0 = the
             method's default: 480 for selftrain, DDT and RPS, 224 for CAAM and full;
             ``coloc_core.localizer.DEFAULT_INPUT_SIZES``). A model file carries its own.
