@@ -6,7 +6,9 @@ A job script describes itself as a :class:`Job` and its ``main`` is ``JOB.main``
 2. ``Job.parse`` builds and checks the config (``--help`` / ``--version`` answer there, see
    :func:`pipelines.config.build_config`); a ``KeyError`` / ``ValueError`` is logged as
    ``bad arguments: ...`` and the job exits 2, before Ray or torch is imported;
-3. ``Job.header`` gives the run's first lines (``coloc <version> · <title>`` and its fields);
+3. ``Job.header`` gives the run's first lines (``coloc <version> · <title>`` and its fields); then
+   the environment's ``COLOC_STORAGE_*`` retry settings are checked (a bad one is bad input, exit 2,
+   before Ray starts);
 4. Ray is started (or joined: ``RAY_ADDRESS`` of a submitted job) only when ``Job.needs_ray``; while
    it starts, a background thread imports ``Job.preload`` (torch and the stage's modules: about 3 s
    that would otherwise follow Ray's start);
@@ -97,6 +99,11 @@ def run_job(job: Job[C, R], argv: list[str] | None = None) -> int:
         title, fields = job.header(cfg)
         console.header(f"{version_text()} · {title}", fields)
     try:
+        # The environment's storage retry settings are read by every storage call, in Ray's workers
+        # too: a bad one is bad input now, not a failed task after Ray has started.
+        from pipelines.storage import retry_settings
+
+        retry_settings()
         if job.needs_ray:
             _preload(job.preload)
             # address from the job environment (RAY_ADDRESS) when submitted

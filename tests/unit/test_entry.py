@@ -154,6 +154,17 @@ def test_bad_input_raised_in_a_ray_task_is_reported_without_the_remote_traceback
     assert [r.getMessage() for r in caplog.records if r.name == "jobs.toy"] == [f"bad input: {cause}"]
 
 
+def test_a_bad_storage_retry_setting_is_bad_input_before_ray_starts(monkeypatch, caplog, ray_starts):
+    ran = []
+    monkeypatch.setenv("COLOC_STORAGE_BACKOFF_S", "soon")
+    with caplog.at_level(logging.ERROR):
+        assert run_job(_job(ran.append, needs_ray=True), ["--out=/o"]) == entry.BAD_ARGUMENTS
+    assert ray_starts == [] and ran == []
+    assert [r.getMessage() for r in caplog.records if r.name == "jobs.toy"] == [
+        "bad input: COLOC_STORAGE_BACKOFF_S='soon' is not a number"
+    ]
+
+
 def test_ctrl_c_exits_130_with_a_short_line(caplog, ray_starts):
     def interrupted(cfg):
         raise KeyboardInterrupt
