@@ -62,7 +62,7 @@ from coloc_core.boxes import (
     scoremap_from_attention,
 )
 from coloc_core.config import ColocConfig, apply_overrides, validate
-from coloc_core.datasets import read_dataset
+from coloc_core.datasets import default_crop_bottom, read_dataset
 from coloc_core.fits import (
     ddt_from_moments,
     ddt_from_statistics,
@@ -170,14 +170,18 @@ def load_set(
     """Decode every image of a boxed set (EXIF-aware, RGB) and its boxes scaled to 224 (truncation).
 
     ``root`` (any reader of ``coloc_core.datasets``: ``fmt``, ``split``) or a name of :data:`SETS`.
+    The format's own banner is cut off, as the jobs do (``default_crop_bottom``: FGVC-Aircraft's).
     """
     root = SETS[name] if root is None else Path(root)
     records = read_dataset(fmt, str(root), split)
+    cut = default_crop_bottom(fmt)
     ImageFile.LOAD_TRUNCATED_IMAGES = True  # kangaroo/images/00090.jpg lacks its last 20 bytes
     images, gts, names = [], [], []
     for rec in records:
         with Image.open(rec.path) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
+            if cut:
+                im = im.crop((0, 0, im.width, im.height - cut))
             w, h = im.size
             images.append(np.asarray(im.resize((size, size), Image.Resampling.BILINEAR)))
         boxes = np.asarray(rec.boxes, dtype=np.float64).reshape(-1, 4)

@@ -55,6 +55,18 @@ DATASET_KINDS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
 BOXES_CSV_COLUMNS = ("path", "width", "height", "x0", "y0", "x1", "y1")
 # FGVC-Aircraft images carry a copyright banner in their bottom rows; its README gives its height.
 AIRCRAFT_BANNER_PX = 20
+
+
+def default_crop_bottom(kind: str) -> int:
+    """Rows the jobs cut off each image's bottom by default for a reader ``kind`` (``crop_bottom=-1``).
+
+    FGVC-Aircraft's banner (:data:`AIRCRAFT_BANNER_PX`); 0 for every other kind. Left in, the banner
+    is a pattern every image shares: it pulled DDT's component away from the animals of a collection
+    given such a banner (docs/RESULTS.md).
+    """
+    return AIRCRAFT_BANNER_PX if kind == "aircraft" else 0
+
+
 # Concurrent reads of many small files (one XML per image for Stanford Dogs): latency-bound on S3.
 _READ_THREADS = 16
 
@@ -362,8 +374,8 @@ def read_aircraft(root: str, split: str = "train", fs: FileSystemLike | None = N
     subtracted), images ``data/images/<name>.jpg``. No image sizes.
 
     Every image has a copyright banner in its bottom ``AIRCRAFT_BANNER_PX`` (20) rows. The boxes are in
-    the full image's coordinates and the banner is left in; a consumer that wants it out crops the
-    bottom 20 rows after decoding (the boxes stay valid, as they never reach into the banner).
+    the full image's coordinates and the banner is left in the records; the jobs cut it off after
+    decoding (:func:`default_crop_bottom`; the boxes stay valid, as they never reach into it).
 
     Args:
         root: data set folder (local path, ``file://`` or ``s3://`` URI), the one holding ``data/``.

@@ -9,6 +9,10 @@ becomes the file's error row.
 Decoding choices:
 
 - EXIF orientation is applied (``ImageOps.exif_transpose``); width/height are the displayed ones.
+- ``crop_bottom`` (default 0): that many rows are cut off the bottom of the displayed image before it
+  is resized (a banner, such as FGVC-Aircraft's 20-px copyright line, that is not part of the photo);
+  the height returned is then the height of what is left, whose pixel coordinates are the original
+  image's (the cut is below them). An image not taller than the cut is refused (``ValueError``).
 - Any mode becomes RGB. Transparent pixels (``RGBA``, ``LA``, ``PA``, ``P``/``L`` with a transparency
   key) are composited on **white**, as image viewers and web pages show them: cut-out product photos
   and logos are drawn for a white page (dark strokes on a transparent background would vanish on black).
@@ -135,26 +139,30 @@ def _grey_filled_tail(im: Image.Image) -> bool:
     return bool((pixels != 128).any())
 
 
-def decode_image(data: bytes, size: int, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int, int]:
+def decode_image(
+    data: bytes, size: int, max_pixels: int = MAX_PIXELS, crop_bottom: int = 0
+) -> tuple[np.ndarray, int, int]:
     """Encoded image bytes → (RGB uint8 array of shape (size, size, 3), width, height).
 
     ``width``/``height`` are the original size in the displayed orientation (after EXIF transpose), not
-    the possibly reduced size a JPEG draft decodes at. :func:`decode_image_sizes` with one size.
+    the possibly reduced size a JPEG draft decodes at; ``height`` less ``crop_bottom``.
+    :func:`decode_image_sizes` with one size.
 
     Raises:
         as :func:`decode_image_sizes`.
     """
-    images, width, height = decode_image_sizes(data, (size,), max_pixels)
+    images, width, height = decode_image_sizes(data, (size,), max_pixels, crop_bottom)
     return images[0], width, height
 
 
 def decode_image_sizes(
-    data: bytes, sizes: Sequence[int], max_pixels: int = MAX_PIXELS
+    data: bytes, sizes: Sequence[int], max_pixels: int = MAX_PIXELS, crop_bottom: int = 0
 ) -> tuple[list[np.ndarray], int, int]:
     """Encoded image bytes, decoded once → one RGB uint8 (s, s, 3) resize per size in ``sizes``.
 
     A JPEG is decoded at the DCT scale that still covers the largest size (module docstring), and
-    every resize is made from that one decoded image.
+    every resize is made from that one decoded image. ``crop_bottom``: rows cut off the bottom first
+    (module docstring); the height returned is what is left.
 
     Raises:
         ImageTooLargeError: when the header declares more than ``max_pixels`` pixels.
@@ -188,11 +196,11 @@ def decode_image_sizes(
             raise TruncatedImageError(
                 "image file is truncated: the JPEG scan data ends early (the bottom rows are grey filler)"
             )
-        return resize_displayed(im, sizes, declared=(width, height))
+        return resize_displayed(im, sizes, declared=(width, height), crop_bottom=crop_bottom)
 
 
 def resize_displayed(
-    im: Image.Image, sizes: Sequence[int], declared: tuple[int, int] | None = None
+    im: Image.Image, sizes: Sequence[int], declared: tuple[int, int] | None = None, crop_bottom: int = 0
 ) -> tuple[list[np.ndarray], int, int]:
     """A loaded PIL image → one RGB uint8 (s, s, 3) resize per size, as displayed (EXIF applied).
 
@@ -204,9 +212,14 @@ def resize_displayed(
         sizes: output sides, each >= 1.
         declared: (width, height) as stored in the file's header, when ``im`` was decoded at a
             reduced JPEG draft scale; None = ``im.size``.
+        crop_bottom: rows of the displayed original image cut off its bottom before resizing.
 
     Returns:
-        ``(images, width, height)``: width/height are the original size in the displayed orientation.
+        ``(images, width, height)``: width/height are the original size in the displayed orientation,
+        the height less ``crop_bottom``.
+
+    Raises:
+        ValueError: ``crop_bottom`` is negative, or the image is not taller than it.
     """
     width, height = declared if declared is not None else im.size
     orientation = _orientation(im)
@@ -214,6 +227,17 @@ def resize_displayed(
         im = ImageOps.exif_transpose(im)
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
+    if crop_bottom < 0:
+        raise ValueError(f"crop_bottom must be >= 0, got {crop_bottom}")
+    if crop_bottom:
+        if crop_bottom >= height:
+            raise ValueError(
+                f"image is {height} px tall: nothing is left above the {crop_bottom} rows cut off its bottom"
+            )
+        # In the rows of the decoded image, which a JPEG draft may have reduced.
+        keep = max(1, round((height - crop_bottom) * im.height / height))
+        im = im.crop((0, 0, im.width, keep))
+        height -= crop_bottom
     rgb = to_rgb(im)
     images = [np.asarray(rgb.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8) for s in sizes]
     for size, image in zip(sizes, images, strict=True):

@@ -98,7 +98,9 @@ PICK_MIN_SHARE = 1.0 / 16.0
 # ------------------------------------------------------------------------------------------ images
 
 
-def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], int, int]:
+def prepare_image(
+    image: ImageInput, size: int, crop_bottom: int = 0
+) -> tuple[npt.NDArray[np.uint8], int, int]:
     """An image → (the model's input, original width, original height).
 
     A file is decoded by :func:`coloc_core.decode.decode_image` (the labeling stage's decode: JPEG
@@ -109,9 +111,12 @@ def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], 
         image: a file path, a PIL image (EXIF orientation applied, as for files) or a NumPy array
             (H, W, 3) uint8 RGB (or (H, W) grey), taken as displayed.
         size: side of the square model input.
+        crop_bottom: rows cut off the displayed image's bottom first (a banner, such as
+            FGVC-Aircraft's 20-px copyright line; ``coloc_core.decode``).
 
     Returns:
-        ``(pixels (size, size, 3) uint8, width, height)``; width/height of the displayed image.
+        ``(pixels (size, size, 3) uint8, width, height)``; width/height of the displayed image, the
+        height less ``crop_bottom``.
 
     Raises:
         ValueError: an array of another shape or dtype, a non-positive size, an empty file, or
@@ -124,7 +129,7 @@ def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], 
         raise ValueError(f"size must be positive, got {size}")
     if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as fh:
-            pixels, width, height = decode_image(fh.read(), size)
+            pixels, width, height = decode_image(fh.read(), size, crop_bottom=crop_bottom)
         return pixels, width, height
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
@@ -138,7 +143,7 @@ def prepare_image(image: ImageInput, size: int) -> tuple[npt.NDArray[np.uint8], 
         raise TypeError(
             f"cannot predict on a {type(image).__name__}: pass a path, a PIL image or a uint8 array"
         )
-    (pixels,), width, height = resize_displayed(im, (size,))
+    (pixels,), width, height = resize_displayed(im, (size,), crop_bottom=crop_bottom)
     return pixels, width, height
 
 
@@ -562,23 +567,32 @@ class Predictor:
         payload = baseline_payload(method, backbone=backbone, weights=weights)
         return cls(payload, threshold=threshold, device=device, pick=pick)
 
-    def predict(self, image: ImageInput, all_boxes: bool = False) -> Prediction:
+    def predict(self, image: ImageInput, all_boxes: bool = False, crop_bottom: int = 0) -> Prediction:
         """Box, score and heatmap of one image (path, PIL image or (H, W, 3) uint8 array).
+
+        ``crop_bottom``: rows cut off the image's bottom before it is seen (FGVC-Aircraft's banner:
+        ``coloc_core.datasets.AIRCRAFT_BANNER_PX``); the box keeps the image's coordinates.
 
         Raises:
             ValueError: when the model's attention map is not finite, or on a bad array.
         """
-        return self.predict_batch([image], all_boxes=all_boxes)[0]
+        return self.predict_batch([image], all_boxes=all_boxes, crop_bottom=crop_bottom)[0]
 
     def predict_batch(
-        self, images: Sequence[ImageInput], all_boxes: bool = False, batch_size: int = 32
+        self,
+        images: Sequence[ImageInput],
+        all_boxes: bool = False,
+        batch_size: int = 32,
+        crop_bottom: int = 0,
     ) -> list[Prediction]:
         """:meth:`predict` on many images, ``batch_size`` per forward pass; results in input order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
-            prepared = [prepare_image(im, self.input_size) for im in images[start : start + batch_size]]
+            prepared = [
+                prepare_image(im, self.input_size, crop_bottom) for im in images[start : start + batch_size]
+            ]
             pixels = np.stack([p[0] for p in prepared])
             maps = attention_maps(self.localizer, pixels)
             if not np.isfinite(maps).all():

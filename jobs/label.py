@@ -26,7 +26,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from jobs.entry import Job
-from pipelines.config import LabelJobConfig, build_config, check_label_config, check_label_paths, dump
+from pipelines.config import (
+    LabelJobConfig,
+    build_config,
+    check_label_config,
+    check_label_paths,
+    crop_bottom_note,
+    dump,
+)
 
 if TYPE_CHECKING:
     from pipelines.label import LabelSummary
@@ -77,7 +84,8 @@ def _fields(cfg: LabelJobConfig) -> dict[str, str]:
     else:
         labeler = f"training-free {cfg.method.upper()} ({cfg.backbone})"
     return {
-        "images": f"{cfg.images} ({where}{f', first {cfg.limit}' if cfg.limit else ''})",
+        "images": f"{cfg.images} ({where}{f', first {cfg.limit}' if cfg.limit else ''}"
+        f"{crop_bottom_note(cfg.crop_bottom)})",
         "labeler": labeler + (f", τ={cfg.threshold:g}" if cfg.threshold >= 0 else ""),
         "boxes": "every region above τ (--boxes=all)" if cfg.boxes == "all" else "",
         "out": f"{cfg.out} (Parquet, one row per image; a rerun resumes)",

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from jobs.entry import Job, Refused, run_job
 from pipelines import console
-from pipelines.config import TrainJobConfig, build_config, check_train_paths, resolve_train_config
+from pipelines.config import (
+    TrainJobConfig,
+    build_config,
+    check_train_paths,
+    crop_bottom_note,
+    resolve_train_config,
+)
 
 if TYPE_CHECKING:
     from pipelines.train import TrainResult
@@ -100,7 +106,8 @@ def _fields(cfg: TrainJobConfig) -> dict[str, str]:
         )
     out = f"{cfg.run.storage_path.rstrip('/')}/{cfg.run.name}"
     return {
-        "data": f"{data.root} ({data.format}; {splits}{f', first {data.limit}' if data.limit else ''})",
+        "data": f"{data.root} ({data.format}; {splits}{f', first {data.limit}' if data.limit else ''}"
+        f"{crop_bottom_note(data.crop_bottom)})",
         "method": method,
         "out": f"{out} (model.pt{', checkpoints; a rerun resumes' if cfg.method == 'caml' else ''})",
     }

@@ -252,9 +252,15 @@ class FileError:
 
 
 def decode_or_error(
-    path: str, data: bytes | Exception, sizes: Sequence[int], max_pixels: int = MAX_PIXELS
+    path: str,
+    data: bytes | Exception,
+    sizes: Sequence[int],
+    max_pixels: int = MAX_PIXELS,
+    crop_bottom: int = 0,
 ) -> tuple[list[np.ndarray], int, int] | FileError:
     """One file's read result (its bytes, or the permanent error reading it) → its decodes, or its error.
+
+    ``crop_bottom``: rows cut off each image's bottom first (``coloc_core.decode``).
 
     Returns:
         ``(images, width, height)`` as :func:`decode_image_sizes`, or a :class:`FileError` with the
@@ -263,7 +269,7 @@ def decode_or_error(
     try:
         if isinstance(data, Exception):
             raise data
-        return decode_image_sizes(data, sizes, max_pixels)
+        return decode_image_sizes(data, sizes, max_pixels, crop_bottom)
     except Exception as e:  # noqa: BLE001 - every failure is surfaced as an error row and counted
         reason = _ADDRESS.sub("", str(e)) or type(e).__name__
         return FileError(
@@ -285,10 +291,13 @@ def decode_batch(
     max_pixels: int = MAX_PIXELS,
     endpoint_url: str | None = None,
     eval_size: int | None = None,
+    crop_bottom: int = 0,
 ) -> pa.Table:
     """A block of :data:`RECORD_SCHEMA` rows → the same rows plus ``image`` and ``error`` (module schema).
 
     With ``eval_size``, also an ``eval_image`` column: the same decode resized to ``eval_size``.
+    ``crop_bottom``: rows cut off each image's bottom before it is resized; ``height`` is then what is
+    left (``coloc_core.decode``).
 
     Never raises on a bad image: decoding errors and missing or unreadable files become error rows
     (zeros image, ``error = "<path>: <reason>"``), logged once per file.
@@ -307,20 +316,20 @@ def decode_batch(
     kinds: list[str | None] = [None] * num_rows
     paths = batch.column(PATH).to_pylist()
     for i, (path, data) in enumerate(zip(paths, _read_all(paths, endpoint_url), strict=True)):
-        result = decode_or_error(path, data, sizes, max_pixels)
+        result = decode_or_error(path, data, sizes, max_pixels, crop_bottom)
         if isinstance(result, FileError):
             errors[i], kinds[i] = result.error, result.kind
             _warn_once(f"error:{path}", "ingest: cannot use image %s", errors[i])
             continue
         decoded, width, height = result
-        if widths[i] is not None and (widths[i], heights[i]) != (width, height):
+        if widths[i] is not None and (widths[i], heights[i]) != (width, height + crop_bottom):
             # The annotation's size disagrees with the file: the file wins (its boxes may not).
             _warn_once(
                 f"size:{path}",
                 "ingest: %s is %dx%d but its annotation says %sx%s",
                 path,
                 width,
-                height,
+                height + crop_bottom,
                 widths[i],
                 heights[i],
             )
@@ -352,6 +361,7 @@ def images_dataset(
     max_pixels: int = MAX_PIXELS,
     endpoint_url: str | None = None,
     eval_size: int | None = None,
+    crop_bottom: int = 0,
 ) -> Any:
     """Records, or a folder URI (every image under it), → a lazy Ray Dataset with the module's row schema.
 
@@ -366,6 +376,8 @@ def images_dataset(
         endpoint_url: S3 endpoint override, passed to the decode tasks.
         eval_size: also an ``eval_image`` column at this side, from the same decode (training with
             the test split equal to the training split: one decode per image serves both).
+        crop_bottom: rows cut off each image's bottom before it is resized (a banner; the rows'
+            ``height`` is what is left).
 
     Returns:
         ``ray.data.Dataset`` (lazy: nothing is read until it is consumed). Error rows included; use
@@ -393,6 +405,7 @@ def images_dataset(
             "max_pixels": max_pixels,
             "endpoint_url": endpoint_url,
             "eval_size": eval_size,
+            "crop_bottom": crop_bottom,
         },
         udf_modifying_row_count=False,
     )

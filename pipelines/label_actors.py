@@ -21,7 +21,7 @@ from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import DEFAULT_INPUT_SIZES, localizer_from_payload
 from coloc_core.predict import DEFAULT_PICK, attention_maps, inference_layout
 from pipelines import ingest, schema, storage
-from pipelines.config import LabelJobConfig
+from pipelines.config import LabelJobConfig, crop_bottom_of
 from pipelines.label_shards import heatmaps_to_box_rows, nullable_ints
 from pipelines.predictions import encode_heatmap
 
@@ -375,6 +375,6 @@ def decoded_images(inputs: pa.Table, indices: np.ndarray, cfg: LabelJobConfig, s
         batch_size=None,
         num_cpus=cfg.decode_cpus,
         compute=ray.data.TaskPoolStrategy(size=tasks),
-        fn_kwargs={"size": int(size)},
+        fn_kwargs={"size": int(size), "crop_bottom": crop_bottom_of(cfg.crop_bottom, cfg.format)},
         udf_modifying_row_count=False,
     )

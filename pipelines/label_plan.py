@@ -24,7 +24,7 @@ from coloc_core.checkpoint import read_model_payload
 from coloc_core.errors import InvalidInputError
 from coloc_core.localizer import payload_input_size, payload_kind
 from pipelines import schema, storage
-from pipelines.config import LabelJobConfig, check_label_config, dump
+from pipelines.config import LabelJobConfig, check_label_config, crop_bottom_of, dump
 from pipelines.label_fit import fit_baseline_model, write_model_file
 from pipelines.label_inputs import INPUT_SCHEMA, list_inputs, read_inputs, write_inputs
 from pipelines.predictions import MANIFEST, MANIFEST_VERSION, PredictionsFolder, part_files
@@ -176,6 +176,9 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
         raise InvalidInputError(
             f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
         )
+    crop_bottom = crop_bottom_of(cfg.crop_bottom, cfg.format)
+    if manifest.get("crop_bottom", 0) != crop_bottom:  # folders from before the option: none
+        raise _mismatch(out, "crop_bottom", manifest.get("crop_bottom", 0), crop_bottom)
     if cfg.halves == "off" and manifest.get("content_halves", CONTENT_HALVES_BEFORE_OPTION):
         raise InvalidInputError(
             f"{_mismatch(out, 'halves', 'auto', cfg.halves)} (or pass --halves=auto to finish it)"
@@ -367,6 +370,7 @@ def _new_plan(cfg: LabelJobConfig) -> LabelPlan:
         "format": cfg.format,
         "split": cfg.split,
         "limit": cfg.limit,
+        "crop_bottom": crop_bottom_of(cfg.crop_bottom, cfg.format),
         "boxes": cfg.boxes,
         "pick": cfg.pick,
         "content_halves": cfg.halves != "off",

@@ -97,16 +97,25 @@ def open_image(path: str) -> Any:
 
 
 def overlay(image: Any, row: Mapping[str, Any]) -> Any:
-    """``image`` (RGB PIL, any size) with the row's heatmap blended over it (unchanged without one)."""
+    """``image`` (RGB PIL, any size) with the row's heatmap blended over it (unchanged without one).
+
+    The heatmap covers the part of the image the row's ``width`` × ``height`` describe: all of it, or,
+    for a folder labelled with rows cut off the images' bottom (``crop_bottom``), the part above them.
+    """
     from PIL import Image  # noqa: PLC0415
 
     heat = decode_heatmap_row(dict(row))
     if heat is None:
         return image
     width, height = image.size
-    colours = heat_colours(scoremap_from_attention(dequantize_heatmap(heat), (height, width)))
-    pixels = np.asarray(image, dtype=np.float32)
-    return Image.fromarray(((1 - HEAT_ALPHA) * pixels + HEAT_ALPHA * colours).astype(np.uint8))
+    covered = height
+    if row.get(schema.WIDTH) and row.get(schema.HEIGHT):
+        above = round(float(row[schema.HEIGHT]) * width / float(row[schema.WIDTH]))
+        covered = height if above >= height - 1 else max(1, above)  # a pixel of rounding: all of it
+    colours = heat_colours(scoremap_from_attention(dequantize_heatmap(heat), (covered, width)))
+    pixels = np.asarray(image, dtype=np.float32).copy()
+    pixels[:covered] = (1 - HEAT_ALPHA) * pixels[:covered] + HEAT_ALPHA * colours
+    return Image.fromarray(pixels.astype(np.uint8))
 
 
 def _font(size: int) -> Any:

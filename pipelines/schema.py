@@ -5,7 +5,7 @@ One row per input image (ARCHITECTURE.md):
 | column | type | meaning |
 |---|---|---|
 | ``path`` | string | the image URI as listed |
-| ``width``, ``height`` | int32 | original size, displayed (EXIF-applied) orientation; null if unknown |
+| ``width``, ``height`` | int32 | original size, displayed (EXIF-applied) orientation; null if unknown (*) |
 | ``x0``, ``y0``, ``x1``, ``y1`` | float32 | box in original pixels, far corner inclusive; null on error |
 | ``score`` | float32 | box confidence, see below (null on error) |
 | ``threshold`` | float32 | τ used |
@@ -15,6 +15,9 @@ One row per input image (ARCHITECTURE.md):
 | ``error`` | string | null, or why this image could not be labelled |
 | ``boxes`` | list<struct<x0, y0, x1, y1, score>> | ``boxes=all``: every box, best first; else null |
 | ``error_kind`` | string | on an error row, what went wrong (:data:`ERROR_KINDS`); null on good rows |
+
+(*) In a folder labelled with rows cut off the images' bottom (the manifest's ``crop_bottom``:
+FGVC-Aircraft's banner), ``height`` is the part above the cut; the boxes keep the image's coordinates.
 
 **error_kind** (schema version 3): one word per error row, so rows can be filtered by cause without
 parsing ``error`` (:data:`ERROR_KINDS`):

@@ -42,6 +42,7 @@ def selftrain_label_config(cfg: TrainJobConfig, run_uri: str) -> LabelJobConfig:
         split=cfg.dataset.train_split,
         out=run_uri,
         limit=cfg.dataset.limit,
+        crop_bottom=cfg.dataset.crop_bottom,
         actor_cpus=cfg.run.cpus_per_worker,
         decode_cpus=cfg.run.decode_cpus,
         image_size=cfg.image_size,

@@ -67,7 +67,7 @@ from coloc_core.datasets import ImageRecord
 from coloc_core.errors import InvalidInputError
 from coloc_core.model import build_model
 from pipelines import console, ingest, memory, storage
-from pipelines.config import TrainJobConfig, dump, resolve_train_config
+from pipelines.config import TrainJobConfig, crop_bottom_of, dump, resolve_train_config
 from pipelines.train_worker import (
     CHECKPOINT_FILES,
     METRICS_FILE,
@@ -327,11 +327,13 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
             log.info("split %r has no boxes: no evaluation during training", cfg.dataset.test_split)
     shared = bool(test_records) and [r.path for r in test_records] == [r.path for r in records]
     console.set_total(len(records) + (0 if shared else len(test_records)))  # run_training's progress bar
+    crop_bottom = crop_bottom_of(cfg.dataset.crop_bottom, cfg.dataset.format)
     decoded = ingest.images_dataset(
         records,
         size=cfg.augment.resize,
         decode_cpus=run.decode_cpus,
         eval_size=cfg.augment.crop if shared else None,
+        crop_bottom=crop_bottom,
     )
     # Materialized good rows: decoded once, reused every epoch, and no Ray Data task runs while the
     # trainer holds the CPUs. The string columns stay (dropping them would copy every image once more);
@@ -361,7 +363,9 @@ def prepare_data(cfg: TrainJobConfig) -> PreparedData:
         return PreparedData(train, test, num_good, len(errors), len(test_records), len(errors), num_decoded)
     test, num_test_errors = None, 0
     if test_records:
-        test_decoded = ingest.images_dataset(test_records, size=cfg.augment.crop, decode_cpus=run.decode_cpus)
+        test_decoded = ingest.images_dataset(
+            test_records, size=cfg.augment.crop, decode_cpus=run.decode_cpus, crop_bottom=crop_bottom
+        )
         test, test_errors = ingest.split_errors(
             test_decoded, num_cpus=run.decode_cpus, total=len(test_records), what="preparing the test images"
         )

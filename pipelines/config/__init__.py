@@ -27,6 +27,8 @@ from pipelines.config.jobs import (
     check_label_paths,
     check_table_inputs,
     check_train_paths,
+    crop_bottom_note,
+    crop_bottom_of,
     default_backbone,
     resolve_train_config,
 )
@@ -79,6 +81,8 @@ __all__ = [
     "check_evaluate_config",
     "check_export_config",
     "check_label_config",
+    "crop_bottom_note",
+    "crop_bottom_of",
     "check_label_paths",
     "check_render_config",
     "check_table_inputs",

@@ -26,6 +26,7 @@ from coloc_core.config import (
     check_numbers,
     validate,
 )
+from coloc_core.datasets import default_crop_bottom
 
 DATASET_FORMATS = ("cub", "cars", "aircraft", "dogs", "folder", "boxes_csv")
 # Labelers of the labeling job: a trained model file, or a training-free method (pipelines.label).
@@ -64,6 +65,9 @@ class DatasetConfig:
         train_split: split used for training (no boxes are ever used for training).
         test_split: split used for evaluation (boxes needed); ``""`` disables evaluation.
         limit: keep at most this many images per split (smoke runs); 0 = all.
+        crop_bottom: rows cut off the bottom of every image before it is used, for a banner that is
+            not part of the photo; -1 (the default) = the format's own: FGVC-Aircraft's 20-px
+            copyright banner with ``aircraft``, else 0 (``coloc_core.datasets.default_crop_bottom``).
     """
 
     root: str = ""
@@ -71,8 +75,9 @@ class DatasetConfig:
     train_split: str = "train"
     test_split: str = "test"
     limit: int = 0
+    crop_bottom: int = -1
 
-    RANGES: ClassVar[dict[str, Range]] = {"limit": NON_NEGATIVE}
+    RANGES: ClassVar[dict[str, Range]] = {"limit": NON_NEGATIVE, "crop_bottom": Range(-1)}
 
 
 @dataclass
@@ -198,6 +203,10 @@ class LabelJobConfig:
         use_gpu: one GPU per actor.
         rows_per_file: maximum rows per Parquet file (bounds file size).
         limit: label at most this many images (0 = all).
+        crop_bottom: rows cut off the bottom of every image before it is labelled, for a banner that
+            is not part of the photo; -1 (the default) = the format's own: FGVC-Aircraft's 20-px
+            copyright banner with ``aircraft``, else 0. The table's ``height`` is then what is left
+            (the boxes' coordinates are the image's); a resumed folder must keep it.
         boxes: ``one`` (the default: one box per image, the co-localization box) or ``all``
             (also every region's box above τ, each with its score, in the table's ``boxes`` column
             and in every export; for images with several objects).
@@ -241,6 +250,7 @@ class LabelJobConfig:
     use_gpu: bool = False
     rows_per_file: int = 5000
     limit: int = 0
+    crop_bottom: int = -1
     boxes: str = "one"
     pick: str = "score"
     halves: str = "auto"
@@ -258,7 +268,18 @@ class LabelJobConfig:
         "decode_cpus": POSITIVE,
         "rows_per_file": AT_LEAST_ONE,
         "limit": NON_NEGATIVE,
+        "crop_bottom": Range(-1),  # -1: the format's own
     }
+
+
+def crop_bottom_of(crop_bottom: int, fmt: str) -> int:
+    """The rows ``crop_bottom`` cuts off each image of a ``fmt`` collection (-1: the format's own)."""
+    return crop_bottom if crop_bottom >= 0 else default_crop_bottom(fmt)
+
+
+def crop_bottom_note(crop_bottom: int) -> str:
+    """A run header's note of the rows cut off each image's bottom ("" for none)."""
+    return f"; the bottom {crop_bottom} rows of each image cut off" if crop_bottom > 0 else ""
 
 
 def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
@@ -268,7 +289,8 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
     (:func:`coloc_core.config.check_numbers`), so ``--optim.lr=nan`` is refused here, before Ray starts.
 
     Returns:
-        ``cfg``, with ``model.backbone=auto`` replaced by :func:`default_backbone` of its method.
+        ``cfg``, with ``model.backbone=auto`` replaced by :func:`default_backbone` of its method and
+        ``dataset.crop_bottom=-1`` by the format's own.
 
     Raises:
         ValueError: naming the first bad key.
@@ -290,6 +312,8 @@ def resolve_train_config(cfg: TrainJobConfig) -> TrainJobConfig:
         raise ValueError(f"dataset.format={cfg.dataset.format!r} is not one of {', '.join(DATASET_FORMATS)}")
     if not cfg.dataset.root:
         raise ValueError("dataset.root is required (--data: a local folder or s3://bucket/prefix)")
+    crop_bottom = crop_bottom_of(cfg.dataset.crop_bottom, cfg.dataset.format)
+    cfg = replace(cfg, dataset=replace(cfg.dataset, crop_bottom=crop_bottom))
     if cfg.model.backbone == "auto":
         cfg = replace(cfg, model=replace(cfg.model, backbone=default_backbone(cfg.method)))
     _check_backbone("model.backbone", cfg.model.backbone)
@@ -313,7 +337,8 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
 
     Returns:
         ``cfg`` with ``method=auto`` resolved (``model`` when a model is given, else ``selftrain``),
-        and ``backbone=auto`` (:func:`default_backbone` of the method).
+        ``backbone=auto`` (:func:`default_backbone` of the method) and ``crop_bottom=-1`` (the
+        format's own).
 
     Raises:
         ValueError: naming the first bad key.
@@ -342,6 +367,7 @@ def check_label_config(cfg: LabelJobConfig) -> LabelJobConfig:
         raise ValueError(f"stride16={cfg.stride16!r} is not one of auto, plain, dilated")
     if cfg.format not in DATASET_FORMATS:
         raise ValueError(f"format={cfg.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+    cfg = replace(cfg, crop_bottom=crop_bottom_of(cfg.crop_bottom, cfg.format))
     if cfg.boxes not in LABEL_BOXES:
         raise ValueError(f"boxes={cfg.boxes!r} is not one of {', '.join(LABEL_BOXES)}")
     if cfg.pick not in LABEL_PICKS:

@@ -238,8 +238,11 @@ def kept_rows(
 ) -> Iterator[tuple[int, dict[str, Any], list[dict[str, Any]]]]:
     """``(image id, row, its boxes to write)`` of the selected rows.
 
-    The id is the row's 1-based position among non-error rows.
+    The id is the row's 1-based position among non-error rows. The row's ``height`` is the image
+    file's: a folder labelled with rows cut off the images' bottom (the manifest's ``crop_bottom``)
+    stores the height above the cut, and the cut is added back (the boxes lie above it).
     """
+    crop_bottom = int(predictions_manifest(predictions).get("crop_bottom") or 0)
     position, image_id = 0, 0
     for table in iter_predictions(predictions, columns=_COLUMNS):
         for row in table.to_pylist():
@@ -247,6 +250,7 @@ def kept_rows(
             if row[schema.ERROR] is not None:
                 continue
             image_id += 1
+            row[schema.HEIGHT] += crop_bottom
             if selection.keep is None:
                 yield image_id, row, row_boxes(row)
             elif pos in selection.keep:

@@ -839,3 +839,58 @@ def test_the_default_actor_pool_is_sized_to_the_cluster(ray_cluster, tmp_path, c
     # The session's cluster has 2 CPUs: an eighth (at least decode_cpus 0.25) decodes, one actor of
     # ceil(0.5) = 1 thread fits in the rest once (pipelines.label_actors.actor_count).
     assert any(r.getMessage().endswith("; 1 model actor") for r in caplog.records), caplog.text
+
+
+def test_an_aircraft_collection_is_labelled_above_its_banner(ray_cluster, tmp_path):
+    """``--format aircraft`` cuts FGVC-Aircraft's 20-px copyright banner off every image by default."""
+    from PIL import Image
+
+    from pipelines.config import EvaluateJobConfig
+    from pipelines.evaluate import run_evaluation
+
+    root, out = tmp_path / "fgvc", str(tmp_path / "labels")
+    (root / "data" / "images").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    names, lines = [f"{1000 + i}" for i in range(4)], []
+    for name in names:
+        w, h = int(rng.integers(200, 260)), int(rng.integers(140, 180))
+        img = rng.integers(10, 40, (h, w, 3)).astype(np.uint8)
+        x0, y0 = int(rng.integers(10, 40)), int(rng.integers(10, 30))
+        x1, y1 = x0 + w // 2, y0 + (h - 20) // 2
+        img[y0 : y1 + 1, x0 : x1 + 1] = 200  # the plane
+        img[h - 20 :] = 255  # a white banner: brighter than the plane
+        Image.fromarray(img).save(root / "data" / "images" / f"{name}.jpg", quality=95)
+        lines.append(f"{name} {x0 + 1} {y0 + 1} {x1 + 1} {y1 + 1}")  # 1-based, inclusive
+    (root / "data" / "images_test.txt").write_text("\n".join(names) + "\n")
+    (root / "data" / "images_box.txt").write_text("\n".join(lines) + "\n")
+    model = tmp_path / "bright.pt"
+    model.write_bytes(data.save_payload(data.brightness_payload()))
+    cfg = LabelJobConfig(model=str(model), images=str(root), format="aircraft", split="test", out=out, **FAST)
+    assert run_labeling(cfg).images == 4
+    manifest = json.loads(storage.read_text(storage.join(out, MANIFEST)))
+    assert manifest["crop_bottom"] == 20
+    from coloc_core import Predictor
+
+    predictor = Predictor.load(str(model))
+    for row in _read_parts(out).to_pylist():
+        with Image.open(row["path"]) as im:
+            assert (row["width"], row["height"]) == (im.width, im.height - 20)  # the part above the cut
+        assert row["y1"] < row["height"]  # the box is the plane's, not the banner's
+        pred = predictor.predict(row["path"], crop_bottom=20)  # the Python API cuts the same rows
+        np.testing.assert_array_equal(pred.box, np.array([row[c] for c in schema.BOX_COLUMNS], np.float32))
+        np.testing.assert_array_equal(pred.heatmap, decode_heatmap_row(row))
+
+    def corloc(predictions: str) -> float:
+        gt = dict(gt=str(root), format="aircraft", split="test", sheet_images=0)
+        return run_evaluation(EvaluateJobConfig(predictions=predictions, **gt)).metrics["corloc@0.5"]
+
+    assert corloc(out) == 100.0
+    # Left in (crop_bottom=0), the banner is the brightest part of every map; cut off, it is not seen.
+    whole = dataclasses.replace(cfg, out=f"{out}-whole", crop_bottom=0)
+    run_labeling(whole)
+    for cut, kept in zip(_read_parts(out).to_pylist(), _read_parts(whole.out).to_pylist(), strict=True):
+        assert kept["height"] == cut["height"] + 20
+        assert decode_heatmap_row(kept)[-1].max() > 128 > decode_heatmap_row(cut)[-1].max()
+    # A folder keeps the cut it was started with.
+    with pytest.raises(InvalidInputError, match="crop_bottom=20.*crop_bottom=0"):
+        run_labeling(dataclasses.replace(cfg, crop_bottom=0))

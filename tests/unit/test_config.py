@@ -345,3 +345,40 @@ def test_label_halves_are_on_unless_turned_off_and_checked():
     assert check_label_config(LabelJobConfig(images="/x", out="/y", halves="off")).halves == "off"
     with pytest.raises(ValueError, match="halves='on' is not one of auto, off"):
         check_label_config(LabelJobConfig(images="/x", out="/y", halves="on"))
+
+
+def test_crop_bottom_defaults_to_the_formats_own_banner():
+    from coloc_core.datasets import AIRCRAFT_BANNER_PX
+    from pipelines.config import (
+        DatasetConfig,
+        LabelJobConfig,
+        TrainJobConfig,
+        check_label_config,
+        resolve_train_config,
+    )
+
+    def label(**kw):
+        return check_label_config(LabelJobConfig(images="/x", out="/y", **kw)).crop_bottom
+
+    assert LabelJobConfig().crop_bottom == DatasetConfig().crop_bottom == -1
+    assert AIRCRAFT_BANNER_PX == 20
+    assert label(format="aircraft") == 20 and label(format="folder") == label(format="cub") == 0
+    assert label(format="aircraft", crop_bottom=0) == 0 and label(format="folder", crop_bottom=12) == 12
+    with pytest.raises(ValueError, match="crop_bottom"):
+        label(crop_bottom=-2)
+
+    def train(**kw):
+        return resolve_train_config(
+            TrainJobConfig(dataset=DatasetConfig(root="/d", **kw))
+        ).dataset.crop_bottom
+
+    assert (
+        train(format="aircraft") == 20
+        and train(format="dogs") == 0
+        and train(format="cub", crop_bottom=7) == 7
+    )
+    # `coloc train`'s self-trained head fits on what labeling would see.
+    from pipelines.selftrain import selftrain_label_config
+
+    aircraft = resolve_train_config(TrainJobConfig(dataset=DatasetConfig(root="/d", format="aircraft")))
+    assert selftrain_label_config(aircraft, "/run").crop_bottom == 20

@@ -92,6 +92,22 @@ def test_yolo_export_matches_the_table(tmp_path, table_dir):
     ]
 
 
+def test_a_folder_labelled_above_a_cut_exports_the_image_files_sizes(tmp_path, table_dir):
+    # Labelled with crop_bottom=20 (FGVC-Aircraft's banner): the rows hold the height above the cut,
+    # the boxes the image's own coordinates; every format writes the file's height.
+    pred, good = table_dir
+    storage.write_text_atomic(storage.join(pred, MANIFEST), json.dumps({"images": ROOT, "crop_bottom": 20}))
+    out = str(tmp_path / "coco.json")
+    assert export_main([f"--predictions={pred}", f"--out={out}", "--category=plane", "--to=coco"]) == 0
+    coco = json.load(open(out))
+    assert [(im["width"], im["height"]) for im in coco["images"]] == [(200, 120), (64, 68), (300, 420)]
+    assert coco["annotations"][0]["bbox"] == [10.0, 20.0, 100.0, 40.0]  # unchanged
+    yolo = str(tmp_path / "yolo")
+    assert export_main([f"--predictions={pred}", f"--out={yolo}", "--category=plane", "--to=yolo"]) == 0
+    fields = [float(v) for v in open(os.path.join(yolo, "labels", "a/one.txt")).read().split()[1:]]
+    assert fields == pytest.approx([60.0 / 200, 40.0 / 120, 100.0 / 200, 40.0 / 120], abs=1e-5)
+
+
 def _export(pred, out, to, *extra):
     args = [f"--predictions={pred}", f"--out={out}", f"--to={to}", *extra]
     return export_main(args if to == "coco_results" else [*args, "--category=raccoon"])

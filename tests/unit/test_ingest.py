@@ -288,7 +288,9 @@ def test_an_address_in_any_other_reason_is_cut(tmp_path: Path, monkeypatch):
     path = tmp_path / "odd.png"
     path.write_bytes(GOOD_FILES["rgb.jpg"][0])
 
-    def decode_image_sizes(data: bytes, sizes: tuple[int, ...], max_pixels: int) -> tuple[list, int, int]:
+    def decode_image_sizes(
+        data: bytes, sizes: tuple[int, ...], max_pixels: int, crop_bottom: int = 0
+    ) -> tuple[list, int, int]:
         raise OSError(f"cannot read from {object()!r} in {io.BytesIO(data)!r}")
 
     monkeypatch.setattr(ingest, "decode_image_sizes", decode_image_sizes)
@@ -401,3 +403,56 @@ def test_blocks_hold_about_64_mib_of_pixels_and_a_small_set_still_spreads():
     # a small set is cut into 8 blocks at least, so that every CPU decodes
     assert ingest.default_rows_per_block(80, row_224) == 10
     assert ingest.default_rows_per_block(3, row_224) == 1
+
+
+def _banner_image(width: int, height: int, banner: int) -> Image.Image:
+    """Blue above, a red banner of ``banner`` rows at the bottom."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, :, 2] = 255
+    pixels[height - banner :] = (255, 0, 0)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_crop_bottom_cuts_the_banner_off_before_the_resize(fmt: str):
+    # 1600 px tall: a JPEG decodes at a 1/4 draft scale for 224, and the cut follows the scale.
+    data = _encode(_banner_image(1200, 1600, 20), fmt)
+    image, width, height = decode.decode_image(data, size=224, crop_bottom=20)
+    assert (width, height) == (1200, 1580)  # the height of what is left
+    assert image[..., 0].max() < 40 and image[..., 2].min() > 200  # no red row left
+    kept, _, full = decode.decode_image(data, size=224)
+    assert full == 1600 and kept[-1, :, 0].min() > 200  # without the cut the banner is there
+
+
+def test_crop_bottom_cuts_the_displayed_bottom_of_a_rotated_image():
+    # Stored 40 wide, 20 tall and rotated 90° clockwise when displayed (20 × 40): the stored left
+    # half (red) is the displayed top, the right half (blue) the displayed bottom.
+    image, width, height = decode.decode_image(exif_rotated_jpeg(), size=224, crop_bottom=20)
+    assert (width, height) == (20, 20)
+    assert image.reshape(-1, 3).mean(0)[0] > 200  # only the red top is left
+
+
+def test_crop_bottom_refuses_an_image_it_would_leave_empty():
+    data = _encode(_banner_image(30, 20, 5), "PNG")
+    with pytest.raises(ValueError, match="20 px tall: nothing is left above the 20 rows"):
+        decode.decode_image(data, size=16, crop_bottom=20)
+    with pytest.raises(ValueError, match="crop_bottom must be >= 0"):
+        decode.decode_image(data, size=16, crop_bottom=-1)
+
+
+def test_decode_batch_with_crop_bottom_stores_the_height_above_the_cut(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "plane.png"
+    path.write_bytes(_encode(_banner_image(64, 48, 8), "PNG"))
+    # The annotation gives the file's size: no size warning for the cut.
+    table = ingest.records_table([ImageRecord(path=str(path), split="all", width=64, height=48)])
+    with caplog.at_level(logging.WARNING):
+        out = ingest.decode_batch(table, size=32, crop_bottom=8)
+    assert out.column(ingest.HEIGHT).to_pylist() == [40] and out.column(ingest.WIDTH).to_pylist() == [64]
+    assert out.column(ingest.IMAGE).chunk(0).to_numpy()[0, ..., 0].max() < 40
+    assert "annotation says" not in caplog.text
+    small = tmp_path / "small.png"
+    small.write_bytes(_encode(_banner_image(10, 6, 2), "PNG"))
+    out = ingest.decode_batch(
+        ingest.records_table([ImageRecord(path=str(small), split="all")]), size=8, crop_bottom=8
+    )
+    assert "nothing is left above the 8 rows" in out.column(ingest.ERROR)[0].as_py()

@@ -71,6 +71,18 @@ def test_tile_size_overlay_and_boxes(tmp_path):
     assert broken.size == (64, 64)
 
 
+def test_the_overlay_covers_the_part_above_a_cut(tmp_path):
+    # A row labelled with crop_bottom=20: the table's height (60) is the part above the cut of the
+    # 80-row file, and only that part is coloured.
+    grey = Image.new("RGB", (100, 80), (128, 128, 128))
+    whole = np.asarray(render.overlay(grey, _row("x.png", 100, 80)))
+    assert (whole[-1] != 128).any()
+    cut = np.asarray(render.overlay(grey, _row("x.png", 100, 60)))
+    assert (cut[:60] != 128).any(axis=-1).all() and (cut[60:] == 128).all()
+    half = np.asarray(render.overlay(grey.resize((50, 40)), _row("x.png", 100, 60)))  # a thumbnail
+    assert (half[30:] == 128).all() and (half[:30] != 128).any(axis=-1).all()
+
+
 def test_legend_shows_the_colours():
     strip = render.legend(600)
     assert strip.size == (600, render.LEGEND_H)
