@@ -30,7 +30,7 @@ from coloc_core.pretext import PretextTransform, sample_labels
 from coloc_core.step import lr_at_epoch, make_optimizer
 from coloc_core.synthetic import generate_cub_layout
 from pipelines import storage
-from pipelines.config import TrainJobConfig, build_config
+from pipelines.config import TrainJobConfig, build_config, resolve_train_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -123,7 +123,7 @@ def test_two_workers_checkpoint_to_s3_and_export(ray_cluster, s3_server, cub_roo
     state = read_checkpoint_state(checkpoint)
     assert state["epoch"] == 2
     restored, restored_cfg = model_from_checkpoint(checkpoint)
-    assert restored_cfg == cfg
+    assert restored_cfg == resolve_train_config(cfg)  # the resolved config (auto and -1 settings replaced)
     fresh = build_model(cfg, weights=False)
     fresh.load_state_dict(state["model"])
     assert_same_state(fresh.state_dict(), state["model"])
