@@ -177,8 +177,10 @@ def _load_plan(cfg: LabelJobConfig, manifest: dict[str, Any]) -> LabelPlan:
             f"{_mismatch(out, 'pick', old_pick, cfg.pick)} (or pass --pick={old_pick} to finish it)"
         )
     crop_bottom = crop_bottom_of(cfg.crop_bottom, cfg.format)
-    if manifest.get("crop_bottom", 0) != crop_bottom:  # folders from before the option: none
-        raise _mismatch(out, "crop_bottom", manifest.get("crop_bottom", 0), crop_bottom)
+    old_cut = manifest.get("crop_bottom", 0)  # folders from before the option: none
+    if old_cut != crop_bottom:
+        mismatch = _mismatch(out, "crop_bottom", old_cut, crop_bottom)
+        raise InvalidInputError(f"{mismatch} (or pass --crop_bottom={old_cut} to finish it)")
     if cfg.halves == "off" and manifest.get("content_halves", CONTENT_HALVES_BEFORE_OPTION):
         raise InvalidInputError(
             f"{_mismatch(out, 'halves', 'auto', cfg.halves)} (or pass --halves=auto to finish it)"

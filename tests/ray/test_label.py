@@ -892,5 +892,5 @@ def test_an_aircraft_collection_is_labelled_above_its_banner(ray_cluster, tmp_pa
         assert kept["height"] == cut["height"] + 20
         assert decode_heatmap_row(kept)[-1].max() > 128 > decode_heatmap_row(cut)[-1].max()
     # A folder keeps the cut it was started with.
-    with pytest.raises(InvalidInputError, match="crop_bottom=20.*crop_bottom=0"):
+    with pytest.raises(InvalidInputError, match=r"crop_bottom=20.*crop_bottom=0.*pass --crop_bottom=20"):
         run_labeling(dataclasses.replace(cfg, crop_bottom=0))
