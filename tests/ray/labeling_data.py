@@ -10,6 +10,7 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,11 @@ from coloc_core.checkpoint import model_payload
 from coloc_core.config import ColocConfig, apply_overrides
 from coloc_core.localizer import baseline_payload
 from coloc_core.model import build_model
+
+# One row of :func:`prediction_rows`: (path, width, height, uint8 heatmap, box, score); None = an error row's.
+PredictionItem = tuple[
+    str, int | None, int | None, np.ndarray | None, tuple[float, float, float, float] | None, float | None
+]
 
 
 @dataclass
@@ -79,7 +85,7 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
 
 def write_boxes_csv(
-    root: str, rows: list[tuple[str, int | None, int | None, tuple[float, ...] | None]]
+    root: str, rows: Sequence[tuple[str, int | None, int | None, Sequence[float] | None]]
 ) -> None:
     with open(os.path.join(root, "boxes.csv"), "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -227,9 +233,7 @@ def read_table_bytes(data: bytes) -> pa.Table:
 
 
 def prediction_rows(
-    items: list[
-        tuple[str, int, int, np.ndarray | None, tuple[float, float, float, float] | None, float | None]
-    ],
+    items: Sequence[PredictionItem],
     threshold: float = 0.2,
     model: str = "test-model",
 ) -> pa.Table:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from tests.ray import labeling_data as data
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
-FAST = dict(batch_size=8, num_actors=1, actor_cpus=0.5, decode_cpus=0.25)
+FAST: dict[str, Any] = dict(batch_size=8, num_actors=1, actor_cpus=0.5, decode_cpus=0.25)
 
 
 def _read_parts(out: str) -> pa.Table:
@@ -163,6 +164,7 @@ def test_a_caml_model_labels_at_its_own_size_with_its_content_term(ray_cluster, 
         out = []
         for row in table.to_pylist():
             heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
+            assert heat is not None
             pixels, _, _ = decode_image(storage.read_bytes(row["path"]), 96)
             wh = (row["width"], row["height"])
             term = None
@@ -881,7 +883,7 @@ def test_an_aircraft_collection_is_labelled_above_its_banner(ray_cluster, tmp_pa
         np.testing.assert_array_equal(pred.heatmap, decode_heatmap_row(row))
 
     def corloc(predictions: str) -> float:
-        gt = dict(gt=str(root), format="aircraft", split="test", sheet_images=0)
+        gt: dict[str, Any] = dict(gt=str(root), format="aircraft", split="test", sheet_images=0)
         return run_evaluation(EvaluateJobConfig(predictions=predictions, **gt)).metrics["corloc@0.5"]
 
     assert corloc(out) == 100.0

@@ -215,7 +215,7 @@ def test_storage_outage_fails_the_ray_data_task(own_s3, ray_cluster):
 
     def decoded() -> object:
         return ray.data.from_arrow([table.slice(0, 2), table.slice(2)]).map_batches(
-            ingest.decode_batch,
+            ingest.decode_batch,  # type: ignore[arg-type]  # its keyword-only arguments come in fn_kwargs
             batch_format="pyarrow",
             batch_size=None,
             num_cpus=0.5,

@@ -206,14 +206,14 @@ def _ddp_one_step(config: dict) -> dict[str, np.ndarray]:
     cfg = from_dict(TrainJobConfig, config["cfg"])
     model = build_model(cfg, weights=False)
     model.load_state_dict(config["state"])
-    model = ray.train.torch.prepare_model(model)
-    optimizer = make_optimizer(model, cfg.optim)
+    ddp = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(ddp, cfg.optim)
     labels = {task: values[rank] for task, values in config["labels"].items()}
     train_batch(
-        model, config["images"][rank], cfg, optimizer, transform=PretextTransform(cfg.pretext.tasks, labels)
+        ddp, config["images"][rank], cfg, optimizer, transform=PretextTransform(cfg.pretext.tasks, labels)
     )
     # Ray Train returns no tensors from a worker: numpy it is.
-    return {k: v.detach().cpu().numpy().copy() for k, v in unwrap(model).state_dict().items()}
+    return {k: v.detach().cpu().numpy().copy() for k, v in unwrap(ddp).state_dict().items()}
 
 
 def test_ddp_step_on_split_batch_equals_single_process_step(ray_cluster, tmp_path: Path):  # noqa: ANN001
@@ -242,7 +242,7 @@ def test_ddp_step_on_split_batch_equals_single_process_step(ray_cluster, tmp_pat
     single = model.state_dict()
 
     trainer = TorchTrainer(
-        _ddp_one_step,
+        _ddp_one_step,  # type: ignore[arg-type]  # Ray Train V2 passes a worker's return value on
         train_loop_config={
             "cfg": to_dict(cfg),
             "state": initial,
@@ -252,7 +252,7 @@ def test_ddp_step_on_split_batch_equals_single_process_step(ray_cluster, tmp_pat
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(storage_path=str(tmp_path), name="ddp"),
     )
-    distributed = trainer.fit().return_value
+    distributed = trainer.fit().return_value  # type: ignore[attr-defined]  # V2's Result; the stubs are V1's
 
     moved = max(float((single[k] - initial[k]).abs().max()) for k in initial)
     assert moved > 1e-3
@@ -398,6 +398,7 @@ def test_one_decode_per_image_when_the_test_split_is_the_train_split(
     assert f"{num_train}/{num_train} images decoded in" in caplog.text
     # The training rows are the 72 px resize, the test rows the 64 px one, from the same decode, equal
     # to what a separate decode at 64 px gives (these small PNG/JPEGs are never DCT-reduced).
+    assert data.test is not None
     train = data.train.take_all()
     test = data.test.take_all()
     assert ingest.EVAL_IMAGE not in train[0] and ingest.EVAL_IMAGE not in test[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -113,6 +114,11 @@ def test_tiny_any_input_size_and_normalize() -> None:
 # --------------------------------------------------------------------------------- EfficientNet-Lite0
 
 
+def _blocks(backbone: Any) -> list[Any]:
+    """An EfficientNet-Lite backbone's MBConv blocks (typed loosely: the tests read their convs' settings)."""
+    return list(backbone._blocks)
+
+
 def test_efficientnet_packaged_weights_load_without_missing_or_unexpected_keys() -> None:
     path = efficientnet_lite0_weights_path()
     file_state = torch.load(path, map_location="cpu", weights_only=True)
@@ -140,12 +146,12 @@ def test_efficientnet_output_stride_16_dilates_after_the_removed_stride() -> Non
     # Blocks 11-14 are the 192-channel stage, 15 the 320-channel one.
     os16 = EfficientNetLite0Backbone(output_stride=16)
     os32 = EfficientNetLite0Backbone(output_stride=32)
-    strides16 = [b._depthwise_conv.stride[0] for b in os16._blocks]
-    dilations16 = [b._depthwise_conv.dilation[0] for b in os16._blocks]
+    strides16 = [b._depthwise_conv.stride[0] for b in _blocks(os16)]
+    dilations16 = [b._depthwise_conv.dilation[0] for b in _blocks(os16)]
     assert strides16 == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
     assert dilations16 == [1] * 12 + [2] * 4
-    assert [b._depthwise_conv.stride[0] for b in os32._blocks][11] == 2
-    assert all(b._depthwise_conv.dilation[0] == 1 for b in os32._blocks)
+    assert [b._depthwise_conv.stride[0] for b in _blocks(os32)][11] == 2
+    assert all(b._depthwise_conv.dilation[0] == 1 for b in _blocks(os32))
 
 
 def test_efficientnet_lite2_packaged_weights_fill_every_layer() -> None:
@@ -165,9 +171,9 @@ def test_efficientnet_lite2_at_stride_16_plain_or_dilated() -> None:
     plain = build_backbone("efficientnet_lite2", weights=None, dilate=False).eval()
     dilated = build_backbone("efficientnet_lite2", weights=None).eval()
     # The 208-channel stage (blocks 15-19) is the one set to stride 1; the blocks after its first dilate.
-    assert [b._depthwise_conv.stride[0] for b in plain._blocks][15] == 1
-    assert [b._depthwise_conv.dilation[0] for b in plain._blocks] == [1] * 21
-    assert [b._depthwise_conv.dilation[0] for b in dilated._blocks] == [1] * 16 + [2] * 5
+    assert [b._depthwise_conv.stride[0] for b in _blocks(plain)][15] == 1
+    assert [b._depthwise_conv.dilation[0] for b in _blocks(plain)] == [1] * 21
+    assert [b._depthwise_conv.dilation[0] for b in _blocks(dilated)] == [1] * 16 + [2] * 5
     with torch.no_grad():
         x = torch.zeros(1, 3, 320, 320)
         assert tuple(plain.features_at(x, "pre_head").shape) == (1, 352, 20, 20)
@@ -238,7 +244,7 @@ def test_torchvision_vgg16_bn_state_dict_loads_exactly() -> None:
 def test_torchvision_resnet_state_dict_loads_exactly(name: str) -> None:
     net = getattr(torchvision.models, name)(weights=None)
     file_state = net.state_dict()
-    backbone = build_backbone(name, weights=None)
+    backbone: Any = build_backbone(name, weights=None)  # its torchvision layers, read by name below
     _assert_loaded_exactly(backbone, file_state, ["fc.bias", "fc.weight"])
     # Only layer4's stride changed: up to layer3 both compute the same map.
     x = torch.randn(1, 3, 64, 64)
@@ -295,7 +301,7 @@ def test_seresnet50_loads_cadene_names_and_switches_to_their_layout() -> None:
     assert backbone.layer2[0].conv1.stride == (2, 2) and backbone.layer2[0].conv2.stride == (1, 1)
     assert backbone.maxpool.ceil_mode and backbone.maxpool.padding == 0
     # A saved state_dict restores the layout in a freshly built backbone.
-    fresh = build_backbone("seresnet50", weights=None)
+    fresh: Any = build_backbone("seresnet50", weights=None)  # its layers, read by name below
     assert not bool(fresh.cadene_layout)
     fresh.load_state_dict(backbone.state_dict())
     assert fresh.layer3[0].conv1.stride == (2, 2) and fresh.maxpool.ceil_mode

@@ -146,7 +146,7 @@ def _numeric_fields_without_a_range(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            missing += _numeric_fields_without_a_range(hint, prefix=f"{prefix}{f.name}.")
+            missing += _numeric_fields_without_a_range(typing.cast(type, hint), prefix=f"{prefix}{f.name}.")
             continue
         inner = set(typing.get_args(hint)) | {hint}
         for arg in list(inner):

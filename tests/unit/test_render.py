@@ -34,10 +34,10 @@ def folder(tmp_path: Path) -> tuple[str, str, list[str]]:
     for i, (w, h) in enumerate(SIZES):
         sub = root / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
-        path = sub / f"img{i}.{'jpg' if i % 2 else 'png'}"
-        _image(w, h, i).save(path)
-        paths.append(str(path))
-    items = []
+        file = sub / f"img{i}.{'jpg' if i % 2 else 'png'}"
+        _image(w, h, i).save(file)
+        paths.append(str(file))
+    items: list[data.PredictionItem] = []
     for i, (path, (w, h)) in enumerate(zip(paths, SIZES, strict=True)):
         box = (w * 0.2, h * 0.2, w * 0.7, h * 0.8)
         items.append((path, w, h, data.box_mask_224(box, (w, h)), box, 0.9 - 0.1 * i))
