@@ -667,7 +667,11 @@ def test_quadratic_selftrain_localizer_is_the_root_of_the_ratio_and_round_trips(
         s = s + bias
         loc = SelfTrainLocalizer(backbone, weight, bias, quadratic=quadratic).eval()
         expected = torch.sqrt(torch.relu(s))
-        torch.testing.assert_close(loc(x), expected)
+        got = loc(x)
+        # Compared squared: where s is within float rounding of 0 the root magnifies the rounding
+        # (a 5e-9 difference in s is 7e-5 in its root), and the order of the sums is the BLAS's.
+        assert bool((got >= 0).all())
+        torch.testing.assert_close(got.square(), expected.square(), atol=1e-5, rtol=1e-5)
         assert float((s > 0).double().mean()) > 0.05 and float((s < 0).double().mean()) > 0.05
     with pytest.raises(ValueError, match="quadratic term"):
         SelfTrainLocalizer(backbone, weight, bias, quadratic=torch.eye(3))
@@ -689,4 +693,4 @@ def test_quadratic_selftrain_localizer_is_the_root_of_the_ratio_and_round_trips(
     again = localizer_from_payload(payload)
     assert again.head_quadratic is not None
     with torch.no_grad():
-        torch.testing.assert_close(again(x), expected)
+        torch.testing.assert_close(again(x), got)  # the same map as before the round trip
