@@ -366,12 +366,17 @@ class MBConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: (B, in_ch, H, W) -> (B, out_ch, ceil(H/stride), ceil(W/stride))."""
+        # In place: each activation's input is the fresh output of a conv (or its BN), so no tensor
+        # anyone holds is changed, and no copy is allocated (on the CPU an out-of-place ReLU6 costs as
+        # much as a copy of the map; docs/BENCHMARKS.md, "In-place activations").
         out = x
         if self.has_expand:
-            out = F.relu6(self._bn0(self._expand_conv(out)))
-        out = F.relu6(self._bn1(self._depthwise_conv(out)))
+            out = F.relu6(self._bn0(self._expand_conv(out)), inplace=True)
+        out = F.relu6(self._bn1(self._depthwise_conv(out)), inplace=True)
         out = self._bn2(self._project_conv(out))
-        return out + x if self.residual else out
+        if self.residual:
+            out += x
+        return out
 
 
 # (expand ratio, kernel, stride, out channels, repeats) per stage, as the ImageNet files were trained.
@@ -479,14 +484,14 @@ class EfficientNetLiteBackbone(Backbone):
 
         Shape: (B, 3, H, W) -> (B, C, ceil(H/stride), ceil(W/stride)).
         """
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for block in self._blocks:
             x = block(x)
         return x
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: (B, 3, H, W) in [-1, 1] -> (B, 1280, ceil(H/stride), ceil(W/stride)), in [0, 6]."""
-        return F.relu6(self._bn1(self._conv_head(self.pre_head(x))))
+        return F.relu6(self._bn1(self._conv_head(self.pre_head(x))), inplace=True)
 
     def feature_channels(self, layer: str = "output") -> int:  # noqa: D102
         self._check_layer(layer)

@@ -142,6 +142,25 @@ def test_efficientnet_lite0_port_conventions() -> None:
     assert backbone.normalize(images).flatten().tolist() == [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]
 
 
+def test_efficientnet_in_place_activations_leave_inputs_alone_and_train() -> None:
+    # The ReLU6s and residual sums write into their conv's fresh output: never into a block's input
+    # (which a residual block still adds), and autograd still has what it needs.
+    torch.manual_seed(0)
+    backbone = EfficientNetLite0Backbone(output_stride=16).train()
+    t = torch.randn(2, 32, 32, 32)
+    for block in _blocks(backbone):
+        kept = t.clone()
+        out = block(t)
+        assert torch.equal(t, kept)
+        t = out.detach()
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    kept = x.detach().clone()
+    backbone(x).square().mean().backward()
+    assert torch.equal(x.detach(), kept)
+    assert x.grad is not None and bool(x.grad.abs().sum() > 0)
+    assert all(p.grad is not None for p in backbone.parameters())
+
+
 def test_efficientnet_output_stride_16_dilates_after_the_removed_stride() -> None:
     # Blocks 11-14 are the 192-channel stage, 15 the 320-channel one.
     os16 = EfficientNetLite0Backbone(output_stride=16)
