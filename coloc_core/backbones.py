@@ -296,7 +296,8 @@ class Conv2dSame(nn.Conv2d):
     The converted TF ImageNet weights expect it: output size ceil(H / stride), and when the total
     padding is odd the extra pixel goes to the bottom/right (lukemelas' ``Conv2dStaticSamePadding``
     gives the same pads at its fixed image size). Differs from PyTorch's symmetric ``padding=k//2``
-    for every stride-2 conv at even input sizes.
+    for every stride-2 conv at even input sizes; there a depthwise conv computes its last row and
+    column apart instead of padding a copy of its input (:meth:`_one_more_at_the_end`).
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -314,7 +315,35 @@ class Conv2dSame(nn.Conv2d):
         if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric: the convolution pads, no copy
             padding = (pads[2], pads[0])
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        if self.groups > 1 and pads[1] == pads[0] + 1 and pads[3] == pads[2] + 1:
+            return self._one_more_at_the_end(x, pads)
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def _one_more_at_the_end(self, x: Tensor, pads: list[int]) -> Tensor:
+        """The asymmetric case of a strided depthwise conv, without a padded copy of its input.
+
+        With one more zero at the bottom and the right than at the top and the left, the
+        convolution's own symmetric padding gives every output but the last row and column, and those
+        come from the thin slabs of the input they read, padded (the same sums: each output reads the
+        same pixels and zeros). The padded copy of a large map costs more on the CPU than the depthwise
+        conv itself (a fresh allocation as large as the input; docs/BENCHMARKS.md, "EfficientNet-Lite
+        on the CPU").
+        """
+        left, right, top, bottom = pads
+        (h, w), (kh, kw), (sh, sw), (dh, dw) = x.shape[-2:], self.kernel_size, self.stride, self.dilation
+        rows, cols = math.ceil(h / sh), math.ceil(w / sw)
+        row0, col0 = (rows - 1) * sh - top, (cols - 1) * sw - left  # the last window's first pixel
+        span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+        def conv(t: Tensor, padding: tuple[int, int] = (0, 0)) -> Tensor:
+            return F.conv2d(t, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+        if rows < 2 or cols < 2 or row0 < 0 or col0 < 0:  # too small for slabs
+            return conv(F.pad(x, pads))
+        inner = conv(x, (top, left))  # rows - 1 by cols - 1
+        last_row = conv(F.pad(x[..., row0:, :], [left, right, 0, span_h - (h - row0)]))  # 1 by cols
+        last_col = conv(F.pad(x[..., :, col0:], [0, span_w - (w - col0), top, bottom]))  # rows by 1
+        return torch.cat([torch.cat([inner, last_col[..., : rows - 1, :]], dim=-1), last_row], dim=-2)
 
 
 def _fold(module: nn.Module, conv: str, bn: str) -> None:
@@ -368,7 +397,7 @@ class MBConvBlock(nn.Module):
         """Shape: (B, in_ch, H, W) -> (B, out_ch, ceil(H/stride), ceil(W/stride))."""
         # In place: each activation's input is the fresh output of a conv (or its BN), so no tensor
         # anyone holds is changed, and no copy is allocated (on the CPU an out-of-place ReLU6 costs as
-        # much as a copy of the map; docs/BENCHMARKS.md, "In-place activations").
+        # much as a copy of the map; docs/BENCHMARKS.md, "EfficientNet-Lite on the CPU").
         out = x
         if self.has_expand:
             out = F.relu6(self._bn0(self._expand_conv(out)), inplace=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -140,6 +141,27 @@ def test_efficientnet_lite0_port_conventions() -> None:
     assert all(isinstance(m, Conv2dSame) for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
     images = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 3, 1, 2)
     assert backbone.normalize(images).flatten().tolist() == [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_padding_of_strided_depthwise_convs_needs_no_padded_copy(channels_last: bool) -> None:
+    # The slabs path (one more zero at the end than at the start) against an explicit padded copy.
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    checked = 0
+    for k, d, (h, w) in itertools.product((1, 3, 5), (1, 2), ((8, 8), (16, 12), (17, 16), (6, 9), (2, 2))):
+        conv = Conv2dSame(6, 6, k, stride=2, groups=6, bias=True, dilation=d)
+        x = torch.randn(2, 6, h, w).contiguous(memory_format=fmt)
+        pads = []
+        for size in (w, h):
+            total = max((math.ceil(size / 2) - 1) * 2 + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        expected = F.conv2d(F.pad(x, pads), conv.weight, conv.bias, 2, 0, d, 6)
+        got = conv(x)
+        assert got.shape == expected.shape == (2, 6, math.ceil(h / 2), math.ceil(w / 2))
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+        checked += pads[1] == pads[0] + 1 and pads[3] == pads[2] + 1
+    assert checked >= 10  # the slabs path ran, not only the padded fallback
 
 
 def test_efficientnet_in_place_activations_leave_inputs_alone_and_train() -> None:

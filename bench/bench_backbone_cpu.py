@@ -1,15 +1,17 @@
-"""In-place activations in EfficientNet-Lite: the labeling path with them against without, one run.
+"""EfficientNet-Lite on the CPU: the labeling path as shipped against the backbone before two changes.
 
-    .venv/bin/python bench/bench_inplace.py --model RUNS/raccoon/model.pt \
-        --images ../shared/data/cub100-unboxed/images --n 64 --repeat 3
+    .venv/bin/python bench/bench_backbone_cpu.py --model RUNS/raccoon/model.pt \
+        --images ../shared/data/cub100-unboxed/images --n 64 --repeat 3 [--undo activations,padding]
 
 Each run is ``coloc_core.predict.Predictor.predict_batch`` (the code every labeling actor runs: the
 decode, the network at the model's input size, the boxes, the score with its content crops) over the
 same first ``n`` images (sorted) of the folder, in a fresh Python process with ``--threads`` torch
-threads, after one warm-up batch. The measured run is the shipped backbone, whose ReLU6s and residual
-sums write into the tensor their conv just made; the baseline is the same network with the
-out-of-place ``F.relu6(...)`` and ``out + x`` it had before (2026-12-02), patched in by this script.
-The two compute the same numbers (each run's boxes, scores and heatmaps are hashed; the script fails
+threads, after one warm-up batch. The measured run is the shipped backbone; the baseline is the same
+network with what ``--undo`` names put back as it was before 2026-12-02, patched in by this script:
+``activations``, the out-of-place ``F.relu6(...)`` and ``out + x`` (the shipped ones write into the
+tensor their conv just made); ``padding``, TensorFlow's "SAME" padding of a strided depthwise conv
+as an explicit padded copy of its input (the shipped one pads the last row and column's thin slabs
+only). The two compute the same numbers (each run's boxes, scores and heatmaps are hashed; the script fails
 if they differ). Runs alternate, baseline first, ``--repeat`` times each. Reported: the median
 images/s and peak RSS (``ru_maxrss``) of each, and the ratios shipped / baseline. Prints one JSON object.
 """
@@ -27,11 +29,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("baseline", "inplace")
+VARIANTS = ("baseline", "shipped")
+UNDO = ("activations", "padding")
+
+
+def _use_padded_copies() -> None:
+    """Patch ``Conv2dSame`` back to padding a copy of the input whenever its padding is asymmetric."""
+    import torch.nn.functional as F  # noqa: N812, PLC0415
+
+    from coloc_core import backbones  # noqa: PLC0415
+
+    def one_more_at_the_end(self, x, pads):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    backbones.Conv2dSame._one_more_at_the_end = one_more_at_the_end  # type: ignore[method-assign]
 
 
 def _use_out_of_place_activations() -> None:
-    """Patch EfficientNet-Lite back to out-of-place ReLU6s and residual sums (the baseline)."""
+    """Patch EfficientNet-Lite back to out-of-place ReLU6s and residual sums."""
     import torch.nn.functional as F  # noqa: N812, PLC0415
 
     from coloc_core import backbones  # noqa: PLC0415
@@ -64,7 +79,11 @@ def child(args: argparse.Namespace) -> None:
     import torch  # noqa: PLC0415
 
     if args.variant == "baseline":
-        _use_out_of_place_activations()
+        undo = set(args.undo.split(","))
+        if "activations" in undo:
+            _use_out_of_place_activations()
+        if "padding" in undo:
+            _use_padded_copies()
     from coloc_core.predict import Predictor  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
@@ -102,8 +121,13 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--undo", default="activations,padding", help=f"what the baseline puts back: {', '.join(UNDO)}"
+    )
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # a child run
     args = ap.parse_args()
+    if not set(args.undo.split(",")) <= set(UNDO):
+        ap.error(f"--undo takes {', '.join(UNDO)}, got {args.undo!r}")
     if args.variant:
         child(args)
         return
@@ -128,9 +152,10 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "undo": args.undo,
                 "median": med,
-                "speed_ratio": round(med["inplace"]["images_per_s"] / med["baseline"]["images_per_s"], 3),
-                "memory_ratio": round(med["inplace"]["peak_rss_mb"] / med["baseline"]["peak_rss_mb"], 3),
+                "speed_ratio": round(med["shipped"]["images_per_s"] / med["baseline"]["images_per_s"], 3),
+                "memory_ratio": round(med["shipped"]["peak_rss_mb"] / med["baseline"]["peak_rss_mb"], 3),
                 "runs": runs,
             },
             indent=1,
