@@ -28,15 +28,14 @@ Measured in docs/RESULTS.md (issue 10: "A banner under every photo").
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
-from coloc_core.datasets import DATASET_KINDS, read_dataset
-from coloc_core.decode import to_rgb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from derived_set import add_source_arguments, boxed_photos, write_boxes_csv  # noqa: E402
 
 NAMES = (
     "© J. Smith",
@@ -101,13 +100,8 @@ def derive_banner_set(
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows: list[list[object]] = []
     summary = BannerSummary(images=0, boxes=0, unreadable=0)
-    for record in sorted(read_dataset(fmt, data, split), key=lambda r: r.path):
-        if not record.boxes:
-            continue
-        try:
-            with Image.open(record.path) as im:
-                image = to_rgb(ImageOps.exif_transpose(im))
-        except OSError:
+    for record, image in boxed_photos(data, fmt, split, keep=lambda r: bool(r.boxes)):
+        if image is None:
             summary.unreadable += 1
             continue
         names = NAMES[(summary.images + summary.unreadable) % len(NAMES)]
@@ -120,20 +114,14 @@ def derive_banner_set(
         summary.boxes += len(record.boxes)
     if not rows:
         raise ValueError(f"{data} has no readable image with boxes")
-    with open(root / "boxes.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "width", "height", "x0", "y0", "x1", "y1"])
-        writer.writerows(rows)
+    write_boxes_csv(root, rows)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="the boxed set's folder")
-    p.add_argument("--format", default="boxes_csv", choices=DATASET_KINDS, help="its reader")
-    p.add_argument("--split", default="all", help="its split")
-    p.add_argument("--out", required=True, help="folder of the banner set (images/ and boxes.csv)")
+    add_source_arguments(p, "banner set")
     p.add_argument("--width", type=int, default=1024, help="width every photo is scaled to")
     p.add_argument("--banner", type=int, default=20, help="rows of banner under each photo (0: none)")
     p.add_argument("--style", default="dark", choices=sorted(STYLES), help="the banner's colours")

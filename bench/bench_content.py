@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_label import paired_report, timed_labeling  # noqa: E402
+from bench_label import add_pool_arguments, paired_report, timed_labeling  # noqa: E402
 
 
 def run_one(
@@ -62,10 +62,7 @@ def main() -> None:
     ap.add_argument("--images", required=True)
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--out", required=True, help="scratch folder (a model file, two predictions folders)")
-    ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--num_actors", type=int, default=0, help="0 = the product's auto-sized pool")
-    ap.add_argument("--actor_cpus", type=float, default=0.75)
-    ap.add_argument("--decode_cpus", type=float, default=0.25)
+    add_pool_arguments(ap)
     ap.add_argument("--order", default="", help="which run goes first (default: the baseline)")
     ap.add_argument(
         "--compare", choices=("content", "pick", "halves"), default="content", help="what is measured"

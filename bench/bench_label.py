@@ -105,6 +105,19 @@ def timed_labeling(cfg: Any) -> dict[str, float]:
     }
 
 
+def add_pool_arguments(ap: argparse.ArgumentParser, num_actors: int = 0) -> None:
+    """The local cluster and the labeling pool: ``--cpus``, ``--num_actors``, ``--actor_cpus``, ``--decode_cpus``."""
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
+    ap.add_argument(
+        "--num_actors",
+        type=int,
+        default=num_actors,
+        help="labeling actors (0 = the product's auto-sized pool)",
+    )
+    ap.add_argument("--actor_cpus", type=float, default=0.75)
+    ap.add_argument("--decode_cpus", type=float, default=0.25)
+
+
 def paired_report(script: str, runs: dict[str, dict[str, float]], base: str, new: str) -> dict[str, Any]:
     """The JSON of a two-run benchmark: the command, both runs, and the ratios ``new`` / ``base``."""
     a, b = runs[base], runs[new]
@@ -148,10 +161,7 @@ def main() -> None:
     ap.add_argument("--images", required=True)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--num_actors", type=int, default=2)
-    ap.add_argument("--actor_cpus", type=float, default=0.75)
-    ap.add_argument("--decode_cpus", type=float, default=0.25)
+    add_pool_arguments(ap, num_actors=2)
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--rows_per_file", type=int, default=100)
     ap.add_argument("--baseline_n", type=int, default=200)

@@ -27,17 +27,16 @@ Measured in docs/RESULTS.md (issue 10: "Objects that fill the frame").
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, ImageOps
+from coloc_core.datasets import ImageRecord
 
-from coloc_core.datasets import DATASET_KINDS, read_dataset
-from coloc_core.decode import to_rgb
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from derived_set import add_source_arguments, boxed_photos, write_boxes_csv  # noqa: E402
 
 
 @dataclass
@@ -108,14 +107,13 @@ def derive_closeup(
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows: list[list[object]] = []
     summary = CloseupSummary(several_boxes=0, unreadable=0, shares=[])
-    for record in sorted(read_dataset(fmt, data, split), key=lambda r: r.path):
-        if len(record.boxes) != 1:
-            summary.several_boxes += len(record.boxes) > 1
-            continue
-        try:
-            with Image.open(record.path) as im:
-                image = to_rgb(ImageOps.exif_transpose(im))
-        except OSError:
+
+    def one_box(record: ImageRecord) -> bool:  # a crop around one of several boxes would cut the others
+        summary.several_boxes += len(record.boxes) > 1
+        return len(record.boxes) == 1
+
+    for record, image in boxed_photos(data, fmt, split, keep=one_box):
+        if image is None:
             summary.unreadable += 1
             continue
         x0, y0, x1, y1 = (float(v) for v in record.boxes[0])
@@ -130,20 +128,14 @@ def derive_closeup(
         summary.shares.append((nx1 - nx0 + 1) * (ny1 - ny0 + 1) / (w * h))
     if not rows:
         raise ValueError(f"{data} has no readable image with exactly one box")
-    with open(root / "boxes.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "width", "height", "x0", "y0", "x1", "y1"])
-        writer.writerows(rows)
+    write_boxes_csv(root, rows)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="the boxed set's folder")
-    p.add_argument("--format", default="boxes_csv", choices=DATASET_KINDS, help="its reader")
-    p.add_argument("--split", default="all", help="its split")
-    p.add_argument("--out", required=True, help="folder of the close-up set (images/ and boxes.csv)")
+    add_source_arguments(p, "close-up set")
     p.add_argument("--min-share", type=float, default=0.55, help="smallest share of the crop the box covers")
     p.add_argument("--max-share", type=float, default=0.9, help="largest share")
     p.add_argument("--seed", type=int, default=0)
