@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from derived_set import add_source_arguments, boxed_photos, write_boxes_csv  # noqa: E402
+from derived_set import add_source_arguments, displayed_photo, records_by_path, write_boxes_csv  # noqa: E402
 
 NAMES = (
     "© J. Smith",
@@ -100,7 +100,10 @@ def derive_banner_set(
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows: list[list[object]] = []
     summary = BannerSummary(images=0, boxes=0, unreadable=0)
-    for record, image in boxed_photos(data, fmt, split, keep=lambda r: bool(r.boxes)):
+    for record in records_by_path(data, fmt, split):
+        if not record.boxes:
+            continue
+        image = displayed_photo(record.path)
         if image is None:
             summary.unreadable += 1
             continue

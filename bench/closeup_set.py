@@ -33,10 +33,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from coloc_core.datasets import ImageRecord
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from derived_set import add_source_arguments, boxed_photos, write_boxes_csv  # noqa: E402
+from derived_set import add_source_arguments, displayed_photo, records_by_path, write_boxes_csv  # noqa: E402
 
 
 @dataclass
@@ -107,12 +105,11 @@ def derive_closeup(
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows: list[list[object]] = []
     summary = CloseupSummary(several_boxes=0, unreadable=0, shares=[])
-
-    def one_box(record: ImageRecord) -> bool:  # a crop around one of several boxes would cut the others
-        summary.several_boxes += len(record.boxes) > 1
-        return len(record.boxes) == 1
-
-    for record, image in boxed_photos(data, fmt, split, keep=one_box):
+    for record in records_by_path(data, fmt, split):
+        if len(record.boxes) != 1:  # a crop around one of several boxes would cut the others
+            summary.several_boxes += len(record.boxes) > 1
+            continue
+        image = displayed_photo(record.path)
         if image is None:
             summary.unreadable += 1
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -27,22 +27,18 @@ def add_source_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--out", required=True, help=f"folder of the {what} (images/ and boxes.csv)")
 
 
-def boxed_photos(
-    data: str, fmt: str, split: str, keep: Callable[[ImageRecord], bool]
-) -> Iterator[tuple[ImageRecord, Image.Image | None]]:
-    """The records of ``data`` that ``keep`` accepts, in path order, each with its RGB photo as displayed.
+def records_by_path(data: str, fmt: str, split: str) -> list[ImageRecord]:
+    """The records of ``data`` (its ``fmt`` reader, ``split``), in path order."""
+    return sorted(read_dataset(fmt, data, split), key=lambda r: r.path)
 
-    The photo is None where it does not decode (the caller skips and counts it).
-    """
-    for record in sorted(read_dataset(fmt, data, split), key=lambda r: r.path):
-        if not keep(record):
-            continue
-        try:
-            with Image.open(record.path) as im:
-                image: Image.Image | None = to_rgb(ImageOps.exif_transpose(im))
-        except OSError:
-            image = None
-        yield record, image
+
+def displayed_photo(path: str) -> Image.Image | None:
+    """The photo at ``path`` in RGB as displayed (EXIF orientation applied); None where it does not decode."""
+    try:
+        with Image.open(path) as im:
+            return to_rgb(ImageOps.exif_transpose(im))
+    except OSError:
+        return None
 
 
 def write_boxes_csv(root: Path, rows: Sequence[Sequence[object]]) -> None:
