@@ -14,11 +14,7 @@ Small on purpose: a brightness "model" (no network), 48 small JPEGs, shards of 2
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +23,10 @@ import pytest
 
 from pipelines.predictions import SUCCESS, part_files
 from tests.ray import labeling_data as data
+from tests.ray.drivers import driver_env, kill_driver_when, run_driver
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_IMAGES = 48
 NEW_IMAGES = 6
 ROWS_PER_FILE = 2
@@ -65,34 +61,12 @@ def _command(images: Path, model: Path, out: Path) -> list[str]:
     ]
 
 
-def _env(ray_cluster: object) -> dict[str, str]:
-    env = dict(os.environ)
-    env["RAY_ADDRESS"] = ray_cluster.address_info["gcs_address"]  # type: ignore[attr-defined]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def _kill_after_first_part(
     command: list[str], env: dict[str, str], out: Path, log_path: Path
 ) -> dict[str, bytes]:
     """Start the driver, SIGKILL it once a part file exists; the part files (and bytes) at that moment."""
-    with open(log_path, "wb") as log_file:
-        driver = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while not list(out.glob("part-*.parquet")):
-            assert driver.poll() is None, log_path.read_text(errors="replace")[-4000:]
-            assert time.monotonic() < deadline, "no part file in 180 s"
-            time.sleep(0.02)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait(timeout=30)
-    assert driver.returncode == -signal.SIGKILL
+    has_part = lambda: bool(list(out.glob("part-*.parquet")))  # noqa: E731
+    kill_driver_when(command, env, log_path, has_part, what="a part file", timeout_s=180, poll_s=0.02)
     # A part file's name appears only when its write is complete (written to a temporary name, then
     # renamed), so every one listed now is whole.
     return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
@@ -104,7 +78,7 @@ def test_labeling_driver_killed_mid_run_reruns_exactly_once(ray_cluster, tmp_pat
     model = tmp_path / "bright.pt"
     model.write_bytes(data.save_payload(data.brightness_payload()))
     out = tmp_path / "labels"
-    command, env = _command(images, model, out), _env(ray_cluster)
+    command, env = _command(images, model, out), driver_env(ray_cluster)
 
     before = _kill_after_first_part(command, env, out, tmp_path / "killed.log")
     shards = NUM_IMAGES // ROWS_PER_FILE
@@ -112,12 +86,7 @@ def test_labeling_driver_killed_mid_run_reruns_exactly_once(ray_cluster, tmp_pat
     assert not (out / SUCCESS).exists()
     added = _images(images, first=NUM_IMAGES, count=NEW_IMAGES)  # arrive while the job is down
 
-    with open(tmp_path / "rerun.log", "wb") as log_file:
-        rerun = subprocess.run(
-            command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, timeout=200
-        )
-    log = (tmp_path / "rerun.log").read_text(errors="replace")
-    assert rerun.returncode == 0, log[-4000:]
+    run_driver(command, env, tmp_path / "rerun.log")
     summary = json.loads((out / SUCCESS).read_text())
     assert summary["images"] == NUM_IMAGES + NEW_IMAGES and summary["errors"] == 0, summary
     assert summary["images_added"] == NEW_IMAGES and summary["images_missing"] == 0, summary

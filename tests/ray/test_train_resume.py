@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,10 +28,10 @@ import torch
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.synthetic import generate_cub_layout
 from pipelines.config import TrainJobConfig
+from tests.ray.drivers import driver_env, kill_driver_when, run_driver
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 12  # 0.2 s each here: the driver is killed well before the end
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
@@ -75,14 +71,6 @@ def _command(root: str, runs: Path) -> list[str]:
     ]
 
 
-def _driver_env(ray_cluster: object) -> dict[str, str]:
-    env = dict(os.environ)
-    env["RAY_ADDRESS"] = ray_cluster.address_info["gcs_address"]  # type: ignore[attr-defined]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"  # the controller registers reports sooner
-    return env
-
-
 def _registered(run: Path) -> list[str]:
     """The checkpoint folders Ray Train's controller has registered (its snapshot), [] if none yet."""
     try:
@@ -92,37 +80,12 @@ def _registered(run: Path) -> list[str]:
     return sorted(r["checkpoint_dir_name"] for r in snapshot.get("checkpoint_results", []))
 
 
-def _run_to_completion(command: list[str], env: dict[str, str], log_path: Path) -> str:
-    with open(log_path, "wb") as log_file:
-        done = subprocess.run(
-            command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, timeout=200
-        )
-    output = log_path.read_text(errors="replace")
-    assert done.returncode == 0, output[-4000:]
-    return output
-
-
 def _kill_after_first_checkpoint(
     command: list[str], env: dict[str, str], run: Path, log_path: Path
 ) -> list[str]:
     """Start the driver, SIGKILL it once a checkpoint is registered; the registered folders then."""
-    with open(log_path, "wb") as log_file:
-        driver = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 150
-        while not _registered(run):
-            assert driver.poll() is None, log_path.read_text(errors="replace")[-4000:]
-            assert time.monotonic() < deadline, "no checkpoint registered in 150 s"
-            time.sleep(0.05)
-        os.kill(driver.pid, signal.SIGKILL)  # the driver only: its actors die with it (owner death)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait(timeout=30)
-    assert driver.returncode == -signal.SIGKILL
+    ready = lambda: bool(_registered(run))  # noqa: E731
+    kill_driver_when(command, env, log_path, ready, what="a registered checkpoint", timeout_s=150)
     return _registered(run)
 
 
@@ -169,12 +132,14 @@ def test_driver_killed_mid_run_resumes_from_the_last_checkpoint(
 ) -> None:
     runs = tmp_path / "runs"
     run = runs / "killed"
-    command, env = _command(cub_root, runs), _driver_env(ray_cluster)
+    # The controller registers reports sooner.
+    env = driver_env(ray_cluster, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2")
+    command = _command(cub_root, runs)
 
     registered = _kill_after_first_checkpoint(command, env, run, tmp_path / "first.log")
     assert registered and not (run / "model.pt").exists()  # killed mid-run
 
-    output = _run_to_completion(command, env, tmp_path / "second.log")
+    output = run_driver(command, env, tmp_path / "second.log")
     _check_resumed(output, run, registered)
 
 

@@ -20,6 +20,7 @@ from pipelines import ingest, predictions, schema
 from pipelines.label_inputs import INPUT_SCHEMA, read_inputs, write_inputs
 from pipelines.label_plan import LabelPlan
 from pipelines.label_shards import ShardWriter
+from tests.ray import labeling_data as data
 
 duckdb = pytest.importorskip("duckdb")
 pl = pytest.importorskip("polars")
@@ -42,29 +43,14 @@ def _inputs(n: int = NUM_IMAGES) -> pa.Table:
 
 def _prediction_batch(indices: list[int]) -> pa.Table:
     """Rows as the localizer stage hands them to the driver: the schema's columns + the input index."""
-    columns = schema.empty_columns()
-    data, h, w = predictions.encode_heatmap(np.arange(12, dtype=np.uint8).reshape(3, 4))
-    for i in indices:
-        ok = i % 5 != 3
-        values = {
-            schema.PATH: f"/photos/{i:03d}.jpg",
-            schema.WIDTH: 640 if ok else None,
-            schema.HEIGHT: 480 if ok else None,
-            schema.X0: 1.0 if ok else None,
-            schema.Y0: 2.0 if ok else None,
-            schema.X1: 300.0 if ok else None,
-            schema.Y1: 200.0 if ok else None,
-            schema.SCORE: 0.5 if ok else None,
-            schema.THRESHOLD: 0.2,
-            schema.HEATMAP: data if ok else None,
-            schema.HEATMAP_H: h if ok else None,
-            schema.HEATMAP_W: w if ok else None,
-            schema.MODEL: MODEL_ID,
-            schema.ERROR: None if ok else f"/photos/{i:03d}.jpg: broken",
-        }
-        for name, value in values.items():
-            columns[name].append(value)
-    table = schema.to_table(columns)
+    heat = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    items: list[data.PredictionItem] = [
+        (f"/photos/{i:03d}.jpg", 640, 480, heat, (1.0, 2.0, 300.0, 200.0), 0.5)
+        if i % 5 != 3
+        else (f"/photos/{i:03d}.jpg", None, None, None, None, None)
+        for i in indices
+    ]
+    table = data.prediction_rows(items, model=MODEL_ID)
     return table.append_column(ingest.INDEX, pa.array(indices, pa.int64()))
 
 

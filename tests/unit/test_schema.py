@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import schema
-from pipelines.predictions import encode_heatmap
+from tests.ray import labeling_data as data
 
 pd = pytest.importorskip("pandas")
 
@@ -18,29 +18,14 @@ HEATMAP = np.arange(12, dtype=np.uint8).reshape(3, 4)
 
 
 def _rows(good: int, bad: int) -> pa.Table:
-    columns = schema.empty_columns()
-    data, h, w = encode_heatmap(HEATMAP)
-    for i in range(good + bad):
-        ok = i < good
-        values = {
-            schema.PATH: f"/photos/{i:03d}.jpg",
-            schema.WIDTH: 640 if ok else None,
-            schema.HEIGHT: 480 if ok else None,
-            schema.X0: 1.0 if ok else None,
-            schema.Y0: 2.0 if ok else None,
-            schema.X1: 300.0 if ok else None,
-            schema.Y1: 200.0 if ok else None,
-            schema.SCORE: 0.5 if ok else None,
-            schema.THRESHOLD: 0.2,
-            schema.HEATMAP: data if ok else None,
-            schema.HEATMAP_H: h if ok else None,
-            schema.HEATMAP_W: w if ok else None,
-            schema.MODEL: "m1",
-            schema.ERROR: None if ok else f"/photos/{i:03d}.jpg: UnidentifiedImageError: cannot identify",
-        }
-        for name, value in values.items():
-            columns[name].append(value)
-    return schema.to_table(columns)
+    """``good`` rows with a box and a heatmap, then ``bad`` error rows (no size, box, score or heatmap)."""
+    items: list[data.PredictionItem] = [
+        (f"/photos/{i:03d}.jpg", 640, 480, HEATMAP, (1.0, 2.0, 300.0, 200.0), 0.5)
+        if i < good
+        else (f"/photos/{i:03d}.jpg", None, None, None, None, None)
+        for i in range(good + bad)
+    ]
+    return data.prediction_rows(items, model="m1")
 
 
 def _write_table(out: Path) -> None:
