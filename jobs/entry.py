@@ -11,7 +11,8 @@ A job script describes itself as a :class:`Job` and its ``main`` is ``JOB.main``
    before Ray starts);
 4. Ray is started (or joined: ``RAY_ADDRESS`` of a submitted job) only when ``Job.needs_ray``; while
    it starts, a background thread imports ``Job.preload`` (torch and the stage's modules: about 3 s
-   that would otherwise follow Ray's start);
+   that would otherwise follow Ray's start; OpenCV is imported before the thread starts, on the main
+   thread, since its import rewrites ``sys.path``: :data:`PRELOAD_FIRST`);
 5. ``Job.run`` does the work, importing its heavy modules itself: :class:`Refused` → its message,
    exit 2 (a configuration to change); :class:`coloc_core.errors.InputError` (inputs that are not what
    the command expects: a dataset without its layout's files, a folder without images or part files,
@@ -129,8 +130,21 @@ def run_job(job: Job[C, R], argv: list[str] | None = None) -> int:
     return OK
 
 
+# Imported on the calling thread before the preload thread starts. OpenCV's import ends by setting
+# ``sys.path`` back to the copy it took when it began (cv2/__init__.py), so an entry another thread
+# adds in between is lost: ``import ray`` on the main thread adds the folder of Ray's own psutil and
+# then imports psutil, which then failed with "No module named 'psutil'" in some runs of every job.
+PRELOAD_FIRST = ("cv2",)
+
+
 def _preload(modules: tuple[str, ...]) -> None:
-    """Import ``modules`` in a daemon thread (an error is left for ``run``'s own import to raise)."""
+    """Import ``modules`` in a daemon thread (an error is left for ``run``'s own import to raise).
+
+    :data:`PRELOAD_FIRST` is imported here first, on the calling thread (about 0.1 s).
+    """
+    if modules:
+        for name in PRELOAD_FIRST:
+            importlib.import_module(name)
 
     def work() -> None:
         for name in modules:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,8 @@ from coloc_core.errors import InvalidInputError, MissingInputError
 from jobs import entry
 from jobs.entry import Job, Refused, run_job
 from pipelines import console
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -234,6 +238,29 @@ def test_preload_imports_the_stage_in_the_background_and_leaves_errors_to_run(tm
         if thread.name == "coloc-preload":
             thread.join(timeout=30)
     assert sys.modules["coloc_preload_probe"].LOADED
+
+
+def test_preload_imports_opencv_first_so_that_ray_keeps_its_psutil_folder():
+    """OpenCV's import sets ``sys.path`` back to what it found; ``import ray`` adds to it meanwhile.
+
+    Run in a fresh interpreter as a job runs: numpy already imported (OpenCV's import is then quick),
+    the preload started, and Ray imported at once on the main thread. With OpenCV imported in the
+    preload thread, this failed with "No module named 'psutil'" in about half the runs.
+    """
+    code = (
+        "import sys, numpy\n"
+        "from jobs import entry\n"
+        "entry._preload(('json',))\n"
+        "assert 'cv2' in sys.modules, 'OpenCV was left to the preload thread'\n"
+        "import ray\n"
+        "print('psutil' in sys.modules)\n"
+    )
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize(
