@@ -65,7 +65,10 @@ def _kill_after_first_part(
     command: list[str], env: dict[str, str], out: Path, log_path: Path
 ) -> dict[str, bytes]:
     """Start the driver, SIGKILL it once a part file exists; the part files (and bytes) at that moment."""
-    has_part = lambda: bool(list(out.glob("part-*.parquet")))  # noqa: E731
+
+    def has_part() -> bool:
+        return any(out.glob("part-*.parquet"))
+
     kill_driver_when(command, env, log_path, has_part, what="a part file", timeout_s=180, poll_s=0.02)
     # A part file's name appears only when its write is complete (written to a temporary name, then
     # renamed), so every one listed now is whole.

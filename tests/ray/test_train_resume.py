@@ -84,8 +84,11 @@ def _kill_after_first_checkpoint(
     command: list[str], env: dict[str, str], run: Path, log_path: Path
 ) -> list[str]:
     """Start the driver, SIGKILL it once a checkpoint is registered; the registered folders then."""
-    ready = lambda: bool(_registered(run))  # noqa: E731
-    kill_driver_when(command, env, log_path, ready, what="a registered checkpoint", timeout_s=150)
+
+    def registered() -> bool:
+        return bool(_registered(run))
+
+    kill_driver_when(command, env, log_path, registered, what="a registered checkpoint", timeout_s=150)
     return _registered(run)
 
 
