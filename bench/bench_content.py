@@ -21,6 +21,12 @@ cluster's workers: run both orders. Prints one JSON object.
 ``--compare halves`` measures the content term as it is (each box encoded with its two halves: three
 crops per box) against the same model file with ``box_contents.halves`` set to false (``OUT/whole.pt``:
 one crop per box), both at the default ``--pick=score``; the runs are named ``whole`` and ``halves``.
+
+``--compare repeats`` measures the repetition term of the score (``coloc_core.box_score.box_repetition``:
+the actor keeps each forward pass's features and measures every scored box on them) against the same
+model file with ``box_sizes.repeats`` removed (``OUT/norepeats.pt``: no features kept, no term), both
+at the default ``--pick=score``; the runs are named ``norepeats`` and ``repeats``. The model file must
+store ``box_sizes.repeats`` (a fitted labeler since 2026-12-03).
 """
 
 from __future__ import annotations
@@ -65,13 +71,17 @@ def main() -> None:
     add_pool_arguments(ap)
     ap.add_argument("--order", default="", help="which run goes first (default: the baseline)")
     ap.add_argument(
-        "--compare", choices=("content", "pick", "halves"), default="content", help="what is measured"
+        "--compare",
+        choices=("content", "pick", "halves", "repeats"),
+        default="content",
+        help="what is measured",
     )
     args = ap.parse_args()
     base, new = {
         "content": ("plain", "content"),
         "pick": ("largest", "score"),
         "halves": ("whole", "halves"),
+        "repeats": ("norepeats", "repeats"),
     }[args.compare]
 
     import ray  # noqa: PLC0415
@@ -96,6 +106,15 @@ def main() -> None:
         with open(whole, "wb") as fh:
             save_model_file(fh, {**payload, "box_contents": {**payload["box_contents"], "halves": False}})
         runs_of = {"halves": (model, "score"), "whole": (whole, "score")}
+    elif args.compare == "repeats":
+        sizes = dict(payload.get("box_sizes") or {})
+        if sizes.get("repeats") is None:
+            ap.error(f"{args.model} stores no box_sizes.repeats: fit it again to measure the term")
+        sizes.pop("repeats")
+        norepeats = os.path.join(args.out, "norepeats.pt")
+        with open(norepeats, "wb") as fh:
+            save_model_file(fh, {**payload, "box_sizes": sizes})
+        runs_of = {"repeats": (model, "score"), "norepeats": (norepeats, "score")}
     else:
         runs_of = {"largest": (model, "largest"), "score": (model, "score")}
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)

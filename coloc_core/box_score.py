@@ -6,7 +6,9 @@ of the box over a range of τ (:func:`box_stability`) plus the excess map mass i
 :mod:`coloc_core.heatmap`'s), plus, for a fitted or trained model, how typical the box's size is
 of the collection it was fitted or trained on (:func:`box_typicality`, with the
 :func:`box_size_statistics` that the fit or the export stores in the model file), plus, for a
-fitted or trained model, how typical its content is (the term of :mod:`coloc_core.box_content`, passed in).
+fitted or trained model, how typical its content is (the term of :mod:`coloc_core.box_content`, passed in),
+plus, for a fitted labeler, how much more of its map repeats apart than the collection's boxes' does
+(:func:`box_repetition`, :func:`box_repeat_excess`; a box around several objects).
 """
 
 from __future__ import annotations
@@ -141,17 +143,121 @@ def payload_box_sizes(payload: dict[str, Any], threshold: float) -> dict[str, An
 
     They were measured at the model's own τ (their ``threshold``): boxes cut at another τ have other
     sizes, so a labeling run with ``--threshold`` other than that one scores without the typicality
-    term.
+    term (nor the repetition term: ``repeats``, :func:`repeat_statistic`, present in the files of
+    fitted labelers since it was added).
     """
     sizes = payload.get("box_sizes")
     measured_at = float(sizes.get("threshold", payload.get("threshold", -1.0))) if sizes else -1.0
     if not sizes or not math.isclose(float(threshold), measured_at, abs_tol=1e-6):
         return None
-    return {
+    out: dict[str, Any] = {
         "median": float(sizes["median"]),
         "spread": float(sizes["spread"]),
         "images": int(sizes["images"]),
     }
+    if sizes.get("repeats") is not None:
+        out["repeats"] = float(sizes["repeats"])
+    return out
+
+
+#: Two cells of a box's map show the same part when the cosine of their features is at least this.
+REPEAT_COSINE = 0.4
+#: The collection's usual repetition (:func:`repeat_statistic`): this quantile of its boxes' values.
+REPEAT_QUANTILE = 0.75
+
+
+def box_repetition(
+    heat: np.ndarray,
+    features: np.ndarray,
+    box: np.ndarray | list[float] | tuple[float, ...],
+    threshold: float,
+    map_shape: tuple[int, int] = (224, 224),
+) -> float:
+    """How much of a box's map mass shows a part that the box holds again, apart: in [0, 1].
+
+    On the feature grid: the cells of the box whose map is at least τ (the mask) are compared by the
+    cosine of their features. For each such cell, the mask's cells like it (cosine ≥
+    :data:`REPEAT_COSINE`) form connected groups (8-connectivity); its ratio is the size of the
+    largest group it is not in over that of its own, capped at 1. The result is the mean ratio,
+    weighted by the map. Near 0 when each part of the box's object appears once (or its like cells
+    touch: fur, a car's body); high for a box around two or more objects of the kind, each part
+    repeated in each one. A single object's paired parts (ears, paws, wheels) repeat too, but hold
+    little of its map, which is why the score compares the value with the collection's usual one
+    (:func:`box_repeat_excess`; docs/RESULTS.md, issue 10: "Parts that repeat").
+
+    Args:
+        heat: the map at feature resolution, in [0, 1] (the dequantised stored heatmap). Shape: (h, w).
+        features: the features the map was computed from. Shape: (C, h, w).
+        box: [x0, y0, x1, y1], inclusive pixels of a score map of ``map_shape`` (the SPEC §6 224×224).
+        threshold: τ.
+        map_shape: (H, W) of the score map ``box`` is given in.
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    a = _scoremap_2d(heat)
+    f = np.asarray(features, dtype=np.float32)
+    if f.ndim != 3 or f.shape[1:] != a.shape:
+        raise ValueError(f"features must be (C, {a.shape[0]}, {a.shape[1]}), got {f.shape}")
+    gh, gw = a.shape
+    mh, mw = int(map_shape[0]), int(map_shape[1])
+    x0, y0, x1, y1 = (float(v) for v in box)
+    gx0, gy0 = max(int(math.floor(x0 * gw / mw)), 0), max(int(math.floor(y0 * gh / mh)), 0)
+    gx1 = min(max(int(math.ceil((x1 + 1.0) * gw / mw)), gx0 + 1), gw)
+    gy1 = min(max(int(math.ceil((y1 + 1.0) * gh / mh)), gy0 + 1), gh)
+    inside = a[gy0:gy1, gx0:gx1]
+    mask = inside >= float(threshold)
+    ys, xs = np.nonzero(mask)
+    weights = inside[ys, xs].astype(np.float64)
+    if len(ys) < 2 or float(weights.sum()) <= 0.0 or not np.isfinite(inside).all():
+        return 0.0
+    cells = f[:, gy0:gy1, gx0:gx1][:, ys, xs]
+    cells = cells / np.maximum(np.linalg.norm(cells, axis=0, keepdims=True), 1e-12)
+    like = (cells.T @ cells) >= REPEAT_COSINE
+    np.fill_diagonal(like, True)
+    ratios = np.zeros(len(ys))
+    rows, inverse = np.unique(like, axis=0, return_inverse=True)
+    grid = np.zeros(mask.shape, dtype=bool)
+    eight = np.ones((3, 3), dtype=bool)
+    for r, row in enumerate(rows):
+        members = np.flatnonzero(inverse.reshape(-1) == r)
+        grid[:] = False
+        grid[ys[row], xs[row]] = True
+        labels, count = ndimage.label(grid, structure=eight)
+        if count < 2:
+            continue
+        sizes = np.bincount(labels.reshape(-1))
+        sizes[0] = 0
+        for k in members:
+            own = labels[ys[k], xs[k]]
+            others = sizes.copy()
+            others[own] = 0
+            ratios[k] = min(1.0, float(others.max()) / float(sizes[own]))
+    return float((ratios * weights).sum() / weights.sum())
+
+
+def repeat_statistic(repetitions: np.ndarray | list[float]) -> float:
+    """The collection's usual repetition: the :data:`REPEAT_QUANTILE` quantile of its boxes' values.
+
+    Stored as ``repeats`` in the model file's ``box_sizes`` (measured in the same pass as the sizes).
+
+    Raises:
+        ValueError: no value, or one outside [0, 1].
+    """
+    r = np.asarray(repetitions, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        raise ValueError("repeat_statistic needs at least one value")
+    if not (np.isfinite(r).all() and (r >= 0).all() and (r <= 1.0 + 1e-9).all()):
+        raise ValueError("repetitions must be in [0, 1]")
+    return float(np.quantile(r, REPEAT_QUANTILE))
+
+
+def box_repeat_excess(repetition: float, box_sizes: dict[str, Any]) -> float:
+    """How much more a box repeats than the collection's boxes usually do: max(0, r − repeats), in [0, 1].
+
+    The score subtracts it (:func:`box_score`). Relative to the collection's own ``repeats``, so a kind
+    whose single objects repeat their parts (paired limbs, wheels) is not marked down for them.
+    """
+    return max(0.0, float(repetition) - float(box_sizes["repeats"]))
 
 
 def box_score(
@@ -160,14 +266,20 @@ def box_score(
     threshold: float,
     box_sizes: dict[str, Any] | None = None,
     content: float = 0.0,
+    repetition: float | None = None,
 ) -> float:
-    """Confidence of the box at τ: stability + compactness (+ typicality, given ``box_sizes``) + content.
+    """Confidence of the box at τ: stability + compactness (+ typicality) + content (− repetition excess).
+
+    The typicality term needs ``box_sizes``; the repetition's excess ``repetition`` and ``box_sizes``
+    with ``repeats``.
 
     :func:`box_stability` + :func:`box_compactness`, in [−1, 2]; with the collection's
     ``box_sizes`` (:func:`box_size_statistics`, stored with a fitted model) plus
     :func:`box_typicality`, in [−2, 2]; plus ``content``, the box's content term in [−1, 1]
     (:mod:`coloc_core.box_content`: how much the box's crop looks like the collection's boxes, which
-    needs the image and the backbone, so it is computed there and passed in), in [−3, 3].
+    needs the image and the backbone, so it is computed there and passed in), in [−3, 3]; less
+    :func:`box_repeat_excess` (``repetition``: the box's :func:`box_repetition`, which needs the
+    features; the collection's ``repeats`` in ``box_sizes``), in [−4, 3].
 
     Each term alone ranks boxes the wrong way on some collections (docs/RESULTS.md, "Box score"):
     compactness penalises large boxes, so it ranks IoU backwards where objects fill the frame
@@ -176,7 +288,8 @@ def box_score(
     the three sets measured and separates images without the object best (ROC AUC 0.74 for DDT).
     The typicality term, relative to the collection, lifts the ranking where the object's size is
     consistent (raccoon: Spearman 0.24 → 0.35 for the self-trained head). The content term is the
-    first term measured to lift every labeler on every set (docs/RESULTS.md, issue 10).
+    first term measured to lift every labeler on every set (docs/RESULTS.md, issue 10). The
+    repetition term marks down boxes around several objects (DDT on kangaroo: Spearman 0.25 → 0.32).
 
     Shape:
         scoremap: (H, W) float in [0, 1]; box: [x0, y0, x1, y1] inclusive pixel coords in that map.
@@ -187,6 +300,8 @@ def box_score(
         score += box_typicality(box_area_share(box, s.shape), box_sizes)
     if not math.isfinite(content):
         raise ValueError(f"content term must be finite, got {content}")
+    if repetition is not None and box_sizes is not None and box_sizes.get("repeats") is not None:
+        score -= box_repeat_excess(repetition, box_sizes)
     return score + float(content)
 
 

@@ -22,7 +22,10 @@ What runs, per image (the same functions as ``pipelines.label``, which calls the
    every region's box is returned too; all mapped to the original image with
    :func:`coloc_core.boxes.boxes_to_original`. A model file that stores its
    collection's box contents adds each box's content term to its score: the box is cropped from the
-   model's input and encoded by the backbone (:mod:`coloc_core.box_content`).
+   model's input and encoded by the backbone (:mod:`coloc_core.box_content`). A model file whose
+   typical box stores ``repeats`` (the fitted labelers') subtracts each box's repetition excess too,
+   from the features of step 2's forward pass (:func:`maps_and_features`,
+   :func:`coloc_core.box_score.box_repetition`).
 
 So ``predict`` on an image file gives the row ``coloc label`` writes for it with the same model file.
 
@@ -53,7 +56,7 @@ import torch
 from PIL import Image
 
 from coloc_core.box_content import CONTENT_BOUND, ContentScorer
-from coloc_core.box_score import box_score, payload_box_sizes
+from coloc_core.box_score import box_repetition, box_score, payload_box_sizes
 from coloc_core.boxes import (
     boxes_from_scoremap,
     boxes_to_original,
@@ -213,6 +216,46 @@ def feature_maps(localizer: CAAMLocalizer, images: npt.NDArray[np.uint8] | torch
         return localizer.features(_network_input(localizer, images)).float().cpu()
 
 
+def maps_and_features(
+    localizer: Localizer, images: npt.NDArray[np.uint8] | torch.Tensor, features: bool = True
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """:func:`attention_maps`, and with ``features`` the features they were computed from, in one pass.
+
+    The features are those of a :class:`coloc_core.localizer.CAAMLocalizer` (DDT, RPS, the
+    self-trained head: the layer they read), for the repetition term of the scores
+    (:func:`coloc_core.box_score.box_repetition`); None for other localizers or without
+    ``features``. The maps are :func:`attention_maps`' own (the same forward pass, split in two).
+
+    Shape:
+        images: (B, H, W, 3) uint8. Returns (B, h, w) float32 and (B, C, h, w) float32 (CPU NumPy).
+    """
+    if not features or not isinstance(localizer, CAAMLocalizer):
+        return attention_maps(localizer, images), None
+    with torch.inference_mode():
+        x = _network_input(localizer, images)
+        if x.device.type == "cuda":
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                feats = localizer.features(x)
+                maps = localizer.from_features(feats)
+        else:
+            feats = localizer.features(x)
+            maps = localizer.from_features(feats)
+        return (
+            np.asarray(maps.float().cpu().numpy(), dtype=np.float32),
+            np.asarray(feats.float().cpu().numpy(), dtype=np.float32),
+        )
+
+
+def scores_repeats(localizer: Localizer, box_sizes: dict[str, Any] | None) -> bool:
+    """Whether the scores take the repetition term.
+
+    For a model whose typical box has ``repeats`` (the fitted labelers,
+    :func:`coloc_core.box_score.repeat_statistic`) and whose features are at hand.
+    """
+    has_repeats = box_sizes is not None and box_sizes.get("repeats") is not None
+    return isinstance(localizer, CAAMLocalizer) and has_repeats
+
+
 # ------------------------------------------------------------------------------------------- boxes
 
 
@@ -246,6 +289,8 @@ class Cut:
             or ``pick="score"``); else None.
         pick: which box is the image's (:data:`PICKS`).
         report: whether the regions' boxes go into the :class:`Location` (``all_boxes``).
+        repetition: :func:`coloc_core.box_score.box_repetition` of each box of :meth:`all_boxes`
+            (Shape: (1 + M,)), when the features were given (:func:`cut_boxes`); else None.
     """
 
     scoremap: npt.NDArray[np.float64]
@@ -253,6 +298,17 @@ class Cut:
     regions: npt.NDArray[np.float64] | None = None
     pick: str = "largest"
     report: bool = False
+    repetition: npt.NDArray[np.float64] | None = None
+
+    def repetition_of(self, box: npt.ArrayLike) -> float | None:
+        """The repetition of one of :meth:`all_boxes` (None without features)."""
+        if self.repetition is None:
+            return None
+        every = self.all_boxes()
+        at = np.flatnonzero((every == np.asarray(box, dtype=np.float64).reshape(1, 4)).all(axis=1))
+        if not len(at):
+            raise ValueError(f"{np.asarray(box).tolist()} is not one of the cut's boxes")
+        return float(self.repetition[at[0]])
 
     def candidates(self, boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Which ``boxes`` (N, 4) may be the image's box with ``pick="score"``.
@@ -311,10 +367,12 @@ def content_terms(
         if cut.report:
             need[1:] = True
         elif cut.pick == "score" and len(boxes) > 1:
-            full = box_score(cut.scoremap, cut.box[0], tau, box_sizes, row[0])
+            full = box_score(cut.scoremap, cut.box[0], tau, box_sizes, row[0], cut.repetition_of(cut.box[0]))
             for j in np.flatnonzero(cut.candidates(boxes)):
                 if j > 0:
-                    need[j] = box_score(cut.scoremap, boxes[j], tau, box_sizes) + CONTENT_BOUND > full
+                    repeat = cut.repetition_of(boxes[j])
+                    bound = box_score(cut.scoremap, boxes[j], tau, box_sizes, 0.0, repeat)
+                    need[j] = bound + CONTENT_BOUND > full
         if need.any():
             later.append(pos)
             later_boxes.append(boxes[need])
@@ -334,24 +392,37 @@ def check_pick(pick: str) -> str:
 
 
 def cut_boxes(
-    heatmap: npt.NDArray[np.uint8], threshold: float, all_boxes: bool = False, pick: str = DEFAULT_PICK
+    heatmap: npt.NDArray[np.uint8],
+    threshold: float,
+    all_boxes: bool = False,
+    pick: str = DEFAULT_PICK,
+    features: npt.NDArray[np.float32] | None = None,
 ) -> Cut:
     """The unscored boxes of a stored heatmap at τ (the first half of :func:`locate`).
 
     Score map S = :func:`coloc_core.boxes.scoremap_from_attention` of the dequantised heatmap
     (224×224, SPEC §6), its single box ``boxes_from_scoremap(S, τ)`` and, with ``all_boxes`` or
-    ``pick="score"``, every box of :func:`coloc_core.boxes.region_boxes_from_scoremap` at τ.
+    ``pick="score"``, every box of :func:`coloc_core.boxes.region_boxes_from_scoremap` at τ. With
+    ``features`` (the model's, (C, h, w) on the heatmap's grid: :func:`maps_and_features`), each of
+    those boxes' :func:`coloc_core.box_score.box_repetition` too.
 
     Raises:
-        ValueError: a bad heatmap shape, or an unknown ``pick``.
+        ValueError: a bad heatmap shape or features of another grid, or an unknown ``pick``.
     """
     check_pick(pick)
-    scoremap = scoremap_from_attention(dequantize_heatmap(heatmap))
+    heat = dequantize_heatmap(heatmap)
+    scoremap = scoremap_from_attention(heat)
     box = np.asarray(boxes_from_scoremap(scoremap, threshold, multi_contour=False), dtype=np.float64)
     regions = None
     if all_boxes or pick == "score":
         regions = np.asarray(region_boxes_from_scoremap(scoremap, threshold), dtype=np.float64).reshape(-1, 4)
-    return Cut(scoremap, box.reshape(-1, 4)[:1], regions, pick=pick, report=all_boxes)
+    cut = Cut(scoremap, box.reshape(-1, 4)[:1], regions, pick=pick, report=all_boxes)
+    if features is not None:
+        cut.repetition = np.array(
+            [box_repetition(heat, features, b, threshold, scoremap.shape) for b in cut.all_boxes()],
+            dtype=np.float64,
+        )
+    return cut
 
 
 def score_cut(
@@ -363,11 +434,11 @@ def score_cut(
 ) -> Location:
     """Score a :class:`Cut`, pick the image's box, and map the boxes to the original image's pixels.
 
-    Each box gets ``box_score(S, box, τ, box_sizes, content)`` (the stability term is the map's, the
-    compactness term the box's own); the regions are sorted by score (ties: larger region first).
-    With ``cut.pick == "score"`` the image's box is the best-scored candidate region's
-    (:meth:`Cut.candidates`; the largest contour's when it scores as high: on ties and when the mask
-    has no region), else the largest contour's.
+    Each box gets ``box_score(S, box, τ, box_sizes, content, repetition)`` (the stability term is the
+    map's, the compactness term the box's own; the repetition when the cut has it); the regions are
+    sorted by score (ties: larger region first). With ``cut.pick == "score"`` the image's box is the
+    best-scored candidate region's (:meth:`Cut.candidates`; the largest contour's when it scores as
+    high: on ties and when the mask has no region), else the largest contour's.
     Boxes are mapped with :func:`coloc_core.boxes.boxes_to_original`.
 
     Args:
@@ -390,14 +461,16 @@ def score_cut(
     if np.isnan(terms[0]) or (cut.report and np.isnan(terms).any()):
         raise ValueError("a content term is missing for a box that is scored")
     term_of = {tuple(b): float(t) for b, t in zip(encoded.tolist(), terms.tolist(), strict=True)}
-    best, score = cut.box[0], float(box_score(cut.scoremap, cut.box[0], threshold, box_sizes, terms[0]))
+    repeat_of = cut.repetition_of
+    best = cut.box[0]
+    score = float(box_score(cut.scoremap, best, threshold, box_sizes, terms[0], repeat_of(best)))
     if cut.regions is None:
         return Location(box=boxes_to_original(cut.box, (height, width)).reshape(4), score=score)
     regions = cut.regions.reshape(-1, 4)
     # a region without a term cannot beat the box (content_terms): it is not scored
     scores = np.array(
         [
-            -np.inf if np.isnan(t) else box_score(cut.scoremap, b, threshold, box_sizes, t)
+            -np.inf if np.isnan(t) else box_score(cut.scoremap, b, threshold, box_sizes, t, repeat_of(b))
             for b, t in ((b, term_of[tuple(b.tolist())]) for b in regions)
         ],
         dtype=np.float64,
@@ -425,6 +498,7 @@ def locate(
     box_sizes: dict[str, Any] | None = None,
     content: Callable[[npt.NDArray[np.float64]], npt.ArrayLike] | None = None,
     pick: str = DEFAULT_PICK,
+    features: npt.NDArray[np.float32] | None = None,
 ) -> Location:
     """The box(es) and score(s) of a stored uint8 heatmap, in the original image's pixels.
 
@@ -441,11 +515,13 @@ def locate(
             (:class:`coloc_core.box_content.ContentScorer`, which needs the image); called for the
             box, then for the regions that need a term (:func:`content_terms`); None = without.
         pick: which region's box is the image's (:data:`PICKS`).
+        features: the model's features on the heatmap's grid ((C, h, w), :func:`maps_and_features`):
+            the scores take the repetition term when ``box_sizes`` has ``repeats``; None = without.
 
     Raises:
         ValueError: a bad heatmap shape or image size, or an unknown ``pick``.
     """
-    cut = cut_boxes(heatmap, threshold, all_boxes, pick)
+    cut = cut_boxes(heatmap, threshold, all_boxes, pick, features)
     terms = None
     if content is not None:
         (terms,) = content_terms([cut], threshold, box_sizes, lambda _, boxes: [content(boxes[0])])
@@ -461,7 +537,7 @@ class Prediction:
 
     Attributes:
         box: Shape: (4,) float32 ``[x0, y0, x1, y1]``, far corner inclusive (``0 <= x0 <= x1 <= width - 1``).
-        score: the box's confidence in [−3, 3] (``coloc_core.box_score.box_score``).
+        score: the box's confidence in [−4, 3] (``coloc_core.box_score.box_score``).
         heatmap: the min-max normalised attention map at feature resolution. Shape: (h, w) uint8.
         width: the image's width (displayed orientation).
         height: its height.
@@ -516,6 +592,8 @@ class Predictor:
         self.threshold = float(np.float32(tau))
         self.input_size = payload_input_size(payload)
         self.box_sizes = payload_box_sizes(payload, tau)
+        # The repetition term (coloc_core.box_score.box_repetition): the features of each forward pass.
+        self.repeats = scores_repeats(self.localizer, self.box_sizes)
         # The content term of the scores (coloc_core.box_content), when the model file stores the
         # collection's box contents: one more backbone pass per box, at 224.
         self.content = ContentScorer.from_payload(payload, self.device)
@@ -594,11 +672,14 @@ class Predictor:
                 prepare_image(im, self.input_size, crop_bottom) for im in images[start : start + batch_size]
             ]
             pixels = np.stack([p[0] for p in prepared])
-            maps = attention_maps(self.localizer, pixels)
+            maps, feats = maps_and_features(self.localizer, pixels, self.repeats)
             if not np.isfinite(maps).all():
                 raise ValueError("the model's attention map is not finite")
             heatmaps = [quantize_heatmap(attn) for attn in maps]
-            cuts = [cut_boxes(heatmap, self.threshold, all_boxes, self.pick) for heatmap in heatmaps]
+            cuts = [
+                cut_boxes(heatmap, self.threshold, all_boxes, self.pick, None if feats is None else feats[k])
+                for k, heatmap in enumerate(heatmaps)
+            ]
             terms: list[Any] = [None] * len(cuts)
             if self.content is not None:
                 aspects = np.array([width / height for _, width, height in prepared], dtype=np.float64)

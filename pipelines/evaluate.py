@@ -710,7 +710,9 @@ def write_calibrated_model(model_uri: str, out_uri: str, calibration: Calibratio
 
     The weights, and so ``model_id``, are unchanged; ``meta["calibration"]`` records how τ was chosen.
     A model that stores its collection's typical box (``box_sizes``, measured at its old τ) gets the
-    sizes of the calibration images' boxes at the new τ.
+    sizes of the calibration images' boxes at the new τ; their ``repeats`` (the repetition term's
+    collection value, which needs the model's features, not stored in the predictions) are not
+    measured again, so the calibrated model scores without that term.
     Labeling with the new file into an output labelled with the old τ is refused (a new folder is needed).
 
     Returns:

@@ -212,8 +212,10 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
     if pending:
         folder.remove_success()
         indices = np.concatenate([plan.shard_rows(s) for s in pending])
-        # A model whose scores take the content term crops its boxes from the images in the actor.
-        postprocess_in_actor = not cfg.use_gpu or plan.content
+        # A model whose scores take the content term crops its boxes from the images in the actor, and
+        # one whose scores take the repetition term reads the features of the actor's forward pass.
+        repeats = plan.box_sizes is not None and plan.box_sizes.get("repeats") is not None
+        postprocess_in_actor = not cfg.use_gpu or plan.content or repeats
         ds = decoded_images(plan.inputs, indices, cfg, plan.image_size).map_batches(
             LocalizeBatch,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),

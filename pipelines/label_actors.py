@@ -19,7 +19,13 @@ from coloc_core.box_content import ContentScorer
 from coloc_core.checkpoint import read_model_payload
 from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import DEFAULT_INPUT_SIZES, localizer_from_payload
-from coloc_core.predict import DEFAULT_PICK, attention_maps, inference_layout
+from coloc_core.predict import (
+    DEFAULT_PICK,
+    attention_maps,
+    inference_layout,
+    maps_and_features,
+    scores_repeats,
+)
 from pipelines import ingest, schema, storage
 from pipelines.config import LabelJobConfig, crop_bottom_of
 from pipelines.label_shards import heatmaps_to_box_rows, nullable_ints
@@ -53,7 +59,9 @@ class LocalizeBatch:
     A model file that stores its collection's box contents (``coloc_core.box_content``) adds each
     box's content term to its score: the actor crops the box and its two halves from the decoded image
     and encodes them with the model's backbone, so such a model always computes its boxes in the actor
-    (``LabelPlan.content``; ``postprocess`` must be true).
+    (``LabelPlan.content``; ``postprocess`` must be true). A model whose ``box_sizes`` have ``repeats``
+    (the fitted labelers) keeps each forward pass's features for the repetition term of its scores
+    (``coloc_core.box_score.box_repetition``), so it too computes its boxes in the actor.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class LocalizeBatch:
             self.content.box_contents = {**self.content.box_contents, "halves": False}
         if self.content is not None and not postprocess:
             raise ValueError("a model with box contents computes its boxes in the actor (postprocess=True)")
+        self.repeats = postprocess and scores_repeats(self.localizer, box_sizes)
         self.threshold = float(threshold)
         self.model_id = model_id
         self.postprocess = postprocess
@@ -116,8 +125,11 @@ class LocalizeBatch:
         heatmaps: list[bytes | None] = [None] * n
         hs: list[int | None] = [None] * n
         ws: list[int | None] = [None] * n
+        features: dict[int, np.ndarray] | None = None
         if ok.any():
-            maps = self.attention(batch[ingest.IMAGE][ok])
+            maps, feats = maps_and_features(self.localizer, batch[ingest.IMAGE][ok], self.repeats)
+            if feats is not None:
+                features = dict(zip(np.flatnonzero(ok).tolist(), feats, strict=True))
             for i, attn in zip(np.flatnonzero(ok), maps, strict=True):
                 if not np.isfinite(attn).all():
                     errors[i] = f"{batch[ingest.PATH][i]}: the model's attention map is not finite"
@@ -151,7 +163,7 @@ class LocalizeBatch:
                 aspects = [float(widths[i]) / float(heights[i]) for i in indices]  # decoded images only
                 return scorer.terms(images[indices], boxes, aspects)
 
-        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes, content, self.pick)
+        return heatmaps_to_box_rows(table, self.all_boxes, self.box_sizes, content, self.pick, features)
 
 
 # The DDT fit runs as plain Ray tasks (no actor pool to start for one pass over a sample); each worker
@@ -232,21 +244,24 @@ _SIZE_LOCALIZER: dict[str, Any] = {}
 def box_areas_batch(
     batch: dict[str, np.ndarray], model_uri: str, model_id: str, threshold: float, num_threads: int = 1
 ) -> dict[str, np.ndarray]:
-    """Ingest rows → each good image's box at τ: its area share and its content descriptor.
+    """Ingest rows → each good image's box at τ: its area share, content descriptor and repetition.
 
     The typical-box pass of a fit. The box is the labeling stage's: the model's map → the stored
     uint8 heatmap → SPEC §6 score map at 224 → the single largest-contour box at ``threshold``; its
     area share (``coloc_core.box_score.box_area_share``) and the descriptor of its crop
     (``coloc_core.box_content.ContentScorer.descriptors``, the model's backbone at its original
-    stride). The model file is read once per worker process.
+    stride) and its repetition (``coloc_core.box_score.box_repetition``, from the same forward pass's
+    features; NaN for a model without them: CAML). The model file is read once per worker process.
 
     Returns:
         ``area``: (n,) float64, one per input row, NaN for an image not decoded (or a map not finite);
-        ``descriptor``: (n, C) float32, NaN in the same rows (C = 0 for a model without a backbone).
+        ``descriptor``: (n, C) float32, NaN in the same rows (C = 0 for a model without a backbone);
+        ``repeat``: (n,) float64, NaN in the same rows and for a model without features.
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.box_score import box_area_share  # noqa: PLC0415
+    from coloc_core.box_score import box_area_share, box_repetition  # noqa: PLC0415
+    from coloc_core.heatmap import dequantize_heatmap  # noqa: PLC0415
     from coloc_core.predict import cut_boxes  # noqa: PLC0415
 
     key = f"{model_uri}#{model_id}"  # the file is rewritten by every fit in the same folder
@@ -263,23 +278,28 @@ def box_areas_batch(
     localizer, scorer = cached
     ok = np.array([e is None for e in batch[ingest.ERROR]], dtype=bool)
     areas = np.full(len(ok), np.nan)
+    repeats = np.full(len(ok), np.nan)
     channels = 0 if scorer is None else scorer.backbone.feature_channels("output")
     descriptors = np.full((len(ok), channels), np.nan, dtype=np.float32)
     if ok.any():
         good, boxes = [], []
-        for i, attn in zip(
-            np.flatnonzero(ok), attention_maps(localizer, batch[ingest.IMAGE][ok]), strict=True
-        ):
+        maps, feats = maps_and_features(localizer, batch[ingest.IMAGE][ok])
+        for k, (i, attn) in enumerate(zip(np.flatnonzero(ok), maps, strict=True)):
             if not np.isfinite(attn).all():
                 continue
-            cut = cut_boxes(quantize_heatmap(attn), threshold, pick="largest")
+            heatmap = quantize_heatmap(attn)
+            cut = cut_boxes(heatmap, threshold, pick="largest")
             areas[i] = box_area_share(cut.box[0], cut.scoremap.shape)
+            if feats is not None:
+                repeats[i] = box_repetition(
+                    dequantize_heatmap(heatmap), feats[k], cut.box[0], threshold, cut.scoremap.shape
+                )
             good.append(int(i))
             boxes.append(cut.box)
         if scorer is not None and good:
             for j, d in zip(good, scorer.descriptors(batch[ingest.IMAGE][good], boxes), strict=True):
                 descriptors[j] = d[0]
-    return {"area": areas, "descriptor": descriptors}
+    return {"area": areas, "descriptor": descriptors, "repeat": repeats}
 
 
 #: With ``num_actors=0`` this share of a CPU cluster's CPUs (at least one decode task's) is left to

@@ -135,20 +135,21 @@ def typical_box_images(num_rows: int) -> int:
 def typical_box(
     payload: dict[str, Any], inputs: pa.Table, cfg: LabelJobConfig
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The model's typical box on ``inputs``: its size and its content.
+    """The model's typical box on ``inputs``: its size, its content and how much its parts repeat.
 
     At most ``TYPICAL_BOX_IMAGES`` of them, spread evenly; one Ray Data pass at the model's input
     size and τ (:func:`pipelines.label_actors.box_areas_batch`: the very boxes the labeling stage
     cuts), over the model written to ``<out>/_fit_model.pt``.
 
     Returns:
-        (``coloc_core.box_score.box_size_statistics`` with the τ they were measured at,
+        (``coloc_core.box_score.box_size_statistics`` with the τ they were measured at and, for a
+        model with features, ``repeats`` (``coloc_core.box_score.repeat_statistic``),
         ``coloc_core.box_content.box_content_statistics``): the payload's ``box_sizes`` and
         ``box_contents``; (None, None) (scores without those terms) when no image of the sample gave
         a box.
     """
     from coloc_core.box_content import box_content_statistics  # noqa: PLC0415
-    from coloc_core.box_score import box_size_statistics  # noqa: PLC0415
+    from coloc_core.box_score import box_size_statistics, repeat_statistic  # noqa: PLC0415
     from coloc_core.localizer import payload_input_size  # noqa: PLC0415
 
     sample = _spread_sample(inputs, TYPICAL_BOX_IMAGES)
@@ -169,29 +170,35 @@ def typical_box(
     )
     values: list[float] = []
     descriptors: list[np.ndarray] = []
+    repeats: list[float] = []
     for batch in areas.iter_batches(batch_format="numpy", batch_size=None):
         console.advance(len(batch["area"]))
-        for area, descriptor in zip(batch["area"], batch["descriptor"], strict=True):
+        for area, descriptor, repeat in zip(batch["area"], batch["descriptor"], batch["repeat"], strict=True):
             if np.isfinite(area):
                 values.append(float(area))
                 if descriptor.size and np.isfinite(descriptor).all():
                     descriptors.append(descriptor)
+                if np.isfinite(repeat):
+                    repeats.append(float(repeat))
     if not values:
         log.warning(
             "label: no box on the %d sample images: scores leave out the typicality and content terms",
             sample.num_rows,
         )
         return None, None
-    sizes = {**box_size_statistics(values), "threshold": float(payload["threshold"])}
+    sizes: dict[str, Any] = {**box_size_statistics(values), "threshold": float(payload["threshold"])}
+    if repeats:  # the fitted labelers (features at hand); not CAML
+        sizes["repeats"] = repeat_statistic(repeats)
     contents = box_content_statistics(np.stack(descriptors)) if descriptors else None
     log.info(
         "label: typical box on %d images: %.0f%% of the image (median), spread ×%.2f; content: "
-        "cosine with the mean crop %.3f ± %.3f",
+        "cosine with the mean crop %.3f ± %.3f; repeats %s",
         sizes["images"],
         100 * math.exp(float(sizes["median"])),
         math.exp(float(sizes["spread"])),
         float("nan") if contents is None else contents["cos_mean"],
         float("nan") if contents is None else contents["cos_spread"],
+        "n/a" if "repeats" not in sizes else f"{sizes['repeats']:.3f}",
     )
     return sizes, contents
 

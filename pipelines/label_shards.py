@@ -12,7 +12,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +51,7 @@ def heatmaps_to_box_rows(
     box_sizes: dict[str, Any] | None = None,
     content: Callable[[list[int], list[np.ndarray]], Sequence[Any]] | None = None,
     pick: str = DEFAULT_PICK,
+    features: Mapping[int, np.ndarray] | None = None,
 ) -> pa.Table:
     """Heatmap rows (from :class:`.label_actors.LocalizeBatch`) → full prediction rows + index column.
 
@@ -62,7 +63,9 @@ def heatmaps_to_box_rows(
     model's typical box (``LabelPlan.box_sizes``), a term of every score when given. ``content``:
     given the batch rows' indices and each one's boxes (``Cut.all_boxes``), their content terms (the
     actor's :class:`coloc_core.box_content.ContentScorer`, which needs the images); None = without the
-    term.
+    term. ``features``: the batch rows' model features ((C, h, w) on the heatmap's grid, by row index;
+    the actor's forward pass), for the repetition term when ``box_sizes`` has ``repeats``; None =
+    without it.
     """
     rows = batch.to_pydict()
     n = batch.num_rows
@@ -81,7 +84,8 @@ def heatmaps_to_box_rows(
             errors[i] = f"{rows[schema.PATH][i]}: unknown image size"
             kinds[i] = schema.KIND_DECODE  # the decode gave no size (defensive: it always does)
             continue
-        cut = cut_boxes(heat, float(rows[schema.THRESHOLD][i]), all_boxes, pick)
+        feats = None if features is None else features.get(i)
+        cut = cut_boxes(heat, float(rows[schema.THRESHOLD][i]), all_boxes, pick, feats)
         cuts[i] = (cut, (int(width), int(height)))
     indices = list(cuts)
     terms: Sequence[Any] = [None] * len(indices)

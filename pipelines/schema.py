@@ -36,7 +36,7 @@ A storage outage is never an error row (see ``pipelines.storage``: the job fails
 files). Tables written before version 3 have no ``error_kind`` column: :func:`read_table` gives it as
 null there.
 
-**score** (``coloc_core.box_score.box_score``), in [−3, 3], on S, the 224×224 score map (the stored
+**score** (``coloc_core.box_score.box_score``), in [−4, 3], on S, the 224×224 score map (the stored
 heatmap upsampled bicubically and min-max scaled, SPEC §6): the box's *stability*, the IoU of the
 boxes at τ/2 and at min(2τ, 0.99) (1 when the region keeps its extent over a four-fold range of τ),
 plus its *compactness*, ``Σ_inside S / Σ S − area_inside / area_image`` (the excess map mass it
@@ -51,8 +51,13 @@ the collection's typical crop (``box_contents`` in the model file), 0.25 per sta
 the collection, less what the more typical of the box's two halves across its longer side gains over
 the whole box (rows labelled by version 0.1.0 since 2026-12-02 12:00 UTC, with model files of any date,
 unless labelled with ``--halves=off``: the folder's manifest says, ``content_halves``). That
-term needs the image, so a stored score is not reproduced from the heatmap alone. docs/RESULTS.md
-measures how the score ranks IoU.
+term needs the image, so a stored score is not reproduced from the heatmap alone. A fitted model
+(self-trained head, DDT, RPS) fitted since 2026-12-03 also subtracts its box's *repetition excess*
+in [0, 1] (``box_score.box_repetition``, ``box_repeat_excess``): the share of the box's map mass
+whose part appears again in the box, apart from itself (a box around several objects of the kind),
+less the collection's usual share (``repeats`` in the model file's ``box_sizes``), when positive; the
+score is then in [−4, 3]. It needs the model's features, so it too is not reproduced from the
+heatmap alone. docs/RESULTS.md measures how the score ranks IoU.
 
 **Box**: the single largest-contour box at τ on that score map (SPEC §6), computed from the *stored*
 (quantised) heatmap, so ``boxes_from_scoremap(scoremap_from_attention(dequantize_heatmap(heat)), τ)``

@@ -324,19 +324,26 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
     # The fit measured the typical box of the collection (every image, at τ) and stored it.
     sizes = payload["box_sizes"]
     assert sizes["images"] == 20 and sizes["median"] <= 0.0 and sizes["spread"] >= 0.05
+    # ... how much of those boxes' maps usually repeats (the repetition term's collection value) ...
+    assert 0.0 <= sizes["repeats"] <= 1.0
     # ... and the typical content of those boxes: the mean descriptor of their crops (tiny: 32 channels).
     contents = payload["box_contents"]
     assert contents["images"] == 20 and len(contents["mean"]) == 32 and contents["cos_spread"] > 0
     table = pq.read_table(out)
     assert all(t == pytest.approx(0.1) for t in table.column("threshold").to_pylist())
-    assert all(-3.0 <= s <= 3.0 for s in table.column("score").to_pylist())  # box_score's range
-    # Each score is the labeling stage's box score with the stored box sizes and the content term of
-    # the box's crop from the decoded image (the Python API's too).
+    assert all(-4.0 <= s <= 3.0 for s in table.column("score").to_pylist())  # box_score's range
+    # Each score is the labeling stage's box score with the stored box sizes, the content term of
+    # the box's crop from the decoded image and the repetition term on the model's features (the
+    # Python API's too).
+    import torch
+
     from coloc_core.box_content import ContentScorer
     from coloc_core.decode import decode_image
-    from coloc_core.localizer import payload_input_size
-    from coloc_core.predict import locate
+    from coloc_core.localizer import localizer_from_payload, payload_input_size
+    from coloc_core.predict import inference_layout, locate, maps_and_features
     from pipelines.predictions import decode_heatmap
+
+    localizer = inference_layout(localizer_from_payload(payload), torch.device("cpu"))
 
     scorer = ContentScorer.from_payload(payload)
     assert scorer is not None
@@ -344,15 +351,19 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
     for row in table.slice(0, 3).to_pylist():
         heat = decode_heatmap(row["heatmap"], row["heatmap_h"], row["heatmap_w"])
         pixels, _, _ = decode_image(storage.read_bytes(row["path"]), payload_input_size(payload))
+        _, feats = maps_and_features(localizer, pixels[None].copy())
+        assert feats is not None
         loc = locate(
             heat,
             row["threshold"],
             (row["width"], row["height"]),
             box_sizes=sizes,
             content=lambda boxes, pixels=pixels: scorer.terms(pixels[None], [boxes])[0],
+            features=feats[0],
         )
         assert row["score"] == pytest.approx(loc.score, abs=1e-5)
-        bare = locate(heat, row["threshold"], (row["width"], row["height"]), box_sizes=sizes)
+        size = (row["width"], row["height"])
+        bare = locate(heat, row["threshold"], size, box_sizes=sizes, features=feats[0])
         terms.append(loc.score - bare.score)
     assert any(abs(t) > 1e-4 for t in terms)  # the content term is part of the stored scores
     assert set(table.column("model").to_pylist()) == {payload["model_id"]}

@@ -138,6 +138,7 @@ def test_two_workers_checkpoint_to_s3_and_export(ray_cluster, s3_server, cub_roo
     sizes = payload["box_sizes"]
     assert sizes["threshold"] == pytest.approx(payload["threshold"]) and 1 <= sizes["images"] <= NUM_IMAGES
     assert sizes["median"] <= 0.0 and sizes["spread"] >= 0.05
+    assert "repeats" not in sizes  # the repetition term needs a fitted labeler's features
     # ... and its typical box content, on the trained backbone (tiny: 32 channels).
     contents = payload["box_contents"]
     assert len(contents["mean"]) == 32 and contents["images"] == sizes["images"]

@@ -119,6 +119,37 @@ def test_a_model_with_a_typical_box_scores_the_same_in_the_api_and_the_labeling_
 
 
 @pytest.mark.parametrize("all_boxes", [False, True])
+def test_a_model_with_repeats_scores_the_same_in_the_api_and_the_labeling_stage(tmp_path, all_boxes):
+    from coloc_core.box_score import box_repetition
+    from coloc_core.heatmap import dequantize_heatmap
+    from coloc_core.localizer import localizer_from_payload
+    from coloc_core.predict import cut_boxes, maps_and_features
+
+    image, _ = make_synthetic_image(np.random.default_rng(4), 300, 240)
+    png = tmp_path / "bird.png"
+    image.save(png)
+    plain = _random_payload()
+    sizes = {"median": -1.0, "spread": 0.5, "images": 50, "threshold": plain["threshold"]}
+    model = _save({**plain, "box_sizes": {**sizes, "repeats": 0.0}}, tmp_path / "repeats.pt")
+    pred = Predictor.load(model).predict(png, all_boxes=all_boxes)
+    _assert_same_as_row(pred, _label_row(model, png, all_boxes=all_boxes))
+    # The score is the one without the term less the box's repetition (over a collection value of 0).
+    pixels, _, _ = decode_image(png.read_bytes(), payload_input_size(plain))
+    maps, feats = maps_and_features(localizer_from_payload(plain).eval(), pixels[None].copy())
+    assert feats is not None and feats.shape[2:] == maps.shape[1:]
+    cut = cut_boxes(pred.heatmap, pred.threshold)
+    if all_boxes:  # the regions' scores are in order; the box is the best-scored one
+        assert pred.scores is not None and list(pred.scores) == sorted(pred.scores, reverse=True)
+    without = Predictor({**plain, "box_sizes": sizes}).predict(png)
+    if np.array_equal(pred.box, without.box):
+        repeat = box_repetition(dequantize_heatmap(pred.heatmap), feats[0], cut.box[0], pred.threshold)
+        assert repeat > 0.0
+        assert pred.score == pytest.approx(without.score - repeat, abs=1e-5)
+    else:  # another region won once the term was counted
+        assert pred.score <= without.score + 1e-6
+
+
+@pytest.mark.parametrize("all_boxes", [False, True])
 def test_a_model_with_box_contents_scores_the_same_in_the_api_and_the_labeling_stage(tmp_path, all_boxes):
     from coloc_core.box_content import ContentScorer, box_content_statistics
     from coloc_core.predict import cut_boxes
