@@ -44,6 +44,14 @@ def _save(payload: dict, path: Path) -> Path:
     return path
 
 
+def _bird_png(tmp_path: Path, seed: int, width: int, height: int) -> Path:
+    """A generated bird photo written as a PNG file (``tmp_path/bird.png``)."""
+    image, _ = make_synthetic_image(np.random.default_rng(seed), width, height)
+    png = tmp_path / "bird.png"
+    image.save(png)
+    return png
+
+
 def _dark(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(10, 50, (height, width, 3)).astype(np.uint8)
 
@@ -96,18 +104,14 @@ def _assert_same_as_row(pred: Prediction, row: dict) -> None:
 def test_predict_on_a_file_gives_the_labeling_stage_row(tmp_path, all_boxes):
     # A generated bird on clutter, non-square, as PNG, and a random tiny model: whatever the map looks
     # like, the API and the labeling stage must agree to the bit.
-    image, _ = make_synthetic_image(np.random.default_rng(1), 300, 200)
-    png = tmp_path / "bird.png"
-    image.save(png)
+    png = _bird_png(tmp_path, 1, 300, 200)
     model = _save(_random_payload(), tmp_path / "model.pt")
     pred = Predictor.load(model).predict(png, all_boxes=all_boxes)
     _assert_same_as_row(pred, _label_row(model, png, all_boxes))
 
 
 def test_a_model_with_a_typical_box_scores_the_same_in_the_api_and_the_labeling_stage(tmp_path):
-    image, _ = make_synthetic_image(np.random.default_rng(2), 260, 240)
-    png = tmp_path / "bird.png"
-    image.save(png)
+    png = _bird_png(tmp_path, 2, 260, 240)
     plain = _random_payload()
     sizes = {"median": -4.0, "spread": 0.1, "images": 50, "threshold": plain["threshold"]}
     model = _save({**plain, "box_sizes": sizes}, tmp_path / "typical.pt")
@@ -125,9 +129,7 @@ def test_a_model_with_repeats_scores_the_same_in_the_api_and_the_labeling_stage(
     from coloc_core.localizer import localizer_from_payload
     from coloc_core.predict import cut_boxes, maps_and_features
 
-    image, _ = make_synthetic_image(np.random.default_rng(4), 300, 240)
-    png = tmp_path / "bird.png"
-    image.save(png)
+    png = _bird_png(tmp_path, 4, 300, 240)
     plain = _random_payload()
     sizes = {"median": -1.0, "spread": 0.5, "images": 50, "threshold": plain["threshold"]}
     model = _save({**plain, "box_sizes": {**sizes, "repeats": 0.0}}, tmp_path / "repeats.pt")
@@ -154,9 +156,7 @@ def test_a_model_with_box_contents_scores_the_same_in_the_api_and_the_labeling_s
     from coloc_core.box_content import ContentScorer, box_content_statistics
     from coloc_core.predict import cut_boxes
 
-    image, _ = make_synthetic_image(np.random.default_rng(3), 280, 220)
-    png = tmp_path / "bird.png"
-    image.save(png)
+    png = _bird_png(tmp_path, 3, 280, 220)
     plain = _random_payload()
     rng = np.random.default_rng(0)
     contents = box_content_statistics(rng.random((20, 32)))
