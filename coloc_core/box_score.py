@@ -215,23 +215,27 @@ def box_repetition(
     like = (cells.T @ cells) >= REPEAT_COSINE
     np.fill_diagonal(like, True)
     ratios = np.zeros(len(ys))
+    # Cells with the same set of like cells share their groups: one labelling per distinct set.
     rows, inverse = np.unique(like, axis=0, return_inverse=True)
+    by_row = np.argsort(inverse.reshape(-1), kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse.reshape(-1), minlength=len(rows)))])
     grid = np.zeros(mask.shape, dtype=bool)
     eight = np.ones((3, 3), dtype=bool)
-    for r, row in enumerate(rows):
-        members = np.flatnonzero(inverse.reshape(-1) == r)
+    for r in np.flatnonzero(rows.sum(axis=1) >= 2):  # a set of one cell has one group
+        row = rows[r]
         grid[:] = False
         grid[ys[row], xs[row]] = True
         labels, count = ndimage.label(grid, structure=eight)
         if count < 2:
             continue
-        sizes = np.bincount(labels.reshape(-1))
-        sizes[0] = 0
-        for k in members:
-            own = labels[ys[k], xs[k]]
-            others = sizes.copy()
-            others[own] = 0
-            ratios[k] = min(1.0, float(others.max()) / float(sizes[own]))
+        sizes = np.bincount(labels.reshape(-1)).astype(np.float64)
+        sizes[0] = 0.0
+        first = int(np.argmax(sizes))  # the largest group, then the largest of the others
+        second = float(np.partition(sizes, -2)[-2])
+        members = by_row[bounds[r] : bounds[r + 1]]
+        own = labels[ys[members], xs[members]]
+        other = np.where(own == first, second, sizes[first])
+        ratios[members] = np.minimum(1.0, other / sizes[own])
     return float((ratios * weights).sum() / weights.sum())
 
 
