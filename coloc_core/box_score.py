@@ -164,6 +164,10 @@ def payload_box_sizes(payload: dict[str, Any], threshold: float) -> dict[str, An
 REPEAT_COSINE = 0.4
 #: The collection's usual repetition (:func:`repeat_statistic`): this quantile of its boxes' values.
 REPEAT_QUANTILE = 0.75
+#: A finer feature grid is averaged over k×k blocks down to at most this many cells a side first: the
+#: measure compares every cell of the box with every other (the default labelers' grid is 30×30 at 480
+#: pixels and is used as it is; a stride-4 backbone's 56×56 at 224 would cost ten times as much).
+REPEAT_MAX_GRID = 32
 
 
 def box_repetition(
@@ -186,7 +190,8 @@ def box_repetition(
     (:func:`box_repeat_excess`; docs/RESULTS.md, issue 10: "Parts that repeat").
 
     Args:
-        heat: the map at feature resolution, in [0, 1] (the dequantised stored heatmap). Shape: (h, w).
+        heat: the map at feature resolution, in [0, 1] (the dequantised stored heatmap). Shape: (h, w);
+            a grid finer than :data:`REPEAT_MAX_GRID` a side is averaged over blocks first.
         features: the features the map was computed from. Shape: (C, h, w).
         box: [x0, y0, x1, y1], inclusive pixels of a score map of ``map_shape`` (the SPEC §6 224×224).
         threshold: τ.
@@ -198,6 +203,9 @@ def box_repetition(
     f = np.asarray(features, dtype=np.float32)
     if f.ndim != 3 or f.shape[1:] != a.shape:
         raise ValueError(f"features must be (C, {a.shape[0]}, {a.shape[1]}), got {f.shape}")
+    k = max(1, math.ceil(max(a.shape) / REPEAT_MAX_GRID))
+    if k > 1:
+        a, f = _block_mean(a[None], k)[0], _block_mean(f, k)
     gh, gw = a.shape
     mh, mw = int(map_shape[0]), int(map_shape[1])
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -237,6 +245,14 @@ def box_repetition(
         other = np.where(own == first, second, sizes[first])
         ratios[members] = np.minimum(1.0, other / sizes[own])
     return float((ratios * weights).sum() / weights.sum())
+
+
+def _block_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """(C, h, w) → (C, ceil(h/k), ceil(w/k)): the mean of each k×k block (the last ones padded by edge)."""
+    c, h, w = x.shape
+    ph, pw = -h % k, -w % k
+    padded = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return padded.reshape(c, (h + ph) // k, k, (w + pw) // k, k).mean(axis=(2, 4))
 
 
 def repeat_statistic(repetitions: np.ndarray | list[float]) -> float:

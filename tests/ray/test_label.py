@@ -358,7 +358,9 @@ def test_training_free_ddt_baseline(ray_cluster, tmp_path, cub_on_s3):
             row["threshold"],
             (row["width"], row["height"]),
             box_sizes=sizes,
-            content=lambda boxes, pixels=pixels: scorer.terms(pixels[None], [boxes])[0],
+            content=lambda boxes, pixels=pixels, aspect=row["width"] / row["height"]: scorer.terms(
+                pixels[None], [boxes], [aspect]
+            )[0],
             features=feats[0],
         )
         assert row["score"] == pytest.approx(loc.score, abs=1e-5)

@@ -114,3 +114,13 @@ def test_the_model_file_value_applies_at_its_own_threshold_only():
     assert payload_box_sizes(payload, 0.3) is None
     older = {"threshold": 0.25, "box_sizes": {"median": -1.0, "spread": 0.3, "images": 9}}
     assert "repeats" not in (payload_box_sizes(older, 0.25) or {})
+
+
+def test_a_fine_grid_is_averaged_down_first_and_gives_the_same_answer():
+    # The scenes above on a 4x finer grid (80×80 cells, as a stride-4 backbone gives): averaged over
+    # 3×3 blocks to 27×27 before the cells are compared, so the cost stays that of a coarse grid.
+    for corners, low, high in ((((2, 2),), 0.0, 0.05), (((2, 2), (12, 6)), 0.8, 1.0)):
+        heat, feats = _scene(*corners)
+        fine_heat = np.kron(heat, np.ones((4, 4)))
+        fine_feats = np.stack([np.kron(f, np.ones((4, 4))) for f in feats]).astype(np.float32)
+        assert low <= box_repetition(fine_heat, fine_feats, WHOLE, 0.2) <= high
