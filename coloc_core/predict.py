@@ -44,9 +44,10 @@ whose data ends early.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Union
 
@@ -195,12 +196,16 @@ def attention_maps(
     """
     with torch.inference_mode():
         x = _network_input(localizer, images)
-        if x.device.type == "cuda":
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                maps = localizer(x)
-        else:
+        with _precision(x):
             maps = localizer(x)
         return np.asarray(maps.float().cpu().numpy(), dtype=np.float32)
+
+
+def _precision(x: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+    """The forward pass's precision: bf16 autocast on CUDA, full precision elsewhere."""
+    if x.device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def feature_maps(localizer: CAAMLocalizer, images: npt.NDArray[np.uint8] | torch.Tensor) -> torch.Tensor:
@@ -233,11 +238,7 @@ def maps_and_features(
         return attention_maps(localizer, images), None
     with torch.inference_mode():
         x = _network_input(localizer, images)
-        if x.device.type == "cuda":
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                feats = localizer.features(x)
-                maps = localizer.from_features(feats)
-        else:
+        with _precision(x):
             feats = localizer.features(x)
             maps = localizer.from_features(feats)
         return (
@@ -289,8 +290,9 @@ class Cut:
             or ``pick="score"``); else None.
         pick: which box is the image's (:data:`PICKS`).
         report: whether the regions' boxes go into the :class:`Location` (``all_boxes``).
-        repetition: :func:`coloc_core.box_score.box_repetition` of each box of :meth:`all_boxes`
-            (Shape: (1 + M,)), when the features were given (:func:`cut_boxes`); else None.
+        grid: for the repetition term, ``(heat, features, τ)``: the dequantised heatmap (h, w), the
+            model's features on its grid (C, h, w) and τ, when the features were given
+            (:func:`cut_boxes`); else None.
     """
 
     scoremap: npt.NDArray[np.float64]
@@ -298,17 +300,21 @@ class Cut:
     regions: npt.NDArray[np.float64] | None = None
     pick: str = "largest"
     report: bool = False
-    repetition: npt.NDArray[np.float64] | None = None
+    grid: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float] | None = None
+    _repetitions: dict[tuple[float, ...], float] = field(default_factory=dict, init=False, repr=False)
 
     def repetition_of(self, box: npt.ArrayLike) -> float | None:
-        """The repetition of one of :meth:`all_boxes` (None without features)."""
-        if self.repetition is None:
+        """:func:`coloc_core.box_score.box_repetition` of a box (None without features).
+
+        Measured when a score first needs it (a speck that is never scored costs nothing), then kept.
+        """
+        if self.grid is None:
             return None
-        every = self.all_boxes()
-        at = np.flatnonzero((every == np.asarray(box, dtype=np.float64).reshape(1, 4)).all(axis=1))
-        if not len(at):
-            raise ValueError(f"{np.asarray(box).tolist()} is not one of the cut's boxes")
-        return float(self.repetition[at[0]])
+        key = tuple(np.asarray(box, dtype=np.float64).reshape(4).tolist())
+        if key not in self._repetitions:
+            heat, features, threshold = self.grid
+            self._repetitions[key] = box_repetition(heat, features, key, threshold, self.scoremap.shape)
+        return self._repetitions[key]
 
     def candidates(self, boxes: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Which ``boxes`` (N, 4) may be the image's box with ``pick="score"``.
@@ -403,8 +409,8 @@ def cut_boxes(
     Score map S = :func:`coloc_core.boxes.scoremap_from_attention` of the dequantised heatmap
     (224×224, SPEC §6), its single box ``boxes_from_scoremap(S, τ)`` and, with ``all_boxes`` or
     ``pick="score"``, every box of :func:`coloc_core.boxes.region_boxes_from_scoremap` at τ. With
-    ``features`` (the model's, (C, h, w) on the heatmap's grid: :func:`maps_and_features`), each of
-    those boxes' :func:`coloc_core.box_score.box_repetition` too.
+    ``features`` (the model's, (C, h, w) on the heatmap's grid: :func:`maps_and_features`), the cut
+    measures each box's :func:`coloc_core.box_score.box_repetition` when its score needs it.
 
     Raises:
         ValueError: a bad heatmap shape or features of another grid, or an unknown ``pick``.
@@ -416,13 +422,8 @@ def cut_boxes(
     regions = None
     if all_boxes or pick == "score":
         regions = np.asarray(region_boxes_from_scoremap(scoremap, threshold), dtype=np.float64).reshape(-1, 4)
-    cut = Cut(scoremap, box.reshape(-1, 4)[:1], regions, pick=pick, report=all_boxes)
-    if features is not None:
-        cut.repetition = np.array(
-            [box_repetition(heat, features, b, threshold, scoremap.shape) for b in cut.all_boxes()],
-            dtype=np.float64,
-        )
-    return cut
+    grid = None if features is None else (heat, features, float(threshold))
+    return Cut(scoremap, box.reshape(-1, 4)[:1], regions, pick=pick, report=all_boxes, grid=grid)
 
 
 def score_cut(
