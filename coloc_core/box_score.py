@@ -14,7 +14,7 @@ plus, for a fitted labeler, how much more of its map repeats apart than the coll
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -271,6 +271,11 @@ def repeat_statistic(repetitions: np.ndarray | list[float]) -> float:
     return float(np.quantile(r, REPEAT_QUANTILE))
 
 
+def has_repeats(box_sizes: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    """Whether a typical box (``box_sizes``) has the collection's ``repeats``: the repetition term applies."""
+    return box_sizes is not None and box_sizes.get("repeats") is not None
+
+
 def box_repeat_excess(repetition: float, box_sizes: dict[str, Any]) -> float:
     """How much more a box repeats than the collection's boxes usually do: max(0, r − repeats), in [0, 1].
 
@@ -320,7 +325,7 @@ def box_score(
         score += box_typicality(box_area_share(box, s.shape), box_sizes)
     if not math.isfinite(content):
         raise ValueError(f"content term must be finite, got {content}")
-    if repetition is not None and box_sizes is not None and box_sizes.get("repeats") is not None:
+    if repetition is not None and has_repeats(box_sizes):
         score -= box_repeat_excess(repetition, box_sizes)
     return score + float(content)
 

@@ -57,7 +57,7 @@ import torch
 from PIL import Image
 
 from coloc_core.box_content import CONTENT_BOUND, ContentScorer
-from coloc_core.box_score import box_repetition, box_score, payload_box_sizes
+from coloc_core.box_score import box_repetition, box_score, has_repeats, payload_box_sizes
 from coloc_core.boxes import (
     boxes_from_scoremap,
     boxes_to_original,
@@ -253,8 +253,7 @@ def scores_repeats(localizer: Localizer, box_sizes: dict[str, Any] | None) -> bo
     For a model whose typical box has ``repeats`` (the fitted labelers,
     :func:`coloc_core.box_score.repeat_statistic`) and whose features are at hand.
     """
-    has_repeats = box_sizes is not None and box_sizes.get("repeats") is not None
-    return isinstance(localizer, CAAMLocalizer) and has_repeats
+    return isinstance(localizer, CAAMLocalizer) and has_repeats(box_sizes)
 
 
 # ------------------------------------------------------------------------------------------- boxes

@@ -89,6 +89,7 @@ from typing import Any
 
 import numpy as np
 
+from coloc_core.box_score import has_repeats
 from pipelines import console, storage
 from pipelines.config import LabelJobConfig, check_label_config
 from pipelines.label_actors import LocalizeBatch, actor_count, decoded_images
@@ -214,8 +215,7 @@ def run_labeling(cfg: LabelJobConfig, on_shard_written: Any = None) -> LabelSumm
         indices = np.concatenate([plan.shard_rows(s) for s in pending])
         # A model whose scores take the content term crops its boxes from the images in the actor, and
         # one whose scores take the repetition term reads the features of the actor's forward pass.
-        repeats = plan.box_sizes is not None and plan.box_sizes.get("repeats") is not None
-        postprocess_in_actor = not cfg.use_gpu or plan.content or repeats
+        postprocess_in_actor = not cfg.use_gpu or plan.content or has_repeats(plan.box_sizes)
         ds = decoded_images(plan.inputs, indices, cfg, plan.image_size).map_batches(
             LocalizeBatch,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),

@@ -21,7 +21,6 @@ from coloc_core.heatmap import quantize_heatmap
 from coloc_core.localizer import DEFAULT_INPUT_SIZES, localizer_from_payload
 from coloc_core.predict import (
     DEFAULT_PICK,
-    attention_maps,
     inference_layout,
     maps_and_features,
     scores_repeats,
@@ -104,14 +103,6 @@ class LocalizeBatch:
         self.all_boxes = all_boxes
         self.box_sizes = box_sizes
         self.pick = pick
-
-    def attention(self, images: np.ndarray) -> np.ndarray:
-        """Attention maps of uint8 images.
-
-        Shape:
-            images: (B, H, W, 3) uint8. Returns (B, h, w) float32 (CPU numpy).
-        """
-        return attention_maps(self.localizer, images)  # the Python API's step too
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """A numpy batch of ingest rows → prediction rows (heatmap rows only when not ``postprocess``).
@@ -260,8 +251,7 @@ def box_areas_batch(
     """
     import torch  # noqa: PLC0415
 
-    from coloc_core.box_score import box_area_share, box_repetition  # noqa: PLC0415
-    from coloc_core.heatmap import dequantize_heatmap  # noqa: PLC0415
+    from coloc_core.box_score import box_area_share  # noqa: PLC0415
     from coloc_core.predict import cut_boxes  # noqa: PLC0415
 
     key = f"{model_uri}#{model_id}"  # the file is rewritten by every fit in the same folder
@@ -287,13 +277,12 @@ def box_areas_batch(
         for k, (i, attn) in enumerate(zip(np.flatnonzero(ok), maps, strict=True)):
             if not np.isfinite(attn).all():
                 continue
-            heatmap = quantize_heatmap(attn)
-            cut = cut_boxes(heatmap, threshold, pick="largest")
+            grid = None if feats is None else feats[k]
+            cut = cut_boxes(quantize_heatmap(attn), threshold, pick="largest", features=grid)
             areas[i] = box_area_share(cut.box[0], cut.scoremap.shape)
-            if feats is not None:
-                repeats[i] = box_repetition(
-                    dequantize_heatmap(heatmap), feats[k], cut.box[0], threshold, cut.scoremap.shape
-                )
+            repeat = cut.repetition_of(cut.box[0])
+            if repeat is not None:
+                repeats[i] = repeat
             good.append(int(i))
             boxes.append(cut.box)
         if scorer is not None and good:
